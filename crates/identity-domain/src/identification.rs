@@ -1,0 +1,307 @@
+//! The Identification (KYC) aggregate of one user: identity, documents, PEP flag and level.
+//! Its id is the user's aggregate id; it starts implicitly at `unidentified`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::error::DomainError;
+use crate::values::{
+    CountryCode, DocumentId, IdentificationLevel, Name, PersonCode, TenantId, Text, UserId,
+};
+use crate::RecordsRejection;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub first_name: Name,
+    pub surname: Name,
+    pub nationality: CountryCode,
+    pub person_code: PersonCode,
+    pub date_of_birth: NaiveDate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    Passport,
+    IdentityCard,
+    DrivingLicence,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Document {
+    pub document_id: DocumentId,
+    pub kind: DocumentKind,
+    pub number: String,
+    pub issue_date: NaiveDate,
+    pub expiry_date: Option<NaiveDate>,
+}
+
+impl Document {
+    /// A document with no expiry date never expires.
+    pub fn valid_on(&self, day: NaiveDate) -> bool {
+        self.expiry_date.is_none_or(|e| e >= day)
+    }
+}
+
+/// Whose identification a command is about; the first command of a user starts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub tenant: TenantId,
+    pub user_id: UserId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentificationCommand {
+    SubmitIdentity {
+        subject: Subject,
+        identity: Box<Identity>,
+        today: NaiveDate,
+        at: DateTime<Utc>,
+    },
+    AttachDocument {
+        subject: Subject,
+        document: Box<Document>,
+        today: NaiveDate,
+        at: DateTime<Utc>,
+    },
+    SetPepStatus {
+        subject: Subject,
+        pep: bool,
+        reason: Option<Text>,
+        by: String,
+        at: DateTime<Utc>,
+    },
+    ChangeLevel {
+        subject: Subject,
+        level: IdentificationLevel,
+        reason: Option<Text>,
+        by: String,
+        today: NaiveDate,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdentificationEvent {
+    IdentificationStarted {
+        tenant: TenantId,
+        user_id: UserId,
+    },
+    IdentitySubmitted {
+        identity: Identity,
+        at: DateTime<Utc>,
+    },
+    DocumentAttached {
+        document: Document,
+        at: DateTime<Utc>,
+    },
+    PepStatusSet {
+        pep: bool,
+        reason: Option<Text>,
+        by: String,
+        at: DateTime<Utc>,
+    },
+    IdentificationLevelChanged {
+        from: IdentificationLevel,
+        to: IdentificationLevel,
+        reason: Option<Text>,
+        by: String,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for IdentificationEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::IdentificationStarted { .. } => "IdentificationStarted",
+            Self::IdentitySubmitted { .. } => "IdentitySubmitted",
+            Self::DocumentAttached { .. } => "DocumentAttached",
+            Self::PepStatusSet { .. } => "PepStatusSet",
+            Self::IdentificationLevelChanged { .. } => "IdentificationLevelChanged",
+        }
+        .to_string()
+    }
+    fn event_version(&self) -> String {
+        "1.0".to_string()
+    }
+}
+
+impl RecordsRejection for IdentificationEvent {
+    fn rejection(&self) -> Option<DomainError> {
+        None
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identification {
+    pub user_id: Option<UserId>,
+    pub tenant: Option<TenantId>,
+    pub identity: Option<Identity>,
+    pub documents: BTreeMap<DocumentId, Document>,
+    pub pep: bool,
+    pub level: IdentificationLevel,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl Identification {
+    fn decide(
+        &self,
+        command: IdentificationCommand,
+    ) -> Result<Vec<IdentificationEvent>, DomainError> {
+        use IdentificationCommand as C;
+        use IdentificationEvent as E;
+        let subject = match &command {
+            C::SubmitIdentity { subject, .. }
+            | C::AttachDocument { subject, .. }
+            | C::SetPepStatus { subject, .. }
+            | C::ChangeLevel { subject, .. } => subject.clone(),
+        };
+        let mut events = Vec::new();
+        if self.user_id.is_none() {
+            events.push(E::IdentificationStarted {
+                tenant: subject.tenant,
+                user_id: subject.user_id,
+            });
+        }
+        match command {
+            C::SubmitIdentity {
+                identity,
+                today,
+                at,
+                ..
+            } => {
+                if identity.date_of_birth > today {
+                    return Err(DomainError::invalid(
+                        "date_of_birth",
+                        "date of birth must not be in the future",
+                    ));
+                }
+                if self.identity.as_ref() != Some(&identity) {
+                    events.push(E::IdentitySubmitted {
+                        identity: *identity,
+                        at,
+                    });
+                }
+            }
+            C::AttachDocument {
+                document,
+                today,
+                at,
+                ..
+            } => {
+                if document.issue_date > today {
+                    return Err(DomainError::invalid(
+                        "issue_date",
+                        "issue date must not be in the future",
+                    ));
+                }
+                if document.expiry_date.is_some_and(|e| e < document.issue_date) {
+                    return Err(DomainError::invalid(
+                        "expiry_date",
+                        "expiry date must not be before the issue date",
+                    ));
+                }
+                if self.documents.contains_key(&document.document_id) {
+                    return Err(DomainError::DocumentAlreadyAttached);
+                }
+                events.push(E::DocumentAttached {
+                    document: *document,
+                    at,
+                });
+            }
+            C::SetPepStatus {
+                pep, reason, by, at, ..
+            } => {
+                if pep != self.pep {
+                    events.push(E::PepStatusSet { pep, reason, by, at });
+                }
+            }
+            C::ChangeLevel {
+                level,
+                reason,
+                by,
+                today,
+                at,
+                ..
+            } => {
+                if level == self.level {
+                    events.clear();
+                    return Ok(events);
+                }
+                if level < self.level && reason.is_none() {
+                    return Err(DomainError::ReasonRequired);
+                }
+                if level >= IdentificationLevel::Identified {
+                    if self.identity.is_none() {
+                        return Err(DomainError::IdentityRequired(level.as_str()));
+                    }
+                    if !self.documents.values().any(|d| d.valid_on(today)) {
+                        return Err(DomainError::DocumentRequired(level.as_str()));
+                    }
+                }
+                events.push(E::IdentificationLevelChanged {
+                    from: self.level,
+                    to: level,
+                    reason,
+                    by,
+                    at,
+                });
+            }
+        }
+        // Starting alone is no change: a command that decided nothing appends nothing.
+        if events.len() == 1 && self.user_id.is_none() {
+            events.clear();
+        }
+        Ok(events)
+    }
+}
+
+impl Aggregate for Identification {
+    const TYPE: &'static str = "Identification";
+    type Command = IdentificationCommand;
+    type Event = IdentificationEvent;
+    type Error = DomainError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        use IdentificationEvent as E;
+        match event {
+            E::IdentificationStarted { tenant, user_id } => {
+                self.tenant = Some(tenant);
+                self.user_id = Some(user_id);
+            }
+            E::IdentitySubmitted { identity, at } => {
+                self.identity = Some(identity);
+                self.updated_at = Some(at);
+            }
+            E::DocumentAttached { document, at } => {
+                self.documents.insert(document.document_id, document);
+                self.updated_at = Some(at);
+            }
+            E::PepStatusSet { pep, at, .. } => {
+                self.pep = pep;
+                self.updated_at = Some(at);
+            }
+            E::IdentificationLevelChanged { to, at, .. } => {
+                self.level = to;
+                self.updated_at = Some(at);
+            }
+        }
+    }
+}

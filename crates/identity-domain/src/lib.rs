@@ -1,0 +1,40 @@
+//! The identity service's domain: aggregates, commands, events, value objects and errors.
+//!
+//! - [`user::User`]: registration, profile, activation, email/phone confirmation with one-time
+//!   codes, roles, credentials (hashes only) and merging.
+//! - [`wallet::Wallet`]: a wallet of an owner on a network with per-token balances; credits and
+//!   debits are idempotent by key and never make a balance negative.
+//! - [`status_tier::StatusTier`]: loyalty tiers, and [`status_tier::qualify`], the pure rule
+//!   that says which tiers a set of balances reaches.
+//! - [`identification::Identification`]: identity, documents, PEP flag and KYC level of a user.
+//! - [`claim::UniqueClaim`]: **where uniqueness is decided.** Email, phone, external id and
+//!   person code are unique per tenant; each normalized value has one claim aggregate (id from
+//!   [`derive::claim_id`]), and the event store's primary key on (aggregate, sequence) lets
+//!   exactly one of two concurrent claims append its first event.
+//!
+//! Every aggregate id starts with its tenant ([`derive::aggregate_id`]), so nothing of one
+//! tenant can be loaded in another.
+//!
+//! Rules of this crate: no tonic, no sqlx, no clock and no randomness. Ids, times, code hashes
+//! and password hashes arrive inside commands, so `handle` is a pure decision and `apply` a
+//! pure fold. Events are past tense, versioned (`event_version`) and pinned by tests: never
+//! edit a shipped event; add a version and an upcaster instead.
+
+#![forbid(unsafe_code)]
+
+pub mod claim;
+pub mod derive;
+pub mod error;
+pub mod identification;
+pub mod status_tier;
+pub mod user;
+pub mod values;
+pub mod wallet;
+
+pub use error::{ClaimKind, DomainError, FieldViolation, ValueError, Violations};
+
+/// Events that record a refused attempt (a wrong confirmation code): they are appended, so the
+/// attempt counts, and the caller still receives the error they stand for.
+pub trait RecordsRejection {
+    fn rejection(&self) -> Option<DomainError>;
+}

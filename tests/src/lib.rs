@@ -1,0 +1,1 @@
+//! Test-only crate: see the files under `tests/tests/`.
