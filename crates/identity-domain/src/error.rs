@@ -91,7 +91,10 @@ pub enum DomainError {
     #[error("wallet is {0}")]
     WalletNotUsable(&'static str),
     #[error("wallet cannot go from {from} to {to}")]
-    InvalidWalletTransition { from: &'static str, to: &'static str },
+    InvalidWalletTransition {
+        from: &'static str,
+        to: &'static str,
+    },
     #[error("insufficient balance: {available} available, {requested} requested")]
     InsufficientBalance { available: u128, requested: u128 },
     #[error("the idempotency key was already used with a different request")]

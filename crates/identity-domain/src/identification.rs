@@ -199,7 +199,10 @@ impl Identification {
                         "issue date must not be in the future",
                     ));
                 }
-                if document.expiry_date.is_some_and(|e| e < document.issue_date) {
+                if document
+                    .expiry_date
+                    .is_some_and(|e| e < document.issue_date)
+                {
                     return Err(DomainError::invalid(
                         "expiry_date",
                         "expiry date must not be before the issue date",
@@ -214,10 +217,19 @@ impl Identification {
                 });
             }
             C::SetPepStatus {
-                pep, reason, by, at, ..
+                pep,
+                reason,
+                by,
+                at,
+                ..
             } => {
                 if pep != self.pep {
-                    events.push(E::PepStatusSet { pep, reason, by, at });
+                    events.push(E::PepStatusSet {
+                        pep,
+                        reason,
+                        by,
+                        at,
+                    });
                 }
             }
             C::ChangeLevel {

@@ -163,7 +163,9 @@ impl StatusTier {
             StatusTierCommand::Update(u, at) => {
                 let u = *u;
                 let name = u.name.filter(|n| self.name.as_ref() != Some(n));
-                let description = u.description.filter(|d| self.description.as_ref() != Some(d));
+                let description = u
+                    .description
+                    .filter(|d| self.description.as_ref() != Some(d));
                 let min_balance = u.min_balance.filter(|m| *m != self.min_balance);
                 let discount = u.discount.filter(|d| self.discount != *d);
                 let image_url = u.image_url.filter(|i| self.image_url.as_ref() != Some(i));

@@ -467,7 +467,10 @@ impl User {
             C::ConfirmEmail { code_hash, at } => {
                 match check_code(self.pending_email.as_ref(), "email", &code_hash, at)? {
                     CodeCheck::Matches => {
-                        let pending = self.pending_email.as_ref().ok_or(DomainError::NoPendingChange("email"))?;
+                        let pending = self
+                            .pending_email
+                            .as_ref()
+                            .ok_or(DomainError::NoPendingChange("email"))?;
                         vec![E::EmailConfirmed {
                             email: pending.value.clone(),
                             previous: self.email.clone(),
@@ -491,7 +494,10 @@ impl User {
             C::ConfirmPhone { code_hash, at } => {
                 match check_code(self.pending_phone.as_ref(), "phone", &code_hash, at)? {
                     CodeCheck::Matches => {
-                        let pending = self.pending_phone.as_ref().ok_or(DomainError::NoPendingChange("phone"))?;
+                        let pending = self
+                            .pending_phone
+                            .as_ref()
+                            .ok_or(DomainError::NoPendingChange("phone"))?;
                         vec![E::PhoneConfirmed {
                             phone: pending.value.clone(),
                             previous: self.phone.clone(),

@@ -97,9 +97,9 @@ impl TenantId {
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
         let ok = !raw.is_empty()
             && raw.len() <= 63
-            && raw.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-            });
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if ok {
             Ok(Self(raw.to_string()))
         } else {
@@ -138,8 +138,7 @@ impl Phone {
             .strip_prefix('+')
             .or_else(|| s.strip_prefix("00"))
             .unwrap_or(s);
-        if s
-            .chars()
+        if s.chars()
             .any(|c| !(c.is_ascii_digit() || matches!(c, ' ' | '-' | '(' | ')' | '.')))
         {
             return Err(ValueError::new(
@@ -169,12 +168,16 @@ impl TokenId {
             if hex.len() == 40 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Ok(Self(format!("0x{}", hex.to_ascii_lowercase())));
             }
-            return Err(ValueError::new("token address must be 0x and 40 hex digits"));
+            return Err(ValueError::new(
+                "token address must be 0x and 40 hex digits",
+            ));
         }
         let upper = s.to_ascii_uppercase();
         if !upper.is_empty()
             && upper.len() <= 16
-            && upper.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            && upper
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
         {
             return Ok(Self(upper));
         }
@@ -209,7 +212,8 @@ impl Locale {
         let s = raw.trim().replace('_', "-");
         let mut parts = s.split('-');
         let lang = parts.next().unwrap_or_default();
-        let lang_ok = (2..=3).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_alphabetic());
+        let lang_ok =
+            (2..=3).contains(&lang.len()) && lang.bytes().all(|b| b.is_ascii_alphabetic());
         let rest: Vec<&str> = parts.collect();
         let rest_ok = rest.len() <= 2
             && rest.iter().all(|p| {
@@ -250,7 +254,9 @@ impl Role {
         let ok = !s.is_empty()
             && s.len() <= 64
             && s.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.' | b':')
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'_' | b'-' | b'.' | b':')
             });
         if ok {
             Ok(Self(s))
@@ -352,7 +358,9 @@ impl JsonObject {
     }
 
     pub fn from_map(map: serde_json::Map<String, serde_json::Value>) -> Result<Self, ValueError> {
-        let size = serde_json::to_string(&map).map(|s| s.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_string(&map)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX);
         if size > MAX_JSON_BYTES {
             return Err(ValueError::new(format!(
                 "must be at most {MAX_JSON_BYTES} bytes of JSON"
@@ -436,9 +444,8 @@ impl Percentage {
     pub const ZERO: Self = Self(0);
 
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
-        let bad = || {
-            ValueError::new("discount must be a decimal from 0 to 100 with at most 2 decimals")
-        };
+        let bad =
+            || ValueError::new("discount must be a decimal from 0 to 100 with at most 2 decimals");
         let s = raw.trim();
         let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
         if whole.is_empty()
@@ -620,15 +627,29 @@ mod tests {
 
     #[test]
     fn malformed_emails_are_refused() {
-        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "ada@.com"] {
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a b@example.com",
+            "ada@.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }
 
     #[test]
     fn phones_keep_digits_with_the_country_code() {
-        assert_eq!(Phone::parse("+44 20 7946 0958").unwrap().as_str(), "442079460958");
-        assert_eq!(Phone::parse("0044-20-7946-0958").unwrap().as_str(), "442079460958");
+        assert_eq!(
+            Phone::parse("+44 20 7946 0958").unwrap().as_str(),
+            "442079460958"
+        );
+        assert_eq!(
+            Phone::parse("0044-20-7946-0958").unwrap().as_str(),
+            "442079460958"
+        );
         assert!(Phone::parse("12345").is_err());
         assert!(Phone::parse("+44 abc").is_err());
     }
@@ -637,10 +658,19 @@ mod tests {
     fn token_amounts_are_whole_decimal_strings() {
         assert_eq!(TokenAmount::parse("1500").unwrap().value(), 1500);
         assert_eq!(
-            TokenAmount::parse("340282366920938463463374607431768211455").unwrap().value(),
+            TokenAmount::parse("340282366920938463463374607431768211455")
+                .unwrap()
+                .value(),
             u128::MAX
         );
-        for bad in ["", "-1", "1.5", "1e3", "340282366920938463463374607431768211456", " "] {
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "1e3",
+            "340282366920938463463374607431768211456",
+            " ",
+        ] {
             assert!(TokenAmount::parse(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(TokenAmount::parse_positive("0").is_err());
@@ -678,14 +708,20 @@ mod tests {
         assert!(SemiIdentified < BasicIdentified);
         assert!(BasicIdentified < Identified);
         assert!(Identified < FullyIdentified);
-        assert_eq!(IdentificationLevel::parse("basic_identified").unwrap(), BasicIdentified);
+        assert_eq!(
+            IdentificationLevel::parse("basic_identified").unwrap(),
+            BasicIdentified
+        );
     }
 
     #[test]
     fn tokens_are_addresses_or_symbols() {
         assert_eq!(TokenId::parse("usdc").unwrap().as_str(), "USDC");
         let addr = "0xABCDEF0123456789abcdef0123456789ABCDEF01";
-        assert_eq!(TokenId::parse(addr).unwrap().as_str(), addr.to_ascii_lowercase());
+        assert_eq!(
+            TokenId::parse(addr).unwrap().as_str(),
+            addr.to_ascii_lowercase()
+        );
         assert!(TokenId::parse("0x123").is_err());
         assert!(TokenId::parse("US DC").is_err());
     }

@@ -229,7 +229,10 @@ impl Wallet {
         use WalletStatus::*;
         let allowed = matches!(
             (self.status, to),
-            (Pending, Active) | (Suspended, Active) | (Active, Suspended) | (Pending | Active | Suspended, Closed)
+            (Pending, Active)
+                | (Suspended, Active)
+                | (Active, Suspended)
+                | (Pending | Active | Suspended, Closed)
         );
         if self.status == to {
             return Ok(vec![]);
@@ -308,8 +311,9 @@ impl Wallet {
             let address = match open.wallet_type {
                 WalletType::Internal => wallet_address(&open.owner_identifier, open.network, 0),
                 WalletType::External => match open.external_address.as_deref() {
-                    Some(raw) => parse_external_address(open.network, raw)
-                        .map_err(|e| e.at("address"))?,
+                    Some(raw) => {
+                        parse_external_address(open.network, raw).map_err(|e| e.at("address"))?
+                    }
                     None => {
                         return Err(DomainError::invalid(
                             "address",
@@ -427,14 +431,28 @@ impl Aggregate for Wallet {
                 balance,
                 idempotency_key,
                 at,
-            } => self.record_movement(MovementKind::Credit, token, amount, balance, idempotency_key, at),
+            } => self.record_movement(
+                MovementKind::Credit,
+                token,
+                amount,
+                balance,
+                idempotency_key,
+                at,
+            ),
             WalletEvent::TokensDebited {
                 token,
                 amount,
                 balance,
                 idempotency_key,
                 at,
-            } => self.record_movement(MovementKind::Debit, token, amount, balance, idempotency_key, at),
+            } => self.record_movement(
+                MovementKind::Debit,
+                token,
+                amount,
+                balance,
+                idempotency_key,
+                at,
+            ),
         }
     }
 }

@@ -1,0 +1,243 @@
+//! Pins the stored JSON of one event of every type. Events live forever in the log: if this
+//! test fails, a shipped event's shape changed. Do not update the golden file for that; add a
+//! new event version and an upcaster instead (docs/adr/0001-event-log.md).
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use chrono::NaiveDate;
+use common::*;
+use cqrs_es::DomainEvent;
+use identity_domain::claim::ClaimEvent;
+use identity_domain::identification::*;
+use identity_domain::status_tier::StatusTierEvent;
+use identity_domain::user::{Credential, UserEvent};
+use identity_domain::values::*;
+use identity_domain::wallet::*;
+use identity_domain::ClaimKind;
+use uuid::Uuid;
+
+fn line<E: DomainEvent>(e: &E) -> String {
+    format!(
+        "{} {} {}",
+        e.event_type(),
+        e.event_version(),
+        serde_json::to_string(e).expect("serializes")
+    )
+}
+
+fn samples() -> Vec<String> {
+    let tier = TierId(Uuid::from_u128(3));
+    let text = |s: &str| Text::parse(s).expect("text");
+    let mut out = vec![];
+    let user = vec![
+        UserEvent::UserRegistered {
+            user_id: user_id(1),
+            tenant: tenant(),
+            email: Some(email("ada@example.com")),
+            phone: Some(phone("37255551234")),
+            external_id: Some(ExternalId::parse("crm-1").expect("id")),
+            identifier_email: "u0@acme.id".into(),
+            first_name: Some(name("Ada")),
+            last_name: Some(name("Lovelace")),
+            locale: Some(Locale::parse("en").expect("locale")),
+            custom_data: JsonObject::parse(r#"{"a":1}"#).expect("json"),
+            public_profile: JsonObject::default(),
+            registered_at: t(0),
+        },
+        UserEvent::UserProfileUpdated {
+            first_name: None,
+            last_name: Some(name("King")),
+            locale: None,
+            custom_data: None,
+            public_profile: None,
+            updated_at: t(1),
+        },
+        UserEvent::UserDeactivated { at: t(2) },
+        UserEvent::UserReactivated { at: t(3) },
+        UserEvent::EmailChangeRequested {
+            email: email("b@example.com"),
+            code_hash: "ab12".into(),
+            expires_at: t(4),
+        },
+        UserEvent::EmailConfirmationFailed { failed_attempts: 1 },
+        UserEvent::EmailConfirmed {
+            email: email("b@example.com"),
+            previous: None,
+            at: t(5),
+        },
+        UserEvent::PhoneChangeRequested {
+            phone: phone("37255551234"),
+            code_hash: "cd34".into(),
+            expires_at: t(6),
+        },
+        UserEvent::PhoneConfirmationFailed { failed_attempts: 2 },
+        UserEvent::PhoneConfirmed {
+            phone: phone("37255551234"),
+            previous: None,
+            at: t(7),
+        },
+        UserEvent::RolesChanged {
+            roles: BTreeSet::from([Role::parse("admin").expect("role")]),
+        },
+        UserEvent::PasswordSet {
+            credential: Credential::Modern {
+                phc: "$argon2id$x".into(),
+            },
+        },
+        UserEvent::PasswordChanged {
+            credential: Credential::Modern {
+                phc: "$argon2id$y".into(),
+            },
+        },
+        UserEvent::LegacyCredentialImported {
+            credential: Credential::LegacySha1 {
+                salt: "s".into(),
+                digest: "ZA==".into(),
+            },
+        },
+        UserEvent::LegacyCredentialUpgraded {
+            credential: Credential::Modern {
+                phc: "$argon2id$z".into(),
+            },
+        },
+        UserEvent::UserMerged {
+            into: user_id(2),
+            at: t(8),
+        },
+    ];
+    out.extend(user.iter().map(line));
+    let wallet = [
+        WalletEvent::WalletOpened {
+            wallet_id: WalletId(Uuid::from_u128(4)),
+            tenant: tenant(),
+            owner: Owner {
+                owner_type: OwnerType::User,
+                owner_id: user_id(1).to_string(),
+            },
+            wallet_type: WalletType::Internal,
+            network: Network::Evm(8453),
+            address: "0xab".into(),
+            explorer_url: None,
+            opened_at: t(0),
+        },
+        WalletEvent::WalletActivated { at: t(1) },
+        WalletEvent::WalletSuspended { at: t(2) },
+        WalletEvent::WalletClosed { at: t(3) },
+        WalletEvent::TokensCredited {
+            token: token("PTS"),
+            amount: amount(10),
+            balance: amount(10),
+            idempotency_key: key("k1"),
+            at: t(4),
+        },
+        WalletEvent::TokensDebited {
+            token: token("PTS"),
+            amount: amount(3),
+            balance: amount(7),
+            idempotency_key: key("k2"),
+            at: t(5),
+        },
+    ];
+    out.extend(wallet.iter().map(line));
+    let tiers = [
+        StatusTierEvent::StatusTierCreated {
+            tier_id: tier,
+            tenant: tenant(),
+            name: name("Gold"),
+            description: Some(text("shiny")),
+            min_balance: amount(1000),
+            discount: Percentage::parse("12.5").expect("pct"),
+            image_url: Some(Url::parse("https://x.example/g.png").expect("url")),
+            eligible_tokens: BTreeSet::from([token("PTS")]),
+            created_at: t(0),
+        },
+        StatusTierEvent::StatusTierUpdated {
+            name: None,
+            description: None,
+            min_balance: Some(amount(2000)),
+            discount: None,
+            image_url: None,
+            updated_at: t(1),
+        },
+        StatusTierEvent::StatusTierRetired { at: t(2) },
+        StatusTierEvent::EligibleTokenAdded {
+            token: token("USDC"),
+            at: t(3),
+        },
+        StatusTierEvent::EligibleTokenRemoved {
+            token: token("USDC"),
+            at: t(4),
+        },
+    ];
+    out.extend(tiers.iter().map(line));
+    let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("date");
+    let ident = [
+        IdentificationEvent::IdentificationStarted {
+            tenant: tenant(),
+            user_id: user_id(1),
+        },
+        IdentificationEvent::IdentitySubmitted {
+            identity: Identity {
+                first_name: name("Ada"),
+                surname: name("Lovelace"),
+                nationality: CountryCode::parse("EE").expect("cc"),
+                person_code: PersonCode::parse("EE", "38601010123").expect("pc"),
+                date_of_birth: day(1986, 1, 1),
+            },
+            at: t(1),
+        },
+        IdentificationEvent::DocumentAttached {
+            document: Document {
+                document_id: DocumentId(Uuid::from_u128(5)),
+                kind: DocumentKind::DrivingLicence,
+                number: "D1".into(),
+                issue_date: day(2020, 1, 1),
+                expiry_date: Some(day(2030, 1, 1)),
+            },
+            at: t(2),
+        },
+        IdentificationEvent::PepStatusSet {
+            pep: true,
+            reason: Some(text("minister")),
+            by: "officer".into(),
+            at: t(3),
+        },
+        IdentificationEvent::IdentificationLevelChanged {
+            from: IdentificationLevel::Unidentified,
+            to: IdentificationLevel::Identified,
+            reason: None,
+            by: "officer".into(),
+            at: t(4),
+        },
+    ];
+    out.extend(ident.iter().map(line));
+    let claims = [
+        ClaimEvent::ValueClaimed {
+            kind: ClaimKind::Email,
+            owner: user_id(1),
+        },
+        ClaimEvent::ValueReleased { owner: user_id(1) },
+    ];
+    out.extend(claims.iter().map(line));
+    out
+}
+
+#[test]
+fn the_stored_json_of_every_event_type_is_pinned() {
+    let golden = include_str!("events.golden.txt");
+    let actual = samples().join("\n") + "\n";
+    if std::env::var_os("BLESS_EVENTS").is_some() {
+        std::fs::write(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/events.golden.txt"),
+            &actual,
+        )
+        .expect("write golden file");
+        return;
+    }
+    for (n, (want, got)) in golden.lines().zip(actual.lines()).enumerate() {
+        assert_eq!(got, want, "event #{n} changed shape");
+    }
+    assert_eq!(golden.lines().count(), actual.lines().count());
+}

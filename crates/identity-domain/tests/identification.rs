@@ -1,0 +1,265 @@
+//! Given/when/then tests of the Identification aggregate.
+
+mod common;
+
+use chrono::NaiveDate;
+use common::*;
+use cqrs_es::test::TestFramework;
+use identity_domain::identification::*;
+use identity_domain::values::*;
+use identity_domain::DomainError;
+use uuid::Uuid;
+
+type IdTest = TestFramework<Identification>;
+
+fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).expect("date")
+}
+
+fn today() -> NaiveDate {
+    day(2026, 11, 24)
+}
+
+fn subject() -> Subject {
+    Subject {
+        tenant: tenant(),
+        user_id: user_id(1),
+    }
+}
+
+fn started() -> IdentificationEvent {
+    IdentificationEvent::IdentificationStarted {
+        tenant: tenant(),
+        user_id: user_id(1),
+    }
+}
+
+fn identity() -> Identity {
+    Identity {
+        first_name: name("Ada"),
+        surname: name("Lovelace"),
+        nationality: CountryCode::parse("EE").expect("cc"),
+        person_code: PersonCode::parse("EE", "38601010123").expect("pc"),
+        date_of_birth: day(1986, 1, 1),
+    }
+}
+
+fn document(expiry: Option<NaiveDate>) -> Document {
+    Document {
+        document_id: DocumentId(Uuid::from_u128(9)),
+        kind: DocumentKind::Passport,
+        number: "K1234567".into(),
+        issue_date: day(2020, 1, 1),
+        expiry_date: expiry,
+    }
+}
+
+fn change(level: IdentificationLevel, reason: Option<&str>) -> IdentificationCommand {
+    IdentificationCommand::ChangeLevel {
+        subject: subject(),
+        level,
+        reason: reason.map(|r| Text::parse(r).expect("text")),
+        by: "officer-7".into(),
+        today: today(),
+        at: t(5),
+    }
+}
+
+fn submitted() -> IdentificationEvent {
+    IdentificationEvent::IdentitySubmitted {
+        identity: identity(),
+        at: t(1),
+    }
+}
+
+fn attached(expiry: Option<NaiveDate>) -> IdentificationEvent {
+    IdentificationEvent::DocumentAttached {
+        document: document(expiry),
+        at: t(2),
+    }
+}
+
+#[test]
+fn the_first_submission_starts_the_identification() {
+    IdTest::with(())
+        .given_no_previous_events()
+        .when(IdentificationCommand::SubmitIdentity {
+            subject: subject(),
+            identity: Box::new(identity()),
+            today: today(),
+            at: t(1),
+        })
+        .then_expect_events(vec![started(), submitted()]);
+}
+
+#[test]
+fn a_date_of_birth_in_the_future_is_rejected() {
+    let mut id = identity();
+    id.date_of_birth = day(2030, 1, 1);
+    let err = IdTest::with(())
+        .given_no_previous_events()
+        .when(IdentificationCommand::SubmitIdentity {
+            subject: subject(),
+            identity: Box::new(id),
+            today: today(),
+            at: t(1),
+        })
+        .inspect_result()
+        .expect_err("future");
+    assert_eq!(err.reason(), "INVALID_ARGUMENT");
+}
+
+#[test]
+fn attaching_a_document_records_its_metadata() {
+    IdTest::with(())
+        .given(vec![started()])
+        .when(IdentificationCommand::AttachDocument {
+            subject: subject(),
+            document: Box::new(document(Some(day(2030, 1, 1)))),
+            today: today(),
+            at: t(2),
+        })
+        .then_expect_events(vec![attached(Some(day(2030, 1, 1)))]);
+}
+
+#[test]
+fn a_document_expiring_before_its_issue_is_rejected() {
+    let err = IdTest::with(())
+        .given(vec![started()])
+        .when(IdentificationCommand::AttachDocument {
+            subject: subject(),
+            document: Box::new(document(Some(day(2019, 1, 1)))),
+            today: today(),
+            at: t(2),
+        })
+        .inspect_result()
+        .expect_err("bad dates");
+    assert_eq!(err.reason(), "INVALID_ARGUMENT");
+}
+
+#[test]
+fn attaching_the_same_document_twice_is_rejected() {
+    IdTest::with(())
+        .given(vec![started(), attached(None)])
+        .when(IdentificationCommand::AttachDocument {
+            subject: subject(),
+            document: Box::new(document(None)),
+            today: today(),
+            at: t(2),
+        })
+        .then_expect_error(DomainError::DocumentAlreadyAttached);
+}
+
+#[test]
+fn setting_the_pep_flag_records_who_and_why() {
+    IdTest::with(())
+        .given(vec![started()])
+        .when(IdentificationCommand::SetPepStatus {
+            subject: subject(),
+            pep: true,
+            reason: Some(Text::parse("minister").expect("text")),
+            by: "officer-7".into(),
+            at: t(3),
+        })
+        .then_expect_events(vec![IdentificationEvent::PepStatusSet {
+            pep: true,
+            reason: Some(Text::parse("minister").expect("text")),
+            by: "officer-7".into(),
+            at: t(3),
+        }]);
+}
+
+#[test]
+fn raising_to_basic_needs_no_documents() {
+    IdTest::with(())
+        .given(vec![started()])
+        .when(change(IdentificationLevel::BasicIdentified, None))
+        .then_expect_events(vec![IdentificationEvent::IdentificationLevelChanged {
+            from: IdentificationLevel::Unidentified,
+            to: IdentificationLevel::BasicIdentified,
+            reason: None,
+            by: "officer-7".into(),
+            at: t(5),
+        }]);
+}
+
+#[test]
+fn identified_needs_a_submitted_identity() {
+    IdTest::with(())
+        .given(vec![started(), attached(None)])
+        .when(change(IdentificationLevel::Identified, None))
+        .then_expect_error(DomainError::IdentityRequired("identified"));
+}
+
+#[test]
+fn identified_needs_an_unexpired_document() {
+    IdTest::with(())
+        .given(vec![started(), submitted()])
+        .when(change(IdentificationLevel::FullyIdentified, None))
+        .then_expect_error(DomainError::DocumentRequired("fully_identified"));
+    IdTest::with(())
+        .given(vec![
+            started(),
+            submitted(),
+            attached(Some(day(2025, 1, 1))),
+        ])
+        .when(change(IdentificationLevel::Identified, None))
+        .then_expect_error(DomainError::DocumentRequired("identified"));
+}
+
+#[test]
+fn identified_is_reached_with_identity_and_a_valid_document() {
+    IdTest::with(())
+        .given(vec![
+            started(),
+            submitted(),
+            attached(Some(day(2030, 1, 1))),
+        ])
+        .when(change(
+            IdentificationLevel::Identified,
+            Some("passport checked"),
+        ))
+        .then_expect_events(vec![IdentificationEvent::IdentificationLevelChanged {
+            from: IdentificationLevel::Unidentified,
+            to: IdentificationLevel::Identified,
+            reason: Some(Text::parse("passport checked").expect("text")),
+            by: "officer-7".into(),
+            at: t(5),
+        }]);
+}
+
+#[test]
+fn lowering_the_level_needs_a_reason() {
+    let raised = IdentificationEvent::IdentificationLevelChanged {
+        from: IdentificationLevel::Unidentified,
+        to: IdentificationLevel::BasicIdentified,
+        reason: None,
+        by: "officer-7".into(),
+        at: t(4),
+    };
+    IdTest::with(())
+        .given(vec![started(), raised.clone()])
+        .when(change(IdentificationLevel::SemiIdentified, None))
+        .then_expect_error(DomainError::ReasonRequired);
+    IdTest::with(())
+        .given(vec![started(), raised])
+        .when(change(
+            IdentificationLevel::SemiIdentified,
+            Some("document revoked"),
+        ))
+        .then_expect_events(vec![IdentificationEvent::IdentificationLevelChanged {
+            from: IdentificationLevel::BasicIdentified,
+            to: IdentificationLevel::SemiIdentified,
+            reason: Some(Text::parse("document revoked").expect("text")),
+            by: "officer-7".into(),
+            at: t(5),
+        }]);
+}
+
+#[test]
+fn changing_to_the_current_level_records_nothing() {
+    IdTest::with(())
+        .given_no_previous_events()
+        .when(change(IdentificationLevel::Unidentified, None))
+        .then_expect_events(vec![]);
+}
