@@ -1,1 +1,419 @@
-//! placeholder
+//! The identity service's event log, on PostgreSQL (production) or SQLite (the embedded
+//! default), behind one type: [`EventLog`].
+//!
+//! Events are written by cqrs-es's postgres-es / sqlite-es repositories in their plain
+//! event-store mode (no snapshots: in cqrs-es 0.5.0 the snapshot and aggregate-store modes
+//! apply new events twice; see `docs/adr/0001-event-log.md`). Our migrations create their
+//! table with two more columns, filled by the database: `global_position`, a total order
+//! over all events, and `recorded_at`. On PostgreSQL each row also records its writing
+//! transaction (`xid`), for gap-safe readers of the global feed.
+//!
+//! [`EventLog::execute`] is the command path: load the aggregate, let it decide, append its
+//! events, and answer with the events, the resulting state and the global position of the
+//! last event. A command that loses an optimistic-concurrency race is re-run on fresh state
+//! a bounded number of times.
+//!
+//! This crate knows nothing of gRPC and nothing of the domain's types beyond cqrs-es traits.
+
+#![forbid(unsafe_code)]
+
+mod migrations;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
+use postgres_es::PostgresEventRepository;
+use sqlite_es::SqliteEventRepository;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Row, SqlitePool};
+
+/// How many times a command is re-run after losing an optimistic-concurrency race.
+pub const MAX_CONFLICT_RETRIES: u32 = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("a stored event could not be read: {0}")]
+    Corrupt(String),
+    #[error("invalid store configuration: {0}")]
+    Config(String),
+    #[error("event store error: {0}")]
+    Other(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(e.to_string()),
+            sqlx::Error::Configuration(_) => Self::Config(e.to_string()),
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+/// Why a command did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError<E: std::error::Error> {
+    /// The aggregate refused the command.
+    #[error(transparent)]
+    Domain(E),
+    /// Every retry lost an optimistic-concurrency race.
+    #[error("the aggregate kept changing; gave up after {MAX_CONFLICT_RETRIES} retries")]
+    Conflict,
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// The outcome of a command that went through.
+#[derive(Debug)]
+pub struct Executed<A: Aggregate> {
+    /// The aggregate's state after the command.
+    pub aggregate: A,
+    /// The events the command appended (none when it changed nothing).
+    pub events: Vec<A::Event>,
+    /// The aggregate's sequence number after the command.
+    pub sequence: usize,
+    /// The global position of the aggregate's last event (0 when it has none).
+    pub position: u64,
+}
+
+/// An aggregate as loaded from the log.
+#[derive(Debug)]
+pub struct Loaded<A> {
+    pub aggregate: A,
+    pub sequence: usize,
+}
+
+/// Which database holds the log.
+#[derive(Debug, Clone)]
+enum Backend {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// The event log. Cheap to clone: it holds a connection pool.
+#[derive(Debug, Clone)]
+pub struct EventLog {
+    backend: Backend,
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `postgres://…` or `sqlite://path/to/file.db`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+fn conflict_backoff(attempt: u32) -> Duration {
+    // Spread retries so that racing commands do not collide again in lock step.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let jitter_us = u64::from(nanos % 500);
+    Duration::from_micros(u64::from(attempt.min(8)) * 300 + jitter_us)
+}
+
+fn map_aggregate_error<E: std::error::Error>(e: AggregateError<E>) -> ExecuteError<E> {
+    match e {
+        AggregateError::UserError(e) => ExecuteError::Domain(e),
+        AggregateError::AggregateConflict => ExecuteError::Conflict,
+        AggregateError::DatabaseConnectionError(e) => {
+            ExecuteError::Store(StoreError::Unavailable(e.to_string()))
+        }
+        AggregateError::DeserializationError(e) => {
+            ExecuteError::Store(StoreError::Corrupt(e.to_string()))
+        }
+        AggregateError::UnexpectedError(e) => ExecuteError::Store(StoreError::Other(e.to_string())),
+    }
+}
+
+impl EventLog {
+    /// Connects to the store named by `config.url` and brings its schema up to date.
+    pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        let url = config.url.trim();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(config.max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options)
+                .await?;
+            Backend::Postgres(pool)
+        } else if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            let file = path.split('?').next().unwrap_or(path);
+            if let Some(dir) = std::path::Path::new(file).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Config(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
+            }
+            // FULL synchronous mode: a command is acknowledged only once its events are on disk.
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(config.max_connections.clamp(1, 8))
+                .connect_with(options)
+                .await?;
+            Backend::Sqlite(pool)
+        } else {
+            return Err(StoreError::Config(
+                "the database URL must start with postgres:// or sqlite://".into(),
+            ));
+        };
+        let log = Self { backend };
+        log.migrate().await?;
+        Ok(log)
+    }
+
+    /// Which database this is, for logs and health details.
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres(_) => "postgres",
+            Backend::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// The PostgreSQL pool, when the log lives there.
+    pub fn pg_pool(&self) -> Option<&PgPool> {
+        match &self.backend {
+            Backend::Postgres(p) => Some(p),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Postgres(pool) => migrations::postgres(pool).await,
+            Backend::Sqlite(pool) => migrations::sqlite(pool).await,
+        }
+    }
+
+    /// Checks that the store answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+            Backend::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+        }
+        .map_err(StoreError::from)
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Postgres(p) => p.close().await,
+            Backend::Sqlite(p) => p.close().await,
+        }
+    }
+
+    /// Loads an aggregate's current state; `None` when it has no events.
+    pub async fn load<A: Aggregate>(&self, id: &str) -> Result<Option<Loaded<A>>, StoreError> {
+        let (aggregate, sequence) = match &self.backend {
+            Backend::Postgres(pool) => {
+                let store: PersistedEventStore<_, A> = PersistedEventStore::new_event_store(
+                    PostgresEventRepository::new(pool.clone()),
+                );
+                let ctx = store.load_aggregate(id).await.map_err(store_error)?;
+                (ctx.aggregate, ctx.current_sequence)
+            }
+            Backend::Sqlite(pool) => {
+                let store: PersistedEventStore<_, A> =
+                    PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()));
+                let ctx = store.load_aggregate(id).await.map_err(store_error)?;
+                (ctx.aggregate, ctx.current_sequence)
+            }
+        };
+        Ok((sequence > 0).then_some(Loaded {
+            aggregate,
+            sequence,
+        }))
+    }
+
+    /// Every event of one aggregate, in order.
+    pub async fn events<A: Aggregate>(
+        &self,
+        id: &str,
+    ) -> Result<Vec<EventEnvelope<A>>, StoreError> {
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                let store: PersistedEventStore<_, A> = PersistedEventStore::new_event_store(
+                    PostgresEventRepository::new(pool.clone()),
+                );
+                store.load_events(id).await.map_err(store_error)
+            }
+            Backend::Sqlite(pool) => {
+                let store: PersistedEventStore<_, A> =
+                    PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()));
+                store.load_events(id).await.map_err(store_error)
+            }
+        }
+    }
+
+    /// Runs a command: load, decide, append; re-run on fresh state after a lost race.
+    pub async fn execute<A, C>(
+        &self,
+        id: &str,
+        command: &C,
+        services: &A::Services,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Executed<A>, ExecuteError<A::Error>>
+    where
+        A: Aggregate<Command = C>,
+        C: Clone,
+    {
+        let mut attempt = 0;
+        loop {
+            let result = match &self.backend {
+                Backend::Postgres(pool) => {
+                    let store = PersistedEventStore::new_event_store(PostgresEventRepository::new(
+                        pool.clone(),
+                    ));
+                    execute_once(&store, id, command.clone(), services, metadata).await
+                }
+                Backend::Sqlite(pool) => {
+                    let store = PersistedEventStore::new_event_store(SqliteEventRepository::new(
+                        pool.clone(),
+                    ));
+                    execute_once(&store, id, command.clone(), services, metadata).await
+                }
+            };
+            match result {
+                Err(ExecuteError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(
+                        aggregate_type = A::TYPE,
+                        attempt,
+                        "optimistic-concurrency conflict; re-running"
+                    );
+                    tokio::time::sleep(conflict_backoff(attempt)).await;
+                }
+                Err(e) => return Err(e),
+                Ok((aggregate, events, sequence)) => {
+                    let position = self
+                        .position_of(A::TYPE, id, sequence)
+                        .await
+                        .map_err(ExecuteError::Store)?;
+                    return Ok(Executed {
+                        aggregate,
+                        events,
+                        sequence,
+                        position,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The global position of one event of an aggregate (0 for sequence 0).
+    pub async fn position_of(
+        &self,
+        aggregate_type: &str,
+        id: &str,
+        sequence: usize,
+    ) -> Result<u64, StoreError> {
+        if sequence == 0 {
+            return Ok(0);
+        }
+        let seq = i64::try_from(sequence).map_err(|e| StoreError::Other(e.to_string()))?;
+        let position: Option<i64> = match &self.backend {
+            Backend::Postgres(pool) => sqlx::query(
+                "SELECT global_position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+            )
+            .bind(aggregate_type)
+            .bind(id)
+            .bind(seq)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| r.try_get::<i64, _>(0))
+            .transpose()?,
+            Backend::Sqlite(pool) => sqlx::query(
+                "SELECT global_position FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND sequence = ?3",
+            )
+            .bind(aggregate_type)
+            .bind(id)
+            .bind(seq)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| r.try_get::<i64, _>(0))
+            .transpose()?,
+        };
+        let position = position.ok_or_else(|| {
+            StoreError::Other(format!(
+                "event {aggregate_type}/{id}#{sequence} has no position"
+            ))
+        })?;
+        u64::try_from(position).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// The highest global position written so far (0 for an empty log).
+    pub async fn head_position(&self) -> Result<u64, StoreError> {
+        let sql = "SELECT COALESCE(MAX(global_position), 0) FROM events";
+        let head: i64 = match &self.backend {
+            Backend::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await?,
+            Backend::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await?,
+        };
+        u64::try_from(head).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+}
+
+fn store_error<E: std::error::Error>(e: AggregateError<E>) -> StoreError {
+    match map_aggregate_error(e) {
+        ExecuteError::Store(s) => s,
+        ExecuteError::Conflict => StoreError::Other("unexpected conflict while reading".into()),
+        ExecuteError::Domain(e) => StoreError::Other(e.to_string()),
+    }
+}
+
+async fn execute_once<A, ES>(
+    store: &ES,
+    id: &str,
+    command: A::Command,
+    services: &A::Services,
+    metadata: &HashMap<String, String>,
+) -> Result<(A, Vec<A::Event>, usize), ExecuteError<A::Error>>
+where
+    A: Aggregate,
+    ES: EventStore<A, AC = cqrs_es::persist::EventStoreAggregateContext<A>>,
+{
+    let mut context = store
+        .load_aggregate(id)
+        .await
+        .map_err(map_aggregate_error)?;
+    let sink: EventSink<A> = EventSink::default();
+    context
+        .aggregate
+        .handle(command, services, &sink)
+        .await
+        .map_err(ExecuteError::Domain)?;
+    let events = sink.collect().await;
+    let base_sequence = context.current_sequence;
+    // `handle` already applied the events to the context's aggregate (cqrs-es's EventSink
+    // does); the plain event store ignores the aggregate on commit, so take it out first.
+    let aggregate = std::mem::take(&mut context.aggregate);
+    if events.is_empty() {
+        return Ok((aggregate, events, base_sequence));
+    }
+    let committed = store
+        .commit(events.clone(), context, metadata.clone())
+        .await
+        .map_err(map_aggregate_error)?;
+    Ok((aggregate, events, base_sequence + committed.len()))
+}
