@@ -285,6 +285,12 @@ impl IdempotencyKey {
 #[serde(transparent)]
 pub struct Name(String);
 
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl Name {
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
         non_blank(raw, "name", MAX_NAME_LEN).map(Self)
@@ -298,6 +304,12 @@ impl Name {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Text(String);
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 impl Text {
     pub fn parse(raw: &str) -> Result<Self, ValueError> {

@@ -1,1 +1,28 @@
-//! placeholder
+//! The identity service's gRPC server: configuration, telemetry, the gRPC services, the
+//! conversion of requests into domain commands, and the mapping of errors to statuses.
+//!
+//! - `settings`: configuration from the environment.
+//! - `app`: `Application::build(settings)` binds and wires; `run_until_stopped` serves.
+//! - `api`: one module per gRPC service.
+//! - `convert`: proto ⇄ domain, where every field is parsed.
+//! - `core`: the command path shared by all services (execute, claims, codes).
+//! - `credentials`: argon2id hashing on the blocking pool.
+//! - `error`: the one exhaustive error → `Status` mapping.
+//!
+//! Domain rules live in `identity-domain`, storage in `identity-store`; this crate must not
+//! grow either.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod context;
+pub mod convert;
+pub mod core;
+pub mod credentials;
+pub mod error;
+pub mod settings;
+pub mod telemetry;
+
+pub use app::Application;
+pub use settings::Settings;

@@ -1,0 +1,7 @@
+//! The gRPC services, one module each. Handlers parse (`convert`), run a command through
+//! `Core`, and map errors through `error`; they hold no domain rules.
+
+pub mod identification;
+pub mod status_tier;
+pub mod user;
+pub mod wallet;

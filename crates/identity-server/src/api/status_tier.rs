@@ -1,0 +1,275 @@
+//! `identity.v1.StatusTierService`.
+
+use std::collections::BTreeSet;
+
+use chrono::Utc;
+use identity_domain::status_tier::{CreateTier, StatusTier, StatusTierCommand, UpdateTier};
+use identity_domain::values::{Name, Percentage, Text, TierId, TokenAmount, TokenId, Url};
+use identity_domain::{DomainError, Violations};
+use identity_proto::v1 as pb;
+use identity_proto::v1::status_tier_service_server::StatusTierService;
+use identity_store::Executed;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::context::RequestContext;
+use crate::convert::{optional, required, tier_to_pb};
+use crate::core::Core;
+use crate::error::{ApiError, ApiResult};
+
+const MAX_ELIGIBLE_TOKENS: usize = 100;
+
+#[derive(Debug, Clone)]
+pub struct StatusTierApi {
+    core: Core,
+}
+
+impl StatusTierApi {
+    pub fn new(core: Core) -> Self {
+        Self { core }
+    }
+
+    async fn run(
+        &self,
+        ctx: &RequestContext,
+        tier: TierId,
+        command: StatusTierCommand,
+    ) -> ApiResult<Executed<StatusTier>> {
+        self.core
+            .execute::<StatusTier>(ctx, &ctx.aggregate_id(tier), command, &())
+            .await
+    }
+
+    async fn change_token(
+        &self,
+        ctx: &RequestContext,
+        tier_id: &str,
+        token: &str,
+        add: bool,
+    ) -> ApiResult<(Vec<String>, u64)> {
+        let mut v = Violations::new();
+        let tier = required(&mut v, "tier_id", tier_id, TierId::parse);
+        let token = required(&mut v, "token", token, TokenId::parse);
+        v.finish()?;
+        let (tier, token) = tier
+            .zip(token)
+            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        let at = Utc::now();
+        let command = if add {
+            StatusTierCommand::AddEligibleToken { token, at }
+        } else {
+            StatusTierCommand::RemoveEligibleToken { token, at }
+        };
+        let executed = self.run(ctx, tier, command).await?;
+        Ok((
+            executed
+                .aggregate
+                .eligible_tokens
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            executed.position,
+        ))
+    }
+}
+
+fn parse_tier_id(raw: &str) -> ApiResult<TierId> {
+    let mut v = Violations::new();
+    let id = required(&mut v, "tier_id", raw, TierId::parse);
+    v.finish()?;
+    id.ok_or_else(|| ApiError::Internal("unparsed".into()))
+}
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl StatusTierService for StatusTierApi {
+    #[tracing::instrument(
+        name = "CreateStatusTier",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn create_status_tier(
+        &self,
+        request: Request<pb::CreateStatusTierRequest>,
+    ) -> Rpc<pb::CreateStatusTierResponse> {
+        let ctx = RequestContext::from_request(&request, "CreateStatusTier")?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let name = required(&mut v, "name", &req.name, Name::parse);
+        let description = optional(&mut v, "description", &req.description, Text::parse);
+        let min_balance = required(&mut v, "min_balance", &req.min_balance, TokenAmount::parse);
+        let discount = if req.discount_percentage.trim().is_empty() {
+            Some(Percentage::ZERO)
+        } else {
+            v.check(
+                "discount_percentage",
+                Percentage::parse(&req.discount_percentage),
+            )
+        };
+        let image_url = optional(&mut v, "image_url", &req.image_url, Url::parse);
+        if req.eligible_tokens.len() > MAX_ELIGIBLE_TOKENS {
+            v.push(
+                "eligible_tokens",
+                format!("at most {MAX_ELIGIBLE_TOKENS} tokens"),
+            );
+        }
+        let eligible_tokens: BTreeSet<TokenId> = req
+            .eligible_tokens
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                required(&mut v, &format!("eligible_tokens[{i}]"), t, TokenId::parse)
+            })
+            .collect();
+        v.finish().map_err(ApiError::from)?;
+        let ((name, min_balance), discount) = name
+            .zip(min_balance)
+            .zip(discount)
+            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        let tier_id = TierId(Uuid::new_v4());
+        let command = StatusTierCommand::Create(Box::new(CreateTier {
+            tier_id,
+            tenant: ctx.tenant.clone(),
+            name,
+            description,
+            min_balance,
+            discount,
+            image_url,
+            eligible_tokens,
+            at: Utc::now(),
+        }));
+        let executed = self.run(&ctx, tier_id, command).await?;
+        Ok(Response::new(pb::CreateStatusTierResponse {
+            tier: Some(tier_to_pb(&executed.aggregate, executed.sequence)),
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "UpdateStatusTier",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn update_status_tier(
+        &self,
+        request: Request<pb::UpdateStatusTierRequest>,
+    ) -> Rpc<pb::UpdateStatusTierResponse> {
+        let ctx = RequestContext::from_request(&request, "UpdateStatusTier")?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let tier = required(&mut v, "tier_id", &req.tier_id, TierId::parse);
+        let update = UpdateTier {
+            name: req
+                .name
+                .as_deref()
+                .and_then(|s| required(&mut v, "name", s, Name::parse)),
+            description: req
+                .description
+                .as_deref()
+                .and_then(|s| required(&mut v, "description", s, Text::parse)),
+            min_balance: req
+                .min_balance
+                .as_deref()
+                .and_then(|s| required(&mut v, "min_balance", s, TokenAmount::parse)),
+            discount: req
+                .discount_percentage
+                .as_deref()
+                .and_then(|s| required(&mut v, "discount_percentage", s, Percentage::parse)),
+            image_url: req
+                .image_url
+                .as_deref()
+                .and_then(|s| required(&mut v, "image_url", s, Url::parse)),
+        };
+        v.finish().map_err(ApiError::from)?;
+        let tier = tier.ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        let executed = self
+            .run(
+                &ctx,
+                tier,
+                StatusTierCommand::Update(Box::new(update), Utc::now()),
+            )
+            .await?;
+        Ok(Response::new(pb::UpdateStatusTierResponse {
+            tier: Some(tier_to_pb(&executed.aggregate, executed.sequence)),
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "RetireStatusTier",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn retire_status_tier(
+        &self,
+        request: Request<pb::RetireStatusTierRequest>,
+    ) -> Rpc<pb::RetireStatusTierResponse> {
+        let ctx = RequestContext::from_request(&request, "RetireStatusTier")?;
+        let tier = parse_tier_id(&request.get_ref().tier_id)?;
+        let executed = self
+            .run(&ctx, tier, StatusTierCommand::Retire { at: Utc::now() })
+            .await?;
+        Ok(Response::new(pb::RetireStatusTierResponse {
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "AddEligibleToken",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn add_eligible_token(
+        &self,
+        request: Request<pb::AddEligibleTokenRequest>,
+    ) -> Rpc<pb::AddEligibleTokenResponse> {
+        let ctx = RequestContext::from_request(&request, "AddEligibleToken")?;
+        let r = request.get_ref();
+        let (eligible_tokens, position) =
+            self.change_token(&ctx, &r.tier_id, &r.token, true).await?;
+        Ok(Response::new(pb::AddEligibleTokenResponse {
+            eligible_tokens,
+            position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "RemoveEligibleToken",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn remove_eligible_token(
+        &self,
+        request: Request<pb::RemoveEligibleTokenRequest>,
+    ) -> Rpc<pb::RemoveEligibleTokenResponse> {
+        let ctx = RequestContext::from_request(&request, "RemoveEligibleToken")?;
+        let r = request.get_ref();
+        let (eligible_tokens, position) =
+            self.change_token(&ctx, &r.tier_id, &r.token, false).await?;
+        Ok(Response::new(pb::RemoveEligibleTokenResponse {
+            eligible_tokens,
+            position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "GetStatusTier",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn get_status_tier(
+        &self,
+        request: Request<pb::GetStatusTierRequest>,
+    ) -> Rpc<pb::GetStatusTierResponse> {
+        let ctx = RequestContext::from_request(&request, "GetStatusTier")?;
+        let tier = parse_tier_id(&request.get_ref().tier_id)?;
+        let loaded = self
+            .core
+            .load::<StatusTier>(&ctx.aggregate_id(tier), DomainError::TierNotFound)
+            .await?;
+        Ok(Response::new(pb::GetStatusTierResponse {
+            tier: Some(tier_to_pb(&loaded.aggregate, loaded.sequence)),
+        }))
+    }
+}

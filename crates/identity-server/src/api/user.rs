@@ -1,0 +1,917 @@
+//! `identity.v1.UserService`.
+
+use std::collections::BTreeSet;
+
+use chrono::Utc;
+use identity_domain::claim::UniqueClaim;
+use identity_domain::derive::claim_id;
+use identity_domain::user::{
+    RegisterUser, RolesMode, Secret, UpdateProfile, User, UserCommand, UserEvent,
+};
+use identity_domain::values::{Email, ExternalId, JsonObject, Locale, Name, Phone, Role, UserId};
+use identity_domain::{ClaimKind, DomainError, Violations};
+use identity_proto::v1 as pb;
+use identity_proto::v1::user_service_server::UserService;
+use identity_store::Executed;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::context::RequestContext;
+use crate::convert::{json_object, optional, required, timestamp, user_to_pb};
+use crate::core::Core;
+use crate::error::{code_name, ApiError, ApiResult};
+
+/// Most items one UpsertUsers call takes.
+pub const MAX_UPSERT_ITEMS: usize = 500;
+const MAX_ROLES: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct UserApi {
+    core: Core,
+}
+
+impl UserApi {
+    pub fn new(core: Core) -> Self {
+        Self { core }
+    }
+}
+
+fn user_id(v: &mut Violations, field: &str, raw: &str) -> Option<UserId> {
+    required(v, field, raw, UserId::parse)
+}
+
+fn parse_user_id(field: &str, raw: &str) -> ApiResult<UserId> {
+    let mut v = Violations::new();
+    let id = user_id(&mut v, field, raw);
+    v.finish()?;
+    id.ok_or_else(|| ApiError::Internal("unparsed id".into()))
+}
+
+fn parse_password(v: &mut Violations, field: &str, raw: &str) -> Option<Secret> {
+    let n = raw.chars().count();
+    if !(8..=256).contains(&n) {
+        v.push(field, "password must be 8 to 256 characters");
+        return None;
+    }
+    Some(Secret::new(raw))
+}
+
+/// The parsed fields of a `UserInput`, prefixed for bulk items (`users[3].email`).
+fn parse_input(
+    input: pb::UserInput,
+    prefix: &str,
+    user_id: UserId,
+    ctx: &RequestContext,
+) -> ApiResult<RegisterUser> {
+    let mut v = Violations::new();
+    let f = |name: &str| format!("{prefix}{name}");
+    let email = optional(&mut v, &f("email"), &input.email, Email::parse);
+    let phone = optional(&mut v, &f("phone"), &input.phone, Phone::parse);
+    let external_id = optional(
+        &mut v,
+        &f("external_id"),
+        &input.external_id,
+        ExternalId::parse,
+    );
+    let first_name = optional(&mut v, &f("first_name"), &input.first_name, Name::parse);
+    let last_name = optional(&mut v, &f("last_name"), &input.last_name, Name::parse);
+    let locale = optional(&mut v, &f("locale"), &input.locale, Locale::parse);
+    let custom_data = json_object(&mut v, &f("custom_data"), input.custom_data);
+    let public_profile = json_object(&mut v, &f("public_profile"), input.public_profile);
+    if v.is_empty() && email.is_none() && phone.is_none() && external_id.is_none() {
+        v.push(
+            f("email"),
+            "at least one of email, phone or external_id is required",
+        );
+    }
+    v.finish()?;
+    Ok(RegisterUser {
+        user_id,
+        tenant: ctx.tenant.clone(),
+        email,
+        phone,
+        external_id,
+        first_name,
+        last_name,
+        locale,
+        custom_data: custom_data.unwrap_or_default(),
+        public_profile: public_profile.unwrap_or_default(),
+        at: Utc::now(),
+    })
+}
+
+/// The unique values of a registration, in the order they are claimed.
+fn claims_of(cmd: &RegisterUser) -> Vec<(ClaimKind, String)> {
+    let mut out = Vec::new();
+    if let Some(x) = &cmd.external_id {
+        out.push((ClaimKind::ExternalId, x.to_string()));
+    }
+    if let Some(e) = &cmd.email {
+        out.push((ClaimKind::Email, e.to_string()));
+    }
+    if let Some(p) = &cmd.phone {
+        out.push((ClaimKind::Phone, p.to_string()));
+    }
+    out
+}
+
+impl UserApi {
+    /// Claims every unique value, then registers. On any failure the values this call
+    /// claimed are released again, so a refused registration leaves nothing taken.
+    async fn register(&self, ctx: &RequestContext, cmd: RegisterUser) -> ApiResult<Executed<User>> {
+        let owner = cmd.user_id;
+        let mut taken: Vec<(ClaimKind, String)> = Vec::new();
+        let mut result = Ok(());
+        for (kind, value) in claims_of(&cmd) {
+            match self.core.claim(ctx, kind, &value, owner).await {
+                Ok(_) => taken.push((kind, value)),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let result = match result {
+            Ok(()) => {
+                self.core
+                    .execute::<User>(
+                        ctx,
+                        &ctx.aggregate_id(owner),
+                        UserCommand::Register(Box::new(cmd)),
+                        &self.core.user_services,
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            for (kind, value) in &taken {
+                self.core.release(ctx, *kind, value, owner).await;
+            }
+        }
+        result
+    }
+
+    /// The owner of a unique value in the caller's tenant, if any.
+    async fn owner_of(
+        &self,
+        ctx: &RequestContext,
+        kind: ClaimKind,
+        value: &str,
+    ) -> ApiResult<Option<UserId>> {
+        let id = claim_id(&ctx.tenant, kind, value);
+        Ok(self
+            .core
+            .log
+            .load::<UniqueClaim>(&id)
+            .await?
+            .and_then(|c| c.aggregate.owner))
+    }
+
+    async fn upsert_one(
+        &self,
+        ctx: &RequestContext,
+        index: usize,
+        input: pb::UserInput,
+    ) -> ApiResult<pb::UpsertUserResult> {
+        let prefix = format!("users[{index}].");
+        let cmd = parse_input(input, &prefix, UserId(Uuid::new_v4()), ctx)?;
+        let mut existing = None;
+        for (kind, value) in claims_of(&cmd) {
+            if let Some(owner) = self.owner_of(ctx, kind, &value).await? {
+                existing = Some(owner);
+                break;
+            }
+        }
+        let (user_id, executed, created) = match existing {
+            Some(owner) => {
+                let update = UpdateProfile {
+                    first_name: cmd.first_name,
+                    last_name: cmd.last_name,
+                    locale: cmd.locale,
+                    custom_data: (!cmd.custom_data.as_map().is_empty()).then_some(cmd.custom_data),
+                    public_profile: (!cmd.public_profile.as_map().is_empty())
+                        .then_some(cmd.public_profile),
+                };
+                let executed = self
+                    .core
+                    .execute::<User>(
+                        ctx,
+                        &ctx.aggregate_id(owner),
+                        UserCommand::UpdateProfile(Box::new(update), Utc::now()),
+                        &self.core.user_services,
+                    )
+                    .await?;
+                (owner, executed, false)
+            }
+            None => {
+                let id = cmd.user_id;
+                (id, self.register(ctx, cmd).await?, true)
+            }
+        };
+        Ok(pb::UpsertUserResult {
+            index: index as u32,
+            user_id: user_id.to_string(),
+            created,
+            position: executed.position,
+            error: None,
+        })
+    }
+
+    async fn run(
+        &self,
+        ctx: &RequestContext,
+        user: UserId,
+        command: UserCommand,
+    ) -> ApiResult<Executed<User>> {
+        self.core
+            .execute::<User>(
+                ctx,
+                &ctx.aggregate_id(user),
+                command,
+                &self.core.user_services,
+            )
+            .await
+    }
+
+    /// Confirms a pending email or phone change: claim the new value first (so two users can
+    /// never confirm the same one), confirm, then release the old value, or the new one if
+    /// the confirmation did not go through.
+    async fn confirm_contact(
+        &self,
+        ctx: &RequestContext,
+        user: UserId,
+        kind: ClaimKind,
+        code: &str,
+    ) -> ApiResult<(String, u64)> {
+        let loaded = self.core.load_user(ctx, user).await?;
+        let pending = match kind {
+            ClaimKind::Email => loaded
+                .aggregate
+                .pending_email
+                .as_ref()
+                .map(|p| p.value.to_string()),
+            ClaimKind::Phone => loaded
+                .aggregate
+                .pending_phone
+                .as_ref()
+                .map(|p| p.value.to_string()),
+            ClaimKind::ExternalId | ClaimKind::PersonCode => None,
+        };
+        let aggregate_id = ctx.aggregate_id(user);
+        let code_hash = self.core.hash_code(&aggregate_id, code);
+        let command = match kind {
+            ClaimKind::Phone => UserCommand::ConfirmPhone {
+                code_hash,
+                at: Utc::now(),
+            },
+            ClaimKind::Email | ClaimKind::ExternalId | ClaimKind::PersonCode => {
+                UserCommand::ConfirmEmail {
+                    code_hash,
+                    at: Utc::now(),
+                }
+            }
+        };
+        let newly_claimed = match &pending {
+            Some(value) => self.core.claim(ctx, kind, value, user).await?,
+            None => false,
+        };
+        let result = self.run(ctx, user, command).await;
+        match (&result, &pending) {
+            (Ok(executed), Some(_)) => {
+                for e in &executed.events {
+                    let previous = match e {
+                        UserEvent::EmailConfirmed {
+                            email, previous, ..
+                        } => previous
+                            .as_ref()
+                            .filter(|p| *p != email)
+                            .map(ToString::to_string),
+                        UserEvent::PhoneConfirmed {
+                            phone, previous, ..
+                        } => previous
+                            .as_ref()
+                            .filter(|p| *p != phone)
+                            .map(ToString::to_string),
+                        _ => None,
+                    };
+                    if let Some(old) = previous {
+                        self.core.release(ctx, kind, &old, user).await;
+                    }
+                }
+            }
+            (Err(_), Some(value)) if newly_claimed => {
+                self.core.release(ctx, kind, value, user).await;
+            }
+            _ => {}
+        }
+        let executed = result?;
+        let value = match kind {
+            ClaimKind::Phone => executed.aggregate.phone.as_ref().map(ToString::to_string),
+            ClaimKind::Email | ClaimKind::ExternalId | ClaimKind::PersonCode => {
+                executed.aggregate.email.as_ref().map(ToString::to_string)
+            }
+        };
+        Ok((value.unwrap_or_default(), executed.position))
+    }
+
+    /// Starts a contact change after checking (early, not finally) that nobody else holds
+    /// the value; the final decision is the claim made at confirmation.
+    async fn request_contact(
+        &self,
+        ctx: &RequestContext,
+        user: UserId,
+        kind: ClaimKind,
+        value: &str,
+        command: impl FnOnce(String, chrono::DateTime<Utc>) -> UserCommand,
+    ) -> ApiResult<(String, chrono::DateTime<Utc>, u64)> {
+        if let Some(owner) = self.owner_of(ctx, kind, value).await? {
+            if owner != user {
+                return Err(ApiError::from(DomainError::AlreadyAssigned(kind)).into());
+            }
+        }
+        let (code, hash, expires) = self.core.new_code(&ctx.aggregate_id(user));
+        let executed = self.run(ctx, user, command(hash, expires)).await?;
+        Ok((code, expires, executed.position))
+    }
+}
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl UserService for UserApi {
+    #[tracing::instrument(
+        name = "RegisterUser",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn register_user(
+        &self,
+        request: Request<pb::RegisterUserRequest>,
+    ) -> Rpc<pb::RegisterUserResponse> {
+        let ctx = RequestContext::from_request(&request, "RegisterUser")?;
+        let input = request.into_inner().user.unwrap_or_default();
+        let cmd = parse_input(input, "user.", UserId(Uuid::new_v4()), &ctx)?;
+        let executed = self.register(&ctx, cmd).await?;
+        Ok(Response::new(pb::RegisterUserResponse {
+            user: Some(user_to_pb(&executed.aggregate, executed.sequence)),
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "UpsertUsers",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome, items)
+    )]
+    async fn upsert_users(
+        &self,
+        request: Request<pb::UpsertUsersRequest>,
+    ) -> Rpc<pb::UpsertUsersResponse> {
+        let ctx = RequestContext::from_request(&request, "UpsertUsers")?;
+        let items = request.into_inner().users;
+        tracing::Span::current().record("items", items.len());
+        if items.len() > MAX_UPSERT_ITEMS {
+            return Err(ApiError::from(DomainError::invalid(
+                "users",
+                format!("at most {MAX_UPSERT_ITEMS} users per call"),
+            ))
+            .into());
+        }
+        let mut results = Vec::with_capacity(items.len());
+        for (index, input) in items.into_iter().enumerate() {
+            let result = match self.upsert_one(&ctx, index, input).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let (reason, violations) = match &e {
+                        ApiError::Domain(d) => (
+                            d.reason().to_string(),
+                            match d {
+                                DomainError::InvalidArgument(v) => v.clone(),
+                                _ => vec![],
+                            },
+                        ),
+                        _ => (String::new(), vec![]),
+                    };
+                    let status = Status::from(e);
+                    pb::UpsertUserResult {
+                        index: index as u32,
+                        user_id: String::new(),
+                        created: false,
+                        position: 0,
+                        error: Some(pb::ItemError {
+                            code: code_name(status.code()).to_string(),
+                            reason,
+                            message: status.message().to_string(),
+                            field_violations: violations
+                                .into_iter()
+                                .map(|v| pb::FieldViolation {
+                                    field: v.field,
+                                    description: v.description,
+                                })
+                                .collect(),
+                        }),
+                    }
+                }
+            };
+            results.push(result);
+        }
+        Ok(Response::new(pb::UpsertUsersResponse { results }))
+    }
+
+    #[tracing::instrument(
+        name = "UpdateUserProfile",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn update_user_profile(
+        &self,
+        request: Request<pb::UpdateUserProfileRequest>,
+    ) -> Rpc<pb::UpdateUserProfileResponse> {
+        let ctx = RequestContext::from_request(&request, "UpdateUserProfile")?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let user = user_id(&mut v, "user_id", &req.user_id);
+        let p = req.profile.unwrap_or_default();
+        let paths: Vec<String> = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        const ALLOWED: [&str; 5] = [
+            "first_name",
+            "last_name",
+            "locale",
+            "custom_data",
+            "public_profile",
+        ];
+        for path in &paths {
+            if !ALLOWED.contains(&path.as_str()) {
+                v.push(
+                    "update_mask",
+                    format!("unknown path {path:?}; allowed: {}", ALLOWED.join(", ")),
+                );
+            }
+        }
+        // An empty mask updates every field the request sets.
+        let wants = |name: &str| paths.is_empty() || paths.iter().any(|p| p == name);
+        let update = UpdateProfile {
+            first_name: if wants("first_name") {
+                optional(&mut v, "profile.first_name", &p.first_name, Name::parse)
+            } else {
+                None
+            },
+            last_name: if wants("last_name") {
+                optional(&mut v, "profile.last_name", &p.last_name, Name::parse)
+            } else {
+                None
+            },
+            locale: if wants("locale") {
+                optional(&mut v, "profile.locale", &p.locale, Locale::parse)
+            } else {
+                None
+            },
+            custom_data: if wants("custom_data") {
+                json_object(&mut v, "profile.custom_data", p.custom_data)
+                    .or_else(|| (!paths.is_empty()).then(JsonObject::default))
+            } else {
+                None
+            },
+            public_profile: if wants("public_profile") {
+                json_object(&mut v, "profile.public_profile", p.public_profile)
+                    .or_else(|| (!paths.is_empty()).then(JsonObject::default))
+            } else {
+                None
+            },
+        };
+        v.finish().map_err(ApiError::from)?;
+        let user = user.ok_or_else(|| ApiError::Internal("unparsed id".into()))?;
+        let executed = self
+            .run(
+                &ctx,
+                user,
+                UserCommand::UpdateProfile(Box::new(update), Utc::now()),
+            )
+            .await?;
+        Ok(Response::new(pb::UpdateUserProfileResponse {
+            user: Some(user_to_pb(&executed.aggregate, executed.sequence)),
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "DeactivateUser",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn deactivate_user(
+        &self,
+        request: Request<pb::DeactivateUserRequest>,
+    ) -> Rpc<pb::DeactivateUserResponse> {
+        let ctx = RequestContext::from_request(&request, "DeactivateUser")?;
+        let user = parse_user_id("user_id", &request.get_ref().user_id)?;
+        let executed = self
+            .run(&ctx, user, UserCommand::Deactivate { at: Utc::now() })
+            .await?;
+        Ok(Response::new(pb::DeactivateUserResponse {
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "ReactivateUser",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn reactivate_user(
+        &self,
+        request: Request<pb::ReactivateUserRequest>,
+    ) -> Rpc<pb::ReactivateUserResponse> {
+        let ctx = RequestContext::from_request(&request, "ReactivateUser")?;
+        let user = parse_user_id("user_id", &request.get_ref().user_id)?;
+        let executed = self
+            .run(&ctx, user, UserCommand::Reactivate { at: Utc::now() })
+            .await?;
+        Ok(Response::new(pb::ReactivateUserResponse {
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "RequestEmailChange",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn request_email_change(
+        &self,
+        request: Request<pb::RequestEmailChangeRequest>,
+    ) -> Rpc<pb::RequestEmailChangeResponse> {
+        let ctx = RequestContext::from_request(&request, "RequestEmailChange")?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let user = user_id(&mut v, "user_id", &req.user_id);
+        let email = required(&mut v, "email", &req.email, Email::parse);
+        v.finish().map_err(ApiError::from)?;
+        let (user, email) = user
+            .zip(email)
+            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        let value = email.to_string();
+        let (code, expires, position) = self
+            .request_contact(
+                &ctx,
+                user,
+                ClaimKind::Email,
+                &value,
+                |code_hash, expires_at| UserCommand::RequestEmailChange {
+                    email,
+                    code_hash,
+                    expires_at,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::RequestEmailChangeResponse {
+            code,
+            expires_at: timestamp(Some(expires)),
+            position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "ConfirmEmail",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn confirm_email(
+        &self,
+        request: Request<pb::ConfirmEmailRequest>,
+    ) -> Rpc<pb::ConfirmEmailResponse> {
+        let ctx = RequestContext::from_request(&request, "ConfirmEmail")?;
+        let req = request.into_inner();
+        let user = parse_user_id("user_id", &req.user_id)?;
+        let (email, position) = self
+            .confirm_contact(&ctx, user, ClaimKind::Email, &req.code)
+            .await?;
+        Ok(Response::new(pb::ConfirmEmailResponse { email, position }))
+    }
+
+    #[tracing::instrument(
+        name = "RequestPhoneChange",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn request_phone_change(
+        &self,
+        request: Request<pb::RequestPhoneChangeRequest>,
+    ) -> Rpc<pb::RequestPhoneChangeResponse> {
+        let ctx = RequestContext::from_request(&request, "RequestPhoneChange")?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let user = user_id(&mut v, "user_id", &req.user_id);
+        let phone = required(&mut v, "phone", &req.phone, Phone::parse);
+        v.finish().map_err(ApiError::from)?;
+        let (user, phone) = user
+            .zip(phone)
+            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        let value = phone.to_string();
+        let (code, expires, position) = self
+            .request_contact(
+                &ctx,
+                user,
+                ClaimKind::Phone,
+                &value,
+                |code_hash, expires_at| UserCommand::RequestPhoneChange {
+                    phone,
+                    code_hash,
+                    expires_at,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::RequestPhoneChangeResponse {
+            code,
+            expires_at: timestamp(Some(expires)),
+            position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "ConfirmPhone",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn confirm_phone(
+        &self,
+        request: Request<pb::ConfirmPhoneRequest>,
+    ) -> Rpc<pb::ConfirmPhoneResponse> {
+        let ctx = RequestContext::from_request(&request, "ConfirmPhone")?;
+        let req = request.into_inner();
+        let user = parse_user_id("user_id", &req.user_id)?;
+        let (phone, position) = self
+            .confirm_contact(&ctx, user, ClaimKind::Phone, &req.code)
+            .await?;
+        Ok(Response::new(pb::ConfirmPhoneResponse { phone, position }))
+    }
+
+    #[tracing::instrument(
+        name = "SetUserRoles",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn set_user_roles(
+        &self,
+        request: Request<pb::SetUserRolesRequest>,
+    ) -> Rpc<pb::SetUserRolesResponse> {
+        let ctx = RequestContext::from_request(&request, "SetUserRoles")?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let user = user_id(&mut v, "user_id", &req.user_id);
+        if req.roles.len() > MAX_ROLES {
+            v.push("roles", format!("at most {MAX_ROLES} roles"));
+        }
+        let roles: BTreeSet<Role> = req
+            .roles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| required(&mut v, &format!("roles[{i}]"), r, Role::parse))
+            .collect();
+        v.finish().map_err(ApiError::from)?;
+        let user = user.ok_or_else(|| ApiError::Internal("unparsed id".into()))?;
+        let mode = if req.replace {
+            RolesMode::Replace
+        } else {
+            RolesMode::Add
+        };
+        let executed = self
+            .run(&ctx, user, UserCommand::SetRoles { roles, mode })
+            .await?;
+        Ok(Response::new(pb::SetUserRolesResponse {
+            roles: executed
+                .aggregate
+                .roles
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "SetPassword",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn set_password(
+        &self,
+        request: Request<pb::SetPasswordRequest>,
+    ) -> Rpc<pb::SetPasswordResponse> {
+        let ctx = RequestContext::from_request(&request, "SetPassword")?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let user = user_id(&mut v, "user_id", &req.user_id);
+        let password = parse_password(&mut v, "password", &req.password);
+        v.finish().map_err(ApiError::from)?;
+        let (user, password) = user
+            .zip(password)
+            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        // Fail fast on an unknown user before spending a hash on it.
+        self.core.load_user(&ctx, user).await?;
+        let phc = self.core.passwords.hash(&password).await?;
+        let executed = self
+            .run(&ctx, user, UserCommand::SetPassword { phc })
+            .await?;
+        Ok(Response::new(pb::SetPasswordResponse {
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "ChangePassword",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Rpc<pb::ChangePasswordResponse> {
+        let ctx = RequestContext::from_request(&request, "ChangePassword")?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let user = user_id(&mut v, "user_id", &req.user_id);
+        let new = parse_password(&mut v, "new_password", &req.new_password);
+        if req.old_password.is_empty() {
+            v.push("old_password", "is required");
+        }
+        v.finish().map_err(ApiError::from)?;
+        let (user, new) = user
+            .zip(new)
+            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        self.core.load_user(&ctx, user).await?;
+        let new_phc = self.core.passwords.hash(&new).await?;
+        let command = UserCommand::ChangePassword {
+            old_password: Secret::new(req.old_password),
+            new_phc,
+        };
+        let executed = self.run(&ctx, user, command).await?;
+        Ok(Response::new(pb::ChangePasswordResponse {
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "ImportLegacyPassword",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn import_legacy_password(
+        &self,
+        request: Request<pb::ImportLegacyPasswordRequest>,
+    ) -> Rpc<pb::ImportLegacyPasswordResponse> {
+        use base64::Engine as _;
+        let ctx = RequestContext::from_request(&request, "ImportLegacyPassword")?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let user = user_id(&mut v, "user_id", &req.user_id);
+        if req.salt.is_empty() || req.salt.len() > 256 {
+            v.push("salt", "salt must be 1 to 256 bytes");
+        }
+        match base64::engine::general_purpose::STANDARD.decode(req.sha1_base64.trim()) {
+            Ok(bytes) if bytes.len() == 20 => {}
+            _ => v.push(
+                "sha1_base64",
+                "must be the base64 of a 20-byte SHA-1 digest",
+            ),
+        }
+        v.finish().map_err(ApiError::from)?;
+        let user = user.ok_or_else(|| ApiError::Internal("unparsed id".into()))?;
+        let command = UserCommand::ImportLegacyCredential {
+            salt: req.salt,
+            digest: req.sha1_base64.trim().to_string(),
+        };
+        let executed = self.run(&ctx, user, command).await?;
+        Ok(Response::new(pb::ImportLegacyPasswordResponse {
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "VerifyPassword",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn verify_password(
+        &self,
+        request: Request<pb::VerifyPasswordRequest>,
+    ) -> Rpc<pb::VerifyPasswordResponse> {
+        let ctx = RequestContext::from_request(&request, "VerifyPassword")?;
+        let req = request.into_inner();
+        let user = parse_user_id("user_id", &req.user_id)?;
+        if req.password.is_empty() || req.password.len() > 1024 {
+            return Err(ApiError::from(DomainError::invalid(
+                "password",
+                "password must be 1 to 1024 bytes",
+            ))
+            .into());
+        }
+        let password = Secret::new(req.password);
+        let loaded = self.core.load_user(&ctx, user).await?;
+        // A legacy credential is upgraded when it verifies: hash the modern form beforehand,
+        // since the aggregate makes no hashes itself.
+        let upgrade_phc = if loaded.aggregate.has_legacy_credential() {
+            Some(self.core.passwords.hash(&password).await?)
+        } else {
+            None
+        };
+        let executed = self
+            .run(
+                &ctx,
+                user,
+                UserCommand::VerifyPassword {
+                    password,
+                    upgrade_phc,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::VerifyPasswordResponse {
+            valid: true,
+            upgraded: !executed.events.is_empty(),
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "MergeUsers",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn merge_users(
+        &self,
+        request: Request<pb::MergeUsersRequest>,
+    ) -> Rpc<pb::MergeUsersResponse> {
+        let ctx = RequestContext::from_request(&request, "MergeUsers")?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let source = user_id(&mut v, "source_user_id", &req.source_user_id);
+        let target = user_id(&mut v, "target_user_id", &req.target_user_id);
+        v.finish().map_err(ApiError::from)?;
+        let (source, target) = source
+            .zip(target)
+            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        let survivor = self.core.load_user(&ctx, target).await?;
+        if let Some(into) = survivor.aggregate.merged_into {
+            return Err(ApiError::from(DomainError::UserMerged {
+                into: into.to_string(),
+            })
+            .into());
+        }
+        let executed = self
+            .run(
+                &ctx,
+                source,
+                UserCommand::MergeInto {
+                    survivor: target,
+                    at: Utc::now(),
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::MergeUsersResponse {
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "GetUser",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Rpc<pb::GetUserResponse> {
+        let ctx = RequestContext::from_request(&request, "GetUser")?;
+        let user = parse_user_id("user_id", &request.get_ref().user_id)?;
+        let loaded = self.core.load_user(&ctx, user).await?;
+        Ok(Response::new(pb::GetUserResponse {
+            user: Some(user_to_pb(&loaded.aggregate, loaded.sequence)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_claims_external_id_then_email_then_phone() {
+        let ctx = RequestContext {
+            tenant: identity_domain::values::TenantId::parse("t").unwrap(),
+            actor: "a".into(),
+            request_id: "r".into(),
+            correlation_id: "r".into(),
+            rpc: "RegisterUser",
+        };
+        let input = pb::UserInput {
+            email: "A@x.io".into(),
+            phone: "+3725555123".into(),
+            external_id: "e1".into(),
+            ..Default::default()
+        };
+        let cmd = parse_input(input, "", UserId(Uuid::nil()), &ctx).unwrap();
+        let kinds: Vec<ClaimKind> = claims_of(&cmd).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            kinds,
+            vec![ClaimKind::ExternalId, ClaimKind::Email, ClaimKind::Phone]
+        );
+    }
+}

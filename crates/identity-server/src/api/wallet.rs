@@ -1,0 +1,358 @@
+//! `identity.v1.WalletService`.
+
+use chrono::Utc;
+use identity_domain::values::{
+    ExternalId, IdempotencyKey, Network, TokenAmount, TokenId, UserId, WalletId,
+};
+use identity_domain::wallet::{
+    MovementKind, OpenWallet, Owner, OwnerType, TokenMovement, Wallet, WalletCommand,
+};
+use identity_domain::{DomainError, Violations};
+use identity_proto::v1 as pb;
+use identity_proto::v1::wallet_service_server::WalletService;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::context::RequestContext;
+use crate::convert::{
+    optional, owner_type_from_pb, required, wallet_status_to_pb, wallet_to_pb, wallet_type_from_pb,
+};
+use crate::core::Core;
+use crate::error::{ApiError, ApiResult};
+
+/// Namespace of deterministic wallet ids: one owner, network, type and address is one wallet.
+const WALLET_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c2e_9b7d_4e51_8c0a_5d2f_7e4b_1a93);
+
+#[derive(Debug, Clone)]
+pub struct WalletApi {
+    core: Core,
+}
+
+impl WalletApi {
+    pub fn new(core: Core) -> Self {
+        Self { core }
+    }
+
+    async fn run(
+        &self,
+        ctx: &RequestContext,
+        wallet: WalletId,
+        command: WalletCommand,
+    ) -> ApiResult<identity_store::Executed<Wallet>> {
+        self.core
+            .execute::<Wallet>(ctx, &ctx.aggregate_id(wallet), command, &())
+            .await
+    }
+
+    async fn movement(
+        &self,
+        ctx: &RequestContext,
+        kind: MovementKind,
+        wallet_id: &str,
+        token: &str,
+        amount: &str,
+        key: &str,
+    ) -> ApiResult<(String, String, bool, u64)> {
+        let mut v = Violations::new();
+        let wallet = required(&mut v, "wallet_id", wallet_id, WalletId::parse);
+        let token = required(&mut v, "token", token, TokenId::parse);
+        let amount = required(&mut v, "amount", amount, TokenAmount::parse_positive);
+        let key = required(&mut v, "idempotency_key", key, IdempotencyKey::parse);
+        v.finish()?;
+        let (((wallet, token), amount), key) = wallet
+            .zip(token)
+            .zip(amount)
+            .zip(key)
+            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        let movement = TokenMovement {
+            token: token.clone(),
+            amount,
+            idempotency_key: key.clone(),
+            at: Utc::now(),
+        };
+        let command = match kind {
+            MovementKind::Credit => WalletCommand::Credit(movement),
+            MovementKind::Debit => WalletCommand::Debit(movement),
+        };
+        let executed = self.run(ctx, wallet, command).await?;
+        let replayed = executed.events.is_empty();
+        let outcome = executed
+            .aggregate
+            .outcome(&key)
+            .ok_or_else(|| ApiError::Internal("a movement left no outcome".into()))?;
+        // A retry answers with the first outcome, including where it landed in the log.
+        let position = if replayed {
+            self.core
+                .log
+                .position_of("Wallet", &ctx.aggregate_id(wallet), outcome.sequence)
+                .await?
+        } else {
+            executed.position
+        };
+        Ok((
+            outcome.token.to_string(),
+            outcome.balance.to_string(),
+            replayed,
+            position,
+        ))
+    }
+
+    async fn transition(
+        &self,
+        request: &Request<impl HasWalletId>,
+        rpc: &'static str,
+        make: fn(chrono::DateTime<Utc>) -> WalletCommand,
+    ) -> ApiResult<(i32, u64)> {
+        let ctx = RequestContext::from_request(request, rpc)?;
+        let mut v = Violations::new();
+        let wallet = required(
+            &mut v,
+            "wallet_id",
+            request.get_ref().wallet_id(),
+            WalletId::parse,
+        );
+        v.finish()?;
+        let wallet = wallet.ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        let executed = self.run(&ctx, wallet, make(Utc::now())).await?;
+        Ok((
+            wallet_status_to_pb(executed.aggregate.status) as i32,
+            executed.position,
+        ))
+    }
+}
+
+/// Requests that name one wallet.
+pub trait HasWalletId {
+    fn wallet_id(&self) -> &str;
+}
+
+macro_rules! has_wallet_id {
+    ($($t:ty),*) => {$(impl HasWalletId for $t { fn wallet_id(&self) -> &str { &self.wallet_id } })*};
+}
+has_wallet_id!(
+    pb::ActivateWalletRequest,
+    pb::SuspendWalletRequest,
+    pb::CloseWalletRequest
+);
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl WalletService for WalletApi {
+    #[tracing::instrument(
+        name = "OpenWallet",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn open_wallet(
+        &self,
+        request: Request<pb::OpenWalletRequest>,
+    ) -> Rpc<pb::OpenWalletResponse> {
+        let ctx = RequestContext::from_request(&request, "OpenWallet")?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let owner_type = v.check("owner_type", owner_type_from_pb(req.owner_type));
+        let wallet_type = v.check("wallet_type", wallet_type_from_pb(req.wallet_type));
+        let network = required(&mut v, "network", &req.network, Network::parse);
+        let owner_id = required(&mut v, "owner_id", &req.owner_id, ExternalId::parse);
+        let address = optional(&mut v, "address", &req.address, |s| {
+            Ok(s.trim().to_string())
+        });
+        v.finish().map_err(ApiError::from)?;
+        let (((owner_type, wallet_type), network), owner_id) = owner_type
+            .zip(wallet_type)
+            .zip(network)
+            .zip(owner_id)
+            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        // A user's wallets are salted with the user's identifier email; other owners with a
+        // stable identifier made from their type and id.
+        let owner_identifier = match owner_type {
+            OwnerType::User => {
+                let user = UserId::parse(owner_id.as_str())
+                    .map_err(|e| ApiError::from(e.at("owner_id")))?;
+                let loaded = self.core.load_user(&ctx, user).await?;
+                if let Some(into) = loaded.aggregate.merged_into {
+                    return Err(ApiError::from(DomainError::UserMerged {
+                        into: into.to_string(),
+                    })
+                    .into());
+                }
+                if !loaded.aggregate.active {
+                    return Err(ApiError::from(DomainError::UserInactive).into());
+                }
+                loaded.aggregate.identifier_email
+            }
+            OwnerType::Business => format!("business:{owner_id}@{}", ctx.tenant),
+            OwnerType::Tenant => format!("tenant:{owner_id}@{}", ctx.tenant),
+        };
+        let name = format!(
+            "{}|{:?}|{}|{}|{:?}|{}",
+            ctx.tenant,
+            owner_type,
+            owner_id,
+            network,
+            wallet_type,
+            address.as_deref().unwrap_or_default().to_ascii_lowercase()
+        );
+        let wallet_id = WalletId(Uuid::new_v5(&WALLET_NAMESPACE, name.as_bytes()));
+        let command = WalletCommand::Open(Box::new(OpenWallet {
+            wallet_id,
+            tenant: ctx.tenant.clone(),
+            owner: Owner {
+                owner_type,
+                owner_id: owner_id.to_string(),
+            },
+            owner_identifier,
+            wallet_type,
+            network,
+            external_address: address,
+            at: Utc::now(),
+        }));
+        let executed = self.run(&ctx, wallet_id, command).await?;
+        Ok(Response::new(pb::OpenWalletResponse {
+            wallet: Some(wallet_to_pb(&executed.aggregate)),
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "ActivateWallet",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn activate_wallet(
+        &self,
+        request: Request<pb::ActivateWalletRequest>,
+    ) -> Rpc<pb::ActivateWalletResponse> {
+        let (status, position) = self
+            .transition(&request, "ActivateWallet", |at| WalletCommand::Activate {
+                at,
+            })
+            .await?;
+        Ok(Response::new(pb::ActivateWalletResponse {
+            status,
+            position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "SuspendWallet",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn suspend_wallet(
+        &self,
+        request: Request<pb::SuspendWalletRequest>,
+    ) -> Rpc<pb::SuspendWalletResponse> {
+        let (status, position) = self
+            .transition(&request, "SuspendWallet", |at| WalletCommand::Suspend {
+                at,
+            })
+            .await?;
+        Ok(Response::new(pb::SuspendWalletResponse {
+            status,
+            position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "CloseWallet",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn close_wallet(
+        &self,
+        request: Request<pb::CloseWalletRequest>,
+    ) -> Rpc<pb::CloseWalletResponse> {
+        let (status, position) = self
+            .transition(&request, "CloseWallet", |at| WalletCommand::Close { at })
+            .await?;
+        Ok(Response::new(pb::CloseWalletResponse { status, position }))
+    }
+
+    #[tracing::instrument(
+        name = "CreditTokens",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn credit_tokens(
+        &self,
+        request: Request<pb::CreditTokensRequest>,
+    ) -> Rpc<pb::CreditTokensResponse> {
+        let ctx = RequestContext::from_request(&request, "CreditTokens")?;
+        let r = request.get_ref();
+        let (token, balance, replayed, position) = self
+            .movement(
+                &ctx,
+                MovementKind::Credit,
+                &r.wallet_id,
+                &r.token,
+                &r.amount,
+                &r.idempotency_key,
+            )
+            .await?;
+        Ok(Response::new(pb::CreditTokensResponse {
+            token,
+            balance,
+            replayed,
+            position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "DebitTokens",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn debit_tokens(
+        &self,
+        request: Request<pb::DebitTokensRequest>,
+    ) -> Rpc<pb::DebitTokensResponse> {
+        let ctx = RequestContext::from_request(&request, "DebitTokens")?;
+        let r = request.get_ref();
+        let (token, balance, replayed, position) = self
+            .movement(
+                &ctx,
+                MovementKind::Debit,
+                &r.wallet_id,
+                &r.token,
+                &r.amount,
+                &r.idempotency_key,
+            )
+            .await?;
+        Ok(Response::new(pb::DebitTokensResponse {
+            token,
+            balance,
+            replayed,
+            position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "GetWallet",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn get_wallet(
+        &self,
+        request: Request<pb::GetWalletRequest>,
+    ) -> Rpc<pb::GetWalletResponse> {
+        let ctx = RequestContext::from_request(&request, "GetWallet")?;
+        let mut v = Violations::new();
+        let wallet = required(
+            &mut v,
+            "wallet_id",
+            &request.get_ref().wallet_id,
+            WalletId::parse,
+        );
+        v.finish().map_err(ApiError::from)?;
+        let wallet = wallet.ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        let loaded = self
+            .core
+            .load::<Wallet>(&ctx.aggregate_id(wallet), DomainError::WalletNotFound)
+            .await?;
+        Ok(Response::new(pb::GetWalletResponse {
+            wallet: Some(wallet_to_pb(&loaded.aggregate)),
+        }))
+    }
+}

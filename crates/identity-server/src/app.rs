@@ -1,0 +1,155 @@
+//! The application: bind, wire the services, serve until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use identity_proto::v1::identification_service_server::IdentificationServiceServer;
+use identity_proto::v1::status_tier_service_server::StatusTierServiceServer;
+use identity_proto::v1::user_service_server::UserServiceServer;
+use identity_proto::v1::wallet_service_server::WalletServiceServer;
+use identity_store::{EventLog, StoreConfig};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::api::identification::IdentificationApi;
+use crate::api::status_tier::StatusTierApi;
+use crate::api::user::UserApi;
+use crate::api::wallet::WalletApi;
+use crate::core::Core;
+use crate::settings::Settings;
+
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    core: Core,
+}
+
+impl Application {
+    /// Opens the store (running migrations) and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let log = EventLog::open(&StoreConfig {
+            url: settings.database_url.clone(),
+            max_connections: settings.db_max_connections,
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "opening the event store at {}",
+                settings.database_url_for_logs()
+            )
+        })?;
+        let listener = TcpListener::bind(settings.listen_addr)
+            .await
+            .with_context(|| format!("binding {}", settings.listen_addr))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, store = log.kind(), database = %settings.database_url_for_logs(), "identity service ready");
+        let core = Core::new(log, Arc::new(settings));
+        Ok(Self {
+            listener,
+            addr,
+            core,
+        })
+    }
+
+    /// The bound port (useful when the settings asked for port 0).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until SIGINT or SIGTERM, then finishes in-flight calls and returns.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` completes, then finishes in-flight calls and returns.
+    pub async fn run_until(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let max = self.core.settings.max_message_bytes;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<UserServiceServer<UserApi>>().await;
+        health.set_serving::<WalletServiceServer<WalletApi>>().await;
+        health
+            .set_serving::<StatusTierServiceServer<StatusTierApi>>()
+            .await;
+        health
+            .set_serving::<IdentificationServiceServer<IdentificationApi>>()
+            .await;
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(identity_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        // grpcurl 1.8 speaks only the v1alpha reflection protocol.
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(identity_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let core = self.core.clone();
+        let result = Server::builder()
+            .timeout(Duration::from_secs(30))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(
+                UserServiceServer::new(UserApi::new(core.clone())).max_decoding_message_size(max),
+            )
+            .add_service(
+                WalletServiceServer::new(WalletApi::new(core.clone()))
+                    .max_decoding_message_size(max),
+            )
+            .add_service(
+                StatusTierServiceServer::new(StatusTierApi::new(core.clone()))
+                    .max_decoding_message_size(max),
+            )
+            .add_service(
+                IdentificationServiceServer::new(IdentificationApi::new(core.clone()))
+                    .max_decoding_message_size(max),
+            )
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop)
+            .await;
+        tracing::info!("stopped accepting calls; in-flight calls finished");
+        core.log.close().await;
+        result.context("serving gRPC")
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+        () = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+}

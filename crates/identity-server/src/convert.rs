@@ -1,0 +1,308 @@
+//! Proto ⇄ domain conversion: every request field is parsed here, once, and every invalid
+//! field is reported together as `BadRequest` violations.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use identity_domain::error::ValueError;
+use identity_domain::identification::{Document, DocumentKind, Identification};
+use identity_domain::status_tier::StatusTier;
+use identity_domain::user::User;
+use identity_domain::values::{IdentificationLevel, JsonObject};
+use identity_domain::wallet::{OwnerType, Wallet, WalletStatus, WalletType};
+use identity_domain::Violations;
+use identity_proto::prost_types::{self, value::Kind};
+use identity_proto::v1 as pb;
+
+/// Parses a required field, recording a violation under `field` when it is empty or invalid.
+pub fn required<T>(
+    v: &mut Violations,
+    field: &str,
+    raw: &str,
+    parse: impl FnOnce(&str) -> Result<T, ValueError>,
+) -> Option<T> {
+    if raw.trim().is_empty() {
+        v.push(field, "is required");
+        return None;
+    }
+    v.check(field, parse(raw))
+}
+
+/// Parses an optional field: empty means absent.
+pub fn optional<T>(
+    v: &mut Violations,
+    field: &str,
+    raw: &str,
+    parse: impl FnOnce(&str) -> Result<T, ValueError>,
+) -> Option<T> {
+    if raw.trim().is_empty() {
+        return None;
+    }
+    v.check(field, parse(raw))
+}
+
+pub fn parse_date(raw: &str) -> Result<NaiveDate, ValueError> {
+    NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
+        .map_err(|_| ValueError::new("date must be YYYY-MM-DD"))
+}
+
+pub fn timestamp(t: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp> {
+    t.map(|t| prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    })
+}
+
+fn value_to_json(v: prost_types::Value) -> serde_json::Value {
+    match v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s),
+        Some(Kind::NumberValue(n)) => {
+            // JSON numbers arrive as doubles; keep whole numbers whole.
+            if n.fract() == 0.0 && n.abs() < 9.0e15 {
+                serde_json::Value::from(n as i64)
+            } else {
+                serde_json::Number::from_f64(n).map_or(serde_json::Value::Null, Into::into)
+            }
+        }
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(struct_to_map(s)),
+        Some(Kind::ListValue(l)) => {
+            serde_json::Value::Array(l.values.into_iter().map(value_to_json).collect())
+        }
+    }
+}
+
+fn struct_to_map(s: prost_types::Struct) -> serde_json::Map<String, serde_json::Value> {
+    s.fields
+        .into_iter()
+        .map(|(k, v)| (k, value_to_json(v)))
+        .collect()
+}
+
+fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_to_value).collect(),
+        }),
+        serde_json::Value::Object(o) => Kind::StructValue(json_to_struct(o)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+pub fn json_to_struct(m: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: m
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
+    }
+}
+
+/// A `Struct` field as a bounded JSON object; `None` when the field is absent.
+pub fn json_object(
+    v: &mut Violations,
+    field: &str,
+    s: Option<prost_types::Struct>,
+) -> Option<JsonObject> {
+    s.and_then(|s| v.check(field, JsonObject::from_map(struct_to_map(s))))
+}
+
+/// An optional value object as a proto string (empty when absent).
+fn text<T: std::fmt::Display>(o: &Option<T>) -> String {
+    o.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+pub fn user_to_pb(u: &User, version: usize) -> pb::User {
+    pb::User {
+        user_id: u.id.map(|i| i.to_string()).unwrap_or_default(),
+        email: text(&u.email),
+        email_confirmed: u.email_confirmed,
+        phone: text(&u.phone),
+        phone_confirmed: u.phone_confirmed,
+        external_id: text(&u.external_id),
+        identifier_email: u.identifier_email.clone(),
+        first_name: text(&u.first_name),
+        last_name: text(&u.last_name),
+        locale: text(&u.locale),
+        custom_data: Some(json_to_struct(u.custom_data.as_map())),
+        public_profile: Some(json_to_struct(u.public_profile.as_map())),
+        active: u.active,
+        roles: u.roles.iter().map(|r| r.to_string()).collect(),
+        has_password: u.credential.is_some(),
+        merged_into: u.merged_into.map(|i| i.to_string()).unwrap_or_default(),
+        created_at: timestamp(u.registered_at),
+        updated_at: timestamp(u.updated_at),
+        version: version as u64,
+    }
+}
+
+pub fn owner_type_from_pb(v: i32) -> Result<OwnerType, ValueError> {
+    match pb::OwnerType::try_from(v) {
+        Ok(pb::OwnerType::User) => Ok(OwnerType::User),
+        Ok(pb::OwnerType::Business) => Ok(OwnerType::Business),
+        Ok(pb::OwnerType::Tenant) => Ok(OwnerType::Tenant),
+        Ok(pb::OwnerType::Unspecified) | Err(_) => Err(ValueError::new(
+            "owner_type must be OWNER_TYPE_USER, OWNER_TYPE_BUSINESS or OWNER_TYPE_TENANT",
+        )),
+    }
+}
+
+fn owner_type_to_pb(t: OwnerType) -> pb::OwnerType {
+    match t {
+        OwnerType::User => pb::OwnerType::User,
+        OwnerType::Business => pb::OwnerType::Business,
+        OwnerType::Tenant => pb::OwnerType::Tenant,
+    }
+}
+
+pub fn wallet_type_from_pb(v: i32) -> Result<WalletType, ValueError> {
+    match pb::WalletType::try_from(v) {
+        Ok(pb::WalletType::Internal) => Ok(WalletType::Internal),
+        Ok(pb::WalletType::External) => Ok(WalletType::External),
+        Ok(pb::WalletType::Unspecified) | Err(_) => Err(ValueError::new(
+            "wallet_type must be WALLET_TYPE_INTERNAL or WALLET_TYPE_EXTERNAL",
+        )),
+    }
+}
+
+fn wallet_type_to_pb(t: WalletType) -> pb::WalletType {
+    match t {
+        WalletType::Internal => pb::WalletType::Internal,
+        WalletType::External => pb::WalletType::External,
+    }
+}
+
+pub fn wallet_status_to_pb(s: WalletStatus) -> pb::WalletStatus {
+    match s {
+        WalletStatus::Pending => pb::WalletStatus::Pending,
+        WalletStatus::Active => pb::WalletStatus::Active,
+        WalletStatus::Suspended => pb::WalletStatus::Suspended,
+        WalletStatus::Closed => pb::WalletStatus::Closed,
+    }
+}
+
+pub fn wallet_to_pb(w: &Wallet) -> pb::Wallet {
+    pb::Wallet {
+        wallet_id: w.id.map(|i| i.to_string()).unwrap_or_default(),
+        owner_type: w.owner.as_ref().map_or(pb::OwnerType::Unspecified, |o| {
+            owner_type_to_pb(o.owner_type)
+        }) as i32,
+        owner_id: w
+            .owner
+            .as_ref()
+            .map(|o| o.owner_id.clone())
+            .unwrap_or_default(),
+        wallet_type: w
+            .wallet_type
+            .map_or(pb::WalletType::Unspecified, wallet_type_to_pb) as i32,
+        status: wallet_status_to_pb(w.status) as i32,
+        network: w.network.map(|n| n.to_string()).unwrap_or_default(),
+        address: w.address.clone(),
+        explorer_url: w.explorer_url.clone().unwrap_or_default(),
+        balances: w
+            .balances
+            .iter()
+            .map(|(t, a)| pb::TokenBalance {
+                token: t.to_string(),
+                amount: a.to_string(),
+            })
+            .collect(),
+        created_at: timestamp(w.opened_at),
+        updated_at: timestamp(w.updated_at),
+        version: w.version as u64,
+    }
+}
+
+pub fn tier_to_pb(t: &StatusTier, version: usize) -> pb::StatusTier {
+    pb::StatusTier {
+        tier_id: t.id.map(|i| i.to_string()).unwrap_or_default(),
+        name: text(&t.name),
+        description: text(&t.description),
+        min_balance: t.min_balance.to_string(),
+        discount_percentage: t.discount.to_string(),
+        image_url: text(&t.image_url),
+        eligible_tokens: t.eligible_tokens.iter().map(|t| t.to_string()).collect(),
+        retired: t.retired,
+        created_at: timestamp(t.created_at),
+        updated_at: timestamp(t.updated_at),
+        version: version as u64,
+    }
+}
+
+pub fn level_from_pb(v: i32) -> Result<IdentificationLevel, ValueError> {
+    use pb::IdentificationLevel as P;
+    match P::try_from(v) {
+        Ok(P::Unidentified) => Ok(IdentificationLevel::Unidentified),
+        Ok(P::SemiIdentified) => Ok(IdentificationLevel::SemiIdentified),
+        Ok(P::BasicIdentified) => Ok(IdentificationLevel::BasicIdentified),
+        Ok(P::Identified) => Ok(IdentificationLevel::Identified),
+        Ok(P::FullyIdentified) => Ok(IdentificationLevel::FullyIdentified),
+        Ok(P::Unspecified) | Err(_) => Err(ValueError::new(
+            "level must be one of the IDENTIFICATION_LEVEL_* values other than UNSPECIFIED",
+        )),
+    }
+}
+
+pub fn level_to_pb(l: IdentificationLevel) -> pb::IdentificationLevel {
+    use pb::IdentificationLevel as P;
+    match l {
+        IdentificationLevel::Unidentified => P::Unidentified,
+        IdentificationLevel::SemiIdentified => P::SemiIdentified,
+        IdentificationLevel::BasicIdentified => P::BasicIdentified,
+        IdentificationLevel::Identified => P::Identified,
+        IdentificationLevel::FullyIdentified => P::FullyIdentified,
+    }
+}
+
+pub fn document_kind_from_pb(v: i32) -> Result<DocumentKind, ValueError> {
+    use pb::DocumentKind as P;
+    match P::try_from(v) {
+        Ok(P::Passport) => Ok(DocumentKind::Passport),
+        Ok(P::IdentityCard) => Ok(DocumentKind::IdentityCard),
+        Ok(P::DrivingLicence) => Ok(DocumentKind::DrivingLicence),
+        Ok(P::Unspecified) | Err(_) => Err(ValueError::new(
+            "kind must be DOCUMENT_KIND_PASSPORT, DOCUMENT_KIND_IDENTITY_CARD or DOCUMENT_KIND_DRIVING_LICENCE",
+        )),
+    }
+}
+
+fn document_to_pb(d: &Document) -> pb::Document {
+    use pb::DocumentKind as P;
+    pb::Document {
+        document_id: d.document_id.to_string(),
+        kind: match d.kind {
+            DocumentKind::Passport => P::Passport,
+            DocumentKind::IdentityCard => P::IdentityCard,
+            DocumentKind::DrivingLicence => P::DrivingLicence,
+        } as i32,
+        number: d.number.clone(),
+        issue_date: d.issue_date.to_string(),
+        expiry_date: d.expiry_date.map(|e| e.to_string()).unwrap_or_default(),
+    }
+}
+
+pub fn identification_to_pb(
+    user_id: &str,
+    i: &Identification,
+    version: usize,
+) -> pb::Identification {
+    pb::Identification {
+        user_id: user_id.to_string(),
+        identity: i.identity.as_ref().map(|id| pb::Identity {
+            first_name: id.first_name.as_str().to_string(),
+            surname: id.surname.as_str().to_string(),
+            nationality: id.nationality.to_string(),
+            person_code: id.person_code.code.clone(),
+            person_code_country: id.person_code.country.to_string(),
+            date_of_birth: id.date_of_birth.to_string(),
+        }),
+        documents: i.documents.values().map(document_to_pb).collect(),
+        pep: i.pep,
+        level: level_to_pb(i.level) as i32,
+        updated_at: timestamp(i.updated_at),
+        version: version as u64,
+    }
+}

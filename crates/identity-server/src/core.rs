@@ -1,0 +1,161 @@
+//! What every gRPC service shares: the event log, the domain's services, and the command
+//! path (execute, surface recorded rejections, claim unique values).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
+use identity_domain::claim::{ClaimCommand, UniqueClaim};
+use identity_domain::derive::claim_id;
+use identity_domain::user::{User, UserServices};
+use identity_domain::values::UserId;
+use identity_domain::{ClaimKind, DomainError, RecordsRejection};
+use identity_store::{EventLog, Executed, Loaded};
+use rand::Rng as _;
+use sha2::{Digest as _, Sha256};
+
+use crate::context::RequestContext;
+use crate::credentials::Passwords;
+use crate::error::{ApiError, ApiResult};
+use crate::settings::Settings;
+
+#[derive(Debug, Clone)]
+pub struct Core {
+    pub log: EventLog,
+    pub passwords: Passwords,
+    pub user_services: UserServices,
+    pub settings: Arc<Settings>,
+}
+
+impl Core {
+    pub fn new(log: EventLog, settings: Arc<Settings>) -> Self {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let passwords = Passwords::new(workers);
+        let user_services = UserServices {
+            credentials: Arc::new(passwords.clone()),
+        };
+        Self {
+            log,
+            passwords,
+            user_services,
+            settings,
+        }
+    }
+
+    /// Runs a command on one aggregate of the caller's tenant. An event that records a
+    /// refused attempt (a wrong code) is kept, and the caller still gets its error.
+    pub async fn execute<A>(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        command: A::Command,
+        services: &A::Services,
+    ) -> ApiResult<Executed<A>>
+    where
+        A: Aggregate<Error = DomainError>,
+        A::Command: Clone,
+        A::Event: RecordsRejection,
+    {
+        let span = tracing::Span::current();
+        span.record("aggregate_id", id);
+        let metadata = ctx.event_metadata();
+        let result = self
+            .log
+            .execute::<A, _>(id, &command, services, &metadata)
+            .await;
+        let executed = match result {
+            Ok(executed) => executed,
+            Err(e) => {
+                let e = ApiError::from(e);
+                span.record("outcome", outcome_of(&e));
+                return Err(e);
+            }
+        };
+        if let Some(rejection) = executed.events.iter().find_map(RecordsRejection::rejection) {
+            span.record("outcome", rejection.reason());
+            return Err(rejection.into());
+        }
+        span.record("outcome", "ok");
+        Ok(executed)
+    }
+
+    /// Loads an aggregate of the caller's tenant, or fails with `missing`.
+    pub async fn load<A: Aggregate>(&self, id: &str, missing: DomainError) -> ApiResult<Loaded<A>> {
+        tracing::Span::current().record("aggregate_id", id);
+        self.log.load::<A>(id).await?.ok_or(missing.into())
+    }
+
+    pub async fn load_user(
+        &self,
+        ctx: &RequestContext,
+        user_id: UserId,
+    ) -> ApiResult<Loaded<User>> {
+        self.load::<User>(&ctx.aggregate_id(user_id), DomainError::UserNotFound)
+            .await
+    }
+
+    /// Claims a unique value for `owner`. Returns whether this call took it (false when the
+    /// owner already held it).
+    pub async fn claim(
+        &self,
+        ctx: &RequestContext,
+        kind: ClaimKind,
+        value: &str,
+        owner: UserId,
+    ) -> ApiResult<bool> {
+        let id = claim_id(&ctx.tenant, kind, value);
+        let metadata = ctx.event_metadata();
+        let executed = self
+            .log
+            .execute::<UniqueClaim, _>(&id, &ClaimCommand::Claim { kind, owner }, &(), &metadata)
+            .await?;
+        Ok(!executed.events.is_empty())
+    }
+
+    /// Gives a claimed value up (a compensation after a failed registration, or after a
+    /// contact change). Failures are logged, not returned: the caller's outcome is decided.
+    pub async fn release(&self, ctx: &RequestContext, kind: ClaimKind, value: &str, owner: UserId) {
+        let id = claim_id(&ctx.tenant, kind, value);
+        let metadata = ctx.event_metadata();
+        if let Err(e) = self
+            .log
+            .execute::<UniqueClaim, _>(&id, &ClaimCommand::Release { owner }, &(), &metadata)
+            .await
+        {
+            tracing::error!(error = %e, kind = kind.as_str(), "could not release a claim");
+        }
+    }
+
+    /// A fresh one-time code and its hash; the hash binds the code to one aggregate.
+    pub fn new_code(&self, aggregate_id: &str) -> (String, String, DateTime<Utc>) {
+        let code = format!("{:06}", rand::thread_rng().gen_range(0..1_000_000u32));
+        let hash = self.hash_code(aggregate_id, &code);
+        let expires = Utc::now() + chrono::Duration::seconds(self.settings.code_ttl_secs);
+        (code, hash, expires)
+    }
+
+    /// The stored form of a code: SHA-256 over a server secret, the aggregate and the code,
+    /// so a leaked event log does not reveal codes by brute force without the secret.
+    pub fn hash_code(&self, aggregate_id: &str, code: &str) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            self.settings.code_pepper.as_str(),
+            aggregate_id,
+            code.trim(),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+fn outcome_of(e: &ApiError) -> &'static str {
+    match e {
+        ApiError::Domain(d) => d.reason(),
+        ApiError::Metadata { .. } => "INVALID_METADATA",
+        ApiError::Conflict => "CONCURRENCY_CONFLICT",
+        ApiError::Store(_) => "STORE_ERROR",
+        ApiError::Internal(_) => "INTERNAL",
+    }
+}

@@ -1,0 +1,163 @@
+//! The one place where errors become gRPC statuses. Both matches are exhaustive, with no `_`
+//! arm: a new error variant does not compile until someone decides its code and log level.
+
+use identity_domain::{ClaimKind, DomainError, FieldViolation};
+use identity_store::{ExecuteError, StoreError};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every error this service returns.
+pub const ERROR_DOMAIN: &str = "identity.v1";
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("missing or invalid metadata {key}: {message}")]
+    Metadata { key: &'static str, message: String },
+    #[error("the aggregate kept changing under concurrent writes; retry")]
+    Conflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ExecuteError<DomainError>> for ApiError {
+    fn from(e: ExecuteError<DomainError>) -> Self {
+        match e {
+            ExecuteError::Domain(d) => Self::Domain(d),
+            ExecuteError::Conflict => Self::Conflict,
+            ExecuteError::Store(s) => Self::Store(s),
+        }
+    }
+}
+
+fn domain_code(e: &DomainError) -> Code {
+    use DomainError as D;
+    match e {
+        D::InvalidArgument(_) => Code::InvalidArgument,
+        D::AlreadyAssigned(
+            ClaimKind::Email | ClaimKind::Phone | ClaimKind::ExternalId | ClaimKind::PersonCode,
+        ) => Code::AlreadyExists,
+        D::UserAlreadyExists
+        | D::WalletAlreadyExists
+        | D::TierAlreadyExists
+        | D::DocumentAlreadyAttached => Code::AlreadyExists,
+        D::InvalidCode { .. } => Code::InvalidArgument,
+        D::RateLimitExceeded => Code::ResourceExhausted,
+        D::CodeExpired
+        | D::NoPendingChange(_)
+        | D::UserInactive
+        | D::UserMerged { .. }
+        | D::MergeIntoSelf
+        | D::NoCredential
+        | D::WalletNotUsable(_)
+        | D::InvalidWalletTransition { .. }
+        | D::InsufficientBalance { .. }
+        | D::IdempotencyKeyReused
+        | D::AmountOverflow
+        | D::TierRetired
+        | D::IdentityRequired(_)
+        | D::DocumentRequired(_)
+        | D::ReasonRequired => Code::FailedPrecondition,
+        D::InvalidCredentials => Code::Unauthenticated,
+        D::UserNotFound | D::WalletNotFound | D::TierNotFound | D::IdentificationNotFound => {
+            Code::NotFound
+        }
+    }
+}
+
+fn details_for(reason: &str, metadata: Vec<(&'static str, String)>) -> ErrorDetails {
+    let map: std::collections::HashMap<String, String> = metadata
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    ErrorDetails::with_error_info(reason, ERROR_DOMAIN, map)
+}
+
+fn add_violations(details: &mut ErrorDetails, violations: &[FieldViolation]) {
+    for v in violations {
+        details.add_bad_request_violation(v.field.clone(), v.description.clone());
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        let message = e.to_string();
+        match &e {
+            ApiError::Domain(d) => {
+                let mut details = details_for(d.reason(), d.metadata());
+                if let DomainError::InvalidArgument(v) = d {
+                    add_violations(&mut details, v);
+                }
+                Status::with_error_details(domain_code(d), message, details)
+            }
+            ApiError::Metadata { key, message: m } => {
+                let mut details = details_for("INVALID_METADATA", vec![]);
+                details.add_bad_request_violation(*key, m.clone());
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ApiError::Conflict => {
+                tracing::warn!("command gave up after repeated concurrency conflicts");
+                Status::with_error_details(
+                    Code::Aborted,
+                    message,
+                    details_for("CONCURRENCY_CONFLICT", vec![]),
+                )
+            }
+            ApiError::Store(s) => match s {
+                StoreError::Unavailable(_) => {
+                    tracing::error!(error = %s, "event store unavailable");
+                    Status::with_error_details(
+                        Code::Unavailable,
+                        "the event store is unavailable; retry later",
+                        details_for("STORE_UNAVAILABLE", vec![]),
+                    )
+                }
+                StoreError::Corrupt(_) | StoreError::Config(_) | StoreError::Other(_) => {
+                    tracing::error!(error = %s, "event store error");
+                    Status::with_error_details(
+                        Code::Internal,
+                        "internal error",
+                        details_for("INTERNAL", vec![]),
+                    )
+                }
+            },
+            ApiError::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                Status::with_error_details(
+                    Code::Internal,
+                    "internal error",
+                    details_for("INTERNAL", vec![]),
+                )
+            }
+        }
+    }
+}
+
+/// The gRPC code name of an error, for per-item errors of bulk calls.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
