@@ -1,0 +1,274 @@
+//! Spawns the real server on port 0 against a fresh, uniquely named PostgreSQL database or a
+//! fresh SQLite file, and hands out real tonic clients.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use identity_proto::v1 as pb;
+use identity_proto::v1::identification_service_client::IdentificationServiceClient;
+use identity_proto::v1::status_tier_service_client::StatusTierServiceClient;
+use identity_proto::v1::user_service_client::UserServiceClient;
+use identity_proto::v1::wallet_service_client::WalletServiceClient;
+use identity_server::{Application, Settings};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+/// The PostgreSQL server tests create their databases on.
+pub fn admin_url() -> String {
+    std::env::var("IDENTITY_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
+    format!("{base}/{db}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Postgres,
+    Sqlite,
+}
+
+/// A database that exists for one test and is dropped after it.
+#[derive(Debug)]
+pub enum TestDb {
+    Postgres { name: String, url: String },
+    Sqlite { dir: PathBuf, url: String },
+}
+
+impl TestDb {
+    pub async fn create(store: Store) -> Self {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        match store {
+            Store::Postgres => {
+                let name = format!("identity_test_{suffix}");
+                let admin = admin_url();
+                let pool = sqlx::PgPool::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL is not reachable at {admin} ({e}). Start it (see README) or set IDENTITY_TEST_PG_URL; PostgreSQL tests are never skipped."
+                    )
+                });
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&pool)
+                    .await
+                    .expect("create test database");
+                pool.close().await;
+                let url = with_database(&admin, &name);
+                TestDb::Postgres { name, url }
+            }
+            Store::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("identity-test-{suffix}"));
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                let url = format!("sqlite://{}/identity.db", dir.display());
+                TestDb::Sqlite { dir, url }
+            }
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            TestDb::Postgres { url, .. } | TestDb::Sqlite { url, .. } => url,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        match self {
+            TestDb::Postgres { name, .. } => {
+                let name = name.clone();
+                // Drop runs outside async; a short-lived runtime on its own thread does the work.
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async move {
+                        if let Ok(pool) = sqlx::PgPool::connect(&admin_url()).await {
+                            let _ = sqlx::query(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .execute(&pool)
+                            .await;
+                            pool.close().await;
+                        }
+                    });
+                })
+                .join();
+            }
+            TestDb::Sqlite { dir, .. } => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
+/// The real server, running in this process on a free port.
+#[derive(Debug)]
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: TestDb,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    channel: Channel,
+}
+
+pub async fn start_server(
+    url: &str,
+) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let settings = Settings {
+        listen_addr: "127.0.0.1:0".parse().expect("addr"),
+        database_url: url.to_string(),
+        db_max_connections: 8,
+        ..Settings::default()
+    };
+    let app = Application::build(settings)
+        .await
+        .expect("the server builds");
+    let addr = app.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.run_until(async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("the server runs");
+    });
+    (addr, tx, server)
+}
+
+pub async fn spawn_app(store: Store) -> TestApp {
+    let db = TestDb::create(store).await;
+    let (addr, stop, server) = start_server(db.url()).await;
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect to the server");
+    TestApp {
+        addr,
+        db,
+        stop: Some(stop),
+        server: Some(server),
+        channel,
+    }
+}
+
+impl TestApp {
+    pub fn users(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.channel.clone())
+    }
+    pub fn wallets(&self) -> WalletServiceClient<Channel> {
+        WalletServiceClient::new(self.channel.clone())
+    }
+    pub fn tiers(&self) -> StatusTierServiceClient<Channel> {
+        StatusTierServiceClient::new(self.channel.clone())
+    }
+    pub fn identification(&self) -> IdentificationServiceClient<Channel> {
+        IdentificationServiceClient::new(self.channel.clone())
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+    }
+
+    /// Registers a user with this email in `tenant` and returns its id.
+    pub async fn register(&self, tenant: &str, email: &str) -> String {
+        self.users()
+            .register_user(req(
+                tenant,
+                pb::RegisterUserRequest {
+                    user: Some(pb::UserInput {
+                        email: email.into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .expect("registers")
+            .into_inner()
+            .user
+            .expect("user")
+            .user_id
+    }
+
+    /// Opens and activates an internal Polygon wallet for a user.
+    pub async fn active_wallet(&self, tenant: &str, user_id: &str) -> String {
+        let wallet = self
+            .wallets()
+            .open_wallet(req(
+                tenant,
+                pb::OpenWalletRequest {
+                    owner_type: pb::OwnerType::User as i32,
+                    owner_id: user_id.into(),
+                    wallet_type: pb::WalletType::Internal as i32,
+                    network: "polygon".into(),
+                    address: String::new(),
+                },
+            ))
+            .await
+            .expect("opens")
+            .into_inner()
+            .wallet
+            .expect("wallet");
+        self.wallets()
+            .activate_wallet(req(
+                tenant,
+                pb::ActivateWalletRequest {
+                    wallet_id: wallet.wallet_id.clone(),
+                },
+            ))
+            .await
+            .expect("activates");
+        wallet.wallet_id
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A request in `tenant`, as actor "tester".
+pub fn req<T>(tenant: &str, msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("x-tenant-id", tenant.parse().expect("ascii"));
+    r.metadata_mut()
+        .insert("x-actor", "tester".parse().expect("ascii"));
+    r
+}
+
+/// The `ErrorInfo.reason` of a failed call.
+pub fn reason(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|i| i.reason.clone())
+        .unwrap_or_default()
+}
+
+/// Asserts a call failed with `code` and `reason`.
+pub fn assert_error<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    why: &str,
+) -> Status {
+    let status = result.expect_err("the call must fail");
+    assert_eq!(status.code(), code, "wrong code: {status:?}");
+    assert_eq!(reason(&status), why, "wrong reason: {status:?}");
+    status
+}
