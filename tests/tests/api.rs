@@ -31,6 +31,7 @@ on_both_stores!(
     tenants_never_see_each_other,
     concurrent_registrations_of_one_email_let_exactly_one_win,
     concurrent_registrations_of_one_external_id_let_exactly_one_win,
+    two_servers_on_one_store_never_both_take_an_email,
     wallet_credits_and_debits_are_idempotent_and_never_negative,
     concurrent_credits_to_one_wallet_are_all_counted,
     email_change_is_confirmed_by_code_and_locks_after_five_wrong_codes,
@@ -328,6 +329,45 @@ mod scenarios {
         for e in &errors {
             assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
             assert_eq!(reason(e), "EXTERNAL_ID_ALREADY_ASSIGNED");
+        }
+    }
+
+    /// Each server serializes commands per aggregate in-process; across servers only the
+    /// store's primary key decides. Race registrations through two servers on one store.
+    pub(super) async fn two_servers_on_one_store_never_both_take_an_email(store: Store) {
+        let app = spawn_app(store).await;
+        let (addr2, _stop2, _server2) = start_server(app.db.url()).await;
+        let channel2 = tonic::transport::Channel::from_shared(format!("http://{addr2}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        for round in 0..5 {
+            let email = format!("twin{round}@example.com");
+            let calls = (0..16).map(|i| {
+                let mut client = if i % 2 == 0 {
+                    app.users()
+                } else {
+                    identity_proto::v1::user_service_client::UserServiceClient::new(
+                        channel2.clone(),
+                    )
+                };
+                let input = pb::UserInput {
+                    email: email.clone(),
+                    ..Default::default()
+                };
+                async move {
+                    client
+                        .register_user(req("acme", pb::RegisterUserRequest { user: Some(input) }))
+                        .await
+                }
+            });
+            let results = futures::future::join_all(calls).await;
+            let ok = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(ok, 1, "round {round}: {results:?}");
+            for e in results.iter().filter_map(|r| r.as_ref().err()) {
+                assert_eq!(reason(e), "EMAIL_ALREADY_ASSIGNED", "{e:?}");
+            }
         }
     }
 
