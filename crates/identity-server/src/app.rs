@@ -99,7 +99,13 @@ impl Application {
             .build_v1alpha()?;
 
         let core = self.core.clone();
-        let result = Server::builder()
+        let grace = Duration::from_secs(core.settings.shutdown_grace_secs);
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = async move {
+            stop.await;
+            let _ = stopping_tx.send(());
+        };
+        let serve = Server::builder()
             .timeout(Duration::from_secs(30))
             .add_service(health_service)
             .add_service(reflection_v1)
@@ -119,9 +125,26 @@ impl Application {
                 IdentificationServiceServer::new(IdentificationApi::new(core.clone()))
                     .max_decoding_message_size(max),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop)
-            .await;
-        tracing::info!("stopped accepting calls; in-flight calls finished");
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop);
+        // In-flight calls get `grace` to finish; an idle client holding its connection open
+        // must not keep the process alive past that.
+        let deadline = async move {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let result = tokio::select! {
+            r = serve => {
+                tracing::info!("stopped accepting calls; in-flight calls finished");
+                r
+            }
+            () = deadline => {
+                tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing remaining connections");
+                Ok(())
+            }
+        };
         core.log.close().await;
         result.context("serving gRPC")
     }

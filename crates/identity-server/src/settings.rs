@@ -7,6 +7,7 @@
 //! | `IDENTITY_DB_MAX_CONNECTIONS` | `16` | connection pool size |
 //! | `IDENTITY_CODE_PEPPER` | built-in (change it) | secret mixed into one-time code hashes |
 //! | `IDENTITY_CODE_TTL_SECS` | `600` | lifetime of a one-time code |
+//! | `IDENTITY_SHUTDOWN_GRACE_SECS` | `10` | time in-flight calls get after SIGTERM |
 //! | `IDENTITY_LOG_FORMAT` | `pretty` | `pretty` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
 
@@ -22,6 +23,7 @@ pub struct Settings {
     pub code_pepper: String,
     pub code_ttl_secs: i64,
     pub log_json: bool,
+    pub shutdown_grace_secs: u64,
     /// Largest accepted request message, in bytes.
     pub max_message_bytes: usize,
 }
@@ -35,6 +37,7 @@ impl Default for Settings {
             code_pepper: "identity-dev-pepper-change-me".into(),
             code_ttl_secs: 600,
             log_json: false,
+            shutdown_grace_secs: 10,
             max_message_bytes: 1024 * 1024,
         }
     }
@@ -68,6 +71,11 @@ impl Settings {
             s.code_ttl_secs = v
                 .parse()
                 .with_context(|| format!("IDENTITY_CODE_TTL_SECS={v} is not a number"))?;
+        }
+        if let Some(v) = var("IDENTITY_SHUTDOWN_GRACE_SECS") {
+            s.shutdown_grace_secs = v
+                .parse()
+                .with_context(|| format!("IDENTITY_SHUTDOWN_GRACE_SECS={v} is not a number"))?;
         }
         if let Some(v) = var("IDENTITY_LOG_FORMAT") {
             s.log_json = match v.as_str() {

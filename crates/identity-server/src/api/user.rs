@@ -327,7 +327,7 @@ impl UserApi {
     ) -> ApiResult<(String, chrono::DateTime<Utc>, u64)> {
         if let Some(owner) = self.owner_of(ctx, kind, value).await? {
             if owner != user {
-                return Err(ApiError::from(DomainError::AlreadyAssigned(kind)).into());
+                return Err(ApiError::from(DomainError::AlreadyAssigned(kind)));
             }
         }
         let (code, hash, expires) = self.core.new_code(&ctx.aggregate_id(user));

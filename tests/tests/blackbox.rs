@@ -1,0 +1,332 @@
+//! Black-box tests: the built `identity-server` binary, driven with real grpcurl, as a user
+//! would. `scripts/test.sh` builds the binary and installs grpcurl before running these.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use identity_proto::v1 as pb;
+use serde_json::Value;
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/blackbox-… → target/<profile>/identity-server
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("identity-server"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p identity-server` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+fn grpcurl() -> PathBuf {
+    let local = workspace_root().join(".tools/bin/grpcurl");
+    if local.exists() {
+        return local;
+    }
+    let on_path = Command::new("grpcurl").arg("-version").output();
+    assert!(
+        on_path.is_ok(),
+        "grpcurl is missing: run scripts/setup-tools.sh (scripts/test.sh does)"
+    );
+    PathBuf::from("grpcurl")
+}
+
+/// The server binary, running as a child process.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    /// Starts the binary in `dir` with `env`, and waits for its "ready" log line.
+    fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(server_binary());
+        cmd.current_dir(dir)
+            .env("IDENTITY_LISTEN_ADDR", "127.0.0.1:0")
+            .env("IDENTITY_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .env("IDENTITY_SHUTDOWN_GRACE_SECS", "5")
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start the server binary");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                        if v["message"] == "identity service ready" {
+                            let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
+                            sent = true;
+                        }
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server reports it is ready");
+        Server { child, addr }
+    }
+
+    /// Runs grpcurl against the server; returns (success, stdout JSON or error JSON).
+    fn call(&self, method: &str, body: &str) -> (bool, Value) {
+        let out = Command::new(grpcurl())
+            .args([
+                "-plaintext",
+                "-format-error",
+                "-H",
+                "x-tenant-id: acme",
+                "-H",
+                "x-actor: blackbox",
+                "-d",
+                body,
+                &self.addr,
+                method,
+            ])
+            .output()
+            .expect("run grpcurl");
+        let text = if out.status.success() {
+            out.stdout
+        } else {
+            out.stdout.into_iter().chain(out.stderr).collect()
+        };
+        let text = String::from_utf8_lossy(&text);
+        let json = serde_json::from_str(text.trim()).unwrap_or(Value::String(text.to_string()));
+        (out.status.success(), json)
+    }
+
+    fn grpcurl_plain(&self, args: &[&str]) -> String {
+        let out = Command::new(grpcurl())
+            .arg("-plaintext")
+            .arg(&self.addr)
+            .args(args)
+            .output()
+            .expect("run grpcurl");
+        assert!(
+            out.status.success(),
+            "grpcurl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    fn crash(mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+}
+
+fn reason_of(error: &Value) -> String {
+    error["details"]
+        .as_array()
+        .and_then(|d| d.iter().find_map(|x| x["reason"].as_str()))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_new_user_drives_the_default_embedded_store_with_grpcurl() {
+    // The default configuration, in an empty directory: the SQLite file is created under
+    // ./data on first start, with no setup.
+    let dir = std::env::temp_dir().join(format!(
+        "identity-blackbox-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let server = Server::start(&dir, &[]);
+    assert!(
+        dir.join("data/identity.db").exists(),
+        "the embedded store lives under ./data"
+    );
+
+    let listed = server.grpcurl_plain(&["list"]);
+    for service in [
+        "identity.v1.UserService",
+        "identity.v1.WalletService",
+        "identity.v1.StatusTierService",
+        "identity.v1.IdentificationService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(listed.contains(service), "{service} missing from: {listed}");
+    }
+    let described = server.grpcurl_plain(&["describe", "identity.v1.UserService"]);
+    assert!(described.contains("rpc RegisterUser"), "{described}");
+    let health = server.grpcurl_plain(&["grpc.health.v1.Health/Check"]);
+    assert!(health.contains("SERVING"), "{health}");
+
+    let (ok, user) = server.call(
+        "identity.v1.UserService/RegisterUser",
+        r#"{"user":{"email":"ada@example.com","first_name":"Ada"}}"#,
+    );
+    assert!(ok, "{user}");
+    let user_id = user["user"]["userId"]
+        .as_str()
+        .expect("user id")
+        .to_string();
+
+    let (ok, dup) = server.call(
+        "identity.v1.UserService/RegisterUser",
+        r#"{"user":{"email":"ADA@example.com"}}"#,
+    );
+    assert!(!ok);
+    assert_eq!(dup["code"], 6, "ALREADY_EXISTS: {dup}");
+    assert_eq!(reason_of(&dup), "EMAIL_ALREADY_ASSIGNED");
+
+    let (ok, wallet) = server.call(
+        "identity.v1.WalletService/OpenWallet",
+        &format!(r#"{{"owner_type":"OWNER_TYPE_USER","owner_id":"{user_id}","wallet_type":"WALLET_TYPE_INTERNAL","network":"polygon"}}"#),
+    );
+    assert!(ok, "{wallet}");
+    let wallet_id = wallet["wallet"]["walletId"]
+        .as_str()
+        .expect("wallet id")
+        .to_string();
+    let (ok, _) = server.call(
+        "identity.v1.WalletService/ActivateWallet",
+        &format!(r#"{{"wallet_id":"{wallet_id}"}}"#),
+    );
+    assert!(ok);
+
+    let (ok, credit) = server.call(
+        "identity.v1.WalletService/CreditTokens",
+        &format!(
+            r#"{{"wallet_id":"{wallet_id}","token":"PTS","amount":"100","idempotency_key":"c1"}}"#
+        ),
+    );
+    assert!(ok, "{credit}");
+    assert_eq!(credit["balance"], "100");
+    let (ok, debit) = server.call(
+        "identity.v1.WalletService/DebitTokens",
+        &format!(
+            r#"{{"wallet_id":"{wallet_id}","token":"PTS","amount":"30","idempotency_key":"d1"}}"#
+        ),
+    );
+    assert!(ok, "{debit}");
+    assert_eq!(debit["balance"], "70");
+    let (ok, short) = server.call(
+        "identity.v1.WalletService/DebitTokens",
+        &format!(
+            r#"{{"wallet_id":"{wallet_id}","token":"PTS","amount":"100","idempotency_key":"d2"}}"#
+        ),
+    );
+    assert!(!ok);
+    assert_eq!(short["code"], 9, "FAILED_PRECONDITION: {short}");
+    assert_eq!(reason_of(&short), "INSUFFICIENT_BALANCE");
+
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn register_many(addr: &str, n: usize) -> Vec<String> {
+    let mut client = identity_proto::v1::user_service_client::UserServiceClient::connect(format!(
+        "http://{addr}"
+    ))
+    .await
+    .expect("connect");
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let r = client
+            .register_user(req(
+                "acme",
+                pb::RegisterUserRequest {
+                    user: Some(pb::UserInput {
+                        email: format!("durable{i}@example.com"),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .expect("registers");
+        ids.push(r.into_inner().user.expect("user").user_id);
+    }
+    ids
+}
+
+async fn nothing_acknowledged_is_lost(store: Store) {
+    let db = TestDb::create(store).await;
+    let dir = std::env::temp_dir();
+    let url = db.url().to_string();
+    let server = Server::start(&dir, &[("DATABASE_URL", &url)]);
+    let ids = register_many(&server.addr, 25).await;
+    server.crash();
+
+    let server = Server::start(&dir, &[("DATABASE_URL", &url)]);
+    let mut client = identity_proto::v1::user_service_client::UserServiceClient::connect(format!(
+        "http://{}",
+        server.addr
+    ))
+    .await
+    .expect("connect");
+    for (i, id) in ids.iter().enumerate() {
+        let user = client
+            .get_user(req(
+                "acme",
+                pb::GetUserRequest {
+                    user_id: id.clone(),
+                },
+            ))
+            .await
+            .expect("every acknowledged user survives the crash")
+            .into_inner()
+            .user
+            .expect("user");
+        assert_eq!(user.email, format!("durable{i}@example.com"));
+    }
+    drop(client);
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
+async fn nothing_acknowledged_is_lost_when_the_server_is_killed_on_postgres() {
+    nothing_acknowledged_is_lost(Store::Postgres).await;
+}
+
+#[tokio::test]
+async fn nothing_acknowledged_is_lost_when_the_server_is_killed_on_sqlite() {
+    nothing_acknowledged_is_lost(Store::Sqlite).await;
+}
