@@ -17,7 +17,10 @@
 
 #![forbid(unsafe_code)]
 
+mod feed;
 mod migrations;
+
+pub use feed::{FeedCursor, StoredEvent, NOTIFY_CHANNEL};
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -114,6 +117,10 @@ pub struct EventLog {
     /// Striped: two aggregates may share a stripe, which costs a little waiting, never
     /// correctness.
     stripes: std::sync::Arc<Vec<tokio::sync::Mutex<()>>>,
+    /// Woken after every local commit and every PostgreSQL notification of another
+    /// process's commit, so feed readers react within milliseconds instead of polling.
+    appended: std::sync::Arc<tokio::sync::Notify>,
+    url: std::sync::Arc<str>,
 }
 
 /// Connection settings.
@@ -195,8 +202,11 @@ impl EventLog {
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
             ),
+            appended: std::sync::Arc::new(tokio::sync::Notify::new()),
+            url: url.into(),
         };
         log.migrate().await?;
+        log.spawn_listener();
         Ok(log)
     }
 
@@ -206,6 +216,16 @@ impl EventLog {
             Backend::Postgres(_) => "postgres",
             Backend::Sqlite(_) => "sqlite",
         }
+    }
+
+    /// The URL the log was opened with (it may hold a password: never log it).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Notified after commits; see [`EventLog::wait_for_events`].
+    pub fn notifier(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.appended.clone()
     }
 
     /// The PostgreSQL pool, when the log lives there.
@@ -331,6 +351,9 @@ impl EventLog {
                 }
                 Err(e) => return Err(e),
                 Ok((aggregate, events, sequence)) => {
+                    if !events.is_empty() {
+                        self.appended.notify_waiters();
+                    }
                     let position = self
                         .position_of(A::TYPE, id, sequence)
                         .await

@@ -8,9 +8,10 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::StoreError;
 
-const POSTGRES: &[(i64, &str)] = &[(
-    1,
-    r#"
+const POSTGRES: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE events (
     aggregate_type  text        NOT NULL,
     aggregate_id    text        NOT NULL,
@@ -29,7 +30,25 @@ CREATE TABLE events (
 CREATE UNIQUE INDEX events_global_position ON events (global_position);
 CREATE INDEX events_recorded_at ON events (recorded_at);
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- The global feed reads in (xid, global_position) order below the oldest open transaction.
+CREATE INDEX events_feed ON events (xid, global_position);
+-- Wake feed readers in every process on commit (NOTIFY is delivered at commit, deduplicated
+-- per transaction).
+CREATE FUNCTION identity_notify_events() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('identity_events', '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER events_notify AFTER INSERT ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION identity_notify_events();
+"#,
+    ),
+];
 
 const SQLITE: &[(i64, &str)] = &[(
     1,

@@ -1,0 +1,230 @@
+//! The global feed: every event, in an order that never skips one, from a cursor.
+//!
+//! On PostgreSQL, transactions commit out of order: an event with a lower `global_position`
+//! can become visible after a higher one. A reader that checkpointed "up to position N" would
+//! then skip the late one forever. So the feed reads only events whose writing transaction is
+//! older than the oldest transaction still running (`xid < pg_snapshot_xmin(...)`): that set
+//! is final, nothing can be added to it. Every event written later belongs to a transaction at
+//! or above that horizon, so the feed orders by (transaction id, position) and its cursor is
+//! that pair. Per aggregate the order is the sequence order: an aggregate's next event is
+//! written by a transaction that read the previous one committed, so it gets a later xid.
+//!
+//! On SQLite writers are serialized and positions are assigned inside the writing
+//! transaction, so positions become visible in order; the cursor's xid is always 0.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::{Backend, EventLog, StoreError};
+
+/// Where a reader of the feed stands: everything at or before it has been read.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct FeedCursor {
+    /// The writing transaction of the last event read (always 0 on SQLite).
+    pub xid: u64,
+    /// The global position of the last event read.
+    pub position: u64,
+}
+
+/// One stored event, as the feed delivers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub position: u64,
+    pub xid: u64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: u64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+    /// RFC 3339.
+    pub recorded_at: String,
+}
+
+impl StoredEvent {
+    pub fn cursor(&self) -> FeedCursor {
+        FeedCursor {
+            xid: self.xid,
+            position: self.position,
+        }
+    }
+}
+
+fn to_u64(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn to_i64(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|e| StoreError::Other(e.to_string()))
+}
+
+/// The Postgres channel notified on every commit that appends events.
+pub const NOTIFY_CHANNEL: &str = "identity_events";
+
+impl EventLog {
+    /// Up to `limit` events after `after`, in feed order, never past the safe horizon.
+    pub async fn read_feed(
+        &self,
+        after: FeedCursor,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let limit = i64::from(limit.max(1));
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                let rows = sqlx::query(
+                    "SELECT global_position, xid::text::bigint AS xid, aggregate_type, aggregate_id, sequence,
+                            event_type, event_version, payload, metadata,
+                            to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at
+                       FROM events
+                      WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+                        AND (xid, global_position) > ($1::text::xid8, $2)
+                      ORDER BY xid, global_position
+                      LIMIT $3",
+                )
+                .bind(to_i64(after.xid)?)
+                .bind(to_i64(after.position)?)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(StoredEvent {
+                            position: to_u64(r.try_get("global_position")?)?,
+                            xid: to_u64(r.try_get("xid")?)?,
+                            aggregate_type: r.try_get("aggregate_type")?,
+                            aggregate_id: r.try_get("aggregate_id")?,
+                            sequence: to_u64(r.try_get("sequence")?)?,
+                            event_type: r.try_get("event_type")?,
+                            event_version: r.try_get("event_version")?,
+                            payload: r.try_get("payload")?,
+                            metadata: r.try_get("metadata")?,
+                            recorded_at: r.try_get("recorded_at")?,
+                        })
+                    })
+                    .collect()
+            }
+            Backend::Sqlite(pool) => {
+                let rows = sqlx::query(
+                    "SELECT global_position, aggregate_type, aggregate_id, sequence, event_type,
+                            event_version, payload, metadata, recorded_at
+                       FROM events
+                      WHERE global_position > ?1
+                      ORDER BY global_position
+                      LIMIT ?2",
+                )
+                .bind(to_i64(after.position)?)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        let payload: String = r.try_get("payload")?;
+                        let metadata: String = r.try_get("metadata")?;
+                        Ok(StoredEvent {
+                            position: to_u64(r.try_get("global_position")?)?,
+                            xid: 0,
+                            aggregate_type: r.try_get("aggregate_type")?,
+                            aggregate_id: r.try_get("aggregate_id")?,
+                            sequence: to_u64(r.try_get("sequence")?)?,
+                            event_type: r.try_get("event_type")?,
+                            event_version: r.try_get("event_version")?,
+                            payload: serde_json::from_str(&payload)
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                            metadata: serde_json::from_str(&metadata)
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                            recorded_at: r.try_get("recorded_at")?,
+                        })
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The feed cursor of the event at `position`, to compare with a reader's cursor; `None`
+    /// when no such event exists (yet).
+    pub async fn cursor_of(&self, position: u64) -> Result<Option<FeedCursor>, StoreError> {
+        if position == 0 {
+            return Ok(Some(FeedCursor::default()));
+        }
+        let pos = to_i64(position)?;
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                let xid: Option<i64> = sqlx::query_scalar(
+                    "SELECT xid::text::bigint FROM events WHERE global_position = $1",
+                )
+                .bind(pos)
+                .fetch_optional(pool)
+                .await?;
+                xid.map(|x| {
+                    Ok(FeedCursor {
+                        xid: to_u64(x)?,
+                        position,
+                    })
+                })
+                .transpose()
+            }
+            Backend::Sqlite(pool) => {
+                let found: Option<i64> = sqlx::query_scalar(
+                    "SELECT global_position FROM events WHERE global_position = ?1",
+                )
+                .bind(pos)
+                .fetch_optional(pool)
+                .await?;
+                Ok(found.map(|_| FeedCursor { xid: 0, position }))
+            }
+        }
+    }
+
+    /// Waits until new events may be in the feed: a commit notification, or `fallback` at
+    /// the latest (notifications can be missed, e.g. across a reconnect).
+    pub async fn wait_for_events(&self, fallback: Duration) {
+        let notified = self.appended.notified();
+        tokio::select! {
+            () = notified => {}
+            () = tokio::time::sleep(fallback) => {}
+        }
+    }
+
+    /// Listens for commits of other processes (PostgreSQL NOTIFY) and wakes local waiters.
+    /// Runs until the process ends; reconnects after errors.
+    pub(crate) fn spawn_listener(&self) {
+        let Backend::Postgres(pool) = &self.backend else {
+            return;
+        };
+        let pool = pool.clone();
+        let appended = self.appended.clone();
+        tokio::spawn(async move {
+            loop {
+                match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => {
+                        if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
+                            tracing::warn!(error = %e, "LISTEN failed; retrying");
+                        } else {
+                            loop {
+                                match listener.recv().await {
+                                    Ok(_) => appended.notify_waiters(),
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "event notifications lost; reconnecting");
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for event notifications; retrying")
+                    }
+                }
+                if pool.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+}
