@@ -1,0 +1,686 @@
+//! How each projection folds one event into its tables. Events carry their results (the
+//! resulting balance, the whole role set), so these are writes, not arithmetic; the only rule
+//! applied here is the domain's own `qualify`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use identity_domain::identification::IdentificationEvent;
+use identity_domain::status_tier::{qualify, StatusTierEvent, TierRule};
+use identity_domain::user::UserEvent;
+use identity_domain::values::{Percentage, TierId, TokenAmount, TokenId};
+use identity_domain::wallet::{OwnerType, WalletEvent};
+use identity_store::StoredEvent;
+use sqlx::{AnyConnection, Row};
+
+use crate::{Dialect, Projection, ProjectionError};
+
+type Result<T> = std::result::Result<T, ProjectionError>;
+
+/// One statement in the right dialect, with its arguments.
+pub(crate) struct Sql<'a> {
+    dialect: Dialect,
+    suffix: &'a str,
+}
+
+impl<'a> Sql<'a> {
+    pub(crate) fn new(dialect: Dialect, suffix: &'a str) -> Self {
+        Self { dialect, suffix }
+    }
+
+    /// Replaces `{table}` markers with suffixed names and `$N` with the dialect's placeholders.
+    pub(crate) fn text(&self, sql: &str) -> String {
+        let mut s = sql.to_string();
+        for name in [
+            "rm_wallets",
+            "rm_balances",
+            "st_wallets",
+            "st_balances",
+            "st_tiers",
+            "rm_user_status",
+            "rm_users",
+            "rm_user_wallets",
+            "rm_person_codes",
+        ] {
+            s = s.replace(&format!("{{{name}}}"), &format!("{name}{}", self.suffix));
+        }
+        self.dialect.placeholders(&s)
+    }
+}
+
+fn tenant_and_id(e: &StoredEvent) -> Result<(String, String)> {
+    e.aggregate_id
+        .split_once('/')
+        .map(|(t, i)| (t.to_string(), i.to_string()))
+        .ok_or_else(|| ProjectionError::Event {
+            position: e.position,
+            message: format!("aggregate id {:?} has no tenant", e.aggregate_id),
+        })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(e: &StoredEvent) -> Result<T> {
+    serde_json::from_value(e.payload.clone()).map_err(|err| ProjectionError::Event {
+        position: e.position,
+        message: format!("cannot read {} {}: {err}", e.event_type, e.event_version),
+    })
+}
+
+pub(crate) async fn apply(
+    p: Projection,
+    conn: &mut AnyConnection,
+    sql: &Sql<'_>,
+    e: &StoredEvent,
+) -> Result<()> {
+    match (p, e.aggregate_type.as_str()) {
+        (Projection::Balances, "Wallet") => balances(conn, sql, e).await,
+        (Projection::Status, "Wallet") => status_wallet(conn, sql, e).await,
+        (Projection::Status, "StatusTier") => status_tier(conn, sql, e).await,
+        (Projection::Directory, "User") => directory_user(conn, sql, e).await,
+        (Projection::Directory, "Wallet") => directory_wallet(conn, sql, e).await,
+        (Projection::Directory, "Identification") => directory_identification(conn, sql, e).await,
+        _ => Ok(()),
+    }
+}
+
+fn owner_type_str(t: OwnerType) -> &'static str {
+    match t {
+        OwnerType::User => "user",
+        OwnerType::Business => "business",
+        OwnerType::Tenant => "tenant",
+    }
+}
+
+async fn balances(conn: &mut AnyConnection, sql: &Sql<'_>, e: &StoredEvent) -> Result<()> {
+    let (tenant, wallet) = tenant_and_id(e)?;
+    let event: WalletEvent = decode(e)?;
+    let version = e.sequence as i64;
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono_secs(), true);
+    let (status, when) = match &event {
+        WalletEvent::WalletActivated { at } => (Some("active"), *at),
+        WalletEvent::WalletSuspended { at } => (Some("suspended"), *at),
+        WalletEvent::WalletClosed { at } => (Some("closed"), *at),
+        WalletEvent::TokensCredited { at, .. } | WalletEvent::TokensDebited { at, .. } => {
+            (None, *at)
+        }
+        WalletEvent::WalletOpened { opened_at, .. } => (None, *opened_at),
+    };
+    let when = fmt(when);
+    match event {
+        WalletEvent::WalletOpened {
+            owner,
+            wallet_type,
+            network,
+            address,
+            explorer_url,
+            opened_at,
+            ..
+        } => {
+            let wallet_type = match wallet_type {
+                identity_domain::wallet::WalletType::Internal => "internal",
+                identity_domain::wallet::WalletType::External => "external",
+            };
+            sqlx::query(&sql.text(
+                "INSERT INTO {rm_wallets} (tenant, wallet_id, owner_type, owner_id, wallet_type, network, address,
+                    explorer_url, status, created_at, updated_at, version)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10)",
+            ))
+            .bind(&tenant)
+            .bind(&wallet)
+            .bind(owner_type_str(owner.owner_type))
+            .bind(&owner.owner_id)
+            .bind(wallet_type)
+            .bind(network.to_string())
+            .bind(&address)
+            .bind(explorer_url)
+            .bind(fmt(opened_at))
+            .bind(version)
+            .execute(&mut *conn)
+            .await?;
+        }
+        WalletEvent::WalletActivated { .. }
+        | WalletEvent::WalletSuspended { .. }
+        | WalletEvent::WalletClosed { .. } => {
+            sqlx::query(&sql.text(
+                "UPDATE {rm_wallets} SET status = $1, updated_at = $2, version = $3 WHERE tenant = $4 AND wallet_id = $5",
+            ))
+            .bind(status)
+            .bind(&when)
+            .bind(version)
+            .bind(&tenant)
+            .bind(&wallet)
+            .execute(&mut *conn)
+            .await?;
+        }
+        WalletEvent::TokensCredited { token, balance, .. }
+        | WalletEvent::TokensDebited { token, balance, .. } => {
+            sqlx::query(&sql.text(
+                "INSERT INTO {rm_balances} (tenant, wallet_id, token, amount) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant, wallet_id, token) DO UPDATE SET amount = excluded.amount",
+            ))
+            .bind(&tenant)
+            .bind(&wallet)
+            .bind(token.as_str())
+            .bind(balance.to_string())
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(&sql.text(
+                "UPDATE {rm_wallets} SET updated_at = $1, version = $2 WHERE tenant = $3 AND wallet_id = $4",
+            ))
+            .bind(&when)
+            .bind(version)
+            .bind(&tenant)
+            .bind(&wallet)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Seconds with microseconds, matching the feed's `recorded_at` format.
+fn chrono_secs() -> chrono::SecondsFormat {
+    chrono::SecondsFormat::Micros
+}
+
+async fn status_wallet(conn: &mut AnyConnection, sql: &Sql<'_>, e: &StoredEvent) -> Result<()> {
+    let (tenant, wallet) = tenant_and_id(e)?;
+    let event: WalletEvent = decode(e)?;
+    match event {
+        WalletEvent::WalletOpened { owner, .. } if owner.owner_type == OwnerType::User => {
+            sqlx::query(
+                &sql.text(
+                    "INSERT INTO {st_wallets} (tenant, wallet_id, user_id) VALUES ($1, $2, $3)",
+                ),
+            )
+            .bind(&tenant)
+            .bind(&wallet)
+            .bind(&owner.owner_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        WalletEvent::TokensCredited { token, balance, .. }
+        | WalletEvent::TokensDebited { token, balance, .. } => {
+            let owner: Option<String> = sqlx::query_scalar(
+                &sql.text("SELECT user_id FROM {st_wallets} WHERE tenant = $1 AND wallet_id = $2"),
+            )
+            .bind(&tenant)
+            .bind(&wallet)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some(user) = owner else {
+                return Ok(()); // not a user's wallet: no status
+            };
+            sqlx::query(&sql.text(
+                "INSERT INTO {st_balances} (tenant, user_id, wallet_id, token, amount) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (tenant, wallet_id, token) DO UPDATE SET amount = excluded.amount",
+            ))
+            .bind(&tenant)
+            .bind(&user)
+            .bind(&wallet)
+            .bind(token.as_str())
+            .bind(balance.to_string())
+            .execute(&mut *conn)
+            .await?;
+            recompute(conn, sql, &tenant, &[user]).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn parse_amount(s: &str, position: u64) -> Result<TokenAmount> {
+    TokenAmount::parse(s).map_err(|e| ProjectionError::Event {
+        position,
+        message: format!("bad stored amount {s:?}: {e}"),
+    })
+}
+
+/// The live tiers of a tenant as qualification rules.
+async fn tier_rules(
+    conn: &mut AnyConnection,
+    sql: &Sql<'_>,
+    tenant: &str,
+) -> Result<Vec<TierRule>> {
+    let rows = sqlx::query(&sql.text(
+        "SELECT tier_id, min_balance, discount, eligible_tokens FROM {st_tiers} WHERE tenant = $1 AND retired = 0",
+    ))
+    .bind(tenant)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let id: String = r.try_get(0)?;
+        let min: String = r.try_get(1)?;
+        let discount: String = r.try_get(2)?;
+        let eligible: String = r.try_get(3)?;
+        let bad = |m: String| ProjectionError::Event {
+            position: 0,
+            message: m,
+        };
+        out.push(TierRule {
+            id: TierId::parse(&id).map_err(|e| bad(e.to_string()))?,
+            min_balance: parse_amount(&min, 0)?,
+            discount: Percentage::parse(&discount).map_err(|e| bad(e.to_string()))?,
+            eligible_tokens: serde_json::from_str(&eligible).map_err(|e| bad(e.to_string()))?,
+        });
+    }
+    Ok(out)
+}
+
+/// Recomputes the status of some users of a tenant from their balances and the live tiers.
+pub(crate) async fn recompute(
+    conn: &mut AnyConnection,
+    sql: &Sql<'_>,
+    tenant: &str,
+    users: &[String],
+) -> Result<()> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let rules = tier_rules(conn, sql, tenant).await?;
+    for chunk in users.chunks(200) {
+        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let q = sql.text(&format!(
+            "SELECT user_id, token, amount FROM {{st_balances}} WHERE tenant = $1 AND user_id IN ({})",
+            marks.join(", ")
+        ));
+        let mut query = sqlx::query(&q).bind(tenant);
+        for u in chunk {
+            query = query.bind(u);
+        }
+        let rows = query.fetch_all(&mut *conn).await?;
+        let mut per_user: BTreeMap<String, BTreeMap<TokenId, TokenAmount>> =
+            chunk.iter().map(|u| (u.clone(), BTreeMap::new())).collect();
+        for r in rows {
+            let user: String = r.try_get(0)?;
+            let token: String = r.try_get(1)?;
+            let amount: String = r.try_get(2)?;
+            let token = TokenId::parse(&token).map_err(|e| ProjectionError::Event {
+                position: 0,
+                message: e.to_string(),
+            })?;
+            let amount = parse_amount(&amount, 0)?;
+            let entry = per_user.entry(user).or_default().entry(token).or_default();
+            *entry = TokenAmount(entry.value().saturating_add(amount.value()));
+        }
+        for (user, balances) in per_user {
+            let q = qualify(&balances, &rules);
+            let qualifying: Vec<String> = q.qualifying.iter().map(ToString::to_string).collect();
+            sqlx::query(&sql.text(
+                "INSERT INTO {rm_user_status} (tenant, user_id, qualifying, highest) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (tenant, user_id) DO UPDATE SET qualifying = excluded.qualifying, highest = excluded.highest",
+            ))
+            .bind(tenant)
+            .bind(&user)
+            .bind(serde_json::to_string(&qualifying).unwrap_or_else(|_| "[]".into()))
+            .bind(q.highest.map(|h| h.to_string()))
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Users whose status a change of these tokens or this tier can move: holders of any of the
+/// tokens, and users who currently qualify for the tier. Found through indexes, never by
+/// reading every user.
+async fn affected_users(
+    conn: &mut AnyConnection,
+    sql: &Sql<'_>,
+    tenant: &str,
+    tier: &str,
+    tokens: &BTreeSet<String>,
+) -> Result<Vec<String>> {
+    let mut users = BTreeSet::new();
+    for token in tokens {
+        let rows: Vec<String> =
+            sqlx::query_scalar(&sql.text(
+                "SELECT DISTINCT user_id FROM {st_balances} WHERE tenant = $1 AND token = $2",
+            ))
+            .bind(tenant)
+            .bind(token)
+            .fetch_all(&mut *conn)
+            .await?;
+        users.extend(rows);
+    }
+    let holders: Vec<String> = sqlx::query_scalar(
+        &sql.text("SELECT user_id FROM {rm_user_status} WHERE tenant = $1 AND qualifying LIKE $2"),
+    )
+    .bind(tenant)
+    .bind(format!("%{tier}%"))
+    .fetch_all(&mut *conn)
+    .await?;
+    users.extend(holders);
+    Ok(users.into_iter().collect())
+}
+
+async fn status_tier(conn: &mut AnyConnection, sql: &Sql<'_>, e: &StoredEvent) -> Result<()> {
+    let (tenant, tier) = tenant_and_id(e)?;
+    let event: StatusTierEvent = decode(e)?;
+    let version = e.sequence as i64;
+    let old_tokens: BTreeSet<String> = sqlx::query_scalar::<_, String>(
+        &sql.text("SELECT eligible_tokens FROM {st_tiers} WHERE tenant = $1 AND tier_id = $2"),
+    )
+    .bind(&tenant)
+    .bind(&tier)
+    .fetch_optional(&mut *conn)
+    .await?
+    .and_then(|s| serde_json::from_str(&s).ok())
+    .unwrap_or_default();
+    let mut new_tokens = old_tokens.clone();
+    match event {
+        StatusTierEvent::StatusTierCreated {
+            name,
+            description,
+            min_balance,
+            discount,
+            image_url,
+            eligible_tokens,
+            created_at,
+            ..
+        } => {
+            new_tokens = eligible_tokens.iter().map(|t| t.to_string()).collect();
+            let when = created_at.to_rfc3339_opts(chrono_secs(), true);
+            sqlx::query(&sql.text(
+                "INSERT INTO {st_tiers} (tenant, tier_id, name, description, min_balance, discount, image_url,
+                    eligible_tokens, retired, created_at, updated_at, version)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $9, $10)",
+            ))
+            .bind(&tenant)
+            .bind(&tier)
+            .bind(name.as_str())
+            .bind(description.map(|d| d.as_str().to_string()))
+            .bind(min_balance.to_string())
+            .bind(discount.to_string())
+            .bind(image_url.map(|u| u.as_str().to_string()))
+            .bind(serde_json::to_string(&new_tokens).unwrap_or_else(|_| "[]".into()))
+            .bind(when)
+            .bind(version)
+            .execute(&mut *conn)
+            .await?;
+        }
+        StatusTierEvent::StatusTierUpdated {
+            name,
+            description,
+            min_balance,
+            discount,
+            image_url,
+            updated_at,
+        } => {
+            sqlx::query(&sql.text(
+                "UPDATE {st_tiers} SET name = COALESCE($1, name), description = COALESCE($2, description),
+                    min_balance = COALESCE($3, min_balance), discount = COALESCE($4, discount),
+                    image_url = COALESCE($5, image_url), updated_at = $6, version = $7
+                 WHERE tenant = $8 AND tier_id = $9",
+            ))
+            .bind(name.map(|n| n.as_str().to_string()))
+            .bind(description.map(|d| d.as_str().to_string()))
+            .bind(min_balance.map(|m| m.to_string()))
+            .bind(discount.map(|d| d.to_string()))
+            .bind(image_url.map(|u| u.as_str().to_string()))
+            .bind(updated_at.to_rfc3339_opts(chrono_secs(), true))
+            .bind(version)
+            .bind(&tenant)
+            .bind(&tier)
+            .execute(&mut *conn)
+            .await?;
+        }
+        StatusTierEvent::StatusTierRetired { at } => {
+            sqlx::query(&sql.text(
+                "UPDATE {st_tiers} SET retired = 1, updated_at = $1, version = $2 WHERE tenant = $3 AND tier_id = $4",
+            ))
+            .bind(at.to_rfc3339_opts(chrono_secs(), true))
+            .bind(version)
+            .bind(&tenant)
+            .bind(&tier)
+            .execute(&mut *conn)
+            .await?;
+        }
+        StatusTierEvent::EligibleTokenAdded { token, at }
+        | StatusTierEvent::EligibleTokenRemoved { token, at } => {
+            if e.event_type == "EligibleTokenAdded" {
+                new_tokens.insert(token.to_string());
+            } else {
+                new_tokens.remove(token.as_str());
+            }
+            sqlx::query(&sql.text(
+                "UPDATE {st_tiers} SET eligible_tokens = $1, updated_at = $2, version = $3 WHERE tenant = $4 AND tier_id = $5",
+            ))
+            .bind(serde_json::to_string(&new_tokens).unwrap_or_else(|_| "[]".into()))
+            .bind(at.to_rfc3339_opts(chrono_secs(), true))
+            .bind(version)
+            .bind(&tenant)
+            .bind(&tier)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    let tokens: BTreeSet<String> = old_tokens.union(&new_tokens).cloned().collect();
+    let users = affected_users(conn, sql, &tenant, &tier, &tokens).await?;
+    recompute(conn, sql, &tenant, &users).await
+}
+
+/// The lowercased text ListUsers searches: contact fields, names, ids and wallet addresses.
+async fn refresh_search(
+    conn: &mut AnyConnection,
+    sql: &Sql<'_>,
+    tenant: &str,
+    user: &str,
+) -> Result<()> {
+    let row = sqlx::query(&sql.text(
+        "SELECT email, phone, external_id, identifier_email, first_name, last_name FROM {rm_users} WHERE tenant = $1 AND user_id = $2",
+    ))
+    .bind(tenant)
+    .bind(user)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let mut parts: Vec<String> = Vec::new();
+    for i in 0..6 {
+        let v: Option<String> = row.try_get(i)?;
+        parts.extend(v);
+    }
+    let addresses: Vec<String> = sqlx::query_scalar(&sql.text(
+        "SELECT address FROM {rm_user_wallets} WHERE tenant = $1 AND user_id = $2 ORDER BY wallet_id",
+    ))
+    .bind(tenant)
+    .bind(user)
+    .fetch_all(&mut *conn)
+    .await?;
+    parts.extend(addresses);
+    let search = parts.join(" ").to_lowercase();
+    sqlx::query(&sql.text("UPDATE {rm_users} SET search = $1 WHERE tenant = $2 AND user_id = $3"))
+        .bind(search)
+        .bind(tenant)
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn directory_user(conn: &mut AnyConnection, sql: &Sql<'_>, e: &StoredEvent) -> Result<()> {
+    let (tenant, user) = tenant_and_id(e)?;
+    let event: UserEvent = decode(e)?;
+    let version = e.sequence as i64;
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono_secs(), true);
+    let touch = |sets: &str| {
+        sql.text(&format!(
+            "UPDATE {{rm_users}} SET {sets}version = $1 WHERE tenant = $2 AND user_id = $3"
+        ))
+    };
+    match event {
+        UserEvent::UserRegistered {
+            email,
+            phone,
+            external_id,
+            identifier_email,
+            first_name,
+            last_name,
+            locale,
+            public_profile,
+            registered_at,
+            ..
+        } => {
+            sqlx::query(&sql.text(
+                "INSERT INTO {rm_users} (tenant, user_id, email, phone, external_id, identifier_email, first_name,
+                    last_name, locale, active, roles, public_profile, merged_into, created_at, updated_at, version, search)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, '[]', $10, NULL, $11, $11, $12, '')",
+            ))
+            .bind(&tenant)
+            .bind(&user)
+            .bind(email.map(|v| v.to_string()))
+            .bind(phone.map(|v| v.to_string()))
+            .bind(external_id.map(|v| v.to_string()))
+            .bind(identifier_email)
+            .bind(first_name.map(|v| v.to_string()))
+            .bind(last_name.map(|v| v.to_string()))
+            .bind(locale.map(|v| v.to_string()))
+            .bind(public_profile.to_json_string())
+            .bind(fmt(registered_at))
+            .bind(version)
+            .execute(&mut *conn)
+            .await?;
+            refresh_search(conn, sql, &tenant, &user).await?;
+        }
+        UserEvent::UserProfileUpdated {
+            first_name,
+            last_name,
+            locale,
+            public_profile,
+            updated_at,
+            ..
+        } => {
+            sqlx::query(&touch(
+                "first_name = COALESCE($4, first_name), last_name = COALESCE($5, last_name), locale = COALESCE($6, locale), public_profile = COALESCE($7, public_profile), updated_at = $8, ",
+            ))
+            .bind(version)
+            .bind(&tenant)
+            .bind(&user)
+            .bind(first_name.map(|v| v.to_string()))
+            .bind(last_name.map(|v| v.to_string()))
+            .bind(locale.map(|v| v.to_string()))
+            .bind(public_profile.map(|p| p.to_json_string()))
+            .bind(fmt(updated_at))
+            .execute(&mut *conn)
+            .await?;
+            refresh_search(conn, sql, &tenant, &user).await?;
+        }
+        UserEvent::UserDeactivated { at } | UserEvent::UserReactivated { at } => {
+            let active = i64::from(e.event_type == "UserReactivated");
+            sqlx::query(&touch("active = $4, updated_at = $5, "))
+                .bind(version)
+                .bind(&tenant)
+                .bind(&user)
+                .bind(active)
+                .bind(fmt(at))
+                .execute(&mut *conn)
+                .await?;
+        }
+        UserEvent::EmailConfirmed { email, at, .. } => {
+            sqlx::query(&touch("email = $4, updated_at = $5, "))
+                .bind(version)
+                .bind(&tenant)
+                .bind(&user)
+                .bind(email.to_string())
+                .bind(fmt(at))
+                .execute(&mut *conn)
+                .await?;
+            refresh_search(conn, sql, &tenant, &user).await?;
+        }
+        UserEvent::PhoneConfirmed { phone, at, .. } => {
+            sqlx::query(&touch("phone = $4, updated_at = $5, "))
+                .bind(version)
+                .bind(&tenant)
+                .bind(&user)
+                .bind(phone.to_string())
+                .bind(fmt(at))
+                .execute(&mut *conn)
+                .await?;
+            refresh_search(conn, sql, &tenant, &user).await?;
+        }
+        UserEvent::RolesChanged { roles } => {
+            let roles: Vec<String> = roles.iter().map(ToString::to_string).collect();
+            sqlx::query(&touch("roles = $4, "))
+                .bind(version)
+                .bind(&tenant)
+                .bind(&user)
+                .bind(serde_json::to_string(&roles).unwrap_or_else(|_| "[]".into()))
+                .execute(&mut *conn)
+                .await?;
+        }
+        UserEvent::UserMerged { into, at } => {
+            sqlx::query(&touch("merged_into = $4, updated_at = $5, "))
+                .bind(version)
+                .bind(&tenant)
+                .bind(&user)
+                .bind(into.to_string())
+                .bind(fmt(at))
+                .execute(&mut *conn)
+                .await?;
+        }
+        UserEvent::EmailChangeRequested { .. }
+        | UserEvent::EmailConfirmationFailed { .. }
+        | UserEvent::PhoneChangeRequested { .. }
+        | UserEvent::PhoneConfirmationFailed { .. }
+        | UserEvent::PasswordSet { .. }
+        | UserEvent::PasswordChanged { .. }
+        | UserEvent::LegacyCredentialImported { .. }
+        | UserEvent::LegacyCredentialUpgraded { .. } => {
+            sqlx::query(&touch(""))
+                .bind(version)
+                .bind(&tenant)
+                .bind(&user)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn directory_wallet(conn: &mut AnyConnection, sql: &Sql<'_>, e: &StoredEvent) -> Result<()> {
+    let (tenant, wallet) = tenant_and_id(e)?;
+    if e.event_type != "WalletOpened" {
+        return Ok(());
+    }
+    let event: WalletEvent = decode(e)?;
+    if let WalletEvent::WalletOpened { owner, address, .. } = event {
+        if owner.owner_type == OwnerType::User {
+            sqlx::query(&sql.text(
+                "INSERT INTO {rm_user_wallets} (tenant, wallet_id, user_id, address) VALUES ($1, $2, $3, $4)",
+            ))
+            .bind(&tenant)
+            .bind(&wallet)
+            .bind(&owner.owner_id)
+            .bind(&address)
+            .execute(&mut *conn)
+            .await?;
+            refresh_search(conn, sql, &tenant, &owner.owner_id).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn directory_identification(
+    conn: &mut AnyConnection,
+    sql: &Sql<'_>,
+    e: &StoredEvent,
+) -> Result<()> {
+    let (tenant, user) = tenant_and_id(e)?;
+    if e.event_type != "IdentitySubmitted" {
+        return Ok(());
+    }
+    let event: IdentificationEvent = decode(e)?;
+    if let IdentificationEvent::IdentitySubmitted { identity, .. } = event {
+        sqlx::query(&sql.text(
+            "INSERT INTO {rm_person_codes} (tenant, user_id, person_code) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant, user_id) DO UPDATE SET person_code = excluded.person_code",
+        ))
+        .bind(&tenant)
+        .bind(&user)
+        .bind(identity.person_code.key())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}

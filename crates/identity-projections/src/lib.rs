@@ -1,0 +1,556 @@
+//! Projectors and read models of the identity service.
+//!
+//! Three read models, each a [`Projection`] with its own tables and its own checkpoint:
+//! - **balances**: wallets and per-token balances;
+//! - **status**: the tiers each user qualifies for and the highest one;
+//! - **directory**: users (contact fields, names, roles, public profile, wallet addresses,
+//!   person codes) for lookups, search, sorting and paging.
+//!
+//! A projector tails the global feed ([`identity_store::EventLog::read_feed`]) from its
+//! checkpoint and, in **one transaction**, applies a batch of events and moves the checkpoint.
+//! The transaction first locks the checkpoint row and checks it is where the batch started,
+//! so two processes projecting the same database can never apply an event twice: each event
+//! is applied exactly once per read model, across crashes and restarts. Read models are
+//! rebuildable from position 0 beside the live tables and swapped in ([`Projections::rebuild`]).
+//!
+//! cqrs-es's inline query dispatch is not used: it runs after the commit, in the request, and
+//! a crash in between loses the update (DESIGN.md, decision 3).
+//!
+//! This crate must not depend on gRPC types.
+
+#![forbid(unsafe_code)]
+
+mod apply;
+pub mod queries;
+mod schema;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use identity_store::{EventLog, FeedCursor, StoreError};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Row};
+use tokio::sync::{watch, Mutex};
+
+use apply::Sql;
+
+/// Events applied per transaction.
+const BATCH: u32 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("read-model database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("event at position {position}: {message}")]
+    Event { position: u64, message: String },
+    #[error("unknown read model {0:?}; known: balances, status, directory")]
+    UnknownProjection(String),
+}
+
+/// The read models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Projection {
+    Balances,
+    Status,
+    Directory,
+}
+
+impl Projection {
+    pub const ALL: [Projection; 3] = [Self::Balances, Self::Status, Self::Directory];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Balances => "balances",
+            Self::Status => "status",
+            Self::Directory => "directory",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Self, ProjectionError> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| ProjectionError::UnknownProjection(name.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    /// `$N` → `?N` for SQLite (which binds `?N` to argument N exactly).
+    pub(crate) fn placeholders(self, sql: &str) -> String {
+        match self {
+            Dialect::Postgres => sql.to_string(),
+            Dialect::Sqlite => sql.replace('$', "?"),
+        }
+    }
+
+    fn begin(self) -> &'static str {
+        match self {
+            // IMMEDIATE takes SQLite's write lock up front, so a read-then-write transaction
+            // cannot fail half-way on a lock upgrade.
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        }
+    }
+
+    fn lock_suffix(self) -> &'static str {
+        match self {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        }
+    }
+}
+
+/// Where a projector stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectionStatus {
+    pub projection: Projection,
+    pub cursor: FeedCursor,
+}
+
+/// The read models of one database, and their projectors.
+#[derive(Debug, Clone)]
+pub struct Projections {
+    pool: AnyPool,
+    dialect: Dialect,
+    log: EventLog,
+    cursors: Arc<HashMap<Projection, watch::Sender<FeedCursor>>>,
+    /// Held by a projector while it applies a batch, and by a rebuild while it swaps tables.
+    locks: Arc<HashMap<Projection, Mutex<()>>>,
+}
+
+fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+impl Projections {
+    /// Connects to the log's database and creates missing read-model tables.
+    pub async fn open(log: EventLog) -> Result<Self, ProjectionError> {
+        sqlx::any::install_default_drivers();
+        let dialect = match log.kind() {
+            "postgres" => Dialect::Postgres,
+            _ => Dialect::Sqlite,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(log.url())
+            .await?;
+        if dialect == Dialect::Sqlite {
+            // Wait for the command path's writers instead of failing with "database is locked".
+            sqlx::query("PRAGMA busy_timeout = 10000")
+                .execute(&pool)
+                .await?;
+        }
+        let mut cursors = HashMap::new();
+        let mut locks = HashMap::new();
+        sqlx::query(schema::CHECKPOINTS).execute(&pool).await?;
+        for p in Projection::ALL {
+            Self::create_tables(&pool, dialect, p, "").await?;
+            sqlx::query(&dialect.placeholders(
+                "INSERT INTO projection_checkpoints (name, xid, position, updated_at) VALUES ($1, 0, 0, $2)
+                 ON CONFLICT (name) DO NOTHING",
+            ))
+            .bind(p.name())
+            .bind(now_text())
+            .execute(&pool)
+            .await?;
+            let cursor = Self::checkpoint_of(&pool, dialect, p.name()).await?;
+            cursors.insert(p, watch::channel(cursor).0);
+            locks.insert(p, Mutex::new(()));
+        }
+        Ok(Self {
+            pool,
+            dialect,
+            log,
+            cursors: Arc::new(cursors),
+            locks: Arc::new(locks),
+        })
+    }
+
+    async fn create_tables(
+        pool: &AnyPool,
+        dialect: Dialect,
+        p: Projection,
+        suffix: &str,
+    ) -> Result<(), ProjectionError> {
+        let first = schema::tables(p)[0].name;
+        let exists_sql = match dialect {
+            Dialect::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = $1"
+            }
+            Dialect::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1"
+            }
+        };
+        let exists: i64 = sqlx::query_scalar(exists_sql)
+            .bind(format!("{first}{suffix}"))
+            .fetch_one(pool)
+            .await?;
+        if exists > 0 && suffix.is_empty() {
+            return Ok(());
+        }
+        for stmt in schema::create_statements(p, suffix) {
+            sqlx::query(&stmt).execute(pool).await?;
+        }
+        Ok(())
+    }
+
+    async fn checkpoint_of(
+        pool: &AnyPool,
+        dialect: Dialect,
+        name: &str,
+    ) -> Result<FeedCursor, ProjectionError> {
+        let row = sqlx::query(
+            &dialect
+                .placeholders("SELECT xid, position FROM projection_checkpoints WHERE name = $1"),
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+        Ok(match row {
+            Some(r) => FeedCursor {
+                xid: u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+                position: u64::try_from(r.try_get::<i64, _>(1)?).unwrap_or(0),
+            },
+            None => FeedCursor::default(),
+        })
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub(crate) fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Where each projector stands now.
+    pub fn statuses(&self) -> Vec<ProjectionStatus> {
+        Projection::ALL
+            .into_iter()
+            .map(|p| ProjectionStatus {
+                projection: p,
+                cursor: self.cursor(p),
+            })
+            .collect()
+    }
+
+    pub fn cursor(&self, p: Projection) -> FeedCursor {
+        self.cursors
+            .get(&p)
+            .map(|c| *c.borrow())
+            .unwrap_or_default()
+    }
+
+    /// Applies at most one batch of `p`'s pending events into the tables with `suffix`,
+    /// starting at `from`. Returns the new cursor (unchanged when nothing was pending).
+    async fn step(
+        &self,
+        p: Projection,
+        name: &str,
+        suffix: &str,
+        from: FeedCursor,
+    ) -> Result<(FeedCursor, usize), ProjectionError> {
+        let events = self.log.read_feed(from, BATCH).await?;
+        let Some(last) = events.last().map(identity_store::StoredEvent::cursor) else {
+            return Ok((from, 0));
+        };
+        let mut tx = self.pool.begin_with(self.dialect.begin()).await?;
+        // The checkpoint row is locked for the transaction: another process projecting the
+        // same database waits here, then sees the moved checkpoint and applies nothing twice.
+        let row = sqlx::query(&self.dialect.placeholders(&format!(
+            "SELECT xid, position FROM projection_checkpoints WHERE name = $1{}",
+            self.dialect.lock_suffix()
+        )))
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let stored = FeedCursor {
+            xid: u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0),
+            position: u64::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0),
+        };
+        if stored != from {
+            tx.rollback().await?;
+            return Ok((stored, 0));
+        }
+        let sql = Sql::new(self.dialect, suffix);
+        for e in &events {
+            apply::apply(p, &mut tx, &sql, e).await?;
+        }
+        sqlx::query(&self.dialect.placeholders(
+            "UPDATE projection_checkpoints SET xid = $1, position = $2, updated_at = $3 WHERE name = $4",
+        ))
+        .bind(i64::try_from(last.xid).unwrap_or(i64::MAX))
+        .bind(i64::try_from(last.position).unwrap_or(i64::MAX))
+        .bind(now_text())
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((last, events.len()))
+    }
+
+    /// Runs one projector until the process ends: apply pending batches, then sleep until the
+    /// log says something was appended (or a second passes).
+    pub async fn run(self, p: Projection) {
+        let notifier = self.log.notifier();
+        let mut failures = 0u32;
+        loop {
+            let notified = notifier.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let from = self.cursor(p);
+            let result = {
+                let _guard = self.locks[&p].lock().await;
+                self.step(p, p.name(), "", from).await
+            };
+            match result {
+                Ok((cursor, applied)) => {
+                    failures = 0;
+                    if cursor != from {
+                        let _ = self.cursors[&p].send(cursor);
+                    }
+                    if applied == 0 && cursor == from {
+                        tokio::select! {
+                            () = &mut notified => {}
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::error!(projection = p.name(), error = %e, "projector failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50))))
+                        .await;
+                    if let Ok(c) = Self::checkpoint_of(&self.pool, self.dialect, p.name()).await {
+                        let _ = self.cursors[&p].send(c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts every projector in the background.
+    pub fn spawn_all(&self) {
+        for p in Projection::ALL {
+            tokio::spawn(self.clone().run(p));
+        }
+    }
+
+    /// Waits until `p` has applied the event at global position `position`, or `timeout`
+    /// passes. Returns whether it got there.
+    pub async fn wait_for(
+        &self,
+        p: Projection,
+        position: u64,
+        timeout: Duration,
+    ) -> Result<bool, ProjectionError> {
+        let deadline = Instant::now() + timeout;
+        let mut rx = self.cursors[&p].subscribe();
+        // The target's place in feed order; it may not be visible yet, so look again later.
+        let mut target = self.log.cursor_of(position).await?;
+        loop {
+            if let Some(t) = target {
+                if *rx.borrow() >= t {
+                    return Ok(true);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(250)), rx.changed()).await;
+            if target.is_none() {
+                target = self.log.cursor_of(position).await?;
+            }
+        }
+    }
+
+    /// Rebuilds a read model from position 0 beside the live one, then swaps it in while the
+    /// service keeps running. Returns the number of events replayed.
+    pub async fn rebuild(&self, p: Projection) -> Result<u64, ProjectionError> {
+        let suffix = format!("__r{}", chrono::Utc::now().timestamp_micros());
+        let replayed = self.build_beside(p, &suffix).await?;
+        let guard = self.locks[&p].lock().await;
+        // Catch up with what arrived meanwhile, then swap under the projector's lock.
+        let shadow_name = format!("{}{suffix}", p.name());
+        let mut cursor = Self::checkpoint_of(&self.pool, self.dialect, &shadow_name).await?;
+        loop {
+            let (next, n) = self.step(p, &shadow_name, &suffix, cursor).await?;
+            if n == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut tx = self.pool.begin_with(self.dialect.begin()).await?;
+        for t in schema::tables(p) {
+            sqlx::query(&format!("DROP TABLE IF EXISTS {}", t.name))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!(
+                "ALTER TABLE {}{suffix} RENAME TO {}",
+                t.name, t.name
+            ))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(&self.dialect.placeholders(
+            "UPDATE projection_checkpoints SET xid = $1, position = $2, updated_at = $3 WHERE name = $4",
+        ))
+        .bind(i64::try_from(cursor.xid).unwrap_or(i64::MAX))
+        .bind(i64::try_from(cursor.position).unwrap_or(i64::MAX))
+        .bind(now_text())
+        .bind(p.name())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            &self
+                .dialect
+                .placeholders("DELETE FROM projection_checkpoints WHERE name = $1"),
+        )
+        .bind(&shadow_name)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let _ = self.cursors[&p].send(cursor);
+        drop(guard);
+        tracing::info!(
+            projection = p.name(),
+            replayed,
+            "read model rebuilt and swapped in"
+        );
+        Ok(replayed)
+    }
+
+    /// Replays every event into fresh tables with `suffix`; returns the events replayed.
+    async fn build_beside(&self, p: Projection, suffix: &str) -> Result<u64, ProjectionError> {
+        Self::create_tables(&self.pool, self.dialect, p, suffix).await?;
+        let shadow_name = format!("{}{suffix}", p.name());
+        sqlx::query(&self.dialect.placeholders(
+            "INSERT INTO projection_checkpoints (name, xid, position, updated_at) VALUES ($1, 0, 0, $2)",
+        ))
+        .bind(&shadow_name)
+        .bind(now_text())
+        .execute(&self.pool)
+        .await?;
+        let mut cursor = FeedCursor::default();
+        let mut replayed = 0u64;
+        loop {
+            let (next, n) = self.step(p, &shadow_name, suffix, cursor).await?;
+            if n == 0 {
+                return Ok(replayed);
+            }
+            replayed += n as u64;
+            cursor = next;
+        }
+    }
+
+    /// Replays every event into fresh tables beside the live ones, up to the live
+    /// projector's checkpoint, and lists every row that differs. Drops the fresh tables.
+    pub async fn verify(&self, p: Projection) -> Result<Vec<String>, ProjectionError> {
+        let suffix = format!("__v{}", chrono::Utc::now().timestamp_micros());
+        let result = self.verify_with(p, &suffix).await;
+        for t in schema::tables(p) {
+            let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {}{suffix}", t.name))
+                .execute(&self.pool)
+                .await;
+        }
+        let _ = sqlx::query(
+            &self
+                .dialect
+                .placeholders("DELETE FROM projection_checkpoints WHERE name = $1"),
+        )
+        .bind(format!("{}{suffix}", p.name()))
+        .execute(&self.pool)
+        .await;
+        result
+    }
+
+    async fn verify_with(
+        &self,
+        p: Projection,
+        suffix: &str,
+    ) -> Result<Vec<String>, ProjectionError> {
+        // Hold the live projector still so both sides stand at the same place in the feed.
+        let _guard = self.locks[&p].lock().await;
+        let live = Self::checkpoint_of(&self.pool, self.dialect, p.name()).await?;
+        Self::create_tables(&self.pool, self.dialect, p, suffix).await?;
+        let shadow_name = format!("{}{suffix}", p.name());
+        sqlx::query(&self.dialect.placeholders(
+            "INSERT INTO projection_checkpoints (name, xid, position, updated_at) VALUES ($1, 0, 0, $2)",
+        ))
+        .bind(&shadow_name)
+        .bind(now_text())
+        .execute(&self.pool)
+        .await?;
+        let mut cursor = FeedCursor::default();
+        while cursor < live {
+            let events = self.log.read_feed(cursor, BATCH).await?;
+            let events: Vec<_> = events.into_iter().filter(|e| e.cursor() <= live).collect();
+            if events.is_empty() {
+                break;
+            }
+            let sql = Sql::new(self.dialect, suffix);
+            let mut tx = self.pool.begin_with(self.dialect.begin()).await?;
+            for e in &events {
+                apply::apply(p, &mut tx, &sql, e).await?;
+            }
+            tx.commit().await?;
+            cursor = events
+                .last()
+                .map(identity_store::StoredEvent::cursor)
+                .unwrap_or(live);
+        }
+        let mut differences = Vec::new();
+        for t in schema::tables(p) {
+            let live_rows = self.dump(t.name, t.key).await?;
+            let fresh_rows = self.dump(&format!("{}{suffix}", t.name), t.key).await?;
+            if live_rows != fresh_rows {
+                let n = live_rows.len().max(fresh_rows.len());
+                for i in 0..n {
+                    let a = live_rows.get(i);
+                    let b = fresh_rows.get(i);
+                    if a != b {
+                        differences.push(format!("{}: live {:?} != replayed {:?}", t.name, a, b));
+                        if differences.len() > 20 {
+                            return Ok(differences);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(differences)
+    }
+
+    /// Every row of a table as text, in key order.
+    async fn dump(&self, table: &str, key: &str) -> Result<Vec<String>, ProjectionError> {
+        let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY {key}"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let mut cells = Vec::new();
+                for i in 0..r.len() {
+                    let cell = r
+                        .try_get::<Option<String>, _>(i)
+                        .map(|v| v.unwrap_or_else(|| "NULL".into()))
+                        .or_else(|_| {
+                            r.try_get::<Option<i64>, _>(i)
+                                .map(|v| v.map_or("NULL".into(), |n| n.to_string()))
+                        })?;
+                    cells.push(cell);
+                }
+                Ok(cells.join("|"))
+            })
+            .collect()
+    }
+}
