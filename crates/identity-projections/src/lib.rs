@@ -50,6 +50,19 @@ pub enum ProjectionError {
     UnknownProjection(String),
 }
 
+impl ProjectionError {
+    /// Whether the database could not be reached (worth retrying), as opposed to a bug or
+    /// bad data.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Database(
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+            ) | Self::Store(StoreError::Unavailable(_))
+        )
+    }
+}
+
 /// The read models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Projection {

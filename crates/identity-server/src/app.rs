@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use identity_proto::v1::identification_service_server::IdentificationServiceServer;
+use identity_proto::v1::projection_service_server::ProjectionServiceServer;
 use identity_proto::v1::status_tier_service_server::StatusTierServiceServer;
 use identity_proto::v1::user_service_server::UserServiceServer;
 use identity_proto::v1::wallet_service_server::WalletServiceServer;
@@ -16,6 +17,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::api::identification::IdentificationApi;
+use crate::api::projection::ProjectionApi;
 use crate::api::status_tier::StatusTierApi;
 use crate::api::user::UserApi;
 use crate::api::wallet::WalletApi;
@@ -48,7 +50,11 @@ impl Application {
             .with_context(|| format!("binding {}", settings.listen_addr))?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, store = log.kind(), database = %settings.database_url_for_logs(), "identity service ready");
-        let core = Core::new(log, Arc::new(settings));
+        let projections = identity_projections::Projections::open(log.clone())
+            .await
+            .context("opening the read models")?;
+        projections.spawn_all();
+        let core = Core::new(log, Arc::new(settings), projections);
         Ok(Self {
             listener,
             addr,
@@ -125,6 +131,9 @@ impl Application {
                 IdentificationServiceServer::new(IdentificationApi::new(core.clone()))
                     .max_decoding_message_size(max),
             )
+            .add_service(ProjectionServiceServer::new(ProjectionApi::new(
+                core.clone(),
+            )))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop);
         // In-flight calls get `grace` to finish; an idle client holding its connection open
         // must not keep the process alive past that.

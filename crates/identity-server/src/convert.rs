@@ -306,3 +306,121 @@ pub fn identification_to_pb(
         version: version as u64,
     }
 }
+
+/// A read model's RFC 3339 text as a protobuf timestamp.
+pub fn timestamp_text(t: &str) -> Option<prost_types::Timestamp> {
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+        .and_then(|d| timestamp(Some(d)))
+}
+
+pub fn directory_user_to_pb(u: &identity_projections::queries::DirectoryUser) -> pb::DirectoryUser {
+    pb::DirectoryUser {
+        user_id: u.user_id.clone(),
+        email: u.email.clone().unwrap_or_default(),
+        phone: u.phone.clone().unwrap_or_default(),
+        external_id: u.external_id.clone().unwrap_or_default(),
+        identifier_email: u.identifier_email.clone(),
+        first_name: u.first_name.clone().unwrap_or_default(),
+        last_name: u.last_name.clone().unwrap_or_default(),
+        locale: u.locale.clone().unwrap_or_default(),
+        active: u.active,
+        roles: u.roles.clone(),
+        wallet_addresses: u.wallet_addresses.clone(),
+        merged_into: u.merged_into.clone().unwrap_or_default(),
+        created_at: timestamp_text(&u.created_at),
+        updated_at: timestamp_text(&u.updated_at),
+        version: u.version,
+    }
+}
+
+fn status_from_text(s: &str) -> pb::WalletStatus {
+    match s {
+        "pending" => pb::WalletStatus::Pending,
+        "active" => pb::WalletStatus::Active,
+        "suspended" => pb::WalletStatus::Suspended,
+        "closed" => pb::WalletStatus::Closed,
+        _ => pb::WalletStatus::Unspecified,
+    }
+}
+
+pub fn balances_to_pb(b: &[(String, String)]) -> Vec<pb::TokenBalance> {
+    b.iter()
+        .map(|(token, amount)| pb::TokenBalance {
+            token: token.clone(),
+            amount: amount.clone(),
+        })
+        .collect()
+}
+
+pub fn wallet_view_to_pb(w: &identity_projections::queries::WalletView) -> pb::Wallet {
+    pb::Wallet {
+        wallet_id: w.wallet_id.clone(),
+        owner_type: match w.owner_type.as_str() {
+            "user" => pb::OwnerType::User,
+            "business" => pb::OwnerType::Business,
+            "tenant" => pb::OwnerType::Tenant,
+            _ => pb::OwnerType::Unspecified,
+        } as i32,
+        owner_id: w.owner_id.clone(),
+        wallet_type: match w.wallet_type.as_str() {
+            "internal" => pb::WalletType::Internal,
+            "external" => pb::WalletType::External,
+            _ => pb::WalletType::Unspecified,
+        } as i32,
+        status: status_from_text(&w.status) as i32,
+        network: w.network.clone(),
+        address: w.address.clone(),
+        explorer_url: w.explorer_url.clone().unwrap_or_default(),
+        balances: balances_to_pb(&w.balances),
+        created_at: timestamp_text(&w.created_at),
+        updated_at: timestamp_text(&w.updated_at),
+        version: w.version,
+    }
+}
+
+pub fn wallet_balances_to_pb(w: &identity_projections::queries::WalletView) -> pb::WalletBalances {
+    pb::WalletBalances {
+        wallet_id: w.wallet_id.clone(),
+        network: w.network.clone(),
+        address: w.address.clone(),
+        status: status_from_text(&w.status) as i32,
+        balances: balances_to_pb(&w.balances),
+    }
+}
+
+/// Per-token sums over several wallets, exact (`u128`; saturating, which a sum of valid
+/// balances of one user never reaches in practice).
+pub fn totals(wallets: &[identity_projections::queries::WalletView]) -> Vec<pb::TokenBalance> {
+    let mut sums: std::collections::BTreeMap<&str, u128> = std::collections::BTreeMap::new();
+    for w in wallets {
+        for (token, amount) in &w.balances {
+            let a: u128 = amount.parse().unwrap_or(0);
+            let e = sums.entry(token.as_str()).or_default();
+            *e = e.saturating_add(a);
+        }
+    }
+    sums.into_iter()
+        .map(|(token, amount)| pb::TokenBalance {
+            token: token.to_string(),
+            amount: amount.to_string(),
+        })
+        .collect()
+}
+
+pub fn tier_view_to_pb(t: &identity_projections::queries::TierView) -> pb::StatusTier {
+    pb::StatusTier {
+        tier_id: t.tier_id.clone(),
+        name: t.name.clone(),
+        description: t.description.clone().unwrap_or_default(),
+        min_balance: t.min_balance.clone(),
+        discount_percentage: t.discount.clone(),
+        image_url: t.image_url.clone().unwrap_or_default(),
+        eligible_tokens: t.eligible_tokens.clone(),
+        retired: t.retired,
+        created_at: timestamp_text(&t.created_at),
+        updated_at: timestamp_text(&t.updated_at),
+        version: t.version,
+    }
+}

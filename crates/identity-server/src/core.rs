@@ -10,6 +10,7 @@ use identity_domain::derive::claim_id;
 use identity_domain::user::{User, UserServices};
 use identity_domain::values::UserId;
 use identity_domain::{ClaimKind, DomainError, RecordsRejection};
+use identity_projections::{Projection, Projections};
 use identity_store::{EventLog, Executed, Loaded};
 use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
@@ -25,10 +26,39 @@ pub struct Core {
     pub passwords: Passwords,
     pub user_services: UserServices,
     pub settings: Arc<Settings>,
+    pub projections: Projections,
+}
+
+/// The longest a query waits for its read model when the call sets no deadline.
+const DEFAULT_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The call's deadline from the `grpc-timeout` header (e.g. `250m`, `5S`), if any.
+pub fn deadline_of<T>(request: &tonic::Request<T>) -> std::time::Duration {
+    let parsed = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+            let n: u64 = num.parse().ok()?;
+            Some(match unit {
+                "H" => std::time::Duration::from_secs(n.saturating_mul(3600)),
+                "M" => std::time::Duration::from_secs(n.saturating_mul(60)),
+                "S" => std::time::Duration::from_secs(n),
+                "m" => std::time::Duration::from_millis(n),
+                "u" => std::time::Duration::from_micros(n),
+                "n" => std::time::Duration::from_nanos(n),
+                _ => return None,
+            })
+        });
+    // Leave a little of the caller's budget for the answer itself.
+    parsed
+        .map_or(DEFAULT_READ_WAIT, |d| d.mul_f64(0.9))
+        .min(std::time::Duration::from_secs(30))
 }
 
 impl Core {
-    pub fn new(log: EventLog, settings: Arc<Settings>) -> Self {
+    pub fn new(log: EventLog, settings: Arc<Settings>, projections: Projections) -> Self {
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let passwords = Passwords::new(workers);
         let user_services = UserServices {
@@ -39,7 +69,31 @@ impl Core {
             passwords,
             user_services,
             settings,
+            projections,
         }
+    }
+
+    /// Read-your-writes: waits until read model `p` has applied `min_position`, within
+    /// `wait`; past it, fails with UNAVAILABLE saying how far behind the read model is.
+    pub async fn catch_up(
+        &self,
+        p: Projection,
+        min_position: u64,
+        wait: std::time::Duration,
+    ) -> ApiResult<()> {
+        if min_position == 0 {
+            return Ok(());
+        }
+        if self.projections.wait_for(p, min_position, wait).await? {
+            return Ok(());
+        }
+        let head = self.log.head_position().await?;
+        Err(ApiError::ReadModelBehind {
+            projection: p.name(),
+            requested: min_position,
+            applied: self.projections.cursor(p).position,
+            head,
+        })
     }
 
     /// Runs a command on one aggregate of the caller's tenant. An event that records a
@@ -157,5 +211,7 @@ fn outcome_of(e: &ApiError) -> &'static str {
         ApiError::Conflict => "CONCURRENCY_CONFLICT",
         ApiError::Store(_) => "STORE_ERROR",
         ApiError::Internal(_) => "INTERNAL",
+        ApiError::Projection(_) => "READ_MODEL_ERROR",
+        ApiError::ReadModelBehind { .. } => "READ_MODEL_BEHIND",
     }
 }

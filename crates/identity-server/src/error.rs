@@ -2,6 +2,7 @@
 //! arm: a new error variant does not compile until someone decides its code and log level.
 
 use identity_domain::{ClaimKind, DomainError, FieldViolation};
+use identity_projections::ProjectionError;
 use identity_store::{ExecuteError, StoreError};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -22,6 +23,16 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    /// A query's read model had not reached the caller's `min_position` by the deadline.
+    #[error("the {projection} read model has applied up to position {applied}, not yet {requested} (head {head}); retry shortly")]
+    ReadModelBehind {
+        projection: &'static str,
+        requested: u64,
+        applied: u64,
+        head: u64,
+    },
 }
 
 impl From<ExecuteError<DomainError>> for ApiError {
@@ -125,6 +136,50 @@ impl From<ApiError> for Status {
                     )
                 }
             },
+            ApiError::Projection(p) => match p {
+                ProjectionError::UnknownProjection(_) => {
+                    let mut details = details_for("UNKNOWN_PROJECTION", vec![]);
+                    details.add_bad_request_violation("name", p.to_string());
+                    Status::with_error_details(Code::InvalidArgument, message, details)
+                }
+                p if p.is_unavailable() => {
+                    tracing::error!(error = %p, "read models unavailable");
+                    Status::with_error_details(
+                        Code::Unavailable,
+                        "the read models are unavailable; retry later",
+                        details_for("STORE_UNAVAILABLE", vec![]),
+                    )
+                }
+                ProjectionError::Store(_)
+                | ProjectionError::Database(_)
+                | ProjectionError::Event { .. } => {
+                    tracing::error!(error = %p, "read model error");
+                    Status::with_error_details(
+                        Code::Internal,
+                        "internal error",
+                        details_for("INTERNAL", vec![]),
+                    )
+                }
+            },
+            ApiError::ReadModelBehind {
+                projection,
+                requested,
+                applied,
+                head,
+            } => {
+                let metadata = vec![
+                    ("projection", (*projection).to_string()),
+                    ("requested_position", requested.to_string()),
+                    ("applied_position", applied.to_string()),
+                    ("head_position", head.to_string()),
+                    ("behind_by", head.saturating_sub(*applied).to_string()),
+                ];
+                Status::with_error_details(
+                    Code::Unavailable,
+                    message,
+                    details_for("READ_MODEL_BEHIND", metadata),
+                )
+            }
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 Status::with_error_details(

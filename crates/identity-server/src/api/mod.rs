@@ -2,6 +2,7 @@
 //! `Core`, and map errors through `error`; they hold no domain rules.
 
 pub mod identification;
+pub mod projection;
 pub mod status_tier;
 pub mod user;
 pub mod wallet;

@@ -13,9 +13,12 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::context::RequestContext;
-use crate::convert::{optional, required, tier_to_pb};
-use crate::core::Core;
+use crate::convert::{optional, required, tier_to_pb, tier_view_to_pb};
+use crate::core::{deadline_of, Core};
 use crate::error::{ApiError, ApiResult};
+use identity_domain::values::UserId;
+use identity_projections::queries::UserKey;
+use identity_projections::Projection;
 
 const MAX_ELIGIBLE_TOKENS: usize = 100;
 
@@ -270,6 +273,79 @@ impl StatusTierService for StatusTierApi {
             .await?;
         Ok(Response::new(pb::GetStatusTierResponse {
             tier: Some(tier_to_pb(&loaded.aggregate, loaded.sequence)),
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "ListStatusTiers",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn list_status_tiers(
+        &self,
+        request: Request<pb::ListStatusTiersRequest>,
+    ) -> Rpc<pb::ListStatusTiersResponse> {
+        let ctx = RequestContext::from_request(&request, "ListStatusTiers")?;
+        let wait = deadline_of(&request);
+        let req = request.into_inner();
+        self.core
+            .catch_up(Projection::Status, req.min_position, wait)
+            .await?;
+        let tiers = self
+            .core
+            .projections
+            .tiers(ctx.tenant.as_str(), req.include_retired)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListStatusTiersResponse {
+            tiers: tiers.iter().map(tier_view_to_pb).collect(),
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "GetUserStatus",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn get_user_status(
+        &self,
+        request: Request<pb::GetUserStatusRequest>,
+    ) -> Rpc<pb::GetUserStatusResponse> {
+        let ctx = RequestContext::from_request(&request, "GetUserStatus")?;
+        let wait = deadline_of(&request);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let user = required(&mut v, "user_id", &req.user_id, UserId::parse);
+        v.finish().map_err(ApiError::from)?;
+        let user = user
+            .ok_or_else(|| ApiError::Internal("unparsed".into()))?
+            .to_string();
+        self.core
+            .catch_up(Projection::Directory, req.min_position, wait)
+            .await?;
+        self.core
+            .catch_up(Projection::Status, req.min_position, wait)
+            .await?;
+        let tenant = ctx.tenant.as_str();
+        if self
+            .core
+            .projections
+            .find_user(tenant, &UserKey::Id(user.clone()))
+            .await
+            .map_err(ApiError::from)?
+            .is_none()
+        {
+            return Err(ApiError::from(DomainError::UserNotFound).into());
+        }
+        let status = self
+            .core
+            .projections
+            .user_status(tenant, &user)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::GetUserStatusResponse {
+            qualifying: status.qualifying.iter().map(tier_view_to_pb).collect(),
+            highest: status.highest.as_ref().map(tier_view_to_pb),
         }))
     }
 }

@@ -17,9 +17,15 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::context::RequestContext;
-use crate::convert::{json_object, optional, required, timestamp, user_to_pb};
-use crate::core::Core;
+use crate::convert::{
+    directory_user_to_pb, json_object, json_to_struct, optional, required, timestamp, totals,
+    user_to_pb, wallet_balances_to_pb,
+};
+use crate::core::{deadline_of, Core};
 use crate::error::{code_name, ApiError, ApiResult};
+use identity_domain::values::PersonCode;
+use identity_projections::queries::{ListUsers, SortField, UserKey};
+use identity_projections::Projection;
 
 /// Most items one UpsertUsers call takes.
 pub const MAX_UPSERT_ITEMS: usize = 500;
@@ -334,6 +340,42 @@ impl UserApi {
         let executed = self.run(ctx, user, command(hash, expires)).await?;
         Ok((code, expires, executed.position))
     }
+}
+
+/// Parses a lookup value into the normalized form the directory holds.
+fn user_key(name: &'static str, raw: &str) -> ApiResult<UserKey> {
+    let mut v = Violations::new();
+    let key = match name {
+        "user_id" => required(&mut v, name, raw, UserId::parse).map(|x| UserKey::Id(x.to_string())),
+        "email" => required(&mut v, name, raw, Email::parse).map(|x| UserKey::Email(x.to_string())),
+        "phone" => required(&mut v, name, raw, Phone::parse).map(|x| UserKey::Phone(x.to_string())),
+        "external_id" => required(&mut v, name, raw, ExternalId::parse)
+            .map(|x| UserKey::ExternalId(x.to_string())),
+        "person_code" => required(&mut v, name, raw, |s| {
+            let (country, code) = s.split_once(':').ok_or_else(|| {
+                identity_domain::ValueError::new(
+                    "person code must be COUNTRY:CODE, e.g. EE:38601010123",
+                )
+            })?;
+            PersonCode::parse(country, code)
+        })
+        .map(|x| UserKey::PersonCode(x.key())),
+        _ => required(&mut v, name, raw, |s| {
+            let s = s.trim();
+            Ok(if s.starts_with("0x") || s.starts_with("0X") {
+                s.to_ascii_lowercase()
+            } else {
+                s.to_string()
+            })
+        })
+        .map(UserKey::WalletAddress),
+    };
+    v.finish()?;
+    key.ok_or_else(|| ApiError::Internal("unparsed".into()))
+}
+
+fn missing_key(field: &str) -> ApiError {
+    DomainError::invalid(field, "one lookup key is required").into()
 }
 
 type Rpc<T> = Result<Response<T>, Status>;
@@ -884,6 +926,279 @@ impl UserService for UserApi {
         let loaded = self.core.load_user(&ctx, user).await?;
         Ok(Response::new(pb::GetUserResponse {
             user: Some(user_to_pb(&loaded.aggregate, loaded.sequence)),
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "GetUserWithBalances",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn get_user_with_balances(
+        &self,
+        request: Request<pb::GetUserWithBalancesRequest>,
+    ) -> Rpc<pb::GetUserWithBalancesResponse> {
+        use pb::get_user_with_balances_request::Key;
+        let ctx = RequestContext::from_request(&request, "GetUserWithBalances")?;
+        let wait = deadline_of(&request);
+        let req = request.into_inner();
+        let key = match req.key {
+            Some(Key::UserId(v)) => user_key("user_id", &v)?,
+            Some(Key::Email(v)) => user_key("email", &v)?,
+            Some(Key::Phone(v)) => user_key("phone", &v)?,
+            Some(Key::ExternalId(v)) => user_key("external_id", &v)?,
+            None => return Err(missing_key("key").into()),
+        };
+        self.core
+            .catch_up(Projection::Directory, req.min_position, wait)
+            .await?;
+        self.core
+            .catch_up(Projection::Balances, req.min_position, wait)
+            .await?;
+        let user = self
+            .core
+            .projections
+            .find_user(ctx.tenant.as_str(), &key)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or(ApiError::from(DomainError::UserNotFound))?;
+        let wallets = self
+            .core
+            .projections
+            .wallets_of(ctx.tenant.as_str(), "user", &user.user_id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::GetUserWithBalancesResponse {
+            user: Some(directory_user_to_pb(&user)),
+            totals: totals(&wallets),
+            wallets: wallets.iter().map(wallet_balances_to_pb).collect(),
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "LookupUser",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn lookup_user(
+        &self,
+        request: Request<pb::LookupUserRequest>,
+    ) -> Rpc<pb::LookupUserResponse> {
+        use pb::lookup_user_request::Key;
+        let ctx = RequestContext::from_request(&request, "LookupUser")?;
+        let wait = deadline_of(&request);
+        let req = request.into_inner();
+        let key = match req.key {
+            Some(Key::Email(v)) => user_key("email", &v)?,
+            Some(Key::Phone(v)) => user_key("phone", &v)?,
+            Some(Key::ExternalId(v)) => user_key("external_id", &v)?,
+            Some(Key::PersonCode(v)) => user_key("person_code", &v)?,
+            Some(Key::WalletAddress(v)) => user_key("wallet_address", &v)?,
+            None => return Err(missing_key("key").into()),
+        };
+        self.core
+            .catch_up(Projection::Directory, req.min_position, wait)
+            .await?;
+        let user = self
+            .core
+            .projections
+            .find_user(ctx.tenant.as_str(), &key)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or(ApiError::from(DomainError::UserNotFound))?;
+        Ok(Response::new(pb::LookupUserResponse {
+            user: Some(directory_user_to_pb(&user)),
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "UserExists",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn user_exists(
+        &self,
+        request: Request<pb::UserExistsRequest>,
+    ) -> Rpc<pb::UserExistsResponse> {
+        let ctx = RequestContext::from_request(&request, "UserExists")?;
+        let wait = deadline_of(&request);
+        let req = request.into_inner();
+        let candidates = [
+            ("email", req.email.as_str()),
+            ("phone", req.phone.as_str()),
+            ("external_id", req.external_id.as_str()),
+            ("person_code", req.person_code.as_str()),
+            ("wallet_address", req.wallet_address.as_str()),
+        ];
+        let keys = candidates
+            .iter()
+            .filter(|(_, v)| !v.trim().is_empty())
+            .map(|(name, v)| user_key(name, v))
+            .collect::<ApiResult<Vec<_>>>()?;
+        if keys.is_empty() {
+            return Err(missing_key("email").into());
+        }
+        self.core
+            .catch_up(Projection::Directory, req.min_position, wait)
+            .await?;
+        for key in keys {
+            if let Some(user) = self
+                .core
+                .projections
+                .find_user(ctx.tenant.as_str(), &key)
+                .await
+                .map_err(ApiError::from)?
+            {
+                return Ok(Response::new(pb::UserExistsResponse {
+                    exists: true,
+                    matched_key: key.name().to_string(),
+                    user_id: user.user_id,
+                }));
+            }
+        }
+        Ok(Response::new(pb::UserExistsResponse::default()))
+    }
+
+    #[tracing::instrument(
+        name = "ListUsers",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Rpc<pb::ListUsersResponse> {
+        use pb::UserSortField as F;
+        let ctx = RequestContext::from_request(&request, "ListUsers")?;
+        let wait = deadline_of(&request);
+        let req = request.into_inner();
+        let sort = match F::try_from(req.sort_by) {
+            Ok(F::Unspecified | F::CreatedAt) => SortField::CreatedAt,
+            Ok(F::UpdatedAt) => SortField::UpdatedAt,
+            Ok(F::Email) => SortField::Email,
+            Ok(F::Phone) => SortField::Phone,
+            Ok(F::ExternalId) => SortField::ExternalId,
+            Ok(F::FirstName) => SortField::FirstName,
+            Ok(F::LastName) => SortField::LastName,
+            Ok(F::IdentifierEmail) => SortField::IdentifierEmail,
+            Ok(F::UserId) => SortField::UserId,
+            Err(_) => {
+                return Err(
+                    ApiError::from(DomainError::invalid("sort_by", "unknown sort field")).into(),
+                )
+            }
+        };
+        if req.search.len() > 200 {
+            return Err(
+                ApiError::from(DomainError::invalid("search", "at most 200 characters")).into(),
+            );
+        }
+        self.core
+            .catch_up(Projection::Directory, req.min_position, wait)
+            .await?;
+        let query = ListUsers {
+            search: Some(req.search),
+            active: req.active,
+            sort,
+            descending: req.descending,
+            limit: req.limit,
+            page: Some(req.page),
+            cursor: Some(req.cursor),
+        };
+        let page = self
+            .core
+            .projections
+            .list_users(ctx.tenant.as_str(), &query)
+            .await
+            .map_err(ApiError::from)?
+            .map_err(|_| {
+                ApiError::from(DomainError::invalid(
+                    "cursor",
+                    "not a cursor this service returned",
+                ))
+            })?;
+        Ok(Response::new(pb::ListUsersResponse {
+            users: page.users.iter().map(directory_user_to_pb).collect(),
+            next_cursor: page.next_cursor.unwrap_or_default(),
+            total: page.total,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "GetPublicProfile",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn get_public_profile(
+        &self,
+        request: Request<pb::GetPublicProfileRequest>,
+    ) -> Rpc<pb::GetPublicProfileResponse> {
+        let ctx = RequestContext::from_request(&request, "GetPublicProfile")?;
+        let wait = deadline_of(&request);
+        let req = request.into_inner();
+        let user = parse_user_id("user_id", &req.user_id)?;
+        self.core
+            .catch_up(Projection::Directory, req.min_position, wait)
+            .await?;
+        let mut found = self
+            .core
+            .projections
+            .public_profiles(ctx.tenant.as_str(), &[user.to_string()])
+            .await
+            .map_err(ApiError::from)?;
+        let (user_id, profile) = found
+            .pop()
+            .ok_or(ApiError::from(DomainError::UserNotFound))?;
+        Ok(Response::new(pb::GetPublicProfileResponse {
+            profile: Some(pb::PublicProfile {
+                user_id,
+                public_profile: Some(json_to_struct(&profile)),
+            }),
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "ListPublicProfiles",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn list_public_profiles(
+        &self,
+        request: Request<pb::ListPublicProfilesRequest>,
+    ) -> Rpc<pb::ListPublicProfilesResponse> {
+        let ctx = RequestContext::from_request(&request, "ListPublicProfiles")?;
+        let wait = deadline_of(&request);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        if req.user_ids.len() > 200 {
+            v.push("user_ids", "at most 200 ids");
+        }
+        let ids: Vec<String> = req
+            .user_ids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| {
+                user_id(&mut v, &format!("user_ids[{i}]"), id).map(|u| u.to_string())
+            })
+            .collect();
+        v.finish().map_err(ApiError::from)?;
+        self.core
+            .catch_up(Projection::Directory, req.min_position, wait)
+            .await?;
+        let profiles = self
+            .core
+            .projections
+            .public_profiles(ctx.tenant.as_str(), &ids)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListPublicProfilesResponse {
+            profiles: profiles
+                .into_iter()
+                .map(|(user_id, p)| pb::PublicProfile {
+                    user_id,
+                    public_profile: Some(json_to_struct(&p)),
+                })
+                .collect(),
         }))
     }
 }

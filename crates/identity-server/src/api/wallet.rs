@@ -14,11 +14,13 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::context::RequestContext;
+use crate::convert::{balances_to_pb, totals, wallet_view_to_pb};
 use crate::convert::{
     optional, owner_type_from_pb, required, wallet_status_to_pb, wallet_to_pb, wallet_type_from_pb,
 };
-use crate::core::Core;
+use crate::core::{deadline_of, Core};
 use crate::error::{ApiError, ApiResult};
+use identity_projections::Projection;
 
 /// Namespace of deterministic wallet ids: one owner, network, type and address is one wallet.
 const WALLET_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c2e_9b7d_4e51_8c0a_5d2f_7e4b_1a93);
@@ -354,5 +356,97 @@ impl WalletService for WalletApi {
         Ok(Response::new(pb::GetWalletResponse {
             wallet: Some(wallet_to_pb(&loaded.aggregate)),
         }))
+    }
+
+    #[tracing::instrument(
+        name = "ListWallets",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn list_wallets(
+        &self,
+        request: Request<pb::ListWalletsRequest>,
+    ) -> Rpc<pb::ListWalletsResponse> {
+        let ctx = RequestContext::from_request(&request, "ListWallets")?;
+        let wait = deadline_of(&request);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let owner_type = v.check("owner_type", owner_type_from_pb(req.owner_type));
+        let owner_id = required(&mut v, "owner_id", &req.owner_id, ExternalId::parse);
+        v.finish().map_err(ApiError::from)?;
+        let (owner_type, owner_id) = owner_type
+            .zip(owner_id)
+            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        let owner_type = match owner_type {
+            OwnerType::User => "user",
+            OwnerType::Business => "business",
+            OwnerType::Tenant => "tenant",
+        };
+        self.core
+            .catch_up(Projection::Balances, req.min_position, wait)
+            .await?;
+        let wallets = self
+            .core
+            .projections
+            .wallets_of(ctx.tenant.as_str(), owner_type, owner_id.as_str())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListWalletsResponse {
+            wallets: wallets.iter().map(wallet_view_to_pb).collect(),
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "GetBalances",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn get_balances(
+        &self,
+        request: Request<pb::GetBalancesRequest>,
+    ) -> Rpc<pb::GetBalancesResponse> {
+        use pb::get_balances_request::Key;
+        let ctx = RequestContext::from_request(&request, "GetBalances")?;
+        let wait = deadline_of(&request);
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let key = match &req.key {
+            Some(Key::WalletId(w)) => required(&mut v, "wallet_id", w, WalletId::parse)
+                .map(|w| Key::WalletId(w.to_string())),
+            Some(Key::UserId(u)) => {
+                required(&mut v, "user_id", u, UserId::parse).map(|u| Key::UserId(u.to_string()))
+            }
+            None => {
+                v.push("wallet_id", "one of wallet_id or user_id is required");
+                None
+            }
+        };
+        v.finish().map_err(ApiError::from)?;
+        self.core
+            .catch_up(Projection::Balances, req.min_position, wait)
+            .await?;
+        let tenant = ctx.tenant.as_str();
+        let balances = match key {
+            Some(Key::WalletId(w)) => {
+                let wallet = self
+                    .core
+                    .projections
+                    .wallet(tenant, &w)
+                    .await
+                    .map_err(ApiError::from)?
+                    .ok_or(ApiError::from(DomainError::WalletNotFound))?;
+                balances_to_pb(&wallet.balances)
+            }
+            Some(Key::UserId(u)) => totals(
+                &self
+                    .core
+                    .projections
+                    .wallets_of(tenant, "user", &u)
+                    .await
+                    .map_err(ApiError::from)?,
+            ),
+            None => Vec::new(),
+        };
+        Ok(Response::new(pb::GetBalancesResponse { balances }))
     }
 }
