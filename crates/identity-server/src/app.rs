@@ -71,6 +71,16 @@ impl Application {
         self.addr
     }
 
+    /// The read models and their projectors (for tests and admin tools).
+    pub fn projections(&self) -> identity_projections::Projections {
+        self.core.projections.clone()
+    }
+
+    /// The event log.
+    pub fn event_log(&self) -> identity_store::EventLog {
+        self.core.log.clone()
+    }
+
     /// Serves until SIGINT or SIGTERM, then finishes in-flight calls and returns.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run_until(shutdown_signal()).await

@@ -112,6 +112,8 @@ impl Drop for TestDb {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub db: TestDb,
+    projections: identity_projections::Projections,
+    log: identity_store::EventLog,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     channel: Channel,
@@ -120,6 +122,20 @@ pub struct TestApp {
 pub async fn start_server(
     url: &str,
 ) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (addr, stop, server, _, _) = start_server_with_handles(url).await;
+    (addr, stop, server)
+}
+
+/// Starts the server and also hands out its read models and event log.
+pub async fn start_server_with_handles(
+    url: &str,
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+    identity_projections::Projections,
+    identity_store::EventLog,
+) {
     let settings = Settings {
         listen_addr: "127.0.0.1:0".parse().expect("addr"),
         database_url: url.to_string(),
@@ -130,6 +146,8 @@ pub async fn start_server(
         .await
         .expect("the server builds");
     let addr = app.local_addr();
+    let projections = app.projections();
+    let log = app.event_log();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until(async {
@@ -138,12 +156,12 @@ pub async fn start_server(
         .await
         .expect("the server runs");
     });
-    (addr, tx, server)
+    (addr, tx, server, projections, log)
 }
 
 pub async fn spawn_app(store: Store) -> TestApp {
     let db = TestDb::create(store).await;
-    let (addr, stop, server) = start_server(db.url()).await;
+    let (addr, stop, server, projections, log) = start_server_with_handles(db.url()).await;
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()
@@ -152,6 +170,8 @@ pub async fn spawn_app(store: Store) -> TestApp {
     TestApp {
         addr,
         db,
+        projections,
+        log,
         stop: Some(stop),
         server: Some(server),
         channel,
@@ -170,6 +190,21 @@ impl TestApp {
     }
     pub fn identification(&self) -> IdentificationServiceClient<Channel> {
         IdentificationServiceClient::new(self.channel.clone())
+    }
+    pub fn projection_admin(
+        &self,
+    ) -> identity_proto::v1::projection_service_client::ProjectionServiceClient<Channel> {
+        identity_proto::v1::projection_service_client::ProjectionServiceClient::new(
+            self.channel.clone(),
+        )
+    }
+    /// The server's own read models (its projectors run in this process).
+    pub async fn read_models(&self) -> identity_projections::Projections {
+        self.projections.clone()
+    }
+    /// The highest global position in the log.
+    pub async fn head_position(&self) -> u64 {
+        self.log.head_position().await.expect("head position")
     }
 
     /// Stops the server gracefully and waits for it.
