@@ -330,3 +330,139 @@ async fn nothing_acknowledged_is_lost_when_the_server_is_killed_on_postgres() {
 async fn nothing_acknowledged_is_lost_when_the_server_is_killed_on_sqlite() {
     nothing_acknowledged_is_lost(Store::Sqlite).await;
 }
+
+/// Kills the server while its projectors are mid-stream, restarts it, and checks that every
+/// read model caught up and equals a replay of the log: each event applied exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_models_survive_a_crash_mid_stream_exactly_once() {
+    let db = TestDb::create(Store::Postgres).await;
+    let url = db.url().to_string();
+    let dir = std::env::temp_dir();
+    let server = Server::start(&dir, &[("DATABASE_URL", &url)]);
+    let addr = format!("http://{}", server.addr);
+    let mut users =
+        identity_proto::v1::user_service_client::UserServiceClient::connect(addr.clone())
+            .await
+            .expect("connect");
+    let mut wallets = identity_proto::v1::wallet_service_client::WalletServiceClient::connect(addr)
+        .await
+        .expect("connect");
+    let mut wallet_ids = Vec::new();
+    for i in 0..5 {
+        let user = users
+            .register_user(req(
+                "acme",
+                pb::RegisterUserRequest {
+                    user: Some(pb::UserInput {
+                        email: format!("crash{i}@example.com"),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .expect("registers")
+            .into_inner()
+            .user
+            .expect("user")
+            .user_id;
+        let w = wallets
+            .open_wallet(req(
+                "acme",
+                pb::OpenWalletRequest {
+                    owner_type: pb::OwnerType::User as i32,
+                    owner_id: user,
+                    wallet_type: pb::WalletType::Internal as i32,
+                    network: "polygon".into(),
+                    address: String::new(),
+                },
+            ))
+            .await
+            .expect("opens")
+            .into_inner()
+            .wallet
+            .expect("wallet")
+            .wallet_id;
+        wallet_ids.push(w);
+    }
+    // Keep writing from several tasks; kill the server while they run.
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let mut w = wallets.clone();
+            let ids = wallet_ids.clone();
+            tokio::spawn(async move {
+                for i in 0..10_000u32 {
+                    let r = w
+                        .credit_tokens(req(
+                            "acme",
+                            pb::CreditTokensRequest {
+                                wallet_id: ids[(i as usize + t) % ids.len()].clone(),
+                                token: "PTS".into(),
+                                amount: "1".into(),
+                                idempotency_key: format!("t{t}-{i}"),
+                            },
+                        ))
+                        .await;
+                    if r.is_err() {
+                        return i;
+                    }
+                }
+                10_000
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.crash();
+    for w in writers {
+        let _ = w.await;
+    }
+
+    let server = Server::start(&dir, &[("DATABASE_URL", &url)]);
+    let log = identity_store::EventLog::open(&identity_store::StoreConfig {
+        url: url.clone(),
+        max_connections: 2,
+    })
+    .await
+    .expect("open log");
+    let head = log.head_position().await.expect("head");
+    assert!(
+        head > 20,
+        "the workload wrote events before the crash ({head})"
+    );
+    let mut admin =
+        identity_proto::v1::projection_service_client::ProjectionServiceClient::connect(format!(
+            "http://{}",
+            server.addr
+        ))
+        .await
+        .expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let states = admin
+            .list_projections(pb::ListProjectionsRequest {})
+            .await
+            .expect("lists")
+            .into_inner()
+            .projections;
+        if states.iter().all(|s| s.position == head) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "projectors did not catch up: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let projections = identity_projections::Projections::open(log)
+        .await
+        .expect("read models");
+    for p in identity_projections::Projection::ALL {
+        let differences = projections.verify(p).await.expect("verifies");
+        assert!(
+            differences.is_empty(),
+            "{} after the crash: {differences:#?}",
+            p.name()
+        );
+    }
+    drop(admin);
+    assert!(server.terminate().success());
+}

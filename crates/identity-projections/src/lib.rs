@@ -330,7 +330,7 @@ impl Projections {
                 Ok((cursor, applied)) => {
                     failures = 0;
                     if cursor != from {
-                        let _ = self.cursors[&p].send(cursor);
+                        self.cursors[&p].send_replace(cursor);
                     }
                     if applied == 0 && cursor == from {
                         tokio::select! {
@@ -345,7 +345,7 @@ impl Projections {
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50))))
                         .await;
                     if let Ok(c) = Self::checkpoint_of(&self.pool, self.dialect, p.name()).await {
-                        let _ = self.cursors[&p].send(c);
+                        self.cursors[&p].send_replace(c);
                     }
                 }
             }
@@ -434,7 +434,7 @@ impl Projections {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        let _ = self.cursors[&p].send(cursor);
+        self.cursors[&p].send_replace(cursor);
         drop(guard);
         tracing::info!(
             projection = p.name(),

@@ -131,6 +131,35 @@ pub struct StoreConfig {
     pub max_connections: u32,
 }
 
+/// sqlx 0.8.6 (the version postgres-es 0.5 pins) can deadlock a TLS connection when rustls
+/// needs to read and write at once (sqlx issue 4248, fixed in a later release): a projector
+/// then spins forever. On loopback TLS buys nothing, so unless the URL chooses an `sslmode`,
+/// connections to 127.0.0.1, ::1 or localhost use plain TCP. Remote URLs are left as given.
+fn loopback_without_tls(url: &str) -> String {
+    let is_pg = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if !is_pg || url.contains("sslmode=") {
+        return url.to_string();
+    }
+    let after_scheme = url.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = after_scheme.split(['/', '?']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host_port.starts_with('[') {
+        host_port
+            .split(']')
+            .next()
+            .unwrap_or("")
+            .trim_start_matches('[')
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    if matches!(host, "127.0.0.1" | "localhost" | "::1") || host.starts_with("127.") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}sslmode=disable")
+    } else {
+        url.to_string()
+    }
+}
+
 fn conflict_backoff(attempt: u32) -> Duration {
     // Spread retries so that racing commands do not collide again in lock step.
     let nanos = std::time::SystemTime::now()
@@ -158,7 +187,8 @@ fn map_aggregate_error<E: std::error::Error>(e: AggregateError<E>) -> ExecuteErr
 impl EventLog {
     /// Connects to the store named by `config.url` and brings its schema up to date.
     pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
-        let url = config.url.trim();
+        let adjusted = loopback_without_tls(config.url.trim());
+        let url = adjusted.as_str();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -418,6 +448,35 @@ impl EventLog {
             Backend::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await?,
         };
         u64::try_from(head).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_without_tls;
+
+    #[test]
+    fn loopback_postgres_urls_use_plain_tcp_unless_they_choose() {
+        assert_eq!(
+            loopback_without_tls("postgres://postgres@127.0.0.1:5432/db"),
+            "postgres://postgres@127.0.0.1:5432/db?sslmode=disable"
+        );
+        assert_eq!(
+            loopback_without_tls("postgres://u:p@localhost/db?application_name=x"),
+            "postgres://u:p@localhost/db?application_name=x&sslmode=disable"
+        );
+        assert_eq!(
+            loopback_without_tls("postgres://u@127.0.0.1/db?sslmode=require"),
+            "postgres://u@127.0.0.1/db?sslmode=require"
+        );
+        assert_eq!(
+            loopback_without_tls("postgres://u@db.internal:5432/db"),
+            "postgres://u@db.internal:5432/db"
+        );
+        assert_eq!(
+            loopback_without_tls("sqlite://data/x.db"),
+            "sqlite://data/x.db"
+        );
     }
 }
 
