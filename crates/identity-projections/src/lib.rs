@@ -329,6 +329,12 @@ impl Projections {
             match result {
                 Ok((cursor, applied)) => {
                     failures = 0;
+                    if applied > 0 {
+                        tracing::debug!(projection = p.name(), position = cursor.position, applied, "applied events");
+                    }
+                    if applied as u32 == BATCH {
+                        tracing::info!(projection = p.name(), position = cursor.position, "catching up");
+                    }
                     if cursor != from {
                         self.cursors[&p].send_replace(cursor);
                     }
