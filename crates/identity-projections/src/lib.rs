@@ -330,10 +330,19 @@ impl Projections {
                 Ok((cursor, applied)) => {
                     failures = 0;
                     if applied > 0 {
-                        tracing::debug!(projection = p.name(), position = cursor.position, applied, "applied events");
+                        tracing::debug!(
+                            projection = p.name(),
+                            position = cursor.position,
+                            applied,
+                            "applied events"
+                        );
                     }
                     if applied as u32 == BATCH {
-                        tracing::info!(projection = p.name(), position = cursor.position, "catching up");
+                        tracing::info!(
+                            projection = p.name(),
+                            position = cursor.position,
+                            "catching up"
+                        );
                     }
                     if cursor != from {
                         self.cursors[&p].send_replace(cursor);

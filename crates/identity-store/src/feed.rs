@@ -15,7 +15,6 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
 use crate::{Backend, EventLog, StoreError};
 
@@ -44,6 +43,8 @@ pub struct StoredEvent {
     pub metadata: serde_json::Value,
     /// RFC 3339.
     pub recorded_at: String,
+    /// The chained hash (hex); `None` for events written before hashing existed.
+    pub hash: Option<String>,
 }
 
 impl StoredEvent {
@@ -53,10 +54,6 @@ impl StoredEvent {
             position: self.position,
         }
     }
-}
-
-fn to_u64(v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn to_i64(v: u64) -> Result<i64, StoreError> {
@@ -75,73 +72,33 @@ impl EventLog {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let limit = i64::from(limit.max(1));
         match &self.backend {
-            Backend::Postgres(pool) => {
-                let rows = sqlx::query(
-                    "SELECT global_position, xid::text::bigint AS xid, aggregate_type, aggregate_id, sequence,
-                            event_type, event_version, payload, metadata,
-                            to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at
-                       FROM events
-                      WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
-                        AND (xid, global_position) > ($1::text::xid8, $2)
-                      ORDER BY xid, global_position
-                      LIMIT $3",
-                )
-                .bind(to_i64(after.xid)?)
-                .bind(to_i64(after.position)?)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(StoredEvent {
-                            position: to_u64(r.try_get("global_position")?)?,
-                            xid: to_u64(r.try_get("xid")?)?,
-                            aggregate_type: r.try_get("aggregate_type")?,
-                            aggregate_id: r.try_get("aggregate_id")?,
-                            sequence: to_u64(r.try_get("sequence")?)?,
-                            event_type: r.try_get("event_type")?,
-                            event_version: r.try_get("event_version")?,
-                            payload: r.try_get("payload")?,
-                            metadata: r.try_get("metadata")?,
-                            recorded_at: r.try_get("recorded_at")?,
-                        })
-                    })
-                    .collect()
-            }
-            Backend::Sqlite(pool) => {
-                let rows = sqlx::query(
-                    "SELECT global_position, aggregate_type, aggregate_id, sequence, event_type,
-                            event_version, payload, metadata, recorded_at
-                       FROM events
-                      WHERE global_position > ?1
-                      ORDER BY global_position
-                      LIMIT ?2",
-                )
-                .bind(to_i64(after.position)?)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?;
-                rows.iter()
-                    .map(|r| {
-                        let payload: String = r.try_get("payload")?;
-                        let metadata: String = r.try_get("metadata")?;
-                        Ok(StoredEvent {
-                            position: to_u64(r.try_get("global_position")?)?,
-                            xid: 0,
-                            aggregate_type: r.try_get("aggregate_type")?,
-                            aggregate_id: r.try_get("aggregate_id")?,
-                            sequence: to_u64(r.try_get("sequence")?)?,
-                            event_type: r.try_get("event_type")?,
-                            event_version: r.try_get("event_version")?,
-                            payload: serde_json::from_str(&payload)
-                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                            metadata: serde_json::from_str(&metadata)
-                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                            recorded_at: r.try_get("recorded_at")?,
-                        })
-                    })
-                    .collect()
-            }
+            Backend::Postgres(pool) => sqlx::query(&format!(
+                "SELECT {} FROM events
+                  WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+                    AND (xid, global_position) > ($1::text::xid8, $2)
+                  ORDER BY xid, global_position
+                  LIMIT $3",
+                crate::audit::COLUMNS_PG
+            ))
+            .bind(to_i64(after.xid)?)
+            .bind(to_i64(after.position)?)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(crate::audit::event_from_pg)
+            .collect(),
+            Backend::Sqlite(pool) => sqlx::query(&format!(
+                "SELECT {} FROM events WHERE global_position > ?1 ORDER BY global_position LIMIT ?2",
+                crate::audit::COLUMNS_SQLITE
+            ))
+            .bind(to_i64(after.position)?)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(crate::audit::event_from_sqlite)
+            .collect(),
         }
     }
 
@@ -162,7 +119,7 @@ impl EventLog {
                 .await?;
                 xid.map(|x| {
                     Ok(FeedCursor {
-                        xid: to_u64(x)?,
+                        xid: u64::try_from(x).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                         position,
                     })
                 })

@@ -17,9 +17,13 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
+mod chain;
 mod feed;
 mod migrations;
 
+pub use audit::{ChainBreak, ChainReport, EventFilter};
+pub use chain::{event_hash, HashInput};
 pub use feed::{FeedCursor, StoredEvent, NOTIFY_CHANNEL};
 
 use std::collections::HashMap;
@@ -290,19 +294,34 @@ impl EventLog {
         }
     }
 
+    /// The event repository for PostgreSQL: the crate's reads, our hash-chained writes.
+    fn chained_pg(&self, pool: &PgPool) -> chain::ChainedRepository<PostgresEventRepository> {
+        chain::ChainedRepository::new(
+            PostgresEventRepository::new(pool.clone()),
+            self.backend.clone(),
+        )
+    }
+
+    /// The event repository for SQLite: the crate's reads, our hash-chained writes.
+    fn chained_sqlite(&self, pool: &SqlitePool) -> chain::ChainedRepository<SqliteEventRepository> {
+        chain::ChainedRepository::new(
+            SqliteEventRepository::new(pool.clone()),
+            self.backend.clone(),
+        )
+    }
+
     /// Loads an aggregate's current state; `None` when it has no events.
     pub async fn load<A: Aggregate>(&self, id: &str) -> Result<Option<Loaded<A>>, StoreError> {
         let (aggregate, sequence) = match &self.backend {
             Backend::Postgres(pool) => {
-                let store: PersistedEventStore<_, A> = PersistedEventStore::new_event_store(
-                    PostgresEventRepository::new(pool.clone()),
-                );
+                let store: PersistedEventStore<_, A> =
+                    PersistedEventStore::new_event_store(self.chained_pg(pool));
                 let ctx = store.load_aggregate(id).await.map_err(store_error)?;
                 (ctx.aggregate, ctx.current_sequence)
             }
             Backend::Sqlite(pool) => {
                 let store: PersistedEventStore<_, A> =
-                    PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()));
+                    PersistedEventStore::new_event_store(self.chained_sqlite(pool));
                 let ctx = store.load_aggregate(id).await.map_err(store_error)?;
                 (ctx.aggregate, ctx.current_sequence)
             }
@@ -320,14 +339,13 @@ impl EventLog {
     ) -> Result<Vec<EventEnvelope<A>>, StoreError> {
         match &self.backend {
             Backend::Postgres(pool) => {
-                let store: PersistedEventStore<_, A> = PersistedEventStore::new_event_store(
-                    PostgresEventRepository::new(pool.clone()),
-                );
+                let store: PersistedEventStore<_, A> =
+                    PersistedEventStore::new_event_store(self.chained_pg(pool));
                 store.load_events(id).await.map_err(store_error)
             }
             Backend::Sqlite(pool) => {
                 let store: PersistedEventStore<_, A> =
-                    PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()));
+                    PersistedEventStore::new_event_store(self.chained_sqlite(pool));
                 store.load_events(id).await.map_err(store_error)
             }
         }
@@ -357,15 +375,11 @@ impl EventLog {
         loop {
             let result = match &self.backend {
                 Backend::Postgres(pool) => {
-                    let store = PersistedEventStore::new_event_store(PostgresEventRepository::new(
-                        pool.clone(),
-                    ));
+                    let store = PersistedEventStore::new_event_store(self.chained_pg(pool));
                     execute_once(&store, id, command.clone(), services, metadata).await
                 }
                 Backend::Sqlite(pool) => {
-                    let store = PersistedEventStore::new_event_store(SqliteEventRepository::new(
-                        pool.clone(),
-                    ));
+                    let store = PersistedEventStore::new_event_store(self.chained_sqlite(pool));
                     execute_once(&store, id, command.clone(), services, metadata).await
                 }
             };

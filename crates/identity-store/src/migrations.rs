@@ -48,11 +48,19 @@ CREATE TRIGGER events_notify AFTER INSERT ON events
     FOR EACH STATEMENT EXECUTE FUNCTION identity_notify_events();
 "#,
     ),
+    (
+        3,
+        r#"
+-- The hash chaining each event to the previous event of its aggregate (chain.rs).
+ALTER TABLE events ADD COLUMN hash text;
+"#,
+    ),
 ];
 
-const SQLITE: &[(i64, &str)] = &[(
-    1,
-    r#"
+const SQLITE: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE events (
     aggregate_type  text    NOT NULL,
     aggregate_id    text    NOT NULL,
@@ -75,7 +83,15 @@ BEGIN
      WHERE rowid = NEW.rowid;
 END;
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- The hash chaining each event to the previous event of its aggregate (chain.rs).
+ALTER TABLE events ADD COLUMN hash text;
+"#,
+    ),
+];
 
 pub(crate) async fn postgres(pool: &PgPool) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;

@@ -1,0 +1,393 @@
+//! Reads for auditors: filtered event listings, one aggregate's history, and verification
+//! of the hash chains.
+
+use futures::TryStreamExt;
+use sqlx::Row;
+
+use crate::chain::{event_hash, HashInput};
+use crate::feed::StoredEvent;
+use crate::{Backend, EventLog, StoreError};
+
+/// Which events a listing returns. Empty fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only aggregates of this tenant (aggregate ids start with `<tenant>/`).
+    pub tenant: Option<String>,
+    pub aggregate_type: Option<String>,
+    /// The full aggregate id (`<tenant>/<id>`).
+    pub aggregate_id: Option<String>,
+    pub event_type: Option<String>,
+    pub actor: Option<String>,
+    pub request_id: Option<String>,
+    /// RFC 3339, inclusive.
+    pub from_time: Option<String>,
+    /// RFC 3339, exclusive.
+    pub to_time: Option<String>,
+    /// Inclusive.
+    pub from_position: Option<u64>,
+    /// Inclusive.
+    pub to_position: Option<u64>,
+}
+
+impl EventFilter {
+    /// Whether an event passes the filter (used on live events of a stream).
+    pub fn matches(&self, e: &StoredEvent) -> bool {
+        let meta = |k: &str| e.metadata.get(k).and_then(|v| v.as_str());
+        self.tenant
+            .as_ref()
+            .is_none_or(|t| e.aggregate_id.starts_with(&format!("{t}/")))
+            && self
+                .aggregate_type
+                .as_ref()
+                .is_none_or(|t| *t == e.aggregate_type)
+            && self
+                .aggregate_id
+                .as_ref()
+                .is_none_or(|i| *i == e.aggregate_id)
+            && self.event_type.as_ref().is_none_or(|t| *t == e.event_type)
+            && self
+                .actor
+                .as_ref()
+                .is_none_or(|a| meta("actor") == Some(a.as_str()))
+            && self
+                .request_id
+                .as_ref()
+                .is_none_or(|r| meta("request_id") == Some(r.as_str()))
+            && self.from_position.is_none_or(|p| e.position >= p)
+            && self.to_position.is_none_or(|p| e.position <= p)
+            && self
+                .from_time
+                .as_ref()
+                .is_none_or(|t| times_ordered(t, &e.recorded_at))
+            && self
+                .to_time
+                .as_ref()
+                .is_none_or(|t| !times_ordered(t, &e.recorded_at))
+    }
+}
+
+/// Whether `a <= b` for two RFC 3339 times (false when either does not parse).
+fn times_ordered(a: &str, b: &str) -> bool {
+    match (
+        chrono::DateTime::parse_from_rfc3339(a),
+        chrono::DateTime::parse_from_rfc3339(b),
+    ) {
+        (Ok(a), Ok(b)) => a <= b,
+        _ => false,
+    }
+}
+
+/// The first place a hash chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    pub position: u64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainReport {
+    pub events_checked: u64,
+    pub aggregates_checked: u64,
+    /// Events written before hashing existed (no hash); they cannot be verified.
+    pub unhashed: u64,
+    pub first_break: Option<ChainBreak>,
+}
+
+pub(crate) const COLUMNS_PG: &str =
+    "global_position, xid::text::bigint AS xid, aggregate_type, aggregate_id, sequence,
+    event_type, event_version, payload, metadata, hash,
+    to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at";
+pub(crate) const COLUMNS_SQLITE: &str =
+    "global_position, 0 AS xid, aggregate_type, aggregate_id, sequence, event_type,
+    event_version, payload, metadata, hash, recorded_at";
+
+pub(crate) fn event_from_pg(r: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        position: to_u64(r.try_get("global_position")?)?,
+        xid: to_u64(r.try_get("xid")?)?,
+        aggregate_type: r.try_get("aggregate_type")?,
+        aggregate_id: r.try_get("aggregate_id")?,
+        sequence: to_u64(r.try_get("sequence")?)?,
+        event_type: r.try_get("event_type")?,
+        event_version: r.try_get("event_version")?,
+        payload: r.try_get("payload")?,
+        metadata: r.try_get("metadata")?,
+        hash: r.try_get("hash")?,
+        recorded_at: r.try_get("recorded_at")?,
+    })
+}
+
+pub(crate) fn event_from_sqlite(r: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
+    let payload: String = r.try_get("payload")?;
+    let metadata: String = r.try_get("metadata")?;
+    Ok(StoredEvent {
+        position: to_u64(r.try_get("global_position")?)?,
+        xid: 0,
+        aggregate_type: r.try_get("aggregate_type")?,
+        aggregate_id: r.try_get("aggregate_id")?,
+        sequence: to_u64(r.try_get("sequence")?)?,
+        event_type: r.try_get("event_type")?,
+        event_version: r.try_get("event_version")?,
+        payload: serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        metadata: serde_json::from_str(&metadata)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        hash: r.try_get("hash")?,
+        recorded_at: r.try_get("recorded_at")?,
+    })
+}
+
+fn to_u64(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// SQLite keeps `recorded_at` as `YYYY-MM-DDTHH:MM:SS.sssZ` text; compare in that form.
+fn sqlite_time(t: &str) -> Option<String> {
+    chrono::DateTime::parse_from_rfc3339(t).ok().map(|d| {
+        d.with_timezone(&chrono::Utc)
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string()
+    })
+}
+
+impl EventLog {
+    /// Events matching `filter` with a position above `after`, in position order.
+    pub async fn list_events(
+        &self,
+        filter: &EventFilter,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let pg = matches!(self.backend, Backend::Postgres(_));
+        let mut args: Vec<String> = Vec::new();
+        let mut conds: Vec<String> = Vec::new();
+        let arg = |v: String, args: &mut Vec<String>| {
+            args.push(v);
+            if pg {
+                format!("${}", args.len())
+            } else {
+                format!("?{}", args.len())
+            }
+        };
+        let pos = arg(to_i64(after).to_string(), &mut args);
+        conds.push(if pg {
+            format!("global_position > {pos}::bigint")
+        } else {
+            format!("global_position > CAST({pos} AS INTEGER)")
+        });
+        if let Some(t) = &filter.tenant {
+            let prefix = format!("{t}/");
+            let len = prefix.len();
+            let p = arg(prefix, &mut args);
+            conds.push(format!("substr(aggregate_id, 1, {len}) = {p}"));
+        }
+        for (col, v) in [
+            ("aggregate_type", &filter.aggregate_type),
+            ("aggregate_id", &filter.aggregate_id),
+            ("event_type", &filter.event_type),
+        ] {
+            if let Some(v) = v {
+                let p = arg(v.clone(), &mut args);
+                conds.push(format!("{col} = {p}"));
+            }
+        }
+        for (key, v) in [("actor", &filter.actor), ("request_id", &filter.request_id)] {
+            if let Some(v) = v {
+                let p = arg(v.clone(), &mut args);
+                conds.push(if pg {
+                    format!("metadata->>'{key}' = {p}")
+                } else {
+                    format!("json_extract(metadata, '$.{key}') = {p}")
+                });
+            }
+        }
+        if let Some(p) = filter.from_position {
+            let a = arg(to_i64(p).to_string(), &mut args);
+            conds.push(if pg {
+                format!("global_position >= {a}::bigint")
+            } else {
+                format!("global_position >= CAST({a} AS INTEGER)")
+            });
+        }
+        if let Some(p) = filter.to_position {
+            let a = arg(to_i64(p).to_string(), &mut args);
+            conds.push(if pg {
+                format!("global_position <= {a}::bigint")
+            } else {
+                format!("global_position <= CAST({a} AS INTEGER)")
+            });
+        }
+        for (t, op) in [(&filter.from_time, ">="), (&filter.to_time, "<")] {
+            if let Some(t) = t {
+                if pg {
+                    let a = arg(t.clone(), &mut args);
+                    conds.push(format!("recorded_at {op} {a}::timestamptz"));
+                } else {
+                    let v = sqlite_time(t)
+                        .ok_or_else(|| StoreError::Other(format!("bad time {t:?}")))?;
+                    let a = arg(v, &mut args);
+                    conds.push(format!("recorded_at {op} {a}"));
+                }
+            }
+        }
+        let sql = format!(
+            "SELECT {} FROM events WHERE {} ORDER BY global_position LIMIT {}",
+            if pg { COLUMNS_PG } else { COLUMNS_SQLITE },
+            conds.join(" AND "),
+            limit.max(1)
+        );
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                let mut q = sqlx::query(&sql);
+                for a in &args {
+                    q = q.bind(a);
+                }
+                q.fetch_all(pool).await?.iter().map(event_from_pg).collect()
+            }
+            Backend::Sqlite(pool) => {
+                let mut q = sqlx::query(&sql);
+                for a in &args {
+                    q = q.bind(a);
+                }
+                q.fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(event_from_sqlite)
+                    .collect()
+            }
+        }
+    }
+
+    /// Every event of one aggregate, in sequence order.
+    pub async fn aggregate_history(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        match &self.backend {
+            Backend::Postgres(pool) => sqlx::query(&format!(
+                "SELECT {COLUMNS_PG} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+            ))
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(event_from_pg)
+            .collect(),
+            Backend::Sqlite(pool) => sqlx::query(&format!(
+                "SELECT {COLUMNS_SQLITE} FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence"
+            ))
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(event_from_sqlite)
+            .collect(),
+        }
+    }
+
+    /// Recomputes every hash chain (of one tenant, or all) and reports the first broken link.
+    /// `progress` is called every 10 000 events with the number checked so far.
+    pub async fn verify_chains(
+        &self,
+        tenant: Option<&str>,
+        mut progress: impl FnMut(u64),
+    ) -> Result<ChainReport, StoreError> {
+        let mut report = ChainReport::default();
+        let mut current: Option<(String, String)> = None;
+        let mut expected_sequence = 1u64;
+        let mut previous = String::new();
+        let mut check = |e: StoredEvent, report: &mut ChainReport| {
+            if let Some(t) = tenant {
+                if !e.aggregate_id.starts_with(&format!("{t}/")) {
+                    return;
+                }
+            }
+            report.events_checked += 1;
+            if report.events_checked % 10_000 == 0 {
+                progress(report.events_checked);
+            }
+            let key = (e.aggregate_type.clone(), e.aggregate_id.clone());
+            if current.as_ref() != Some(&key) {
+                current = Some(key);
+                report.aggregates_checked += 1;
+                expected_sequence = 1;
+                previous.clear();
+            }
+            if report.first_break.is_some() {
+                return;
+            }
+            let broken = |reason: String| ChainBreak {
+                position: e.position,
+                aggregate_type: e.aggregate_type.clone(),
+                aggregate_id: e.aggregate_id.clone(),
+                sequence: e.sequence,
+                reason,
+            };
+            if e.sequence != expected_sequence {
+                report.first_break = Some(broken(if e.sequence > expected_sequence {
+                    format!(
+                        "sequence {expected_sequence} is missing: the next stored event is {}",
+                        e.sequence
+                    )
+                } else {
+                    format!(
+                        "sequence {} appears where {expected_sequence} was expected",
+                        e.sequence
+                    )
+                }));
+                return;
+            }
+            expected_sequence += 1;
+            let Some(stored) = e.hash.clone() else {
+                report.unhashed += 1;
+                previous.clear();
+                return;
+            };
+            let computed = event_hash(
+                &previous,
+                &HashInput {
+                    aggregate_type: &e.aggregate_type,
+                    aggregate_id: &e.aggregate_id,
+                    sequence: e.sequence,
+                    event_type: &e.event_type,
+                    event_version: &e.event_version,
+                    payload: &e.payload,
+                    metadata: &e.metadata,
+                },
+            );
+            if computed != stored {
+                report.first_break = Some(broken(
+                    "the stored hash does not match the event and its predecessor: the event, or one before it, was edited, removed or reordered".to_string(),
+                ));
+                return;
+            }
+            previous = stored;
+        };
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                let sql = format!("SELECT {COLUMNS_PG} FROM events ORDER BY aggregate_type, aggregate_id, sequence");
+                let mut rows = sqlx::query(&sql).fetch(pool);
+                while let Some(r) = rows.try_next().await? {
+                    check(event_from_pg(&r)?, &mut report);
+                }
+            }
+            Backend::Sqlite(pool) => {
+                let sql = format!("SELECT {COLUMNS_SQLITE} FROM events ORDER BY aggregate_type, aggregate_id, sequence");
+                let mut rows = sqlx::query(&sql).fetch(pool);
+                while let Some(r) = rows.try_next().await? {
+                    check(event_from_sqlite(&r)?, &mut report);
+                }
+            }
+        }
+        Ok(report)
+    }
+}
