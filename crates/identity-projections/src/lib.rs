@@ -406,8 +406,18 @@ impl Projections {
     /// Rebuilds a read model from position 0 beside the live one, then swaps it in while the
     /// service keeps running. Returns the number of events replayed.
     pub async fn rebuild(&self, p: Projection) -> Result<u64, ProjectionError> {
+        self.rebuild_with_progress(p, |_| {}).await
+    }
+
+    /// [`Projections::rebuild`], calling `progress` with the events replayed so far after
+    /// every batch.
+    pub async fn rebuild_with_progress(
+        &self,
+        p: Projection,
+        progress: impl FnMut(u64),
+    ) -> Result<u64, ProjectionError> {
         let suffix = format!("__r{}", chrono::Utc::now().timestamp_micros());
-        let replayed = self.build_beside(p, &suffix).await?;
+        let replayed = self.build_beside(p, &suffix, progress).await?;
         let guard = self.locks[&p].lock().await;
         // Catch up with what arrived meanwhile, then swap under the projector's lock.
         let shadow_name = format!("{}{suffix}", p.name());
@@ -460,7 +470,12 @@ impl Projections {
     }
 
     /// Replays every event into fresh tables with `suffix`; returns the events replayed.
-    async fn build_beside(&self, p: Projection, suffix: &str) -> Result<u64, ProjectionError> {
+    async fn build_beside(
+        &self,
+        p: Projection,
+        suffix: &str,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, ProjectionError> {
         Self::create_tables(&self.pool, self.dialect, p, suffix).await?;
         let shadow_name = format!("{}{suffix}", p.name());
         sqlx::query(&self.dialect.placeholders(
@@ -478,6 +493,7 @@ impl Projections {
                 return Ok(replayed);
             }
             replayed += n as u64;
+            progress(replayed);
             cursor = next;
         }
     }

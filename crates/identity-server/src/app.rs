@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use identity_proto::v1::audit_service_server::AuditServiceServer;
 use identity_proto::v1::identification_service_server::IdentificationServiceServer;
 use identity_proto::v1::projection_service_server::ProjectionServiceServer;
 use identity_proto::v1::status_tier_service_server::StatusTierServiceServer;
@@ -16,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
+use crate::api::audit::AuditApi;
 use crate::api::identification::IdentificationApi;
 use crate::api::projection::ProjectionApi;
 use crate::api::status_tier::StatusTierApi;
@@ -101,6 +103,10 @@ impl Application {
         health
             .set_serving::<IdentificationServiceServer<IdentificationApi>>()
             .await;
+        health
+            .set_serving::<ProjectionServiceServer<ProjectionApi>>()
+            .await;
+        health.set_serving::<AuditServiceServer<AuditApi>>().await;
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(identity_proto::FILE_DESCRIPTOR_SET)
@@ -144,6 +150,7 @@ impl Application {
             .add_service(ProjectionServiceServer::new(ProjectionApi::new(
                 core.clone(),
             )))
+            .add_service(AuditServiceServer::new(AuditApi::new(core.clone())))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop);
         // In-flight calls get `grace` to finish; an idle client holding its connection open
         // must not keep the process alive past that.

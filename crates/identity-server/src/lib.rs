@@ -6,6 +6,7 @@
 //! - `api`: one module per gRPC service.
 //! - `convert`: proto ⇄ domain, where every field is parsed.
 //! - `core`: the command path shared by all services (execute, claims, codes).
+//! - `audit`: replaying stored events into states for auditors, and redaction.
 //! - `credentials`: argon2id hashing on the blocking pool.
 //! - `error`: the one exhaustive error → `Status` mapping.
 //!
@@ -16,6 +17,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod context;
 pub mod convert;
 pub mod core;

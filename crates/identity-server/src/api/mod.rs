@@ -1,6 +1,7 @@
 //! The gRPC services, one module each. Handlers parse (`convert`), run a command through
 //! `Core`, and map errors through `error`; they hold no domain rules.
 
+pub mod audit;
 pub mod identification;
 pub mod projection;
 pub mod status_tier;
