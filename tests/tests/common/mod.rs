@@ -191,6 +191,9 @@ impl TestApp {
     pub fn identification(&self) -> IdentificationServiceClient<Channel> {
         IdentificationServiceClient::new(self.channel.clone())
     }
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
     pub fn projection_admin(
         &self,
     ) -> identity_proto::v1::projection_service_client::ProjectionServiceClient<Channel> {

@@ -1,0 +1,480 @@
+//! The audit API on both stores: listings, live streams, history and past states, and tamper
+//! evidence (an edited, a deleted and two reordered events are each found and pinpointed).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use identity_proto::v1 as pb;
+use identity_proto::v1::audit_service_client::AuditServiceClient;
+use tonic::Code;
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::scenarios::$name(Store::Postgres).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::scenarios::$name(Store::Sqlite).await;
+            }
+        }
+    )*};
+}
+
+on_both_stores!(
+    events_are_listed_with_filters_and_pages,
+    the_stream_delivers_history_then_live_events_and_resumes_without_gaps,
+    history_and_past_states_are_replayed,
+    an_edited_event_is_detected_and_pinpointed,
+    a_deleted_event_is_detected_and_pinpointed,
+    reordered_events_are_detected_and_pinpointed,
+);
+
+/// A user with an active wallet credited 10, 20 and 30: wallet events 1..=5.
+async fn workload(app: &TestApp) -> (String, String, Vec<u64>) {
+    let user = app.register("acme", "audit@example.com").await;
+    let wallet = app.active_wallet("acme", &user).await;
+    let mut positions = Vec::new();
+    for (i, amount) in ["10", "20", "30"].into_iter().enumerate() {
+        let p = app
+            .wallets()
+            .credit_tokens(req(
+                "acme",
+                pb::CreditTokensRequest {
+                    wallet_id: wallet.clone(),
+                    token: "PTS".into(),
+                    amount: amount.into(),
+                    idempotency_key: format!("a{i}"),
+                },
+            ))
+            .await
+            .expect("credits")
+            .into_inner()
+            .position;
+        positions.push(p);
+    }
+    (user, wallet, positions)
+}
+
+fn audit(app: &TestApp) -> AuditServiceClient<tonic::transport::Channel> {
+    AuditServiceClient::new(app.channel())
+}
+
+async fn tamper(app: &TestApp, pg: &str, sqlite: &str) {
+    match &app.db {
+        TestDb::Postgres { url, .. } => {
+            let pool = sqlx::PgPool::connect(url).await.expect("connect");
+            sqlx::raw_sql(pg).execute(&pool).await.expect("tamper");
+        }
+        TestDb::Sqlite { url, .. } => {
+            let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
+            sqlx::raw_sql(sqlite).execute(&pool).await.expect("tamper");
+        }
+    }
+}
+
+async fn first_break(app: &TestApp) -> pb::ChainBreak {
+    let report = audit(app)
+        .verify_chain(req("acme", pb::VerifyChainRequest {}))
+        .await
+        .expect("verifies")
+        .into_inner();
+    assert!(!report.intact, "tampering went unnoticed: {report:?}");
+    report.first_break.expect("a break")
+}
+
+mod scenarios {
+    use super::*;
+
+    pub(super) async fn events_are_listed_with_filters_and_pages(store: Store) {
+        let app = spawn_app(store).await;
+        let (_, wallet, positions) = workload(&app).await;
+        let mut a = audit(&app);
+        let filter = pb::EventFilter {
+            event_type: "TokensCredited".into(),
+            ..Default::default()
+        };
+        let page1 = a
+            .list_events(req(
+                "acme",
+                pb::ListEventsRequest {
+                    filter: Some(filter.clone()),
+                    page_size: 2,
+                    page_token: String::new(),
+                },
+            ))
+            .await
+            .expect("lists")
+            .into_inner();
+        assert_eq!(page1.events.len(), 2);
+        assert!(!page1.next_page_token.is_empty());
+        let page2 = a
+            .list_events(req(
+                "acme",
+                pb::ListEventsRequest {
+                    filter: Some(filter),
+                    page_size: 2,
+                    page_token: page1.next_page_token,
+                },
+            ))
+            .await
+            .expect("lists")
+            .into_inner();
+        assert_eq!(page2.events.len(), 1);
+        assert!(page2.next_page_token.is_empty());
+        let listed: Vec<u64> = page1
+            .events
+            .iter()
+            .chain(&page2.events)
+            .map(|e| e.position)
+            .collect();
+        assert_eq!(listed, positions);
+        let e = &page2.events[0];
+        assert_eq!(e.aggregate_id, wallet);
+        assert_eq!(e.metadata.get("actor").map(String::as_str), Some("tester"));
+        assert_eq!(
+            e.metadata.get("command").map(String::as_str),
+            Some("CreditTokens")
+        );
+        assert_eq!(e.hash.len(), 64);
+        // Filters: aggregate, actor, position range.
+        let by_wallet = a
+            .list_events(req(
+                "acme",
+                pb::ListEventsRequest {
+                    filter: Some(pb::EventFilter {
+                        aggregate_type: "Wallet".into(),
+                        aggregate_id: wallet.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("lists")
+            .into_inner();
+        assert_eq!(by_wallet.events.len(), 5);
+        let by_actor = a
+            .list_events(req(
+                "acme",
+                pb::ListEventsRequest {
+                    filter: Some(pb::EventFilter {
+                        actor: "somebody-else".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("lists")
+            .into_inner();
+        assert!(by_actor.events.is_empty());
+        let ranged = a
+            .list_events(req(
+                "acme",
+                pb::ListEventsRequest {
+                    filter: Some(pb::EventFilter {
+                        from_position: positions[1],
+                        to_position: positions[2],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("lists")
+            .into_inner();
+        assert_eq!(
+            ranged.events.iter().map(|e| e.position).collect::<Vec<_>>(),
+            positions[1..].to_vec()
+        );
+        // Another tenant sees nothing of this one.
+        let other = a
+            .list_events(req("other", pb::ListEventsRequest::default()))
+            .await
+            .expect("lists")
+            .into_inner();
+        assert!(other.events.is_empty());
+        assert_error(
+            a.list_events(req(
+                "acme",
+                pb::ListEventsRequest {
+                    filter: Some(pb::EventFilter {
+                        aggregate_type: "Nope".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        );
+        // Password hashes never leave the service.
+        let user = app.register("acme", "secret@example.com").await;
+        app.users()
+            .set_password(req(
+                "acme",
+                pb::SetPasswordRequest {
+                    user_id: user.clone(),
+                    password: "correct horse".into(),
+                },
+            ))
+            .await
+            .expect("sets");
+        let set = a
+            .list_events(req(
+                "acme",
+                pb::ListEventsRequest {
+                    filter: Some(pb::EventFilter {
+                        event_type: "PasswordSet".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("lists")
+            .into_inner();
+        let shown = format!("{:?}", set.events[0].payload);
+        assert!(
+            shown.contains("[redacted]") && !shown.contains("argon2"),
+            "{shown}"
+        );
+    }
+
+    pub(super) async fn the_stream_delivers_history_then_live_events_and_resumes_without_gaps(
+        store: Store,
+    ) {
+        let app = spawn_app(store).await;
+        let (_, wallet, positions) = workload(&app).await;
+        let filter = pb::EventFilter {
+            aggregate_type: "Wallet".into(),
+            ..Default::default()
+        };
+        let mut stream = audit(&app)
+            .stream_events(req(
+                "acme",
+                pb::StreamEventsRequest {
+                    filter: Some(filter.clone()),
+                    after_position: 0,
+                },
+            ))
+            .await
+            .expect("streams")
+            .into_inner();
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let e = stream
+                .message()
+                .await
+                .expect("receives")
+                .expect("an event")
+                .event
+                .expect("event");
+            seen.push(e.position);
+        }
+        assert_eq!(&seen[2..], &positions[..], "history first");
+        // A live event arrives promptly.
+        let started = Instant::now();
+        let live = app
+            .wallets()
+            .credit_tokens(req(
+                "acme",
+                pb::CreditTokensRequest {
+                    wallet_id: wallet.clone(),
+                    token: "PTS".into(),
+                    amount: "1".into(),
+                    idempotency_key: "live".into(),
+                },
+            ))
+            .await
+            .expect("credits")
+            .into_inner()
+            .position;
+        let e = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("in time")
+            .expect("receives")
+            .expect("event")
+            .event
+            .expect("event");
+        assert_eq!(e.position, live);
+        eprintln!(
+            "live event delivered {:?} after the credit was sent",
+            started.elapsed()
+        );
+        drop(stream);
+        // Reconnect after the last position received: nothing missed, nothing twice.
+        let resumed_after = positions[1];
+        let mut again = audit(&app)
+            .stream_events(req(
+                "acme",
+                pb::StreamEventsRequest {
+                    filter: Some(filter),
+                    after_position: resumed_after,
+                },
+            ))
+            .await
+            .expect("streams")
+            .into_inner();
+        let next = again
+            .message()
+            .await
+            .expect("receives")
+            .expect("event")
+            .event
+            .expect("event");
+        assert_eq!(next.position, positions[2]);
+        let next = again
+            .message()
+            .await
+            .expect("receives")
+            .expect("event")
+            .event
+            .expect("event");
+        assert_eq!(next.position, live);
+    }
+
+    pub(super) async fn history_and_past_states_are_replayed(store: Store) {
+        let app = spawn_app(store).await;
+        let (user, wallet, positions) = workload(&app).await;
+        let mut a = audit(&app);
+        let history = a
+            .get_aggregate_history(req(
+                "acme",
+                pb::GetAggregateHistoryRequest {
+                    aggregate_type: "Wallet".into(),
+                    aggregate_id: wallet.clone(),
+                },
+            ))
+            .await
+            .expect("history")
+            .into_inner()
+            .entries;
+        assert_eq!(history.len(), 5);
+        let balance_after =
+            |s: &identity_proto::prost_types::Struct| format!("{:?}", s.fields.get("balances"));
+        assert!(balance_after(history[2].state.as_ref().expect("state")).contains("\"10\""));
+        assert!(balance_after(history[4].state.as_ref().expect("state")).contains("\"60\""));
+        let at = a
+            .get_aggregate_state_at(req(
+                "acme",
+                pb::GetAggregateStateAtRequest {
+                    aggregate_type: "Wallet".into(),
+                    aggregate_id: wallet.clone(),
+                    at: Some(pb::get_aggregate_state_at_request::At::Position(
+                        positions[1],
+                    )),
+                },
+            ))
+            .await
+            .expect("state")
+            .into_inner();
+        assert!(at.exists);
+        assert_eq!(at.position, positions[1]);
+        assert!(
+            balance_after(at.state.as_ref().expect("state")).contains("\"30\""),
+            "{:?}",
+            at.state
+        );
+        // As of the time the second credit was recorded.
+        let recorded = history[3]
+            .event
+            .as_ref()
+            .expect("event")
+            .recorded_at
+            .expect("time");
+        let by_time = a
+            .get_aggregate_state_at(req(
+                "acme",
+                pb::GetAggregateStateAtRequest {
+                    aggregate_type: "Wallet".into(),
+                    aggregate_id: wallet.clone(),
+                    at: Some(pb::get_aggregate_state_at_request::At::Time(recorded)),
+                },
+            ))
+            .await
+            .expect("state")
+            .into_inner();
+        assert_eq!(by_time.sequence, 4);
+        let before_anything = a
+            .get_aggregate_state_at(req(
+                "acme",
+                pb::GetAggregateStateAtRequest {
+                    aggregate_type: "User".into(),
+                    aggregate_id: user,
+                    at: Some(pb::get_aggregate_state_at_request::At::Position(1)),
+                },
+            ))
+            .await
+            .expect("state")
+            .into_inner();
+        assert!(!before_anything.exists);
+        let report = a
+            .verify_chain(req("acme", pb::VerifyChainRequest {}))
+            .await
+            .expect("verifies")
+            .into_inner();
+        assert!(report.intact, "{report:?}");
+        assert!(report.events_checked >= 6);
+    }
+
+    pub(super) async fn an_edited_event_is_detected_and_pinpointed(store: Store) {
+        let app = spawn_app(store).await;
+        let (_, wallet, positions) = workload(&app).await;
+        tamper(
+            &app,
+            &format!("UPDATE events SET payload = jsonb_set(payload, '{{TokensCredited,amount}}', '\"999\"') WHERE global_position = {}", positions[1]),
+            &format!("UPDATE events SET payload = json_set(payload, '$.TokensCredited.amount', '999') WHERE global_position = {}", positions[1]),
+        )
+        .await;
+        let b = first_break(&app).await;
+        assert_eq!(b.position, positions[1]);
+        assert_eq!(b.aggregate_id, wallet);
+        assert_eq!(b.sequence, 4);
+        assert!(b.reason.contains("hash"), "{}", b.reason);
+    }
+
+    pub(super) async fn a_deleted_event_is_detected_and_pinpointed(store: Store) {
+        let app = spawn_app(store).await;
+        let (_, wallet, positions) = workload(&app).await;
+        let sql = format!(
+            "DELETE FROM events WHERE global_position = {}",
+            positions[1]
+        );
+        tamper(&app, &sql, &sql).await;
+        let b = first_break(&app).await;
+        assert_eq!(
+            b.position, positions[2],
+            "the break shows where the chain resumes"
+        );
+        assert_eq!(b.aggregate_id, wallet);
+        assert!(b.reason.contains("sequence 4 is missing"), "{}", b.reason);
+    }
+
+    pub(super) async fn reordered_events_are_detected_and_pinpointed(store: Store) {
+        let app = spawn_app(store).await;
+        let (_, wallet, positions) = workload(&app).await;
+        let sql = format!(
+            "UPDATE events SET sequence = 1000 WHERE global_position = {a};
+             UPDATE events SET sequence = 4 WHERE global_position = {b};
+             UPDATE events SET sequence = 5 WHERE global_position = {a};",
+            a = positions[1],
+            b = positions[2]
+        );
+        tamper(&app, &sql, &sql).await;
+        let b = first_break(&app).await;
+        assert_eq!(
+            b.position, positions[2],
+            "the event moved into sequence 4 is where the chain breaks"
+        );
+        assert_eq!(b.aggregate_id, wallet);
+        assert_eq!(b.sequence, 4);
+    }
+}
