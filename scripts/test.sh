@@ -27,5 +27,5 @@ if ! pg_up; then
   exit 1
 fi
 
-cargo build --quiet -p identity-server
+cargo build --quiet -p identity-server -p identity-cli
 cargo test --workspace "$@"

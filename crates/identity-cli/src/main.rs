@@ -71,6 +71,17 @@ enum Command {
     Verify,
 }
 
+fn known_type(aggregate_type: &str) -> anyhow::Result<()> {
+    if identity_server::audit::AGGREGATE_TYPES.contains(&aggregate_type) {
+        Ok(())
+    } else {
+        bail!(
+            "unknown aggregate type {aggregate_type:?}; known: {}",
+            identity_server::audit::AGGREGATE_TYPES.join(", ")
+        )
+    }
+}
+
 fn full_id(id: &str, tenant: Option<&str>) -> String {
     match tenant {
         Some(t) => format!("{t}/{id}"),
@@ -124,6 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tenant,
             json,
         } => {
+            known_type(&aggregate_type)?;
             let log = open_log().await?;
             let id = full_id(&id, tenant.as_deref());
             let events = log.aggregate_history(&aggregate_type, &id).await?;
@@ -156,6 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             position,
             time,
         } => {
+            known_type(&aggregate_type)?;
             let log = open_log().await?;
             let id = full_id(&id, tenant.as_deref());
             let at = match (position, time) {

@@ -312,7 +312,7 @@ impl EventLog {
                 }
             }
             report.events_checked += 1;
-            if report.events_checked % 10_000 == 0 {
+            if report.events_checked.is_multiple_of(10_000) {
                 progress(report.events_checked);
             }
             let key = (e.aggregate_type.clone(), e.aggregate_id.clone());

@@ -465,35 +465,6 @@ impl EventLog {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::loopback_without_tls;
-
-    #[test]
-    fn loopback_postgres_urls_use_plain_tcp_unless_they_choose() {
-        assert_eq!(
-            loopback_without_tls("postgres://postgres@127.0.0.1:5432/db"),
-            "postgres://postgres@127.0.0.1:5432/db?sslmode=disable"
-        );
-        assert_eq!(
-            loopback_without_tls("postgres://u:p@localhost/db?application_name=x"),
-            "postgres://u:p@localhost/db?application_name=x&sslmode=disable"
-        );
-        assert_eq!(
-            loopback_without_tls("postgres://u@127.0.0.1/db?sslmode=require"),
-            "postgres://u@127.0.0.1/db?sslmode=require"
-        );
-        assert_eq!(
-            loopback_without_tls("postgres://u@db.internal:5432/db"),
-            "postgres://u@db.internal:5432/db"
-        );
-        assert_eq!(
-            loopback_without_tls("sqlite://data/x.db"),
-            "sqlite://data/x.db"
-        );
-    }
-}
-
 fn store_error<E: std::error::Error>(e: AggregateError<E>) -> StoreError {
     match map_aggregate_error(e) {
         ExecuteError::Store(s) => s,
@@ -536,4 +507,33 @@ where
         .await
         .map_err(map_aggregate_error)?;
     Ok((aggregate, events, base_sequence + committed.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_without_tls;
+
+    #[test]
+    fn loopback_postgres_urls_use_plain_tcp_unless_they_choose() {
+        assert_eq!(
+            loopback_without_tls("postgres://postgres@127.0.0.1:5432/db"),
+            "postgres://postgres@127.0.0.1:5432/db?sslmode=disable"
+        );
+        assert_eq!(
+            loopback_without_tls("postgres://u:p@localhost/db?application_name=x"),
+            "postgres://u:p@localhost/db?application_name=x&sslmode=disable"
+        );
+        assert_eq!(
+            loopback_without_tls("postgres://u@127.0.0.1/db?sslmode=require"),
+            "postgres://u@127.0.0.1/db?sslmode=require"
+        );
+        assert_eq!(
+            loopback_without_tls("postgres://u@db.internal:5432/db"),
+            "postgres://u@db.internal:5432/db"
+        );
+        assert_eq!(
+            loopback_without_tls("sqlite://data/x.db"),
+            "sqlite://data/x.db"
+        );
+    }
 }
