@@ -52,6 +52,9 @@ fn grpcurl() -> PathBuf {
 struct Server {
     child: Child,
     addr: String,
+    admin: String,
+    /// Every line the server logged so far.
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -60,6 +63,7 @@ impl Server {
         let mut cmd = Command::new(server_binary());
         cmd.current_dir(dir)
             .env("IDENTITY_LISTEN_ADDR", "127.0.0.1:0")
+            .env("IDENTITY_ADMIN_ADDR", "127.0.0.1:0")
             .env("IDENTITY_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .env("IDENTITY_SHUTDOWN_GRACE_SECS", "5")
@@ -71,24 +75,60 @@ impl Server {
         }
         let mut child = cmd.spawn().expect("start the server binary");
         let stdout = child.stdout.take().expect("stdout");
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
+        let kept = logs.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if !sent {
                     if let Ok(v) = serde_json::from_str::<Value>(&line) {
                         if v["message"] == "identity service ready" {
-                            let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
+                            let addr = v["addr"].as_str().unwrap_or_default().to_string();
+                            let admin = v["admin_addr"].as_str().unwrap_or_default().to_string();
+                            let _ = tx.send((addr, admin));
                             sent = true;
                         }
                     }
                 }
+                if let Ok(mut l) = kept.lock() {
+                    l.push(line);
+                }
             }
         });
-        let addr = rx
+        let (addr, admin) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the server reports it is ready");
-        Server { child, addr }
+        Server {
+            child,
+            addr,
+            admin,
+            logs,
+        }
+    }
+
+    /// An HTTP GET on the admin port: (status code, body).
+    fn admin_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.admin).expect("connect to the admin port");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.admin
+        )
+        .expect("send");
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("read");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
     }
 
     /// Runs grpcurl against the server; returns (success, stdout JSON or error JSON).
@@ -628,4 +668,245 @@ async fn the_admin_cli_replays_exports_rebuilds_and_catches_tampering() {
     assert!(!ok && err.contains("unknown aggregate type"), "{err}");
     drop((users, wallets));
     assert!(server.terminate().success());
+}
+
+/// Metrics and health on the admin port, and no personal data or secrets in the logs of a
+/// workload that used plenty of both (logged at debug level, as JSON).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_endpoints_report_health_and_metrics_and_logs_hold_no_personal_data() {
+    let db = TestDb::create(Store::Postgres).await;
+    let url = db.url().to_string();
+    let server = Server::start(
+        &std::env::temp_dir(),
+        &[("DATABASE_URL", &url), ("RUST_LOG", "debug")],
+    );
+    let addr = format!("http://{}", server.addr);
+    let mut users =
+        identity_proto::v1::user_service_client::UserServiceClient::connect(addr.clone())
+            .await
+            .expect("connect");
+    let email = "pii.canary@example.com";
+    let phone = "+372 5123 4567";
+    let password = "Canary-Password-42";
+    let user = users
+        .register_user(req(
+            "acme",
+            pb::RegisterUserRequest {
+                user: Some(pb::UserInput {
+                    email: email.into(),
+                    phone: phone.into(),
+                    first_name: "Canaryfirst".into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("registers")
+        .into_inner()
+        .user
+        .expect("user")
+        .user_id;
+    users
+        .set_password(req(
+            "acme",
+            pb::SetPasswordRequest {
+                user_id: user.clone(),
+                password: password.into(),
+            },
+        ))
+        .await
+        .expect("sets");
+    users
+        .verify_password(req(
+            "acme",
+            pb::VerifyPasswordRequest {
+                user_id: user.clone(),
+                password: password.into(),
+            },
+        ))
+        .await
+        .expect("verifies");
+    let _ = users
+        .verify_password(req(
+            "acme",
+            pb::VerifyPasswordRequest {
+                user_id: user.clone(),
+                password: "Wrong-Canary-99".into(),
+            },
+        ))
+        .await;
+    let code = users
+        .request_email_change(req(
+            "acme",
+            pb::RequestEmailChangeRequest {
+                user_id: user.clone(),
+                email: "pii.canary2@example.com".into(),
+            },
+        ))
+        .await
+        .expect("requests")
+        .into_inner()
+        .code;
+    users
+        .confirm_email(req(
+            "acme",
+            pb::ConfirmEmailRequest {
+                user_id: user.clone(),
+                code: code.clone(),
+            },
+        ))
+        .await
+        .expect("confirms");
+    // The confirmed address is taken now: a second registration with it is refused.
+    let _ = users
+        .register_user(req(
+            "acme",
+            pb::RegisterUserRequest {
+                user: Some(pb::UserInput {
+                    email: "pii.canary2@example.com".into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await;
+
+    assert_eq!(server.admin_get("/healthz").0, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = server.admin_get("/readyz");
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await; // one gauge sampling period
+    let (status, metrics) = server.admin_get("/metrics");
+    assert_eq!(status, 200);
+    for expected in [
+        r#"identity_grpc_requests_total{method="identity.v1.UserService/RegisterUser",code="OK"} 1"#,
+        r#"identity_grpc_requests_total{method="identity.v1.UserService/RegisterUser",code="ALREADY_EXISTS"} 1"#,
+        r#"identity_grpc_requests_total{method="identity.v1.UserService/VerifyPassword",code="UNAUTHENTICATED"} 1"#,
+        "identity_grpc_request_duration_seconds_bucket",
+        r#"identity_events_appended_total{aggregate_type="User",event_type="UserRegistered"} 1"#,
+        r#"identity_projection_lag{projection="directory"} 0"#,
+        r#"identity_projection_leader{projection="balances"} 1"#,
+        "identity_db_pool_connections",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from:\n{metrics}"
+        );
+    }
+
+    drop(users);
+    let logs = server.logs.lock().expect("logs").join("\n");
+    assert!(logs.len() > 1000, "debug logs were captured");
+    for secret in [
+        email,
+        "pii.canary2@example.com",
+        "37251234567",
+        "5123 4567",
+        password,
+        "Wrong-Canary-99",
+        "Canaryfirst",
+        code.as_str(),
+    ] {
+        assert!(!logs.contains(secret), "{secret:?} appears in the logs");
+    }
+    assert!(
+        logs.contains("RegisterUser") && logs.contains("acme"),
+        "spans name the RPC and tenant"
+    );
+    assert!(server.terminate().success());
+}
+
+/// Two server processes on one PostgreSQL database: each read model is projected by exactly
+/// one of them, and the other takes over when it dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_on_one_database_never_both_project() {
+    let db = TestDb::create(Store::Postgres).await;
+    let url = db.url().to_string();
+    let dir = std::env::temp_dir();
+    let first = Server::start(&dir, &[("DATABASE_URL", &url)]);
+    let second = Server::start(&dir, &[("DATABASE_URL", &url)]);
+    async fn leaders(server: &Server) -> Vec<(String, bool)> {
+        let mut admin =
+            identity_proto::v1::projection_service_client::ProjectionServiceClient::connect(
+                format!("http://{}", server.addr),
+            )
+            .await
+            .expect("connect");
+        admin
+            .list_projections(pb::ListProjectionsRequest {})
+            .await
+            .expect("lists")
+            .into_inner()
+            .projections
+            .into_iter()
+            .map(|p| (p.name, p.leader))
+            .collect()
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a = leaders(&first).await;
+    let b = leaders(&second).await;
+    for ((name, la), (_, lb)) in a.iter().zip(&b) {
+        assert!(
+            la ^ lb,
+            "{name}: exactly one process projects (first {la}, second {lb})"
+        );
+    }
+    // Whichever led, kill it: the other takes every lease over.
+    let (survivor, dead) = if a[0].1 {
+        (second, first)
+    } else {
+        (first, second)
+    };
+    dead.crash();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if leaders(&survivor).await.iter().all(|(_, l)| *l) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the survivor never took the leases over"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And it projects: a registration shows up in its read model.
+    let mut users = identity_proto::v1::user_service_client::UserServiceClient::connect(format!(
+        "http://{}",
+        survivor.addr
+    ))
+    .await
+    .expect("connect");
+    let position = users
+        .register_user(req(
+            "acme",
+            pb::RegisterUserRequest {
+                user: Some(pb::UserInput {
+                    email: "takeover@example.com".into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("registers")
+        .into_inner()
+        .position;
+    users
+        .lookup_user(req(
+            "acme",
+            pb::LookupUserRequest {
+                key: Some(pb::lookup_user_request::Key::Email(
+                    "takeover@example.com".into(),
+                )),
+                min_position: position,
+            },
+        ))
+        .await
+        .expect("the survivor's read model has it");
+    drop(users);
+    assert!(survivor.terminate().success());
 }

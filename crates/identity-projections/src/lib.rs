@@ -138,6 +138,13 @@ pub struct Projections {
     cursors: Arc<HashMap<Projection, watch::Sender<FeedCursor>>>,
     /// Held by a projector while it applies a batch, and by a rebuild while it swaps tables.
     locks: Arc<HashMap<Projection, Mutex<()>>>,
+    /// Whether this process runs each projector (holds its lease).
+    leaders: Arc<HashMap<Projection, std::sync::atomic::AtomicBool>>,
+}
+
+/// The PostgreSQL advisory-lock key of a projector's lease (scoped to the database).
+fn lease_key(p: Projection) -> i64 {
+    0x6964_656e_0000 + p as i64
 }
 
 fn now_text() -> String {
@@ -153,7 +160,8 @@ impl Projections {
             _ => Dialect::Sqlite,
         };
         let pool = AnyPoolOptions::new()
-            .max_connections(4)
+            // Three connections hold projector leases; the rest serve batches and queries.
+            .max_connections(10)
             .acquire_timeout(Duration::from_secs(10))
             .connect(log.url())
             .await?;
@@ -165,6 +173,7 @@ impl Projections {
         }
         let mut cursors = HashMap::new();
         let mut locks = HashMap::new();
+        let mut leaders = HashMap::new();
         sqlx::query(schema::CHECKPOINTS).execute(&pool).await?;
         for p in Projection::ALL {
             Self::create_tables(&pool, dialect, p, "").await?;
@@ -179,6 +188,7 @@ impl Projections {
             let cursor = Self::checkpoint_of(&pool, dialect, p.name()).await?;
             cursors.insert(p, watch::channel(cursor).0);
             locks.insert(p, Mutex::new(()));
+            leaders.insert(p, std::sync::atomic::AtomicBool::new(false));
         }
         Ok(Self {
             pool,
@@ -186,6 +196,7 @@ impl Projections {
             log,
             cursors: Arc::new(cursors),
             locks: Arc::new(locks),
+            leaders: Arc::new(leaders),
         })
     }
 
@@ -312,15 +323,71 @@ impl Projections {
         Ok((last, events.len()))
     }
 
-    /// Runs one projector until the process ends: apply pending batches, then sleep until the
-    /// log says something was appended (or a second passes).
+    /// Whether this process currently runs projector `p`.
+    pub fn is_leader(&self, p: Projection) -> bool {
+        self.leaders[&p].load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Tries to take `p`'s lease: a session advisory lock held on a dedicated connection for as
+    /// long as this process projects. SQLite is embedded in one process: no lease needed.
+    async fn try_lease(
+        &self,
+        p: Projection,
+    ) -> Result<Option<Option<sqlx::pool::PoolConnection<sqlx::Any>>>, ProjectionError> {
+        if self.dialect == Dialect::Sqlite {
+            return Ok(Some(None));
+        }
+        let mut conn = self.pool.acquire().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(lease_key(p))
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(got.then_some(Some(conn)))
+    }
+
+    /// Runs one projector until the process ends. On PostgreSQL only the replica holding the
+    /// projector's lease applies events; the others follow its checkpoint (for `min_position`
+    /// waits) and take over when the lease is released, e.g. when the holder dies.
     pub async fn run(self, p: Projection) {
         let notifier = self.log.notifier();
         let mut failures = 0u32;
+        let mut lease: Option<Option<sqlx::pool::PoolConnection<sqlx::Any>>> = None;
         loop {
             let notified = notifier.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if lease.is_none() {
+                match self.try_lease(p).await {
+                    Ok(Some(held)) => {
+                        lease = Some(held);
+                        self.leaders[&p].store(true, std::sync::atomic::Ordering::SeqCst);
+                        tracing::info!(projection = p.name(), "took the projector lease");
+                        if let Ok(c) = Self::checkpoint_of(&self.pool, self.dialect, p.name()).await
+                        {
+                            self.cursors[&p].send_replace(c);
+                        }
+                    }
+                    Ok(None) => {
+                        // Another replica projects: mirror its checkpoint.
+                        if let Ok(c) = Self::checkpoint_of(&self.pool, self.dialect, p.name()).await
+                        {
+                            if c != self.cursor(p) {
+                                self.cursors[&p].send_replace(c);
+                            }
+                        }
+                        tokio::select! {
+                            () = &mut notified => tokio::time::sleep(Duration::from_millis(20)).await,
+                            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(projection = p.name(), error = %e, "cannot take the projector lease; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+            }
             let from = self.cursor(p);
             let result = {
                 let _guard = self.locks[&p].lock().await;
@@ -357,6 +424,14 @@ impl Projections {
                 Err(e) => {
                     failures += 1;
                     tracing::error!(projection = p.name(), error = %e, "projector failed; retrying");
+                    if e.is_unavailable() {
+                        // The lease's connection may be gone with the database: close it (a
+                        // pooled connection would keep the lock) and take the lease anew.
+                        if let Some(Some(conn)) = lease.take() {
+                            let _ = sqlx::Connection::close(conn.detach()).await;
+                        }
+                        self.leaders[&p].store(false, std::sync::atomic::Ordering::SeqCst);
+                    }
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50))))
                         .await;
                     if let Ok(c) = Self::checkpoint_of(&self.pool, self.dialect, p.name()).await {

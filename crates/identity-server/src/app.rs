@@ -30,6 +30,8 @@ use crate::settings::Settings;
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    admin_listener: TcpListener,
+    admin_addr: SocketAddr,
     core: Core,
 }
 
@@ -51,15 +53,23 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.listen_addr))?;
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, store = log.kind(), database = %settings.database_url_for_logs(), "identity service ready");
+        let admin_listener = TcpListener::bind(settings.admin_addr)
+            .await
+            .with_context(|| format!("binding the admin port {}", settings.admin_addr))?;
+        let admin_addr = admin_listener.local_addr()?;
         let projections = identity_projections::Projections::open(log.clone())
             .await
             .context("opening the read models")?;
         projections.spawn_all();
+        crate::observability::prometheus();
+        crate::observability::spawn_gauges(log.clone(), projections.clone());
+        tracing::info!(%addr, %admin_addr, store = log.kind(), database = %settings.database_url_for_logs(), "identity service ready");
         let core = Core::new(log, Arc::new(settings), projections);
         Ok(Self {
             listener,
             addr,
+            admin_listener,
+            admin_addr,
             core,
         })
     }
@@ -71,6 +81,11 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound admin HTTP address (`/metrics`, `/healthz`, `/readyz`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
     }
 
     /// The read models and their projectors (for tests and admin tools).
@@ -127,8 +142,20 @@ impl Application {
             stop.await;
             let _ = stopping_tx.send(());
         };
+        let admin = crate::observability::admin_router(
+            core.log.clone(),
+            core.projections.clone(),
+            core.settings.ready_max_lag,
+        );
+        let admin_listener = self.admin_listener;
+        let admin_task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(admin_listener, admin).await {
+                tracing::error!(error = %e, "admin HTTP server stopped");
+            }
+        });
         let serve = Server::builder()
             .timeout(Duration::from_secs(30))
+            .layer(crate::observability::GrpcMetricsLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -171,6 +198,7 @@ impl Application {
                 Ok(())
             }
         };
+        admin_task.abort();
         core.log.close().await;
         result.context("serving gRPC")
     }

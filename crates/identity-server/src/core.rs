@@ -130,6 +130,9 @@ impl Core {
             return Err(rejection.into());
         }
         span.record("outcome", "ok");
+        for e in &executed.events {
+            metrics::counter!("identity_events_appended_total", "aggregate_type" => A::TYPE, "event_type" => cqrs_es::DomainEvent::event_type(e)).increment(1);
+        }
         Ok(executed)
     }
 

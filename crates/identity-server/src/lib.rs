@@ -8,6 +8,7 @@
 //! - `core`: the command path shared by all services (execute, claims, codes).
 //! - `audit`: replaying stored events into states for auditors, and redaction.
 //! - `credentials`: argon2id hashing on the blocking pool.
+//! - `observability`: metrics and the admin HTTP endpoints.
 //! - `error`: the one exhaustive error → `Status` mapping.
 //!
 //! Domain rules live in `identity-domain`, storage in `identity-store`; this crate must not
@@ -23,6 +24,7 @@ pub mod convert;
 pub mod core;
 pub mod credentials;
 pub mod error;
+pub mod observability;
 pub mod settings;
 pub mod telemetry;
 

@@ -8,6 +8,8 @@
 //! | `IDENTITY_CODE_PEPPER` | built-in (change it) | secret mixed into one-time code hashes |
 //! | `IDENTITY_CODE_TTL_SECS` | `600` | lifetime of a one-time code |
 //! | `IDENTITY_SHUTDOWN_GRACE_SECS` | `10` | time in-flight calls get after SIGTERM |
+//! | `IDENTITY_ADMIN_ADDR` | `127.0.0.1:9464` | admin HTTP: `/metrics`, `/healthz`, `/readyz` |
+//! | `IDENTITY_READY_MAX_LAG` | `1000` | `/readyz` fails while a read model is further behind |
 //! | `IDENTITY_LOG_FORMAT` | `pretty` | `pretty` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
 
@@ -24,6 +26,8 @@ pub struct Settings {
     pub code_ttl_secs: i64,
     pub log_json: bool,
     pub shutdown_grace_secs: u64,
+    pub admin_addr: SocketAddr,
+    pub ready_max_lag: u64,
     /// Largest accepted request message, in bytes.
     pub max_message_bytes: usize,
 }
@@ -38,6 +42,8 @@ impl Default for Settings {
             code_ttl_secs: 600,
             log_json: false,
             shutdown_grace_secs: 10,
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            ready_max_lag: 1000,
             max_message_bytes: 1024 * 1024,
         }
     }
@@ -76,6 +82,16 @@ impl Settings {
             s.shutdown_grace_secs = v
                 .parse()
                 .with_context(|| format!("IDENTITY_SHUTDOWN_GRACE_SECS={v} is not a number"))?;
+        }
+        if let Some(v) = var("IDENTITY_ADMIN_ADDR") {
+            s.admin_addr = v
+                .parse()
+                .with_context(|| format!("IDENTITY_ADMIN_ADDR={v} is not host:port"))?;
+        }
+        if let Some(v) = var("IDENTITY_READY_MAX_LAG") {
+            s.ready_max_lag = v
+                .parse()
+                .with_context(|| format!("IDENTITY_READY_MAX_LAG={v} is not a number"))?;
         }
         if let Some(v) = var("IDENTITY_LOG_FORMAT") {
             s.log_json = match v.as_str() {

@@ -277,6 +277,14 @@ impl EventLog {
         }
     }
 
+    /// Connections of the command path's pool: (open, idle).
+    pub fn pool_stats(&self) -> (u32, usize) {
+        match &self.backend {
+            Backend::Postgres(p) => (p.size(), p.num_idle()),
+            Backend::Sqlite(p) => (p.size(), p.num_idle()),
+        }
+    }
+
     /// Checks that the store answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match &self.backend {

@@ -140,6 +140,7 @@ pub async fn start_server_with_handles(
         listen_addr: "127.0.0.1:0".parse().expect("addr"),
         database_url: url.to_string(),
         db_max_connections: 8,
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
         ..Settings::default()
     };
     let app = Application::build(settings)

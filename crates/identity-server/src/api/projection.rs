@@ -28,6 +28,7 @@ impl ProjectionApi {
             position,
             head_position: head,
             lag: head.saturating_sub(position),
+            leader: self.core.projections.is_leader(p),
         })
     }
 }

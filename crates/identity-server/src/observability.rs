@@ -1,0 +1,190 @@
+//! Metrics (Prometheus text on the admin HTTP port) and the admin endpoints `/metrics`,
+//! `/healthz` (the process is alive) and `/readyz` (the store answers and the read models are
+//! caught up within a bound).
+//!
+//! Metric names: `identity_grpc_requests_total` and `identity_grpc_request_duration_seconds`
+//! (per method and code), `identity_events_appended_total` (per aggregate and event type),
+//! `identity_projection_position`, `identity_projection_lag`, `identity_projection_leader`
+//! (per read model), `identity_db_pool_connections` (per state).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use identity_projections::{Projection, Projections};
+use identity_store::EventLog;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// The process-wide Prometheus recorder (installed once; later calls share it).
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ])
+                .map(PrometheusBuilder::build_recorder)
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            // Another recorder may exist (a test process builds several servers): then this
+            // handle still renders, just without the other recorder's metrics.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Records request count and latency per gRPC method and status code.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcMetricsLayer;
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetrics { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+}
+
+/// A bounded label for a request path: unknown paths share one label.
+fn method_label(path: &str) -> String {
+    if path.starts_with("/identity.v1.") || path.starts_with("/grpc.") {
+        path.trim_start_matches('/').to_string()
+    } else {
+        "other".to_string()
+    }
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for GrpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Send,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = method_label(request.uri().path());
+        let started = Instant::now();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let result = response.await;
+            // Errors travel as trailers-only responses with grpc-status in the headers; a
+            // success carries its status in the trailers, so no header means OK.
+            let code = match &result {
+                Ok(r) => r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .unwrap_or(0),
+                Err(_) => 2,
+            };
+            let code = crate::error::code_name(tonic::Code::from(code));
+            metrics::counter!("identity_grpc_requests_total", "method" => method.clone(), "code" => code).increment(1);
+            metrics::histogram!("identity_grpc_request_duration_seconds", "method" => method, "code" => code)
+                .record(started.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
+
+/// Samples projector and pool gauges every second until the process ends.
+pub fn spawn_gauges(log: EventLog, projections: Projections) {
+    tokio::spawn(async move {
+        loop {
+            if let Ok(head) = log.head_position().await {
+                for p in Projection::ALL {
+                    let position = projections.cursor(p).position;
+                    metrics::gauge!("identity_projection_position", "projection" => p.name())
+                        .set(position as f64);
+                    metrics::gauge!("identity_projection_lag", "projection" => p.name())
+                        .set(head.saturating_sub(position) as f64);
+                    metrics::gauge!("identity_projection_leader", "projection" => p.name())
+                        .set(if projections.is_leader(p) { 1.0 } else { 0.0 });
+                }
+            }
+            let (size, idle) = log.pool_stats();
+            metrics::gauge!("identity_db_pool_connections", "state" => "idle").set(idle as f64);
+            metrics::gauge!("identity_db_pool_connections", "state" => "in_use")
+                .set((size as usize).saturating_sub(idle) as f64);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+/// Whether the service can take traffic: the store answers and every read model is within
+/// `max_lag` events of the log's head.
+pub async fn readiness(
+    log: &EventLog,
+    projections: &Projections,
+    max_lag: u64,
+) -> Result<(), String> {
+    log.ping().await.map_err(|e| format!("store: {e}"))?;
+    let head = log
+        .head_position()
+        .await
+        .map_err(|e| format!("store: {e}"))?;
+    for p in Projection::ALL {
+        let lag = head.saturating_sub(projections.cursor(p).position);
+        if lag > max_lag {
+            return Err(format!(
+                "read model {} is {lag} events behind (bound {max_lag})",
+                p.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The admin HTTP router: `/metrics`, `/healthz`, `/readyz`.
+pub fn admin_router(log: EventLog, projections: Projections, max_lag: u64) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let handle = prometheus();
+    axum::Router::new()
+        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route("/healthz", get(|| std::future::ready("ok\n")))
+        .route(
+            "/readyz",
+            get(move || {
+                let (log, projections) = (log.clone(), projections.clone());
+                async move {
+                    match readiness(&log, &projections, max_lag).await {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+                        Err(why) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {why}\n"),
+                        ),
+                    }
+                }
+            }),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_paths_share_one_label() {
+        assert_eq!(
+            method_label("/identity.v1.UserService/GetUser"),
+            "identity.v1.UserService/GetUser"
+        );
+        assert_eq!(method_label("/random/junk"), "other");
+    }
+}
