@@ -1,5 +1,5 @@
 # Mirrors .ci/run step by step.
-.PHONY: ci fmt lint proto-lint test run
+.PHONY: ci fmt lint proto-lint deploy-lint test run
 
 ci:
 	bash .ci/run
@@ -12,6 +12,9 @@ lint:
 
 proto-lint:
 	./scripts/setup-tools.sh && .tools/bin/buf lint
+
+deploy-lint:
+	./scripts/validate-deploy.sh
 
 test:
 	./scripts/test.sh

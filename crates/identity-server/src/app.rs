@@ -142,6 +142,34 @@ impl Application {
             stop.await;
             let _ = stopping_tx.send(());
         };
+        // grpc.health.v1: "liveness" is SERVING while the process runs; the overall status
+        // ("") follows readiness, so orchestrators stop routing to a replica whose store is
+        // unreachable or whose read models fell behind.
+        health
+            .set_service_status("liveness", tonic_health::ServingStatus::Serving)
+            .await;
+        let readiness_task = {
+            let (health, log, projections, max_lag) = (
+                health.clone(),
+                core.log.clone(),
+                core.projections.clone(),
+                core.settings.ready_max_lag,
+            );
+            tokio::spawn(async move {
+                loop {
+                    let status =
+                        match crate::observability::readiness(&log, &projections, max_lag).await {
+                            Ok(()) => tonic_health::ServingStatus::Serving,
+                            Err(why) => {
+                                tracing::warn!(%why, "not ready");
+                                tonic_health::ServingStatus::NotServing
+                            }
+                        };
+                    health.set_service_status("", status).await;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            })
+        };
         let admin = crate::observability::admin_router(
             core.log.clone(),
             core.projections.clone(),
@@ -199,6 +227,7 @@ impl Application {
             }
         };
         admin_task.abort();
+        readiness_task.abort();
         core.log.close().await;
         result.context("serving gRPC")
     }
