@@ -910,3 +910,129 @@ async fn two_servers_on_one_database_never_both_project() {
     drop(users);
     assert!(survivor.terminate().success());
 }
+
+/// Traces: with OTEL_EXPORTER_OTLP_ENDPOINT pointing at a small OTLP receiver run here, an
+/// RPC's span arrives with its attributes, inside the caller's trace (W3C traceparent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rpc_spans_reach_an_otlp_receiver_inside_the_callers_trace() {
+    use identity_proto::prost::Message as _;
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    let received: std::sync::Arc<std::sync::Mutex<Vec<Span>>> = Default::default();
+    let sink = received.clone();
+    let receiver = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                if let Ok(req) = ExportTraceServiceRequest::decode(body) {
+                    let spans = req
+                        .resource_spans
+                        .into_iter()
+                        .flat_map(|r| r.scope_spans)
+                        .flat_map(|s| s.spans);
+                    sink.lock().expect("lock").extend(spans);
+                }
+                (
+                    [("content-type", "application/x-protobuf")],
+                    ExportTraceServiceResponse::default().encode_to_vec(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let otlp = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, receiver).await;
+    });
+
+    let db = TestDb::create(Store::Sqlite).await;
+    let server = Server::start(
+        &std::env::temp_dir(),
+        &[
+            ("DATABASE_URL", db.url()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_SERVICE_NAME", "identity-test"),
+        ],
+    );
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let mut users = identity_proto::v1::user_service_client::UserServiceClient::connect(format!(
+        "http://{}",
+        server.addr
+    ))
+    .await
+    .expect("connect");
+    let mut request = req(
+        "acme",
+        pb::RegisterUserRequest {
+            user: Some(pb::UserInput {
+                email: "traced@example.com".into(),
+                ..Default::default()
+            }),
+        },
+    );
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{caller_span}-01")
+            .parse()
+            .expect("ascii"),
+    );
+    users.register_user(request).await.expect("registers");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (rpc, outer) = loop {
+        let spans = received.lock().expect("lock").clone();
+        let rpc = spans.iter().find(|s| s.name == "RegisterUser").cloned();
+        let outer = spans
+            .iter()
+            .find(|s| s.name == "grpc.request" && hex_of(&s.trace_id) == trace_id)
+            .cloned();
+        if let (Some(rpc), Some(outer)) = (rpc, outer) {
+            break (rpc, outer);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no RegisterUser span arrived; got {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        hex_of(&rpc.trace_id),
+        trace_id,
+        "the RPC continues the caller's trace"
+    );
+    assert_eq!(
+        hex_of(&outer.parent_span_id),
+        caller_span,
+        "the request span's parent is the caller's span"
+    );
+    assert_eq!(
+        rpc.parent_span_id, outer.span_id,
+        "the RPC span nests in the request span"
+    );
+    let attribute = |name: &str| {
+        rpc.attributes
+            .iter()
+            .find(|kv| kv.key == name)
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| v.value.clone())
+    };
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    assert_eq!(attribute("tenant"), Some(V::StringValue("acme".into())));
+    assert_eq!(attribute("outcome"), Some(V::StringValue("ok".into())));
+    assert!(attribute("aggregate_id").is_some());
+    drop(users);
+    assert!(server.terminate().success());
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -77,9 +77,14 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use tracing::Instrument as _;
         let method = method_label(request.uri().path());
+        let span = crate::telemetry::request_span(&method, request.headers());
         let started = Instant::now();
-        let response = self.inner.call(request);
+        let response = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
         Box::pin(async move {
             let result = response.await;
             // Errors travel as trailers-only responses with grpc-status in the headers; a
@@ -98,7 +103,8 @@ where
             metrics::histogram!("identity_grpc_request_duration_seconds", "method" => method, "code" => code)
                 .record(started.elapsed().as_secs_f64());
             result
-        })
+        }
+        .instrument(span))
     }
 }
 
