@@ -1,28 +1,12 @@
 //! Integration tests: the real server on port 0, a fresh database per test, real tonic
 //! clients. Every scenario runs on PostgreSQL and on the embedded SQLite store.
 
+#[macro_use]
 mod common;
 
 use common::*;
 use identity_proto::v1 as pb;
 use tonic::Code;
-
-/// Runs one scenario against both stores, as `<name>::postgres` and `<name>::sqlite`.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                super::scenarios::$name(Store::Postgres).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::scenarios::$name(Store::Sqlite).await;
-            }
-        }
-    )*};
-}
 
 on_both_stores!(
     registering_and_reading_a_user,

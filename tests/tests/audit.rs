@@ -1,6 +1,7 @@
 //! The audit API on both stores: listings, live streams, history and past states, and tamper
 //! evidence (an edited, a deleted and two reordered events are each found and pinpointed).
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -9,22 +10,6 @@ use common::*;
 use identity_proto::v1 as pb;
 use identity_proto::v1::audit_service_client::AuditServiceClient;
 use tonic::Code;
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                super::scenarios::$name(Store::Postgres).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::scenarios::$name(Store::Sqlite).await;
-            }
-        }
-    )*};
-}
 
 on_both_stores!(
     events_are_listed_with_filters_and_pages,

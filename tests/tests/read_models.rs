@@ -1,6 +1,7 @@
 //! Read models: read-your-writes, status recomputation, directory queries, rebuild and
 //! verification against a replay. Every scenario runs on PostgreSQL and SQLite.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -8,22 +9,6 @@ use std::time::Duration;
 use common::*;
 use identity_proto::v1 as pb;
 use tonic::Code;
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                super::scenarios::$name(Store::Postgres).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::scenarios::$name(Store::Sqlite).await;
-            }
-        }
-    )*};
-}
 
 on_both_stores!(
     a_caller_reads_its_own_writes_with_min_position,

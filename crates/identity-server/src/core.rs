@@ -110,26 +110,41 @@ impl Core {
         A::Command: Clone,
         A::Event: RecordsRejection,
     {
+        use tracing::Instrument as _;
         let span = tracing::Span::current();
         span.record("aggregate_id", id);
+        // A span per command, inside the RPC's: one RPC may run several (claims, then the
+        // registration).
+        let command_span = tracing::info_span!(
+            "command",
+            aggregate_type = A::TYPE,
+            aggregate_id = id,
+            events = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
         let metadata = ctx.event_metadata();
         let result = self
             .log
             .execute::<A, _>(id, &command, services, &metadata)
+            .instrument(command_span.clone())
             .await;
         let executed = match result {
             Ok(executed) => executed,
             Err(e) => {
                 let e = ApiError::from(e);
                 span.record("outcome", outcome_of(&e));
+                command_span.record("outcome", outcome_of(&e));
                 return Err(e);
             }
         };
+        command_span.record("events", executed.events.len());
         if let Some(rejection) = executed.events.iter().find_map(RecordsRejection::rejection) {
             span.record("outcome", rejection.reason());
+            command_span.record("outcome", rejection.reason());
             return Err(rejection.into());
         }
         span.record("outcome", "ok");
+        command_span.record("outcome", "ok");
         for e in &executed.events {
             metrics::counter!("identity_events_appended_total", "aggregate_type" => A::TYPE, "event_type" => cqrs_es::DomainEvent::event_type(e)).increment(1);
         }

@@ -1,6 +1,6 @@
 //! Spawns the real server on port 0 against a fresh, uniquely named PostgreSQL database or a
 //! fresh SQLite file, and hands out real tonic clients.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_macros)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +15,24 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
+
+/// Runs each named scenario (an `async fn(Store)` in the test file's `scenarios` module) on
+/// PostgreSQL and on SQLite, as `<name>::postgres` and `<name>::sqlite`.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::scenarios::$name(Store::Postgres).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::scenarios::$name(Store::Sqlite).await;
+            }
+        }
+    )*};
+}
 
 /// The PostgreSQL server tests create their databases on.
 pub fn admin_url() -> String {
