@@ -26,7 +26,10 @@ use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 #[derive(Debug, Parser, Clone)]
-#[command(name = "identity-bench", about = "Service throughput and latency beside PostgreSQL's ceilings")]
+#[command(
+    name = "identity-bench",
+    about = "Service throughput and latency beside PostgreSQL's ceilings"
+)]
 struct Args {
     /// Seconds each measured phase runs.
     #[arg(long, default_value_t = 10)]
@@ -77,7 +80,8 @@ where
         .map(|w| {
             let op = op.clone();
             tokio::spawn(async move {
-                let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+                let mut hist =
+                    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
                 let mut errors: BTreeMap<String, u64> = BTreeMap::new();
                 let mut i = 0u64;
                 while Instant::now() < deadline {
@@ -122,7 +126,8 @@ where
 
 fn req<T>(msg: T) -> Request<T> {
     let mut r = Request::new(msg);
-    r.metadata_mut().insert("x-tenant-id", "bench".parse().expect("ascii"));
+    r.metadata_mut()
+        .insert("x-tenant-id", "bench".parse().expect("ascii"));
     r
 }
 
@@ -136,7 +141,10 @@ impl Server {
         let exe = std::env::current_exe()?;
         let bin: PathBuf = exe.with_file_name("identity-server");
         if !bin.exists() {
-            bail!("{} is missing: cargo build --release -p identity-server", bin.display());
+            bail!(
+                "{} is missing: cargo build --release -p identity-server",
+                bin.display()
+            );
         }
         let mut child = Command::new(bin)
             .env("DATABASE_URL", url)
@@ -158,21 +166,33 @@ impl Server {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(60)).context("the server did not start")?;
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .context("the server did not start")?;
         Ok(Self { child, addr })
     }
 
     /// Peak resident memory so far, from /proc.
     fn peak_rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
         Some(kb / 1024.0)
     }
 
     async fn channels(&self, n: usize) -> anyhow::Result<Vec<Channel>> {
         let mut out = Vec::new();
         for _ in 0..n.max(1) {
-            out.push(Channel::from_shared(format!("http://{}", self.addr))?.connect().await?);
+            out.push(
+                Channel::from_shared(format!("http://{}", self.addr))?
+                    .connect()
+                    .await?,
+            );
         }
         Ok(out)
     }
@@ -187,8 +207,12 @@ impl Drop for Server {
 
 async fn fresh_database(admin: &str, label: &str) -> anyhow::Result<(String, String)> {
     let name = format!("identity_bench_{label}_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::PgPool::connect(admin).await.with_context(|| format!("PostgreSQL at {admin}"))?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await?;
+    let pool = sqlx::PgPool::connect(admin)
+        .await
+        .with_context(|| format!("PostgreSQL at {admin}"))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await?;
     pool.close().await;
     let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
     Ok((name.clone(), format!("{base}/{name}")))
@@ -196,7 +220,9 @@ async fn fresh_database(admin: &str, label: &str) -> anyhow::Result<(String, Str
 
 async fn drop_database(admin: &str, name: &str) {
     if let Ok(pool) = sqlx::PgPool::connect(admin).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&pool).await;
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&pool)
+            .await;
     }
 }
 
@@ -207,27 +233,46 @@ async fn wallets(ch: &Channel, n: usize) -> anyhow::Result<Vec<(String, String)>
     let mut out = Vec::new();
     for i in 0..n {
         let user = users
-            .register_user(req(pb::RegisterUserRequest { user: Some(pb::UserInput { email: format!("seed{i}@bench.example"), ..Default::default() }) }))
+            .register_user(req(pb::RegisterUserRequest {
+                user: Some(pb::UserInput {
+                    email: format!("seed{i}@bench.example"),
+                    ..Default::default()
+                }),
+            }))
             .await?
             .into_inner()
             .user
             .context("user")?
             .user_id;
         let wallet = w
-            .open_wallet(req(pb::OpenWalletRequest { owner_type: pb::OwnerType::User as i32, owner_id: user.clone(), wallet_type: pb::WalletType::Internal as i32, network: "polygon".into(), address: String::new() }))
+            .open_wallet(req(pb::OpenWalletRequest {
+                owner_type: pb::OwnerType::User as i32,
+                owner_id: user.clone(),
+                wallet_type: pb::WalletType::Internal as i32,
+                network: "polygon".into(),
+                address: String::new(),
+            }))
             .await?
             .into_inner()
             .wallet
             .context("wallet")?
             .wallet_id;
-        w.activate_wallet(req(pb::ActivateWalletRequest { wallet_id: wallet.clone() })).await?;
+        w.activate_wallet(req(pb::ActivateWalletRequest {
+            wallet_id: wallet.clone(),
+        }))
+        .await?;
         out.push((user, wallet));
     }
     Ok(out)
 }
 
 fn credit(wallet: &str, key: String) -> pb::CreditTokensRequest {
-    pb::CreditTokensRequest { wallet_id: wallet.to_string(), token: "PTS".into(), amount: "1".into(), idempotency_key: key }
+    pb::CreditTokensRequest {
+        wallet_id: wallet.to_string(),
+        token: "PTS".into(),
+        amount: "1".into(),
+        idempotency_key: key,
+    }
 }
 
 /// One service workload on its own database: seed, warm up, measure.
@@ -235,7 +280,11 @@ async fn service_workload(args: &Args, kind: &str) -> anyhow::Result<Outcome> {
     let (db, url) = fresh_database(&args.pg, kind).await?;
     let server = Server::start(&url)?;
     let channels = server.channels(args.connections).await?;
-    let seeded = wallets(&channels[0], if kind == "register" { 1 } else { args.wallets }).await?;
+    let seeded = wallets(
+        &channels[0],
+        if kind == "register" { 1 } else { args.wallets },
+    )
+    .await?;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let make = |phase: &'static str| {
         let channels = channels.clone();
@@ -251,21 +300,38 @@ async fn service_workload(args: &Args, kind: &str) -> anyhow::Result<Outcome> {
                 match kind.as_str() {
                     "credit_spread" => {
                         let (_, wallet) = &seeded[(w * 7919 + i as usize) % seeded.len()];
-                        WalletServiceClient::new(ch).credit_tokens(req(credit(wallet, key))).await.map(|_| ())
+                        WalletServiceClient::new(ch)
+                            .credit_tokens(req(credit(wallet, key)))
+                            .await
+                            .map(|_| ())
                     }
-                    "credit_hot" => WalletServiceClient::new(ch).credit_tokens(req(credit(&seeded[0].1, key))).await.map(|_| ()),
+                    "credit_hot" => WalletServiceClient::new(ch)
+                        .credit_tokens(req(credit(&seeded[0].1, key)))
+                        .await
+                        .map(|_| ()),
                     "register" => UserServiceClient::new(ch)
-                        .register_user(req(pb::RegisterUserRequest { user: Some(pb::UserInput { email: format!("{key}@bench.example"), ..Default::default() }) }))
+                        .register_user(req(pb::RegisterUserRequest {
+                            user: Some(pb::UserInput {
+                                email: format!("{key}@bench.example"),
+                                ..Default::default()
+                            }),
+                        }))
                         .await
                         .map(|_| ()),
                     _ => {
                         // 90% reads of the worker's own user with read-your-writes, 10% credits.
                         let (user, wallet) = &seeded[w % seeded.len()];
-                        if i % 10 == 0 {
-                            WalletServiceClient::new(ch).credit_tokens(req(credit(wallet, key))).await.map(|_| ())
+                        if i.is_multiple_of(10) {
+                            WalletServiceClient::new(ch)
+                                .credit_tokens(req(credit(wallet, key)))
+                                .await
+                                .map(|_| ())
                         } else {
                             WalletServiceClient::new(ch)
-                                .get_balances(req(pb::GetBalancesRequest { key: Some(pb::get_balances_request::Key::UserId(user.clone())), min_position: 0 }))
+                                .get_balances(req(pb::GetBalancesRequest {
+                                    key: Some(pb::get_balances_request::Key::UserId(user.clone())),
+                                    min_position: 0,
+                                }))
                                 .await
                                 .map(|_| ())
                         }
@@ -293,21 +359,46 @@ async fn ceiling(args: &Args, script: &str) -> anyhow::Result<f64> {
     let (db, _) = fresh_database(&args.pg, "pgbench").await?;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pgbench");
     let host_args = ["-h", "127.0.0.1", "-U", "postgres"];
-    let setup = Command::new("psql").args(host_args).args(["-q", "-v", "ON_ERROR_STOP=1", "-d", &db, "-f"]).arg(dir.join("setup.sql")).output()?;
+    let setup = Command::new("psql")
+        .args(host_args)
+        .args(["-q", "-v", "ON_ERROR_STOP=1", "-d", &db, "-f"])
+        .arg(dir.join("setup.sql"))
+        .output()?;
     if !setup.status.success() {
-        bail!("pgbench setup failed: {}", String::from_utf8_lossy(&setup.stderr));
+        bail!(
+            "pgbench setup failed: {}",
+            String::from_utf8_lossy(&setup.stderr)
+        );
     }
     let out = Command::new("pgbench")
         .args(host_args)
-        .args(["-n", "-c", &args.concurrency.to_string(), "-j", "2", "-T", &args.duration.to_string(), "-f"])
+        .args([
+            "-n",
+            "-c",
+            &args.concurrency.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &args.duration.to_string(),
+            "-f",
+        ])
         .arg(dir.join(script))
         .arg(&db)
         .output()?;
     drop_database(&args.pg, &db).await;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
-        .find_map(|l| l.strip_prefix("tps = ").and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()))
-        .with_context(|| format!("no tps in pgbench output: {text} {}", String::from_utf8_lossy(&out.stderr)))
+        .find_map(|l| {
+            l.strip_prefix("tps = ")
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        })
+        .with_context(|| {
+            format!(
+                "no tps in pgbench output: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
 }
 
 #[tokio::main]
@@ -331,7 +422,10 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    println!("PostgreSQL ceilings ({} clients, {} s, synchronous_commit on):", args.concurrency, args.duration);
+    println!(
+        "PostgreSQL ceilings ({} clients, {} s, synchronous_commit on):",
+        args.concurrency, args.duration
+    );
     println!("  (a) one event INSERT per transaction   {ceiling_a:>10.0} tps");
     println!("  (c) load events + insert one + commit  {ceiling_c:>10.0} tps");
     println!("      primary-key SELECT                 {pk_select:>10.0} tps");
@@ -341,7 +435,11 @@ async fn main() -> anyhow::Result<()> {
         "workload", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9", "vs (a)", "vs (c)", "RSS MiB"
     );
     for r in &results {
-        let (base_a, base_c) = if r.name.starts_with("90%") { (pk_select, pk_select) } else { (ceiling_a, ceiling_c) };
+        let (base_a, base_c) = if r.name.starts_with("90%") {
+            (pk_select, pk_select)
+        } else {
+            (ceiling_a, ceiling_c)
+        };
         println!(
             "{:<36} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.1}  {:?}",
             r.name,
