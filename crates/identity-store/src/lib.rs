@@ -135,10 +135,10 @@ pub struct StoreConfig {
     pub max_connections: u32,
 }
 
-/// sqlx 0.8.6 (the version postgres-es 0.5 pins) can deadlock a TLS connection when rustls
-/// needs to read and write at once (sqlx issue 4248, fixed in a later release): a projector
-/// then spins forever. On loopback TLS buys nothing, so unless the URL chooses an `sslmode`,
-/// connections to 127.0.0.1, ::1 or localhost use plain TCP. Remote URLs are left as given.
+/// sqlx 0.8.6 (the version postgres-es 0.5 pins) has a known TLS deadlock when rustls needs
+/// to read and write at once (sqlx issue 4248, fixed in a later release). On loopback TLS buys
+/// nothing, so as a precaution, unless the URL chooses an `sslmode`, connections to 127.0.0.1,
+/// ::1 or localhost use plain TCP. Remote URLs are left as given.
 fn loopback_without_tls(url: &str) -> String {
     let is_pg = url.starts_with("postgres://") || url.starts_with("postgresql://");
     if !is_pg || url.contains("sslmode=") {
