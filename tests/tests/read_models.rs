@@ -158,7 +158,21 @@ mod scenarios {
         store: Store,
     ) {
         let app = spawn_app(store).await;
-        let user = app.register("acme", "lag@example.com").await;
+        let registered = app
+            .users()
+            .register_user(req(
+                "acme",
+                pb::RegisterUserRequest {
+                    user: Some(pb::UserInput {
+                        email: "lag@example.com".into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .expect("registers")
+            .into_inner();
+        let user = registered.user.expect("user").user_id;
         let far = 1_000_000;
         let result = app
             .users()
@@ -191,7 +205,7 @@ mod scenarios {
             Some("1000000")
         );
         assert!(info.metadata.contains_key("applied_position"));
-        // Without min_position the read model answers at once.
+        // With the registration's own position the read model answers at once.
         let found = app
             .users()
             .lookup_user(req(
@@ -200,7 +214,7 @@ mod scenarios {
                     key: Some(pb::lookup_user_request::Key::Email(
                         "lag@example.com".into(),
                     )),
-                    min_position: 1,
+                    min_position: registered.position,
                 },
             ))
             .await
