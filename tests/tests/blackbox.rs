@@ -399,40 +399,9 @@ async fn read_models_survive_a_crash_mid_stream_exactly_once() {
         .expect("connect");
     let mut wallet_ids = Vec::new();
     for i in 0..5 {
-        let user = users
-            .register_user(req(
-                "acme",
-                pb::RegisterUserRequest {
-                    user: Some(pb::UserInput {
-                        email: format!("crash{i}@example.com"),
-                        ..Default::default()
-                    }),
-                },
-            ))
-            .await
-            .expect("registers")
-            .into_inner()
-            .user
-            .expect("user")
-            .user_id;
-        let w = wallets
-            .open_wallet(req(
-                "acme",
-                pb::OpenWalletRequest {
-                    owner_type: pb::OwnerType::User as i32,
-                    owner_id: user,
-                    wallet_type: pb::WalletType::Internal as i32,
-                    network: "polygon".into(),
-                    address: String::new(),
-                },
-            ))
-            .await
-            .expect("opens")
-            .into_inner()
-            .wallet
-            .expect("wallet")
-            .wallet_id;
-        wallet_ids.push(w);
+        wallet_ids.push(
+            user_with_wallet(&mut users, &mut wallets, &format!("crash{i}@example.com")).await,
+        );
     }
     // Keep writing from several tasks; kill the server while they run.
     let writers: Vec<_> = (0..4)
@@ -517,6 +486,51 @@ async fn read_models_survive_a_crash_mid_stream_exactly_once() {
     assert!(server.terminate().success());
 }
 
+/// Registers a user in tenant `acme` and opens an internal Polygon wallet for it.
+async fn user_with_wallet(
+    users: &mut identity_proto::v1::user_service_client::UserServiceClient<
+        tonic::transport::Channel,
+    >,
+    wallets: &mut identity_proto::v1::wallet_service_client::WalletServiceClient<
+        tonic::transport::Channel,
+    >,
+    email: &str,
+) -> String {
+    let user = users
+        .register_user(req(
+            "acme",
+            pb::RegisterUserRequest {
+                user: Some(pb::UserInput {
+                    email: email.into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("registers")
+        .into_inner()
+        .user
+        .expect("user")
+        .user_id;
+    wallets
+        .open_wallet(req(
+            "acme",
+            pb::OpenWalletRequest {
+                owner_type: pb::OwnerType::User as i32,
+                owner_id: user,
+                wallet_type: pb::WalletType::Internal as i32,
+                network: "polygon".into(),
+                address: String::new(),
+            },
+        ))
+        .await
+        .expect("opens")
+        .into_inner()
+        .wallet
+        .expect("wallet")
+        .wallet_id
+}
+
 fn admin_binary() -> PathBuf {
     let bin = server_binary().with_file_name("identity-admin");
     assert!(
@@ -558,39 +572,7 @@ async fn the_admin_cli_replays_exports_rebuilds_and_catches_tampering() {
     let mut wallets = identity_proto::v1::wallet_service_client::WalletServiceClient::connect(addr)
         .await
         .expect("connect");
-    let user = users
-        .register_user(req(
-            "acme",
-            pb::RegisterUserRequest {
-                user: Some(pb::UserInput {
-                    email: "cli@example.com".into(),
-                    ..Default::default()
-                }),
-            },
-        ))
-        .await
-        .expect("registers")
-        .into_inner()
-        .user
-        .expect("user")
-        .user_id;
-    let wallet = wallets
-        .open_wallet(req(
-            "acme",
-            pb::OpenWalletRequest {
-                owner_type: pb::OwnerType::User as i32,
-                owner_id: user,
-                wallet_type: pb::WalletType::Internal as i32,
-                network: "polygon".into(),
-                address: String::new(),
-            },
-        ))
-        .await
-        .expect("opens")
-        .into_inner()
-        .wallet
-        .expect("wallet")
-        .wallet_id;
+    let wallet = user_with_wallet(&mut users, &mut wallets, "cli@example.com").await;
     let mut positions = Vec::new();
     for (i, amount) in ["5", "7"].into_iter().enumerate() {
         positions.push(

@@ -28,6 +28,24 @@ impl AuditApi {
     pub fn new(core: Core) -> Self {
         Self { core }
     }
+
+    /// The validated aggregate type and every event of one aggregate of the caller's tenant.
+    async fn history_of(
+        &self,
+        ctx: &RequestContext,
+        aggregate_type_raw: &str,
+        aggregate_id: String,
+    ) -> ApiResult<(String, Vec<StoredEvent>)> {
+        let kind = aggregate_type(aggregate_type_raw)?;
+        let id = non_empty(aggregate_id)
+            .ok_or_else(|| ApiError::from(DomainError::invalid("aggregate_id", "is required")))?;
+        let events = self
+            .core
+            .log
+            .aggregate_history(&kind, &ctx.aggregate_id(id.trim()))
+            .await?;
+        Ok((kind, events))
+    }
 }
 
 fn replay_error(e: ReplayError) -> ApiError {
@@ -249,15 +267,9 @@ impl AuditService for AuditApi {
     ) -> Result<Response<pb::GetAggregateHistoryResponse>, Status> {
         let ctx = RequestContext::from_request(&request, "GetAggregateHistory")?;
         let req = request.into_inner();
-        let kind = aggregate_type(&req.aggregate_type)?;
-        let id = non_empty(req.aggregate_id)
-            .ok_or_else(|| ApiError::from(DomainError::invalid("aggregate_id", "is required")))?;
-        let events = self
-            .core
-            .log
-            .aggregate_history(&kind, &ctx.aggregate_id(id.trim()))
-            .await
-            .map_err(ApiError::from)?;
+        let (kind, events) = self
+            .history_of(&ctx, &req.aggregate_type, req.aggregate_id)
+            .await?;
         let states = states_after_each(&kind, &events).map_err(replay_error)?;
         let entries = events
             .iter()
@@ -278,9 +290,8 @@ impl AuditService for AuditApi {
         use pb::get_aggregate_state_at_request::At;
         let ctx = RequestContext::from_request(&request, "GetAggregateStateAt")?;
         let req = request.into_inner();
-        let kind = aggregate_type(&req.aggregate_type)?;
-        let id = non_empty(req.aggregate_id)
-            .ok_or_else(|| ApiError::from(DomainError::invalid("aggregate_id", "is required")))?;
+        let aggregate_id = req.aggregate_id;
+        let aggregate_kind = req.aggregate_type;
         let at = match req.at {
             Some(At::Position(p)) => AsOf::Position(p),
             Some(At::Time(t)) => AsOf::Time(rfc3339(&t)?),
@@ -292,12 +303,7 @@ impl AuditService for AuditApi {
                 .into())
             }
         };
-        let events = self
-            .core
-            .log
-            .aggregate_history(&kind, &ctx.aggregate_id(id.trim()))
-            .await
-            .map_err(ApiError::from)?;
+        let (kind, events) = self.history_of(&ctx, &aggregate_kind, aggregate_id).await?;
         let found = state_at(&kind, &events, &at).map_err(replay_error)?;
         Ok(Response::new(match found {
             Some((state, last)) => pb::GetAggregateStateAtResponse {
