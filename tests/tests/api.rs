@@ -1225,6 +1225,7 @@ mod scenarios {
                 let log = identity_store::EventLog::open(&identity_store::StoreConfig {
                     url: app.db.url().to_string(),
                     max_connections: 1,
+                    cache_capacity: 0,
                 })
                 .await
                 .expect("open");

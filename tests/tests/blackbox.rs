@@ -439,6 +439,7 @@ async fn read_models_survive_a_crash_mid_stream_exactly_once() {
     let log = identity_store::EventLog::open(&identity_store::StoreConfig {
         url: url.clone(),
         max_connections: 2,
+        cache_capacity: 0,
     })
     .await
     .expect("open log");

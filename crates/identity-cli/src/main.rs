@@ -94,6 +94,7 @@ async fn open_log() -> anyhow::Result<EventLog> {
     EventLog::open(&StoreConfig {
         url: settings.database_url.clone(),
         max_connections: 4,
+        cache_capacity: 0,
     })
     .await
     .with_context(|| {

@@ -41,6 +41,7 @@ impl Application {
         let log = EventLog::open(&StoreConfig {
             url: settings.database_url.clone(),
             max_connections: settings.db_max_connections,
+            cache_capacity: settings.aggregate_cache,
         })
         .await
         .with_context(|| {

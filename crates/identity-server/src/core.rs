@@ -106,7 +106,7 @@ impl Core {
         services: &A::Services,
     ) -> ApiResult<Executed<A>>
     where
-        A: Aggregate<Error = DomainError>,
+        A: Aggregate<Error = DomainError> + Clone + 'static,
         A::Command: Clone,
         A::Event: RecordsRejection,
     {

@@ -5,6 +5,7 @@
 //! | `IDENTITY_LISTEN_ADDR` | `127.0.0.1:50051` | gRPC address (`:0` picks a free port) |
 //! | `DATABASE_URL` | `sqlite://data/identity.db` | `postgres://…` or `sqlite://…` |
 //! | `IDENTITY_DB_MAX_CONNECTIONS` | `16` | connection pool size |
+//! | `IDENTITY_AGGREGATE_CACHE` | `8192` | aggregates kept in memory between commands (`0`: off) |
 //! | `IDENTITY_CODE_PEPPER` | built-in (change it) | secret mixed into one-time code hashes |
 //! | `IDENTITY_CODE_TTL_SECS` | `600` | lifetime of a one-time code |
 //! | `IDENTITY_SHUTDOWN_GRACE_SECS` | `10` | time in-flight calls get after SIGTERM |
@@ -22,6 +23,8 @@ pub struct Settings {
     pub listen_addr: SocketAddr,
     pub database_url: String,
     pub db_max_connections: u32,
+    /// Aggregates kept in memory between commands.
+    pub aggregate_cache: usize,
     pub code_pepper: String,
     pub code_ttl_secs: i64,
     pub log_json: bool,
@@ -38,6 +41,7 @@ impl Default for Settings {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: "sqlite://data/identity.db".into(),
             db_max_connections: 16,
+            aggregate_cache: identity_store::DEFAULT_CACHE_CAPACITY,
             code_pepper: "identity-dev-pepper-change-me".into(),
             code_ttl_secs: 600,
             log_json: false,
@@ -69,6 +73,11 @@ impl Settings {
             s.db_max_connections = v
                 .parse()
                 .with_context(|| format!("IDENTITY_DB_MAX_CONNECTIONS={v} is not a number"))?;
+        }
+        if let Some(v) = var("IDENTITY_AGGREGATE_CACHE") {
+            s.aggregate_cache = v
+                .parse()
+                .with_context(|| format!("IDENTITY_AGGREGATE_CACHE={v} is not a number"))?;
         }
         if let Some(v) = var("IDENTITY_CODE_PEPPER") {
             s.code_pepper = v;

@@ -8,18 +8,12 @@
 //! encoding depends only on the stored values, so PostgreSQL's `jsonb` and SQLite's text give
 //! the same hash.
 //!
-//! postgres-es / sqlite-es cannot write a column they do not know in their insert, so
-//! [`ChainedRepository`] implements cqrs-es's `PersistedEventRepository` over the same table:
-//! reads go to the crates' repositories; `persist` inserts with the hash (DESIGN.md, 10).
+//! postgres-es / sqlite-es cannot write a column they do not know in their insert, so the
+//! command path appends through our own writer (`append.rs`), which stores each event with
+//! the hash computed here (DESIGN.md, 10).
 
-use cqrs_es::persist::{
-    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
-};
-use cqrs_es::Aggregate;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-use crate::Backend;
 
 /// Writes `v` in the canonical form the hash chain uses.
 fn canonical(v: &Value, out: &mut String) {
@@ -98,175 +92,6 @@ pub fn event_hash(previous: &str, e: &HashInput<'_>) -> String {
     h.update(b"\n");
     h.update(body.as_bytes());
     hex::encode(h.finalize())
-}
-
-fn persistence_error(e: sqlx::Error) -> PersistenceError {
-    match &e {
-        sqlx::Error::Database(db) => {
-            // 23505: PostgreSQL unique violation; 1555/2067: SQLite primary key / unique.
-            if matches!(db.code().as_deref(), Some("23505" | "1555" | "2067")) {
-                return PersistenceError::OptimisticLockError;
-            }
-            PersistenceError::UnknownError(Box::new(e))
-        }
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed => PersistenceError::ConnectionError(Box::new(e)),
-        _ => PersistenceError::UnknownError(Box::new(e)),
-    }
-}
-
-/// An event repository that reads through postgres-es / sqlite-es and writes events with
-/// their chained hash.
-#[derive(Debug)]
-pub(crate) struct ChainedRepository<R> {
-    inner: R,
-    backend: Backend,
-}
-
-impl<R> ChainedRepository<R> {
-    pub(crate) fn new(inner: R, backend: Backend) -> Self {
-        Self { inner, backend }
-    }
-}
-
-impl<R: PersistedEventRepository> PersistedEventRepository for ChainedRepository<R> {
-    async fn get_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.inner.get_events::<A>(aggregate_id).await
-    }
-
-    async fn get_last_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-        last_sequence: usize,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        self.inner
-            .get_last_events::<A>(aggregate_id, last_sequence)
-            .await
-    }
-
-    async fn get_snapshot<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-        self.inner.get_snapshot::<A>(aggregate_id).await
-    }
-
-    async fn persist<A: Aggregate>(
-        &self,
-        events: &[SerializedEvent],
-        snapshot_update: Option<(String, Value, usize)>,
-    ) -> Result<(), PersistenceError> {
-        if snapshot_update.is_some() {
-            return Err(PersistenceError::UnknownError(
-                "snapshots are not used by this service (docs/adr/0001-event-log.md)".into(),
-            ));
-        }
-        let Some(first) = events.first() else {
-            return Ok(());
-        };
-        match &self.backend {
-            Backend::Postgres(pool) => {
-                let mut tx = pool.begin().await.map_err(persistence_error)?;
-                let mut previous: String = sqlx::query_scalar(
-                    "SELECT COALESCE(hash, '') FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence DESC LIMIT 1",
-                )
-                .bind(A::TYPE)
-                .bind(&first.aggregate_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(persistence_error)?
-                .unwrap_or_default();
-                for e in events {
-                    let hash = hash_of::<A>(&previous, e);
-                    sqlx::query(
-                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    )
-                    .bind(A::TYPE)
-                    .bind(&e.aggregate_id)
-                    .bind(e.sequence as i64)
-                    .bind(&e.event_type)
-                    .bind(&e.event_version)
-                    .bind(&e.payload)
-                    .bind(&e.metadata)
-                    .bind(&hash)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(persistence_error)?;
-                    previous = hash;
-                }
-                tx.commit().await.map_err(persistence_error)
-            }
-            Backend::Sqlite(pool) => {
-                // IMMEDIATE: take the write lock before reading the previous hash, so the
-                // read-then-insert cannot fail on a lock upgrade ("database is locked").
-                let mut tx = pool
-                    .begin_with("BEGIN IMMEDIATE")
-                    .await
-                    .map_err(persistence_error)?;
-                let mut previous: String = sqlx::query_scalar(
-                    "SELECT COALESCE(hash, '') FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence DESC LIMIT 1",
-                )
-                .bind(A::TYPE)
-                .bind(&first.aggregate_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(persistence_error)?
-                .unwrap_or_default();
-                for e in events {
-                    let hash = hash_of::<A>(&previous, e);
-                    sqlx::query(
-                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    )
-                    .bind(A::TYPE)
-                    .bind(&e.aggregate_id)
-                    .bind(e.sequence as i64)
-                    .bind(&e.event_type)
-                    .bind(&e.event_version)
-                    .bind(e.payload.to_string())
-                    .bind(e.metadata.to_string())
-                    .bind(&hash)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(persistence_error)?;
-                    previous = hash;
-                }
-                tx.commit().await.map_err(persistence_error)
-            }
-        }
-    }
-
-    async fn stream_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<ReplayStream, PersistenceError> {
-        self.inner.stream_events::<A>(aggregate_id).await
-    }
-
-    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
-        self.inner.stream_all_events::<A>().await
-    }
-}
-
-fn hash_of<A: Aggregate>(previous: &str, e: &SerializedEvent) -> String {
-    event_hash(
-        previous,
-        &HashInput {
-            aggregate_type: A::TYPE,
-            aggregate_id: &e.aggregate_id,
-            sequence: e.sequence as u64,
-            event_type: &e.event_type,
-            event_version: &e.event_version,
-            payload: &e.payload,
-            metadata: &e.metadata,
-        },
-    )
 }
 
 #[cfg(test)]

@@ -1,22 +1,23 @@
 //! The identity service's event log, on PostgreSQL (production) or SQLite (the embedded
 //! default), behind one type: [`EventLog`].
 //!
-//! Events are written by cqrs-es's postgres-es / sqlite-es repositories in their plain
-//! event-store mode (no snapshots: in cqrs-es 0.5.0 the snapshot and aggregate-store modes
-//! apply new events twice; see `docs/adr/0001-event-log.md`). Our migrations create their
-//! table with two more columns, filled by the database: `global_position`, a total order
-//! over all events, and `recorded_at`. On PostgreSQL each row also records its writing
+//! Events live in the table layout of cqrs-es's postgres-es / sqlite-es (their repositories
+//! still read it: audit history, replays), with more columns: `global_position`, a total
+//! order over all events, `recorded_at`, the chained `hash`, and on PostgreSQL the writing
 //! transaction (`xid`), for gap-safe readers of the global feed.
 //!
-//! [`EventLog::execute`] is the command path: load the aggregate, let it decide, append its
-//! events, and answer with the events, the resulting state and the global position of the
-//! last event. A command that loses an optimistic-concurrency race is re-run on fresh state
-//! a bounded number of times.
+//! [`EventLog::execute`] is the command path: take the aggregate from the cache (or load it),
+//! let it decide, append its events through the group-commit writer (`append.rs`), and
+//! answer after the commit with the events, the resulting state and the global position of
+//! the last event. The cache is safe across replicas because the primary key
+//! (aggregate, sequence) still rejects a stale append: the entry is then evicted and the
+//! command re-run on fresh state, a bounded number of times.
 //!
 //! This crate knows nothing of gRPC and nothing of the domain's types beyond cqrs-es traits.
 
 #![forbid(unsafe_code)]
 
+mod append;
 mod audit;
 mod chain;
 mod feed;
@@ -26,14 +27,17 @@ pub use audit::{ChainBreak, ChainReport, EventFilter};
 pub use chain::{event_hash, HashInput};
 pub use feed::{FeedCursor, StoredEvent, NOTIFY_CHANNEL};
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
+use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
+use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -42,7 +46,7 @@ use sqlx::{PgPool, Row, SqlitePool};
 /// How many times a command is re-run after losing an optimistic-concurrency race.
 pub const MAX_CONFLICT_RETRIES: u32 = 16;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("the event store is unavailable: {0}")]
     Unavailable(String),
@@ -84,8 +88,8 @@ pub enum ExecuteError<E: std::error::Error> {
 /// The outcome of a command that went through.
 #[derive(Debug)]
 pub struct Executed<A: Aggregate> {
-    /// The aggregate's state after the command.
-    pub aggregate: A,
+    /// The aggregate's state after the command (shared with the aggregate cache).
+    pub aggregate: Arc<A>,
     /// The events the command appended (none when it changed nothing).
     pub events: Vec<A::Event>,
     /// The aggregate's sequence number after the command.
@@ -108,8 +112,26 @@ enum Backend {
     Sqlite(SqlitePool),
 }
 
-/// Number of stripes of the per-aggregate command lock.
+/// Number of stripes of the per-aggregate command lock (and of the aggregate cache).
 const LOCK_STRIPES: usize = 1024;
+
+/// How many aggregates the cache keeps by default (across all stripes).
+pub const DEFAULT_CACHE_CAPACITY: usize = 8192;
+
+/// An aggregate as the last command left it, with what the next append needs.
+#[derive(Debug)]
+struct Cached<A> {
+    aggregate: Arc<A>,
+    sequence: usize,
+    /// The hash of the aggregate's last event ("" when it has none).
+    hash: String,
+    /// The global position of the aggregate's last event (0 when it has none).
+    position: u64,
+}
+
+/// One stripe's share of the aggregate cache, keyed by (aggregate type, id). Only touched
+/// while the stripe's command lock is held.
+type Stripe = hashlink::LruCache<(&'static str, String), Box<dyn Any + Send + Sync>>;
 
 /// The event log. Cheap to clone: it holds a connection pool.
 #[derive(Debug, Clone)]
@@ -120,7 +142,10 @@ pub struct EventLog {
     /// aggregate (one wallet credited by many callers) a storm of conflicts and retries.
     /// Striped: two aggregates may share a stripe, which costs a little waiting, never
     /// correctness.
-    stripes: std::sync::Arc<Vec<tokio::sync::Mutex<()>>>,
+    /// Each stripe also caches the aggregates its commands left behind, so that a command
+    /// does not re-read its aggregate's whole history.
+    stripes: Arc<Vec<tokio::sync::Mutex<Stripe>>>,
+    appender: append::Appender,
     /// Woken after every local commit and every PostgreSQL notification of another
     /// process's commit, so feed readers react within milliseconds instead of polling.
     appended: std::sync::Arc<tokio::sync::Notify>,
@@ -133,6 +158,8 @@ pub struct StoreConfig {
     /// `postgres://…` or `sqlite://path/to/file.db`.
     pub url: String,
     pub max_connections: u32,
+    /// Aggregates kept in memory between commands (0 turns the cache off).
+    pub cache_capacity: usize,
 }
 
 /// sqlx 0.8.6 (the version postgres-es 0.5 pins) has a known TLS deadlock when rustls needs
@@ -229,11 +256,13 @@ impl EventLog {
                 "the database URL must start with postgres:// or sqlite://".into(),
             ));
         };
+        let per_stripe = config.cache_capacity.div_ceil(LOCK_STRIPES);
         let log = Self {
+            appender: append::Appender::start(&backend),
             backend,
-            stripes: std::sync::Arc::new(
+            stripes: Arc::new(
                 (0..LOCK_STRIPES)
-                    .map(|_| tokio::sync::Mutex::new(()))
+                    .map(|_| tokio::sync::Mutex::new(Stripe::new(per_stripe)))
                     .collect(),
             ),
             appended: std::sync::Arc::new(tokio::sync::Notify::new()),
@@ -302,42 +331,60 @@ impl EventLog {
         }
     }
 
-    /// The event repository for PostgreSQL: the crate's reads, our hash-chained writes.
-    fn chained_pg(&self, pool: &PgPool) -> chain::ChainedRepository<PostgresEventRepository> {
-        chain::ChainedRepository::new(
-            PostgresEventRepository::new(pool.clone()),
-            self.backend.clone(),
-        )
-    }
-
-    /// The event repository for SQLite: the crate's reads, our hash-chained writes.
-    fn chained_sqlite(&self, pool: &SqlitePool) -> chain::ChainedRepository<SqliteEventRepository> {
-        chain::ChainedRepository::new(
-            SqliteEventRepository::new(pool.clone()),
-            self.backend.clone(),
-        )
-    }
-
     /// Loads an aggregate's current state; `None` when it has no events.
     pub async fn load<A: Aggregate>(&self, id: &str) -> Result<Option<Loaded<A>>, StoreError> {
-        let (aggregate, sequence) = match &self.backend {
+        let state = self.read_state::<A>(id).await?;
+        Ok((state.sequence > 0).then(|| Loaded {
+            aggregate: Arc::into_inner(state.aggregate).unwrap_or_default(),
+            sequence: state.sequence,
+        }))
+    }
+
+    /// Reads an aggregate's events from the store and applies them in order, keeping what
+    /// the next append needs (last hash and position).
+    async fn read_state<A: Aggregate>(&self, id: &str) -> Result<Cached<A>, StoreError> {
+        type Stored = (i64, Option<String>, i64);
+        let mut aggregate = A::default();
+        let mut last: Stored = (0, None, 0);
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("{}/{id}: {e}", A::TYPE));
+        match &self.backend {
             Backend::Postgres(pool) => {
-                let store: PersistedEventStore<_, A> =
-                    PersistedEventStore::new_event_store(self.chained_pg(pool));
-                let ctx = store.load_aggregate(id).await.map_err(store_error)?;
-                (ctx.aggregate, ctx.current_sequence)
+                let mut rows = sqlx::query(
+                    "SELECT sequence, payload, hash, global_position FROM events
+                     WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+                )
+                .bind(A::TYPE)
+                .bind(id)
+                .fetch(pool);
+                while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+                    let payload: Value = row.try_get(1)?;
+                    aggregate.apply(serde_json::from_value(payload).map_err(corrupt)?);
+                    last = (row.try_get(0)?, row.try_get(2)?, row.try_get(3)?);
+                }
             }
             Backend::Sqlite(pool) => {
-                let store: PersistedEventStore<_, A> =
-                    PersistedEventStore::new_event_store(self.chained_sqlite(pool));
-                let ctx = store.load_aggregate(id).await.map_err(store_error)?;
-                (ctx.aggregate, ctx.current_sequence)
+                let mut rows = sqlx::query(
+                    "SELECT sequence, payload, hash, global_position FROM events
+                     WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence",
+                )
+                .bind(A::TYPE)
+                .bind(id)
+                .fetch(pool);
+                while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+                    let payload: &str = row.try_get(1)?;
+                    aggregate.apply(serde_json::from_str(payload).map_err(corrupt)?);
+                    last = (row.try_get(0)?, row.try_get(2)?, row.try_get(3)?);
+                }
             }
-        };
-        Ok((sequence > 0).then_some(Loaded {
-            aggregate,
-            sequence,
-        }))
+        }
+        let number = |n: i64| u64::try_from(n).map_err(|e| StoreError::Corrupt(e.to_string()));
+        Ok(Cached {
+            aggregate: Arc::new(aggregate),
+            sequence: usize::try_from(number(last.0)?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            hash: last.1.unwrap_or_default(),
+            position: number(last.2)?,
+        })
     }
 
     /// Every event of one aggregate, in order.
@@ -347,19 +394,21 @@ impl EventLog {
     ) -> Result<Vec<EventEnvelope<A>>, StoreError> {
         match &self.backend {
             Backend::Postgres(pool) => {
-                let store: PersistedEventStore<_, A> =
-                    PersistedEventStore::new_event_store(self.chained_pg(pool));
+                let store: PersistedEventStore<_, A> = PersistedEventStore::new_event_store(
+                    PostgresEventRepository::new(pool.clone()),
+                );
                 store.load_events(id).await.map_err(store_error)
             }
             Backend::Sqlite(pool) => {
                 let store: PersistedEventStore<_, A> =
-                    PersistedEventStore::new_event_store(self.chained_sqlite(pool));
+                    PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()));
                 store.load_events(id).await.map_err(store_error)
             }
         }
     }
 
-    /// Runs a command: load, decide, append; re-run on fresh state after a lost race.
+    /// Runs a command: take the aggregate from the cache (or load it), decide, append; re-run
+    /// on fresh state after a lost race.
     pub async fn execute<A, C>(
         &self,
         id: &str,
@@ -368,7 +417,7 @@ impl EventLog {
         metadata: &HashMap<String, String>,
     ) -> Result<Executed<A>, ExecuteError<A::Error>>
     where
-        A: Aggregate<Command = C>,
+        A: Aggregate<Command = C> + Clone + 'static,
         C: Clone,
     {
         let stripe = {
@@ -378,45 +427,100 @@ impl EventLog {
             id.hash(&mut h);
             (h.finish() % LOCK_STRIPES as u64) as usize
         };
-        let _serialized = self.stripes[stripe].lock().await;
+        let mut cache = self.stripes[stripe].lock().await;
+        let key = (A::TYPE, id.to_string());
+        let metadata = serde_json::to_value(metadata)
+            .map_err(|e| ExecuteError::Store(StoreError::Other(e.to_string())))?;
         let mut attempt = 0;
         loop {
-            let result = match &self.backend {
-                Backend::Postgres(pool) => {
-                    let store = PersistedEventStore::new_event_store(self.chained_pg(pool));
-                    execute_once(&store, id, command.clone(), services, metadata).await
-                }
-                Backend::Sqlite(pool) => {
-                    let store = PersistedEventStore::new_event_store(self.chained_sqlite(pool));
-                    execute_once(&store, id, command.clone(), services, metadata).await
-                }
+            // Taken out of the cache: whatever goes wrong below (a refusal that left the
+            // state half-applied, a conflict, a store error, a cancelled call), the entry is
+            // gone and the next command reloads.
+            let cached = cache
+                .remove(&key)
+                .and_then(|entry| entry.downcast::<Cached<A>>().ok());
+            let mut state = match cached {
+                Some(state) => *state,
+                None => self
+                    .read_state::<A>(id)
+                    .await
+                    .map_err(ExecuteError::Store)?,
             };
-            match result {
-                Err(ExecuteError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
+            let sink: EventSink<A> = EventSink::default();
+            Arc::make_mut(&mut state.aggregate)
+                .handle(command.clone(), services, &sink)
+                .await
+                .map_err(ExecuteError::Domain)?;
+            let events = sink.collect().await;
+            if events.is_empty() {
+                let executed = Executed {
+                    aggregate: state.aggregate.clone(),
+                    events,
+                    sequence: state.sequence,
+                    position: state.position,
+                };
+                cache.insert(key, Box::new(state));
+                return Ok(executed);
+            }
+            let mut rows = Vec::with_capacity(events.len());
+            let mut hash = state.hash.clone();
+            for (i, event) in events.iter().enumerate() {
+                let payload = serde_json::to_value(event)
+                    .map_err(|e| ExecuteError::Store(StoreError::Other(e.to_string())))?;
+                let row = append::NewEvent {
+                    aggregate_type: A::TYPE,
+                    aggregate_id: id.to_string(),
+                    sequence: i64::try_from(state.sequence + i + 1)
+                        .map_err(|e| ExecuteError::Store(StoreError::Other(e.to_string())))?,
+                    event_type: event.event_type(),
+                    event_version: event.event_version(),
+                    payload,
+                    metadata: metadata.clone(),
+                    hash: String::new(),
+                };
+                hash = event_hash(
+                    &hash,
+                    &HashInput {
+                        aggregate_type: row.aggregate_type,
+                        aggregate_id: &row.aggregate_id,
+                        sequence: row.sequence as u64,
+                        event_type: &row.event_type,
+                        event_version: &row.event_version,
+                        payload: &row.payload,
+                        metadata: &row.metadata,
+                    },
+                );
+                rows.push(append::NewEvent {
+                    hash: hash.clone(),
+                    ..row
+                });
+            }
+            match self.appender.append(rows).await {
+                Ok(position) => {
+                    self.appended.notify_waiters();
+                    state.sequence += events.len();
+                    state.hash = hash;
+                    state.position = position;
+                    let executed = Executed {
+                        aggregate: state.aggregate.clone(),
+                        events,
+                        sequence: state.sequence,
+                        position,
+                    };
+                    cache.insert(key, Box::new(state));
+                    return Ok(executed);
+                }
+                Err(append::AppendError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
                     attempt += 1;
                     tracing::debug!(
                         aggregate_type = A::TYPE,
                         attempt,
-                        "optimistic-concurrency conflict; re-running"
+                        "optimistic-concurrency conflict; re-running on fresh state"
                     );
                     tokio::time::sleep(conflict_backoff(attempt)).await;
                 }
-                Err(e) => return Err(e),
-                Ok((aggregate, events, sequence)) => {
-                    if !events.is_empty() {
-                        self.appended.notify_waiters();
-                    }
-                    let position = self
-                        .position_of(A::TYPE, id, sequence)
-                        .await
-                        .map_err(ExecuteError::Store)?;
-                    return Ok(Executed {
-                        aggregate,
-                        events,
-                        sequence,
-                        position,
-                    });
-                }
+                Err(append::AppendError::Conflict) => return Err(ExecuteError::Conflict),
+                Err(append::AppendError::Store(e)) => return Err(ExecuteError::Store(e)),
             }
         }
     }
@@ -479,42 +583,6 @@ fn store_error<E: std::error::Error>(e: AggregateError<E>) -> StoreError {
         ExecuteError::Conflict => StoreError::Other("unexpected conflict while reading".into()),
         ExecuteError::Domain(e) => StoreError::Other(e.to_string()),
     }
-}
-
-async fn execute_once<A, ES>(
-    store: &ES,
-    id: &str,
-    command: A::Command,
-    services: &A::Services,
-    metadata: &HashMap<String, String>,
-) -> Result<(A, Vec<A::Event>, usize), ExecuteError<A::Error>>
-where
-    A: Aggregate,
-    ES: EventStore<A, AC = cqrs_es::persist::EventStoreAggregateContext<A>>,
-{
-    let mut context = store
-        .load_aggregate(id)
-        .await
-        .map_err(map_aggregate_error)?;
-    let sink: EventSink<A> = EventSink::default();
-    context
-        .aggregate
-        .handle(command, services, &sink)
-        .await
-        .map_err(ExecuteError::Domain)?;
-    let events = sink.collect().await;
-    let base_sequence = context.current_sequence;
-    // `handle` already applied the events to the context's aggregate (cqrs-es's EventSink
-    // does); the plain event store ignores the aggregate on commit, so take it out first.
-    let aggregate = std::mem::take(&mut context.aggregate);
-    if events.is_empty() {
-        return Ok((aggregate, events, base_sequence));
-    }
-    let committed = store
-        .commit(events.clone(), context, metadata.clone())
-        .await
-        .map_err(map_aggregate_error)?;
-    Ok((aggregate, events, base_sequence + committed.len()))
 }
 
 #[cfg(test)]

@@ -96,6 +96,7 @@ async fn a_tailing_reader_sees_every_event_exactly_once_despite_out_of_order_com
     let log = EventLog::open(&StoreConfig {
         url: url.clone(),
         max_connections: 20,
+        cache_capacity: identity_store::DEFAULT_CACHE_CAPACITY,
     })
     .await
     .expect("open");
@@ -136,6 +137,7 @@ async fn a_tailing_reader_sees_every_event_exactly_once_on_sqlite() {
     let log = EventLog::open(&StoreConfig {
         url,
         max_connections: 4,
+        cache_capacity: 0,
     })
     .await
     .expect("open");
