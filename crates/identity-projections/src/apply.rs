@@ -64,15 +64,52 @@ fn decode<T: serde::de::DeserializeOwned>(e: &StoredEvent) -> Result<T> {
     })
 }
 
-pub(crate) async fn apply(
+/// Applies a batch of events, in feed order, to projection `p`'s tables.
+pub(crate) async fn apply_batch(
+    p: Projection,
+    conn: &mut AnyConnection,
+    sql: &Sql<'_>,
+    events: &[StoredEvent],
+) -> Result<()> {
+    match p {
+        Projection::Balances => balances(conn, sql, events).await,
+        Projection::Status => {
+            // Runs of wallet events are folded; tier events apply one by one, in order.
+            let mut rest = events;
+            while let Some(first) = rest.first() {
+                let run = if first.aggregate_type == "Wallet" {
+                    rest.iter()
+                        .position(|e| e.aggregate_type != "Wallet")
+                        .unwrap_or(rest.len())
+                } else {
+                    1
+                };
+                let (head, tail) = rest.split_at(run);
+                if first.aggregate_type == "Wallet" {
+                    status_wallets(conn, sql, head).await?;
+                } else {
+                    apply(p, conn, sql, first).await?;
+                }
+                rest = tail;
+            }
+            Ok(())
+        }
+        Projection::Directory => {
+            for e in events {
+                apply(p, conn, sql, e).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn apply(
     p: Projection,
     conn: &mut AnyConnection,
     sql: &Sql<'_>,
     e: &StoredEvent,
 ) -> Result<()> {
     match (p, e.aggregate_type.as_str()) {
-        (Projection::Balances, "Wallet") => balances(conn, sql, e).await,
-        (Projection::Status, "Wallet") => status_wallet(conn, sql, e).await,
         (Projection::Status, "StatusTier") => status_tier(conn, sql, e).await,
         (Projection::Directory, "User") => directory_user(conn, sql, e).await,
         (Projection::Directory, "Wallet") => directory_wallet(conn, sql, e).await,
@@ -89,89 +126,178 @@ fn owner_type_str(t: OwnerType) -> &'static str {
     }
 }
 
-async fn balances(conn: &mut AnyConnection, sql: &Sql<'_>, e: &StoredEvent) -> Result<()> {
-    let (tenant, wallet) = tenant_and_id(e)?;
-    let event: WalletEvent = decode(e)?;
-    let version = e.sequence as i64;
+/// A wallet row to insert: the wallet was opened within the batch.
+#[derive(Debug)]
+struct OpenedWallet {
+    owner_type: &'static str,
+    owner_id: String,
+    wallet_type: &'static str,
+    network: String,
+    address: String,
+    explorer_url: Option<String>,
+    created_at: String,
+}
+
+/// What a batch of events leaves of one wallet's row.
+#[derive(Debug, Default)]
+struct WalletChange {
+    opened: Option<OpenedWallet>,
+    status: Option<&'static str>,
+    updated_at: String,
+    version: i64,
+}
+
+/// Rows per multi-row statement (4–12 arguments each, far below both databases' limits).
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// "($1, $2, …), ($n+1, …)" for `rows` rows of `width` arguments; `casts[i]` wraps column i.
+fn values_list(rows: usize, width: usize, casts: &[Option<&str>]) -> String {
+    let mut out = String::new();
+    for r in 0..rows {
+        out.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            let n = r * width + c + 1;
+            match casts.get(c).copied().flatten() {
+                Some(ty) => out.push_str(&format!("CAST(${n} AS {ty})")),
+                None => out.push_str(&format!("${n}")),
+            }
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// The balances projection folds a whole batch first: each wallet row and each balance is
+/// written once per batch, with its last value, in a few multi-row statements. Events carry
+/// their resulting balance, so the last one wins; a wallet's `updated_at` and `version` are
+/// those of its last event. This is what makes a replay fast (docs/adr/0002-read-models.md).
+async fn balances(conn: &mut AnyConnection, sql: &Sql<'_>, events: &[StoredEvent]) -> Result<()> {
     let fmt = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono_secs(), true);
-    let (status, when) = match &event {
-        WalletEvent::WalletActivated { at } => (Some("active"), *at),
-        WalletEvent::WalletSuspended { at } => (Some("suspended"), *at),
-        WalletEvent::WalletClosed { at } => (Some("closed"), *at),
-        WalletEvent::TokensCredited { at, .. } | WalletEvent::TokensDebited { at, .. } => {
-            (None, *at)
+    let mut wallets: BTreeMap<(String, String), WalletChange> = BTreeMap::new();
+    let mut amounts: BTreeMap<(String, String, String), String> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.aggregate_type == "Wallet") {
+        let (tenant, wallet) = tenant_and_id(e)?;
+        let event: WalletEvent = decode(e)?;
+        let change = wallets.entry((tenant.clone(), wallet.clone())).or_default();
+        change.version = i64::try_from(e.sequence).unwrap_or(i64::MAX);
+        let when = match event {
+            WalletEvent::WalletOpened {
+                owner,
+                wallet_type,
+                network,
+                address,
+                explorer_url,
+                opened_at,
+                ..
+            } => {
+                change.opened = Some(OpenedWallet {
+                    owner_type: owner_type_str(owner.owner_type),
+                    owner_id: owner.owner_id,
+                    wallet_type: match wallet_type {
+                        identity_domain::wallet::WalletType::Internal => "internal",
+                        identity_domain::wallet::WalletType::External => "external",
+                    },
+                    network: network.to_string(),
+                    address,
+                    explorer_url,
+                    created_at: fmt(opened_at),
+                });
+                change.status = Some("pending");
+                opened_at
+            }
+            WalletEvent::WalletActivated { at } => {
+                change.status = Some("active");
+                at
+            }
+            WalletEvent::WalletSuspended { at } => {
+                change.status = Some("suspended");
+                at
+            }
+            WalletEvent::WalletClosed { at } => {
+                change.status = Some("closed");
+                at
+            }
+            WalletEvent::TokensCredited {
+                token, balance, at, ..
+            }
+            | WalletEvent::TokensDebited {
+                token, balance, at, ..
+            } => {
+                amounts.insert(
+                    (tenant, wallet, token.as_str().to_string()),
+                    balance.to_string(),
+                );
+                at
+            }
+        };
+        change.updated_at = fmt(when);
+    }
+    let (opened, changed): (Vec<_>, Vec<_>) =
+        wallets.into_iter().partition(|(_, c)| c.opened.is_some());
+    for chunk in opened.chunks(ROWS_PER_STATEMENT) {
+        let text = format!(
+            "INSERT INTO {{rm_wallets}} (tenant, wallet_id, owner_type, owner_id, wallet_type, network, address,
+                explorer_url, status, created_at, updated_at, version) VALUES {}",
+            values_list(chunk.len(), 12, &[])
+        );
+        let text = sql.text(&text);
+        let mut q = sqlx::query(&text);
+        for ((tenant, wallet), c) in chunk {
+            let Some(o) = &c.opened else { continue };
+            q = q
+                .bind(tenant)
+                .bind(wallet)
+                .bind(o.owner_type)
+                .bind(&o.owner_id)
+                .bind(o.wallet_type)
+                .bind(&o.network)
+                .bind(&o.address)
+                .bind(o.explorer_url.as_deref())
+                .bind(c.status.unwrap_or("pending"))
+                .bind(&o.created_at)
+                .bind(&c.updated_at)
+                .bind(c.version);
         }
-        WalletEvent::WalletOpened { opened_at, .. } => (None, *opened_at),
-    };
-    let when = fmt(when);
-    match event {
-        WalletEvent::WalletOpened {
-            owner,
-            wallet_type,
-            network,
-            address,
-            explorer_url,
-            opened_at,
-            ..
-        } => {
-            let wallet_type = match wallet_type {
-                identity_domain::wallet::WalletType::Internal => "internal",
-                identity_domain::wallet::WalletType::External => "external",
-            };
-            sqlx::query(&sql.text(
-                "INSERT INTO {rm_wallets} (tenant, wallet_id, owner_type, owner_id, wallet_type, network, address,
-                    explorer_url, status, created_at, updated_at, version)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $9, $10)",
-            ))
-            .bind(&tenant)
-            .bind(&wallet)
-            .bind(owner_type_str(owner.owner_type))
-            .bind(&owner.owner_id)
-            .bind(wallet_type)
-            .bind(network.to_string())
-            .bind(&address)
-            .bind(explorer_url)
-            .bind(fmt(opened_at))
-            .bind(version)
-            .execute(&mut *conn)
-            .await?;
+        q.execute(&mut *conn).await?;
+    }
+    // Existing wallets: one UPDATE … FROM (VALUES …) per chunk; the status is kept unless
+    // the batch changed it.
+    for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+        let text = format!(
+            "UPDATE {{rm_wallets}} SET status = COALESCE(v.column1, {{rm_wallets}}.status),
+                    updated_at = v.column2, version = v.column3
+               FROM (VALUES {}) AS v
+              WHERE {{rm_wallets}}.tenant = v.column4 AND {{rm_wallets}}.wallet_id = v.column5",
+            values_list(chunk.len(), 5, &[Some("TEXT"), None, Some("BIGINT")])
+        );
+        let text = sql.text(&text);
+        let mut q = sqlx::query(&text);
+        for ((tenant, wallet), c) in chunk {
+            q = q
+                .bind(c.status)
+                .bind(&c.updated_at)
+                .bind(c.version)
+                .bind(tenant)
+                .bind(wallet);
         }
-        WalletEvent::WalletActivated { .. }
-        | WalletEvent::WalletSuspended { .. }
-        | WalletEvent::WalletClosed { .. } => {
-            sqlx::query(&sql.text(
-                "UPDATE {rm_wallets} SET status = $1, updated_at = $2, version = $3 WHERE tenant = $4 AND wallet_id = $5",
-            ))
-            .bind(status)
-            .bind(&when)
-            .bind(version)
-            .bind(&tenant)
-            .bind(&wallet)
-            .execute(&mut *conn)
-            .await?;
+        q.execute(&mut *conn).await?;
+    }
+    let amounts: Vec<_> = amounts.into_iter().collect();
+    for chunk in amounts.chunks(ROWS_PER_STATEMENT) {
+        let text = format!(
+            "INSERT INTO {{rm_balances}} (tenant, wallet_id, token, amount) VALUES {}
+             ON CONFLICT (tenant, wallet_id, token) DO UPDATE SET amount = excluded.amount",
+            values_list(chunk.len(), 4, &[])
+        );
+        let text = sql.text(&text);
+        let mut q = sqlx::query(&text);
+        for ((tenant, wallet, token), amount) in chunk {
+            q = q.bind(tenant).bind(wallet).bind(token).bind(amount);
         }
-        WalletEvent::TokensCredited { token, balance, .. }
-        | WalletEvent::TokensDebited { token, balance, .. } => {
-            sqlx::query(&sql.text(
-                "INSERT INTO {rm_balances} (tenant, wallet_id, token, amount) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (tenant, wallet_id, token) DO UPDATE SET amount = excluded.amount",
-            ))
-            .bind(&tenant)
-            .bind(&wallet)
-            .bind(token.as_str())
-            .bind(balance.to_string())
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query(&sql.text(
-                "UPDATE {rm_wallets} SET updated_at = $1, version = $2 WHERE tenant = $3 AND wallet_id = $4",
-            ))
-            .bind(&when)
-            .bind(version)
-            .bind(&tenant)
-            .bind(&wallet)
-            .execute(&mut *conn)
-            .await?;
-        }
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -181,48 +307,105 @@ fn chrono_secs() -> chrono::SecondsFormat {
     chrono::SecondsFormat::Micros
 }
 
-async fn status_wallet(conn: &mut AnyConnection, sql: &Sql<'_>, e: &StoredEvent) -> Result<()> {
-    let (tenant, wallet) = tenant_and_id(e)?;
-    let event: WalletEvent = decode(e)?;
-    match event {
-        WalletEvent::WalletOpened { owner, .. } if owner.owner_type == OwnerType::User => {
-            sqlx::query(
-                &sql.text(
-                    "INSERT INTO {st_wallets} (tenant, wallet_id, user_id) VALUES ($1, $2, $3)",
-                ),
-            )
-            .bind(&tenant)
-            .bind(&wallet)
-            .bind(&owner.owner_id)
-            .execute(&mut *conn)
-            .await?;
+/// A run of wallet events for the status projection: new user wallets, then each touched
+/// balance once with its last value, then one recomputation per affected user.
+async fn status_wallets(
+    conn: &mut AnyConnection,
+    sql: &Sql<'_>,
+    events: &[StoredEvent],
+) -> Result<()> {
+    let mut opened: Vec<(String, String, String)> = Vec::new();
+    let mut amounts: BTreeMap<(String, String, String), String> = BTreeMap::new();
+    for e in events {
+        if !matches!(
+            e.event_type.as_str(),
+            "WalletOpened" | "TokensCredited" | "TokensDebited"
+        ) {
+            continue;
         }
-        WalletEvent::TokensCredited { token, balance, .. }
-        | WalletEvent::TokensDebited { token, balance, .. } => {
-            let owner: Option<String> = sqlx::query_scalar(
-                &sql.text("SELECT user_id FROM {st_wallets} WHERE tenant = $1 AND wallet_id = $2"),
-            )
-            .bind(&tenant)
-            .bind(&wallet)
-            .fetch_optional(&mut *conn)
-            .await?;
-            let Some(user) = owner else {
-                return Ok(()); // not a user's wallet: no status
-            };
-            sqlx::query(&sql.text(
-                "INSERT INTO {st_balances} (tenant, user_id, wallet_id, token, amount) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (tenant, wallet_id, token) DO UPDATE SET amount = excluded.amount",
-            ))
-            .bind(&tenant)
-            .bind(&user)
-            .bind(&wallet)
-            .bind(token.as_str())
-            .bind(balance.to_string())
-            .execute(&mut *conn)
-            .await?;
-            recompute(conn, sql, &tenant, &[user]).await?;
+        let (tenant, wallet) = tenant_and_id(e)?;
+        match decode::<WalletEvent>(e)? {
+            WalletEvent::WalletOpened { owner, .. } if owner.owner_type == OwnerType::User => {
+                opened.push((tenant, wallet, owner.owner_id));
+            }
+            WalletEvent::TokensCredited { token, balance, .. }
+            | WalletEvent::TokensDebited { token, balance, .. } => {
+                amounts.insert(
+                    (tenant, wallet, token.as_str().to_string()),
+                    balance.to_string(),
+                );
+            }
+            _ => {}
         }
-        _ => {}
+    }
+    for chunk in opened.chunks(ROWS_PER_STATEMENT) {
+        let text = sql.text(&format!(
+            "INSERT INTO {{st_wallets}} (tenant, wallet_id, user_id) VALUES {}",
+            values_list(chunk.len(), 3, &[])
+        ));
+        let mut q = sqlx::query(&text);
+        for (tenant, wallet, user) in chunk {
+            q = q.bind(tenant).bind(wallet).bind(user);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    if amounts.is_empty() {
+        return Ok(());
+    }
+    // The owners of the touched wallets (wallets of businesses and tenants have no status).
+    let mut wallets: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (tenant, wallet, _) in amounts.keys() {
+        wallets.entry(tenant).or_default().insert(wallet);
+    }
+    let mut owners: BTreeMap<(String, String), String> = BTreeMap::new();
+    for (tenant, ids) in &wallets {
+        let ids: Vec<&str> = ids.iter().copied().collect();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let text = sql.text(&format!(
+                "SELECT wallet_id, user_id FROM {{st_wallets}} WHERE tenant = $1 AND wallet_id IN ({})",
+                marks.join(", ")
+            ));
+            let mut q = sqlx::query(&text).bind(*tenant);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for row in q.fetch_all(&mut *conn).await? {
+                owners.insert(((*tenant).to_string(), row.try_get(0)?), row.try_get(1)?);
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    let mut affected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for ((tenant, wallet, token), amount) in amounts {
+        if let Some(user) = owners.get(&(tenant.clone(), wallet.clone())) {
+            affected
+                .entry(tenant.clone())
+                .or_default()
+                .insert(user.clone());
+            rows.push((tenant, user.clone(), wallet, token, amount));
+        }
+    }
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let text = sql.text(&format!(
+            "INSERT INTO {{st_balances}} (tenant, user_id, wallet_id, token, amount) VALUES {}
+             ON CONFLICT (tenant, wallet_id, token) DO UPDATE SET amount = excluded.amount",
+            values_list(chunk.len(), 5, &[])
+        ));
+        let mut q = sqlx::query(&text);
+        for (tenant, user, wallet, token, amount) in chunk {
+            q = q
+                .bind(tenant)
+                .bind(user)
+                .bind(wallet)
+                .bind(token)
+                .bind(amount);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    for (tenant, users) in affected {
+        let users: Vec<String> = users.into_iter().collect();
+        recompute(conn, sql, &tenant, &users).await?;
     }
     Ok(())
 }
@@ -302,20 +485,33 @@ pub(crate) async fn recompute(
             let entry = per_user.entry(user).or_default().entry(token).or_default();
             *entry = TokenAmount(entry.value().saturating_add(amount.value()));
         }
-        for (user, balances) in per_user {
-            let q = qualify(&balances, &rules);
-            let qualifying: Vec<String> = q.qualifying.iter().map(ToString::to_string).collect();
-            sqlx::query(&sql.text(
-                "INSERT INTO {rm_user_status} (tenant, user_id, qualifying, highest) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (tenant, user_id) DO UPDATE SET qualifying = excluded.qualifying, highest = excluded.highest",
-            ))
-            .bind(tenant)
-            .bind(&user)
-            .bind(serde_json::to_string(&qualifying).unwrap_or_else(|_| "[]".into()))
-            .bind(q.highest.map(|h| h.to_string()))
-            .execute(&mut *conn)
-            .await?;
+        let statuses: Vec<(String, String, Option<String>)> = per_user
+            .into_iter()
+            .map(|(user, balances)| {
+                let q = qualify(&balances, &rules);
+                let qualifying: Vec<String> =
+                    q.qualifying.iter().map(ToString::to_string).collect();
+                (
+                    user,
+                    serde_json::to_string(&qualifying).unwrap_or_else(|_| "[]".into()),
+                    q.highest.map(|h| h.to_string()),
+                )
+            })
+            .collect();
+        let text = sql.text(&format!(
+            "INSERT INTO {{rm_user_status}} (tenant, user_id, qualifying, highest) VALUES {}
+             ON CONFLICT (tenant, user_id) DO UPDATE SET qualifying = excluded.qualifying, highest = excluded.highest",
+            values_list(statuses.len(), 4, &[])
+        ));
+        let mut query = sqlx::query(&text);
+        for (user, qualifying, highest) in &statuses {
+            query = query
+                .bind(tenant)
+                .bind(user)
+                .bind(qualifying)
+                .bind(highest.as_deref());
         }
+        query.execute(&mut *conn).await?;
     }
     Ok(())
 }

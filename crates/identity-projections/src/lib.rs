@@ -37,6 +37,9 @@ use apply::Sql;
 
 /// Events applied per transaction.
 const BATCH: u32 = 500;
+/// Events per transaction while replaying into fresh tables: a replay has a long way to go,
+/// and the balances projection writes each row once per batch.
+const REBUILD_BATCH: u32 = 5000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -283,8 +286,9 @@ impl Projections {
         name: &str,
         suffix: &str,
         from: FeedCursor,
+        limit: u32,
     ) -> Result<(FeedCursor, usize), ProjectionError> {
-        let events = self.log.read_feed(from, BATCH).await?;
+        let events = self.log.read_feed(from, limit).await?;
         let Some(last) = events.last().map(identity_store::StoredEvent::cursor) else {
             return Ok((from, 0));
         };
@@ -307,9 +311,7 @@ impl Projections {
             return Ok((stored, 0));
         }
         let sql = Sql::new(self.dialect, suffix);
-        for e in &events {
-            apply::apply(p, &mut tx, &sql, e).await?;
-        }
+        apply::apply_batch(p, &mut tx, &sql, &events).await?;
         sqlx::query(&self.dialect.placeholders(
             "UPDATE projection_checkpoints SET xid = $1, position = $2, updated_at = $3 WHERE name = $4",
         ))
@@ -391,7 +393,7 @@ impl Projections {
             let from = self.cursor(p);
             let result = {
                 let _guard = self.locks[&p].lock().await;
-                self.step(p, p.name(), "", from).await
+                self.step(p, p.name(), "", from, BATCH).await
             };
             match result {
                 Ok((cursor, applied)) => {
@@ -498,7 +500,7 @@ impl Projections {
         let shadow_name = format!("{}{suffix}", p.name());
         let mut cursor = Self::checkpoint_of(&self.pool, self.dialect, &shadow_name).await?;
         loop {
-            let (next, n) = self.step(p, &shadow_name, &suffix, cursor).await?;
+            let (next, n) = self.step(p, &shadow_name, &suffix, cursor, BATCH).await?;
             if n == 0 {
                 break;
             }
@@ -563,7 +565,9 @@ impl Projections {
         let mut cursor = FeedCursor::default();
         let mut replayed = 0u64;
         loop {
-            let (next, n) = self.step(p, &shadow_name, suffix, cursor).await?;
+            let (next, n) = self
+                .step(p, &shadow_name, suffix, cursor, REBUILD_BATCH)
+                .await?;
             if n == 0 {
                 return Ok(replayed);
             }
@@ -620,9 +624,7 @@ impl Projections {
             }
             let sql = Sql::new(self.dialect, suffix);
             let mut tx = self.pool.begin_with(self.dialect.begin()).await?;
-            for e in &events {
-                apply::apply(p, &mut tx, &sql, e).await?;
-            }
+            apply::apply_batch(p, &mut tx, &sql, &events).await?;
             tx.commit().await?;
             cursor = events
                 .last()

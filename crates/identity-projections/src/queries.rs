@@ -385,6 +385,8 @@ impl Projections {
         Ok(out)
     }
 
+    /// Wallets matching `filter`, each with its balances, in one query (wallets left-joined
+    /// to their balances, grouped here).
     async fn wallet_rows(
         &self,
         tenant: &str,
@@ -393,27 +395,29 @@ impl Projections {
         b: Option<&str>,
     ) -> Result<Vec<WalletView>> {
         let sql = self.q(&format!(
-            "SELECT wallet_id, owner_type, owner_id, wallet_type, network, address, explorer_url, status, created_at, updated_at, version
-               FROM rm_wallets WHERE tenant = $1 AND {filter} ORDER BY created_at, wallet_id"
+            "SELECT w.wallet_id, w.owner_type, w.owner_id, w.wallet_type, w.network, w.address, w.explorer_url,
+                    w.status, w.created_at, w.updated_at, w.version, b.token, b.amount
+               FROM rm_wallets w
+               LEFT JOIN rm_balances b ON b.tenant = w.tenant AND b.wallet_id = w.wallet_id
+              WHERE w.tenant = $1 AND {filter}
+              ORDER BY w.created_at, w.wallet_id, b.token"
         ));
         let mut query = sqlx::query(&sql).bind(tenant).bind(a);
         if let Some(b) = b {
             query = query.bind(b);
         }
         let rows = query.fetch_all(self.pool()).await?;
-        let mut out = Vec::with_capacity(rows.len());
+        let mut out: Vec<WalletView> = Vec::new();
         for r in rows {
             let wallet_id: String = r.try_get("wallet_id")?;
-            let balances = sqlx::query(&self.q(
-                "SELECT token, amount FROM rm_balances WHERE tenant = $1 AND wallet_id = $2 ORDER BY token",
-            ))
-            .bind(tenant)
-            .bind(&wallet_id)
-            .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(|b| Ok((b.try_get::<String, _>(0)?, b.try_get::<String, _>(1)?)))
-            .collect::<Result<Vec<_>>>()?;
+            let balance = match r.try_get::<Option<String>, _>("token")? {
+                Some(token) => Some((token, r.try_get::<String, _>("amount")?)),
+                None => None,
+            };
+            if let Some(last) = out.last_mut().filter(|w| w.wallet_id == wallet_id) {
+                last.balances.extend(balance);
+                continue;
+            }
             out.push(WalletView {
                 wallet_id,
                 owner_type: r.try_get("owner_type")?,
@@ -426,7 +430,7 @@ impl Projections {
                 created_at: r.try_get("created_at")?,
                 updated_at: r.try_get("updated_at")?,
                 version: u64::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
-                balances,
+                balances: balance.into_iter().collect(),
             });
         }
         Ok(out)
@@ -441,7 +445,7 @@ impl Projections {
     ) -> Result<Vec<WalletView>> {
         self.wallet_rows(
             tenant,
-            "owner_type = $2 AND owner_id = $3",
+            "w.owner_type = $2 AND w.owner_id = $3",
             owner_type,
             Some(owner_id),
         )
@@ -450,7 +454,7 @@ impl Projections {
 
     pub async fn wallet(&self, tenant: &str, wallet_id: &str) -> Result<Option<WalletView>> {
         Ok(self
-            .wallet_rows(tenant, "wallet_id = $2", wallet_id, None)
+            .wallet_rows(tenant, "w.wallet_id = $2", wallet_id, None)
             .await?
             .pop())
     }
