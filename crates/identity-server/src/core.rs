@@ -59,8 +59,9 @@ pub fn deadline_of<T>(request: &tonic::Request<T>) -> std::time::Duration {
 
 impl Core {
     pub fn new(log: EventLog, settings: Arc<Settings>, projections: Projections) -> Self {
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let passwords = Passwords::new(workers);
+        // Half the cores hash passwords (at a lower priority); the rest serve everything else.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let passwords = Passwords::new((cores / 2).max(1));
         let user_services = UserServices {
             credentials: Arc::new(passwords.clone()),
         };

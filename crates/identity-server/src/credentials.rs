@@ -1,74 +1,216 @@
 //! Password hashing (argon2id, OWASP parameters) and verification, including migrated
-//! SHA-1 credentials. Hashing is slow on purpose, so it runs on tokio's blocking pool behind
-//! a semaphore: logins can never starve the async workers that serve other calls.
+//! SHA-1 credentials. Hashing is slow and memory-hard on purpose (about 19 MiB each), so it
+//! runs on a few dedicated threads of their own, at the lowest scheduling priority (nice 19):
+//! logins queue for those threads instead of occupying the async workers or the blocking
+//! pool, memory stays bounded by the number of threads, and on a busy machine the balance
+//! commands get the CPU first.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine as _;
 use identity_domain::user::{Credential, CredentialVerifier, Secret};
 use sha1::{Digest as _, Sha1};
-use tokio::sync::Semaphore;
 
 use crate::error::{ApiError, ApiResult};
 
-/// Hashes and verifies passwords off the async workers.
+/// Work for a hashing thread, given that thread's argon2 memory to reuse.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// The largest argon2 memory a hashing thread keeps between jobs (64 MiB); a stored hash
+/// with a higher memory cost gets a buffer of its own, freed afterwards.
+const MAX_KEPT_BLOCKS: usize = 64 * 1024;
+
+/// The niceness of the hashing threads: they get the CPU the service's other threads leave.
+const HASHER_NICENESS: i32 = 19;
+
+/// Hashes and verifies passwords on dedicated low-priority threads.
 #[derive(Debug, Clone)]
 pub struct Passwords {
-    permits: Arc<Semaphore>,
+    jobs: tokio::sync::mpsc::Sender<Job>,
 }
 
 impl Passwords {
-    pub fn new(max_concurrent: usize) -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+    /// Starts `threads` hashing threads (at least one).
+    pub fn new(threads: usize) -> Self {
+        let (jobs, queue) = tokio::sync::mpsc::channel::<Job>(1024);
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for n in 0..threads.max(1) {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-hasher-{n}"))
+                .spawn(move || {
+                    lower_priority();
+                    // Allocated once and reused: a fresh 19 MiB per hash means page faults
+                    // and unmapping on every login, which stalls the whole process.
+                    let mut memory: Vec<Block> = Vec::new();
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(mut q) => q.blocking_recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Some(job) => {
+                                job(&mut memory);
+                            }
+                            None => return, // every `Passwords` is gone
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password hashing thread");
+            }
         }
+        Self { jobs }
+    }
+
+    /// Runs `f` on a hashing thread and waits for its answer without blocking a worker.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (answer, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |memory| {
+            let _ = answer.send(f(memory));
+        });
+        self.jobs.send(job).await.ok()?;
+        result.await.ok()
     }
 
     /// An argon2id PHC string for the password.
     pub async fn hash(&self, password: &Secret) -> ApiResult<String> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
         let password = password.clone();
-        tokio::task::spawn_blocking(move || {
-            let salt = SaltString::generate(&mut OsRng);
-            Argon2::default()
-                .hash_password(password.expose().as_bytes(), &salt)
-                .map(|h| h.to_string())
+        self.run(move |memory| {
+            hash_now(memory, &password)
                 .map_err(|e| ApiError::Internal(format!("hashing failed: {e}")))
         })
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .unwrap_or_else(|| {
+            Err(ApiError::Internal(
+                "the password hashers have stopped".into(),
+            ))
+        })
     }
 
     async fn check(&self, credential: &Credential, password: &Secret) -> bool {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return false;
-        };
         let credential = credential.clone();
         let password = password.clone();
-        tokio::task::spawn_blocking(move || verify_now(&credential, &password))
+        self.run(move |memory| verify_now(memory, &credential, &password))
             .await
             .unwrap_or(false)
     }
 }
 
-fn verify_now(credential: &Credential, password: &Secret) -> bool {
+/// Lowers the calling thread's priority to [`HASHER_NICENESS`]; a failure only costs the
+/// other calls some latency, so it is logged, not fatal.
+fn lower_priority() {
+    use thread_priority::unix::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadSchedulePolicy,
+    };
+    use thread_priority::{ThreadPriority, ThreadPriorityValue};
+    // Crossplatform values run from 0 (nice 19) to 99 (nice -20).
+    let value = u8::try_from((19 - HASHER_NICENESS) * 99 / 39).unwrap_or(0);
+    let result = ThreadPriorityValue::try_from(value)
+        .map_err(|e| e.to_string())
+        .and_then(|v| {
+            set_thread_priority_and_policy(
+                thread_native_id(),
+                ThreadPriority::Crossplatform(v),
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+            )
+            .map_err(|e| e.to_string())
+        });
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cannot lower the priority of a password hashing thread");
+    }
+}
+
+/// argon2 of `password` with `salt` into `out`, in `memory` (grown as needed, kept up to
+/// [`MAX_KEPT_BLOCKS`]).
+fn argon2_into(
+    memory: &mut Vec<Block>,
+    argon: &Argon2<'_>,
+    blocks: usize,
+    password: &[u8],
+    salt: &Salt<'_>,
+    out: &mut [u8],
+) -> Result<(), String> {
+    let mut salt_buf = [0u8; 64];
+    let salt = salt.decode_b64(&mut salt_buf).map_err(|e| e.to_string())?;
+    if blocks > MAX_KEPT_BLOCKS {
+        let mut own = vec![Block::new(); blocks];
+        return argon
+            .hash_password_into_with_memory(password, salt, out, &mut own[..])
+            .map_err(|e| e.to_string());
+    }
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::new());
+    }
+    argon
+        .hash_password_into_with_memory(password, salt, out, &mut memory[..blocks])
+        .map_err(|e| e.to_string())
+}
+
+/// A new argon2id PHC string (default, OWASP-recommended parameters).
+fn hash_now(memory: &mut Vec<Block>, password: &Secret) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    let params = Params::default();
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2_into(
+        memory,
+        &argon,
+        params.block_count(),
+        password.expose().as_bytes(),
+        &salt.as_salt(),
+        &mut out,
+    )?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| e.to_string())?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| e.to_string())?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Checks `password` against an argon2 PHC string, with the parameters it names.
+fn verify_phc(memory: &mut Vec<Block>, phc: &str, password: &Secret) -> Result<bool, String> {
+    let parsed = PasswordHash::new(phc).map_err(|e| e.to_string())?;
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|e| e.to_string())?;
+    let version = parsed
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let params = Params::try_from(&parsed).map_err(|e| e.to_string())?;
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return Ok(false);
+    };
+    let argon = Argon2::new(algorithm, version, params.clone());
+    let mut out = vec![0u8; expected.len()];
+    argon2_into(
+        memory,
+        &argon,
+        params.block_count(),
+        password.expose().as_bytes(),
+        &salt,
+        &mut out,
+    )?;
+    // Output's equality is constant-time.
+    Ok(Output::new(&out).map_err(|e| e.to_string())? == expected)
+}
+
+fn verify_now(memory: &mut Vec<Block>, credential: &Credential, password: &Secret) -> bool {
     match credential {
-        Credential::Modern { phc } => PasswordHash::new(phc)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.expose().as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false),
+        Credential::Modern { phc } => verify_phc(memory, phc, password).unwrap_or(false),
         Credential::LegacySha1 { salt, digest } => {
             let mut h = Sha1::new();
             h.update(salt.as_bytes());
@@ -106,6 +248,30 @@ mod tests {
         let c = Credential::Modern { phc };
         assert!(p.check(&c, &Secret::new("correct horse")).await);
         assert!(!p.check(&c, &Secret::new("wrong")).await);
+    }
+
+    #[test]
+    fn our_hashes_and_the_argon2_crates_verify_each_other() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let mut memory = Vec::new();
+        let ours = hash_now(&mut memory, &Secret::new("tr0ub4dor")).unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(Argon2::default()
+            .verify_password(b"tr0ub4dor", &parsed)
+            .is_ok());
+        assert!(Argon2::default()
+            .verify_password(b"other", &parsed)
+            .is_err());
+        // A hash made elsewhere, with other parameters, verifies here (memory reused).
+        let params = Params::new(8 * 1024, 3, 1, None).unwrap();
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(b"tr0ub4dor", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_phc(&mut memory, &theirs, &Secret::new("tr0ub4dor")).unwrap());
+        assert!(!verify_phc(&mut memory, &theirs, &Secret::new("tr0ub4dr")).unwrap());
+        assert!(verify_phc(&mut memory, &ours, &Secret::new("tr0ub4dor")).unwrap());
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@
 //! | `IDENTITY_LISTEN_ADDR` | `127.0.0.1:50051` | gRPC address (`:0` picks a free port) |
 //! | `DATABASE_URL` | `sqlite://data/identity.db` | `postgres://…` or `sqlite://…` |
 //! | `IDENTITY_DB_MAX_CONNECTIONS` | `16` | connection pool size |
-//! | `IDENTITY_AGGREGATE_CACHE` | `8192` | aggregates kept in memory between commands (`0`: off) |
+//! | `IDENTITY_AGGREGATE_CACHE` | `100000` | events' worth of aggregates kept in memory between commands (`0`: off) |
 //! | `IDENTITY_CODE_PEPPER` | built-in (change it) | secret mixed into one-time code hashes |
 //! | `IDENTITY_CODE_TTL_SECS` | `600` | lifetime of a one-time code |
 //! | `IDENTITY_SHUTDOWN_GRACE_SECS` | `10` | time in-flight calls get after SIGTERM |
@@ -23,7 +23,7 @@ pub struct Settings {
     pub listen_addr: SocketAddr,
     pub database_url: String,
     pub db_max_connections: u32,
-    /// Aggregates kept in memory between commands.
+    /// Events' worth of aggregates kept in memory between commands.
     pub aggregate_cache: usize,
     pub code_pepper: String,
     pub code_ttl_secs: i64,

@@ -112,11 +112,51 @@ enum Backend {
     Sqlite(SqlitePool),
 }
 
-/// Number of stripes of the per-aggregate command lock (and of the aggregate cache).
-const LOCK_STRIPES: usize = 1024;
+/// One lock per aggregate with a command in flight; an entry lives while somebody holds or
+/// awaits it, so the map stays as small as the number of aggregates being worked on.
+type CommandLocks = std::sync::Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>;
 
-/// How many aggregates the cache keeps by default (across all stripes).
-pub const DEFAULT_CACHE_CAPACITY: usize = 8192;
+/// Holds one aggregate's command lock; removes the lock from the map on drop when nobody
+/// else wants it (also when the command's future is dropped midway).
+struct AggregateLock {
+    key: CacheKey,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    locks: Arc<CommandLocks>,
+}
+
+impl AggregateLock {
+    async fn acquire(locks: &Arc<CommandLocks>, key: CacheKey) -> Self {
+        let lock = match locks.lock() {
+            Ok(mut map) => map.entry(key.clone()).or_default().clone(),
+            Err(_) => Arc::default(),
+        };
+        let guard = Some(lock.clone().lock_owned().await);
+        Self {
+            key,
+            lock,
+            guard,
+            locks: locks.clone(),
+        }
+    }
+}
+
+impl Drop for AggregateLock {
+    fn drop(&mut self) {
+        self.guard.take();
+        if let Ok(mut map) = self.locks.lock() {
+            // Ours and the map's: nobody else holds or awaits it.
+            if Arc::strong_count(&self.lock) == 2 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// How many events the aggregate cache holds by default, counted over the cached aggregates'
+/// histories (an aggregate's memory grows with its history: a wallet remembers every
+/// idempotency key). About 30 MiB of wallets.
+pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
 
 /// An aggregate as the last command left it, with what the next append needs.
 #[derive(Debug)]
@@ -129,9 +169,40 @@ struct Cached<A> {
     position: u64,
 }
 
-/// One stripe's share of the aggregate cache, keyed by (aggregate type, id). Only touched
-/// while the stripe's command lock is held.
-type Stripe = hashlink::LruCache<(&'static str, String), Box<dyn Any + Send + Sync>>;
+type CacheKey = (&'static str, String);
+
+/// Aggregates the last commands left behind, least recently used first out, within a
+/// budget of events. An entry is only taken or put back by a command holding its
+/// aggregate's command lock, so the short lock here never spans a command.
+#[derive(Debug)]
+struct AggregateCache {
+    entries: hashlink::LinkedHashMap<CacheKey, (usize, Box<dyn Any + Send + Sync>)>,
+    weight: usize,
+    budget: usize,
+}
+
+impl AggregateCache {
+    fn take<A: 'static>(&mut self, key: &CacheKey) -> Option<Cached<A>> {
+        let (weight, entry) = self.entries.remove(key)?;
+        self.weight -= weight;
+        entry.downcast::<Cached<A>>().ok().map(|c| *c)
+    }
+
+    fn put<A: Send + Sync + 'static>(&mut self, key: CacheKey, state: Cached<A>) {
+        let weight = state.sequence + 1;
+        if weight > self.budget / 4 {
+            return; // one huge history would push out everything else
+        }
+        self.entries.insert(key, (weight, Box::new(state)));
+        self.weight += weight;
+        while self.weight > self.budget {
+            match self.entries.pop_front() {
+                Some((_, (w, _))) => self.weight -= w,
+                None => break,
+            }
+        }
+    }
+}
 
 /// The event log. Cheap to clone: it holds a connection pool.
 #[derive(Debug, Clone)]
@@ -140,11 +211,12 @@ pub struct EventLog {
     /// Commands on one aggregate in this process run one at a time. Optimistic concurrency
     /// still guards the store (other replicas write too); the lock only spares a hot
     /// aggregate (one wallet credited by many callers) a storm of conflicts and retries.
-    /// Striped: two aggregates may share a stripe, which costs a little waiting, never
-    /// correctness.
-    /// Each stripe also caches the aggregates its commands left behind, so that a command
-    /// does not re-read its aggregate's whole history.
-    stripes: Arc<Vec<tokio::sync::Mutex<Stripe>>>,
+    /// One lock per aggregate (not striped: a slow command, a login waiting for its
+    /// password hash, must not hold up an unrelated wallet).
+    locks: Arc<CommandLocks>,
+    /// Aggregates as the last commands left them, so that a command does not re-read its
+    /// aggregate's whole history.
+    cache: Arc<std::sync::Mutex<AggregateCache>>,
     appender: append::Appender,
     /// Woken after every local commit and every PostgreSQL notification of another
     /// process's commit, so feed readers react within milliseconds instead of polling.
@@ -158,7 +230,8 @@ pub struct StoreConfig {
     /// `postgres://…` or `sqlite://path/to/file.db`.
     pub url: String,
     pub max_connections: u32,
-    /// Aggregates kept in memory between commands (0 turns the cache off).
+    /// Events (over the cached aggregates' histories) kept in memory between commands;
+    /// 0 turns the cache off.
     pub cache_capacity: usize,
 }
 
@@ -256,15 +329,15 @@ impl EventLog {
                 "the database URL must start with postgres:// or sqlite://".into(),
             ));
         };
-        let per_stripe = config.cache_capacity.div_ceil(LOCK_STRIPES);
         let log = Self {
             appender: append::Appender::start(&backend),
             backend,
-            stripes: Arc::new(
-                (0..LOCK_STRIPES)
-                    .map(|_| tokio::sync::Mutex::new(Stripe::new(per_stripe)))
-                    .collect(),
-            ),
+            locks: Arc::default(),
+            cache: Arc::new(std::sync::Mutex::new(AggregateCache {
+                entries: hashlink::LinkedHashMap::new(),
+                weight: 0,
+                budget: config.cache_capacity,
+            })),
             appended: std::sync::Arc::new(tokio::sync::Notify::new()),
             url: url.into(),
         };
@@ -420,15 +493,8 @@ impl EventLog {
         A: Aggregate<Command = C> + Clone + 'static,
         C: Clone,
     {
-        let stripe = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            A::TYPE.hash(&mut h);
-            id.hash(&mut h);
-            (h.finish() % LOCK_STRIPES as u64) as usize
-        };
-        let mut cache = self.stripes[stripe].lock().await;
         let key = (A::TYPE, id.to_string());
+        let _serialized = AggregateLock::acquire(&self.locks, key.clone()).await;
         let metadata = serde_json::to_value(metadata)
             .map_err(|e| ExecuteError::Store(StoreError::Other(e.to_string())))?;
         let mut attempt = 0;
@@ -436,11 +502,9 @@ impl EventLog {
             // Taken out of the cache: whatever goes wrong below (a refusal that left the
             // state half-applied, a conflict, a store error, a cancelled call), the entry is
             // gone and the next command reloads.
-            let cached = cache
-                .remove(&key)
-                .and_then(|entry| entry.downcast::<Cached<A>>().ok());
+            let cached = self.cache.lock().ok().and_then(|mut c| c.take::<A>(&key));
             let mut state = match cached {
-                Some(state) => *state,
+                Some(state) => state,
                 None => self
                     .read_state::<A>(id)
                     .await
@@ -459,7 +523,7 @@ impl EventLog {
                     sequence: state.sequence,
                     position: state.position,
                 };
-                cache.insert(key, Box::new(state));
+                self.keep(key, state);
                 return Ok(executed);
             }
             let mut rows = Vec::with_capacity(events.len());
@@ -507,7 +571,7 @@ impl EventLog {
                         sequence: state.sequence,
                         position,
                     };
-                    cache.insert(key, Box::new(state));
+                    self.keep(key, state);
                     return Ok(executed);
                 }
                 Err(append::AppendError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
@@ -522,6 +586,12 @@ impl EventLog {
                 Err(append::AppendError::Conflict) => return Err(ExecuteError::Conflict),
                 Err(append::AppendError::Store(e)) => return Err(ExecuteError::Store(e)),
             }
+        }
+    }
+
+    fn keep<A: Send + Sync + 'static>(&self, key: CacheKey, state: Cached<A>) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.put(key, state);
         }
     }
 
