@@ -60,7 +60,7 @@ impl fmt::Debug for Credential {
 }
 
 /// Checks a password against a stored credential. Lives outside the domain because hashing is
-/// slow and CPU-bound (the server runs it on the blocking pool).
+/// slow and CPU-bound (the server runs it on dedicated low-priority threads).
 pub trait CredentialVerifier: Send + Sync {
     fn verify<'a>(
         &'a self,

@@ -7,7 +7,7 @@
 //! - `convert`: proto ⇄ domain, where every field is parsed.
 //! - `core`: the command path shared by all services (execute, claims, codes).
 //! - `audit`: replaying stored events into states for auditors, and redaction.
-//! - `credentials`: argon2id hashing on the blocking pool.
+//! - `credentials`: argon2id hashing on dedicated low-priority threads.
 //! - `observability`: metrics and the admin HTTP endpoints.
 //! - `error`: the one exhaustive error → `Status` mapping.
 //!
