@@ -83,6 +83,10 @@ impl EventLog {
             .bind(to_i64(after.xid)?)
             .bind(to_i64(after.position)?)
             .bind(limit)
+            // Not prepared: after five runs PostgreSQL may switch a prepared statement to a
+            // generic plan, which for this row comparison scans and sorts the whole table
+            // (seen: 360 ms per batch at 1M events, against 3 ms planned per call).
+            .persistent(false)
             .fetch_all(pool)
             .await?
             .iter()
