@@ -58,10 +58,84 @@ fn tenant_and_id(e: &StoredEvent) -> Result<(String, String)> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(e: &StoredEvent) -> Result<T> {
-    serde_json::from_value(e.payload.clone()).map_err(|err| ProjectionError::Event {
+    T::deserialize(&e.payload).map_err(|err| ProjectionError::Event {
         position: e.position,
         message: format!("cannot read {} {}: {err}", e.event_type, e.event_version),
     })
+}
+
+/// Folds a span of one projection's events, in feed order, and writes what they leave in a
+/// few multi-row statements. Events carry their results (the resulting balance, the whole
+/// role set), so for most of them the last one wins, and a span of any length compresses to
+/// one row per wallet, balance or user: this is what makes a replay fast
+/// (docs/adr/0002-read-models.md). Events that depend on the rows before them (tier changes
+/// recompute statuses; user updates change existing rows) are applied alone, in order, once
+/// the rows pending before them are written.
+#[derive(Debug)]
+pub(crate) struct Folder {
+    p: Projection,
+    balances: BalanceFold,
+    status: StatusFold,
+    directory: DirectoryFold,
+}
+
+impl Folder {
+    pub(crate) fn new(p: Projection) -> Self {
+        Self {
+            p,
+            balances: BalanceFold::default(),
+            status: StatusFold::default(),
+            directory: DirectoryFold::default(),
+        }
+    }
+
+    /// Folds `e` into the pending rows; `false` (and nothing folded) when it must be applied
+    /// alone with [`Folder::apply_alone`].
+    pub(crate) fn fold(&mut self, e: &StoredEvent) -> Result<bool> {
+        match self.p {
+            Projection::Balances => self.balances.add(e).map(|()| true),
+            Projection::Status => match e.aggregate_type.as_str() {
+                "Wallet" => self.status.add(e).map(|()| true),
+                "StatusTier" => Ok(false),
+                _ => Ok(true),
+            },
+            Projection::Directory => self.directory.add(e),
+        }
+    }
+
+    /// Rows waiting to be written.
+    pub(crate) fn pending(&self) -> usize {
+        self.balances.rows() + self.status.rows() + self.directory.rows()
+    }
+
+    /// Writes the pending rows, then applies `e` (one [`Folder::fold`] refused) alone.
+    pub(crate) async fn apply_alone(
+        &mut self,
+        conn: &mut AnyConnection,
+        sql: &Sql<'_>,
+        e: &StoredEvent,
+    ) -> Result<()> {
+        self.write(conn, sql).await?;
+        match (self.p, e.aggregate_type.as_str()) {
+            (Projection::Status, "StatusTier") => status_tier(conn, sql, e).await,
+            (Projection::Directory, "User") => {
+                directory_user(conn, sql, e, &mut self.directory.refresh).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn write(&mut self, conn: &mut AnyConnection, sql: &Sql<'_>) -> Result<()> {
+        self.balances.write(conn, sql).await?;
+        self.status.write(conn, sql).await?;
+        self.directory.write(conn, sql).await
+    }
+
+    /// Writes everything pending, the directory's search texts last.
+    pub(crate) async fn finish(&mut self, conn: &mut AnyConnection, sql: &Sql<'_>) -> Result<()> {
+        self.write(conn, sql).await?;
+        self.directory.refresh_search(conn, sql).await
+    }
 }
 
 /// Applies a batch of events, in feed order, to projection `p`'s tables.
@@ -71,51 +145,13 @@ pub(crate) async fn apply_batch(
     sql: &Sql<'_>,
     events: &[StoredEvent],
 ) -> Result<()> {
-    match p {
-        Projection::Balances => balances(conn, sql, events).await,
-        Projection::Status => {
-            // Runs of wallet events are folded; tier events apply one by one, in order.
-            let mut rest = events;
-            while let Some(first) = rest.first() {
-                let run = if first.aggregate_type == "Wallet" {
-                    rest.iter()
-                        .position(|e| e.aggregate_type != "Wallet")
-                        .unwrap_or(rest.len())
-                } else {
-                    1
-                };
-                let (head, tail) = rest.split_at(run);
-                if first.aggregate_type == "Wallet" {
-                    status_wallets(conn, sql, head).await?;
-                } else {
-                    apply(p, conn, sql, first).await?;
-                }
-                rest = tail;
-            }
-            Ok(())
-        }
-        Projection::Directory => {
-            for e in events {
-                apply(p, conn, sql, e).await?;
-            }
-            Ok(())
+    let mut folder = Folder::new(p);
+    for e in events {
+        if !folder.fold(e)? {
+            folder.apply_alone(conn, sql, e).await?;
         }
     }
-}
-
-async fn apply(
-    p: Projection,
-    conn: &mut AnyConnection,
-    sql: &Sql<'_>,
-    e: &StoredEvent,
-) -> Result<()> {
-    match (p, e.aggregate_type.as_str()) {
-        (Projection::Status, "StatusTier") => status_tier(conn, sql, e).await,
-        (Projection::Directory, "User") => directory_user(conn, sql, e).await,
-        (Projection::Directory, "Wallet") => directory_wallet(conn, sql, e).await,
-        (Projection::Directory, "Identification") => directory_identification(conn, sql, e).await,
-        _ => Ok(()),
-    }
+    folder.finish(conn, sql).await
 }
 
 fn owner_type_str(t: OwnerType) -> &'static str {
@@ -170,18 +206,31 @@ fn values_list(rows: usize, width: usize, casts: &[Option<&str>]) -> String {
     out
 }
 
-/// The balances projection folds a whole batch first: each wallet row and each balance is
-/// written once per batch, with its last value, in a few multi-row statements. Events carry
-/// their resulting balance, so the last one wins; a wallet's `updated_at` and `version` are
-/// those of its last event. This is what makes a replay fast (docs/adr/0002-read-models.md).
-async fn balances(conn: &mut AnyConnection, sql: &Sql<'_>, events: &[StoredEvent]) -> Result<()> {
-    let fmt = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono_secs(), true);
-    let mut wallets: BTreeMap<(String, String), WalletChange> = BTreeMap::new();
-    let mut amounts: BTreeMap<(String, String, String), String> = BTreeMap::new();
-    for e in events.iter().filter(|e| e.aggregate_type == "Wallet") {
+/// What a span of wallet events leaves of the balances read model: each wallet row and each
+/// balance once, with its last value (events carry their resulting balance); a wallet's
+/// `updated_at` and `version` are those of its last event.
+#[derive(Debug, Default)]
+struct BalanceFold {
+    wallets: BTreeMap<(String, String), WalletChange>,
+    amounts: BTreeMap<(String, String, String), String>,
+}
+
+impl BalanceFold {
+    fn rows(&self) -> usize {
+        self.wallets.len() + self.amounts.len()
+    }
+
+    fn add(&mut self, e: &StoredEvent) -> Result<()> {
+        if e.aggregate_type != "Wallet" {
+            return Ok(());
+        }
+        let fmt = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono_secs(), true);
         let (tenant, wallet) = tenant_and_id(e)?;
         let event: WalletEvent = decode(e)?;
-        let change = wallets.entry((tenant.clone(), wallet.clone())).or_default();
+        let change = self
+            .wallets
+            .entry((tenant.clone(), wallet.clone()))
+            .or_default();
         change.version = i64::try_from(e.sequence).unwrap_or(i64::MAX);
         let when = match event {
             WalletEvent::WalletOpened {
@@ -226,7 +275,7 @@ async fn balances(conn: &mut AnyConnection, sql: &Sql<'_>, events: &[StoredEvent
             | WalletEvent::TokensDebited {
                 token, balance, at, ..
             } => {
-                amounts.insert(
+                self.amounts.insert(
                     (tenant, wallet, token.as_str().to_string()),
                     balance.to_string(),
                 );
@@ -234,72 +283,78 @@ async fn balances(conn: &mut AnyConnection, sql: &Sql<'_>, events: &[StoredEvent
             }
         };
         change.updated_at = fmt(when);
+        Ok(())
     }
-    let (opened, changed): (Vec<_>, Vec<_>) =
-        wallets.into_iter().partition(|(_, c)| c.opened.is_some());
-    for chunk in opened.chunks(ROWS_PER_STATEMENT) {
-        let text = format!(
-            "INSERT INTO {{rm_wallets}} (tenant, wallet_id, owner_type, owner_id, wallet_type, network, address,
-                explorer_url, status, created_at, updated_at, version) VALUES {}",
-            values_list(chunk.len(), 12, &[])
-        );
-        let text = sql.text(&text);
-        let mut q = sqlx::query(&text);
-        for ((tenant, wallet), c) in chunk {
-            let Some(o) = &c.opened else { continue };
-            q = q
-                .bind(tenant)
-                .bind(wallet)
-                .bind(o.owner_type)
-                .bind(&o.owner_id)
-                .bind(o.wallet_type)
-                .bind(&o.network)
-                .bind(&o.address)
-                .bind(o.explorer_url.as_deref())
-                .bind(c.status.unwrap_or("pending"))
-                .bind(&o.created_at)
-                .bind(&c.updated_at)
-                .bind(c.version);
+
+    async fn write(&mut self, conn: &mut AnyConnection, sql: &Sql<'_>) -> Result<()> {
+        let wallets = std::mem::take(&mut self.wallets);
+        let amounts = std::mem::take(&mut self.amounts);
+        let (opened, changed): (Vec<_>, Vec<_>) =
+            wallets.into_iter().partition(|(_, c)| c.opened.is_some());
+        for chunk in opened.chunks(ROWS_PER_STATEMENT) {
+            let text = format!(
+                "INSERT INTO {{rm_wallets}} (tenant, wallet_id, owner_type, owner_id, wallet_type, network, address,
+                    explorer_url, status, created_at, updated_at, version) VALUES {}",
+                values_list(chunk.len(), 12, &[])
+            );
+            let text = sql.text(&text);
+            let mut q = sqlx::query(&text);
+            for ((tenant, wallet), c) in chunk {
+                let Some(o) = &c.opened else { continue };
+                q = q
+                    .bind(tenant)
+                    .bind(wallet)
+                    .bind(o.owner_type)
+                    .bind(&o.owner_id)
+                    .bind(o.wallet_type)
+                    .bind(&o.network)
+                    .bind(&o.address)
+                    .bind(o.explorer_url.as_deref())
+                    .bind(c.status.unwrap_or("pending"))
+                    .bind(&o.created_at)
+                    .bind(&c.updated_at)
+                    .bind(c.version);
+            }
+            q.execute(&mut *conn).await?;
         }
-        q.execute(&mut *conn).await?;
-    }
-    // Existing wallets: one UPDATE … FROM (VALUES …) per chunk; the status is kept unless
-    // the batch changed it.
-    for chunk in changed.chunks(ROWS_PER_STATEMENT) {
-        let text = format!(
-            "UPDATE {{rm_wallets}} SET status = COALESCE(v.column1, {{rm_wallets}}.status),
-                    updated_at = v.column2, version = v.column3
-               FROM (VALUES {}) AS v
-              WHERE {{rm_wallets}}.tenant = v.column4 AND {{rm_wallets}}.wallet_id = v.column5",
-            values_list(chunk.len(), 5, &[Some("TEXT"), None, Some("BIGINT")])
-        );
-        let text = sql.text(&text);
-        let mut q = sqlx::query(&text);
-        for ((tenant, wallet), c) in chunk {
-            q = q
-                .bind(c.status)
-                .bind(&c.updated_at)
-                .bind(c.version)
-                .bind(tenant)
-                .bind(wallet);
+        // Existing wallets: one UPDATE … FROM (VALUES …) per chunk; the status is kept unless
+        // the batch changed it.
+        for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+            let text = format!(
+                "UPDATE {{rm_wallets}} SET status = COALESCE(v.column1, {{rm_wallets}}.status),
+                        updated_at = v.column2, version = v.column3
+                   FROM (VALUES {}) AS v
+                  WHERE {{rm_wallets}}.tenant = v.column4 AND {{rm_wallets}}.wallet_id = v.column5",
+                values_list(chunk.len(), 5, &[Some("TEXT"), None, Some("BIGINT")])
+            );
+            let text = sql.text(&text);
+            let mut q = sqlx::query(&text);
+            for ((tenant, wallet), c) in chunk {
+                q = q
+                    .bind(c.status)
+                    .bind(&c.updated_at)
+                    .bind(c.version)
+                    .bind(tenant)
+                    .bind(wallet);
+            }
+            q.execute(&mut *conn).await?;
         }
-        q.execute(&mut *conn).await?;
-    }
-    let amounts: Vec<_> = amounts.into_iter().collect();
-    for chunk in amounts.chunks(ROWS_PER_STATEMENT) {
-        let text = format!(
-            "INSERT INTO {{rm_balances}} (tenant, wallet_id, token, amount) VALUES {}
-             ON CONFLICT (tenant, wallet_id, token) DO UPDATE SET amount = excluded.amount",
-            values_list(chunk.len(), 4, &[])
-        );
-        let text = sql.text(&text);
-        let mut q = sqlx::query(&text);
-        for ((tenant, wallet, token), amount) in chunk {
-            q = q.bind(tenant).bind(wallet).bind(token).bind(amount);
+        let amounts: Vec<_> = amounts.into_iter().collect();
+        for chunk in amounts.chunks(ROWS_PER_STATEMENT) {
+            let text = format!(
+                "INSERT INTO {{rm_balances}} (tenant, wallet_id, token, amount) VALUES {}
+                 ON CONFLICT (tenant, wallet_id, token) DO UPDATE SET amount = excluded.amount",
+                values_list(chunk.len(), 4, &[])
+            );
+            let text = sql.text(&text);
+            let mut q = sqlx::query(&text);
+            for ((tenant, wallet, token), amount) in chunk {
+                q = q.bind(tenant).bind(wallet).bind(token).bind(amount);
+            }
+            q.execute(&mut *conn).await?;
         }
-        q.execute(&mut *conn).await?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Seconds with microseconds, matching the feed's `recorded_at` format.
@@ -307,107 +362,117 @@ fn chrono_secs() -> chrono::SecondsFormat {
     chrono::SecondsFormat::Micros
 }
 
-/// A run of wallet events for the status projection: new user wallets, then each touched
-/// balance once with its last value, then one recomputation per affected user.
-async fn status_wallets(
-    conn: &mut AnyConnection,
-    sql: &Sql<'_>,
-    events: &[StoredEvent],
-) -> Result<()> {
-    let mut opened: Vec<(String, String, String)> = Vec::new();
-    let mut amounts: BTreeMap<(String, String, String), String> = BTreeMap::new();
-    for e in events {
+/// What a run of wallet events leaves of the status read model: new user wallets, each
+/// touched balance once with its last value, then one recomputation per affected user.
+#[derive(Debug, Default)]
+struct StatusFold {
+    opened: Vec<(String, String, String)>,
+    amounts: BTreeMap<(String, String, String), String>,
+}
+
+impl StatusFold {
+    fn rows(&self) -> usize {
+        self.opened.len() + self.amounts.len()
+    }
+
+    fn add(&mut self, e: &StoredEvent) -> Result<()> {
         if !matches!(
             e.event_type.as_str(),
             "WalletOpened" | "TokensCredited" | "TokensDebited"
         ) {
-            continue;
+            return Ok(());
         }
         let (tenant, wallet) = tenant_and_id(e)?;
         match decode::<WalletEvent>(e)? {
             WalletEvent::WalletOpened { owner, .. } if owner.owner_type == OwnerType::User => {
-                opened.push((tenant, wallet, owner.owner_id));
+                self.opened.push((tenant, wallet, owner.owner_id));
             }
             WalletEvent::TokensCredited { token, balance, .. }
             | WalletEvent::TokensDebited { token, balance, .. } => {
-                amounts.insert(
+                self.amounts.insert(
                     (tenant, wallet, token.as_str().to_string()),
                     balance.to_string(),
                 );
             }
             _ => {}
         }
+        Ok(())
     }
-    for chunk in opened.chunks(ROWS_PER_STATEMENT) {
-        let text = sql.text(&format!(
-            "INSERT INTO {{st_wallets}} (tenant, wallet_id, user_id) VALUES {}",
-            values_list(chunk.len(), 3, &[])
-        ));
-        let mut q = sqlx::query(&text);
-        for (tenant, wallet, user) in chunk {
-            q = q.bind(tenant).bind(wallet).bind(user);
-        }
-        q.execute(&mut *conn).await?;
-    }
-    if amounts.is_empty() {
-        return Ok(());
-    }
-    // The owners of the touched wallets (wallets of businesses and tenants have no status).
-    let mut wallets: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-    for (tenant, wallet, _) in amounts.keys() {
-        wallets.entry(tenant).or_default().insert(wallet);
-    }
-    let mut owners: BTreeMap<(String, String), String> = BTreeMap::new();
-    for (tenant, ids) in &wallets {
-        let ids: Vec<&str> = ids.iter().copied().collect();
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+
+    async fn write(&mut self, conn: &mut AnyConnection, sql: &Sql<'_>) -> Result<()> {
+        let opened = std::mem::take(&mut self.opened);
+        let amounts = std::mem::take(&mut self.amounts);
+        for chunk in opened.chunks(ROWS_PER_STATEMENT) {
             let text = sql.text(&format!(
-                "SELECT wallet_id, user_id FROM {{st_wallets}} WHERE tenant = $1 AND wallet_id IN ({})",
-                marks.join(", ")
+                "INSERT INTO {{st_wallets}} (tenant, wallet_id, user_id) VALUES {}",
+                values_list(chunk.len(), 3, &[])
             ));
-            let mut q = sqlx::query(&text).bind(*tenant);
-            for id in chunk {
-                q = q.bind(*id);
+            let mut q = sqlx::query(&text);
+            for (tenant, wallet, user) in chunk {
+                q = q.bind(tenant).bind(wallet).bind(user);
             }
-            for row in q.fetch_all(&mut *conn).await? {
-                owners.insert(((*tenant).to_string(), row.try_get(0)?), row.try_get(1)?);
+            q.execute(&mut *conn).await?;
+        }
+        if amounts.is_empty() {
+            return Ok(());
+        }
+        // The owners of the touched wallets (wallets of businesses and tenants have no status).
+        let mut wallets: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (tenant, wallet, _) in amounts.keys() {
+            wallets.entry(tenant).or_default().insert(wallet);
+        }
+        let mut owners: BTreeMap<(String, String), String> = BTreeMap::new();
+        for (tenant, ids) in &wallets {
+            let ids: Vec<&str> = ids.iter().copied().collect();
+            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+                let text = sql.text(&format!(
+                    "SELECT wallet_id, user_id FROM {{st_wallets}} WHERE tenant = $1 AND wallet_id IN ({})",
+                    marks.join(", ")
+                ));
+                let mut q = sqlx::query(&text).bind(*tenant);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                for row in q.fetch_all(&mut *conn).await? {
+                    owners.insert(((*tenant).to_string(), row.try_get(0)?), row.try_get(1)?);
+                }
             }
         }
-    }
-    let mut rows = Vec::new();
-    let mut affected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for ((tenant, wallet, token), amount) in amounts {
-        if let Some(user) = owners.get(&(tenant.clone(), wallet.clone())) {
-            affected
-                .entry(tenant.clone())
-                .or_default()
-                .insert(user.clone());
-            rows.push((tenant, user.clone(), wallet, token, amount));
+        let mut rows = Vec::new();
+        let mut affected: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for ((tenant, wallet, token), amount) in amounts {
+            if let Some(user) = owners.get(&(tenant.clone(), wallet.clone())) {
+                affected
+                    .entry(tenant.clone())
+                    .or_default()
+                    .insert(user.clone());
+                rows.push((tenant, user.clone(), wallet, token, amount));
+            }
         }
-    }
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let text = sql.text(&format!(
-            "INSERT INTO {{st_balances}} (tenant, user_id, wallet_id, token, amount) VALUES {}
-             ON CONFLICT (tenant, wallet_id, token) DO UPDATE SET amount = excluded.amount",
-            values_list(chunk.len(), 5, &[])
-        ));
-        let mut q = sqlx::query(&text);
-        for (tenant, user, wallet, token, amount) in chunk {
-            q = q
-                .bind(tenant)
-                .bind(user)
-                .bind(wallet)
-                .bind(token)
-                .bind(amount);
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let text = sql.text(&format!(
+                "INSERT INTO {{st_balances}} (tenant, user_id, wallet_id, token, amount) VALUES {}
+                 ON CONFLICT (tenant, wallet_id, token) DO UPDATE SET amount = excluded.amount",
+                values_list(chunk.len(), 5, &[])
+            ));
+            let mut q = sqlx::query(&text);
+            for (tenant, user, wallet, token, amount) in chunk {
+                q = q
+                    .bind(tenant)
+                    .bind(user)
+                    .bind(wallet)
+                    .bind(token)
+                    .bind(amount);
+            }
+            q.execute(&mut *conn).await?;
         }
-        q.execute(&mut *conn).await?;
+        for (tenant, users) in affected {
+            let users: Vec<String> = users.into_iter().collect();
+            recompute(conn, sql, &tenant, &users).await?;
+        }
+        Ok(())
     }
-    for (tenant, users) in affected {
-        let users: Vec<String> = users.into_iter().collect();
-        recompute(conn, sql, &tenant, &users).await?;
-    }
-    Ok(())
 }
 
 fn parse_amount(s: &str, position: u64) -> Result<TokenAmount> {
@@ -655,47 +720,14 @@ async fn status_tier(conn: &mut AnyConnection, sql: &Sql<'_>, e: &StoredEvent) -
     recompute(conn, sql, &tenant, &users).await
 }
 
-/// The lowercased text ListUsers searches: contact fields, names, ids and wallet addresses.
-async fn refresh_search(
+/// A user event other than a registration: changes the user's existing row and marks its
+/// search text for recomputation.
+async fn directory_user(
     conn: &mut AnyConnection,
     sql: &Sql<'_>,
-    tenant: &str,
-    user: &str,
+    e: &StoredEvent,
+    refresh: &mut BTreeSet<(String, String)>,
 ) -> Result<()> {
-    let row = sqlx::query(&sql.text(
-        "SELECT email, phone, external_id, identifier_email, first_name, last_name FROM {rm_users} WHERE tenant = $1 AND user_id = $2",
-    ))
-    .bind(tenant)
-    .bind(user)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
-        return Ok(());
-    };
-    let mut parts: Vec<String> = Vec::new();
-    for i in 0..6 {
-        let v: Option<String> = row.try_get(i)?;
-        parts.extend(v);
-    }
-    let addresses: Vec<String> = sqlx::query_scalar(&sql.text(
-        "SELECT address FROM {rm_user_wallets} WHERE tenant = $1 AND user_id = $2 ORDER BY wallet_id",
-    ))
-    .bind(tenant)
-    .bind(user)
-    .fetch_all(&mut *conn)
-    .await?;
-    parts.extend(addresses);
-    let search = parts.join(" ").to_lowercase();
-    sqlx::query(&sql.text("UPDATE {rm_users} SET search = $1 WHERE tenant = $2 AND user_id = $3"))
-        .bind(search)
-        .bind(tenant)
-        .bind(user)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-async fn directory_user(conn: &mut AnyConnection, sql: &Sql<'_>, e: &StoredEvent) -> Result<()> {
     let (tenant, user) = tenant_and_id(e)?;
     let event: UserEvent = decode(e)?;
     let version = e.sequence as i64;
@@ -706,38 +738,12 @@ async fn directory_user(conn: &mut AnyConnection, sql: &Sql<'_>, e: &StoredEvent
         ))
     };
     match event {
-        UserEvent::UserRegistered {
-            email,
-            phone,
-            external_id,
-            identifier_email,
-            first_name,
-            last_name,
-            locale,
-            public_profile,
-            registered_at,
-            ..
-        } => {
-            sqlx::query(&sql.text(
-                "INSERT INTO {rm_users} (tenant, user_id, email, phone, external_id, identifier_email, first_name,
-                    last_name, locale, active, roles, public_profile, merged_into, created_at, updated_at, version, search)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, '[]', $10, NULL, $11, $11, $12, '')",
-            ))
-            .bind(&tenant)
-            .bind(&user)
-            .bind(email.map(|v| v.to_string()))
-            .bind(phone.map(|v| v.to_string()))
-            .bind(external_id.map(|v| v.to_string()))
-            .bind(identifier_email)
-            .bind(first_name.map(|v| v.to_string()))
-            .bind(last_name.map(|v| v.to_string()))
-            .bind(locale.map(|v| v.to_string()))
-            .bind(public_profile.to_json_string())
-            .bind(fmt(registered_at))
-            .bind(version)
-            .execute(&mut *conn)
-            .await?;
-            refresh_search(conn, sql, &tenant, &user).await?;
+        UserEvent::UserRegistered { .. } => {
+            // Usually folded (DirectoryFold); one applied alone is written the same way.
+            if let Some(row) = UserRow::of(e, tenant.clone(), user.clone())? {
+                insert_users(conn, sql, &[row]).await?;
+            }
+            refresh.insert((tenant, user));
         }
         UserEvent::UserProfileUpdated {
             first_name,
@@ -760,7 +766,7 @@ async fn directory_user(conn: &mut AnyConnection, sql: &Sql<'_>, e: &StoredEvent
             .bind(fmt(updated_at))
             .execute(&mut *conn)
             .await?;
-            refresh_search(conn, sql, &tenant, &user).await?;
+            refresh.insert((tenant.clone(), user.clone()));
         }
         UserEvent::UserDeactivated { at } | UserEvent::UserReactivated { at } => {
             let active = i64::from(e.event_type == "UserReactivated");
@@ -782,7 +788,7 @@ async fn directory_user(conn: &mut AnyConnection, sql: &Sql<'_>, e: &StoredEvent
                 .bind(fmt(at))
                 .execute(&mut *conn)
                 .await?;
-            refresh_search(conn, sql, &tenant, &user).await?;
+            refresh.insert((tenant.clone(), user.clone()));
         }
         UserEvent::PhoneConfirmed { phone, at, .. } => {
             sqlx::query(&touch("phone = $4, updated_at = $5, "))
@@ -793,7 +799,7 @@ async fn directory_user(conn: &mut AnyConnection, sql: &Sql<'_>, e: &StoredEvent
                 .bind(fmt(at))
                 .execute(&mut *conn)
                 .await?;
-            refresh_search(conn, sql, &tenant, &user).await?;
+            refresh.insert((tenant.clone(), user.clone()));
         }
         UserEvent::RolesChanged { roles } => {
             let roles: Vec<String> = roles.iter().map(ToString::to_string).collect();
@@ -834,49 +840,230 @@ async fn directory_user(conn: &mut AnyConnection, sql: &Sql<'_>, e: &StoredEvent
     Ok(())
 }
 
-async fn directory_wallet(conn: &mut AnyConnection, sql: &Sql<'_>, e: &StoredEvent) -> Result<()> {
-    let (tenant, wallet) = tenant_and_id(e)?;
-    if e.event_type != "WalletOpened" {
-        return Ok(());
+/// A directory row for a registered user; its search text is filled in by
+/// [`DirectoryFold::refresh_search`].
+#[derive(Debug)]
+struct UserRow {
+    tenant: String,
+    user: String,
+    email: Option<String>,
+    phone: Option<String>,
+    external_id: Option<String>,
+    identifier_email: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    locale: Option<String>,
+    public_profile: String,
+    registered_at: String,
+    version: i64,
+}
+
+impl UserRow {
+    /// The row of a `UserRegistered` event; `None` for any other event.
+    fn of(e: &StoredEvent, tenant: String, user: String) -> Result<Option<Self>> {
+        let UserEvent::UserRegistered {
+            email,
+            phone,
+            external_id,
+            identifier_email,
+            first_name,
+            last_name,
+            locale,
+            public_profile,
+            registered_at,
+            ..
+        } = decode(e)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            tenant,
+            user,
+            email: email.map(|v| v.to_string()),
+            phone: phone.map(|v| v.to_string()),
+            external_id: external_id.map(|v| v.to_string()),
+            identifier_email,
+            first_name: first_name.map(|v| v.to_string()),
+            last_name: last_name.map(|v| v.to_string()),
+            locale: locale.map(|v| v.to_string()),
+            public_profile: public_profile.to_json_string(),
+            registered_at: registered_at.to_rfc3339_opts(chrono_secs(), true),
+            version: i64::try_from(e.sequence).unwrap_or(i64::MAX),
+        }))
     }
-    let event: WalletEvent = decode(e)?;
-    if let WalletEvent::WalletOpened { owner, address, .. } = event {
-        if owner.owner_type == OwnerType::User {
-            sqlx::query(&sql.text(
-                "INSERT INTO {rm_user_wallets} (tenant, wallet_id, user_id, address) VALUES ($1, $2, $3, $4)",
-            ))
-            .bind(&tenant)
-            .bind(&wallet)
-            .bind(&owner.owner_id)
-            .bind(&address)
-            .execute(&mut *conn)
-            .await?;
-            refresh_search(conn, sql, &tenant, &owner.owner_id).await?;
+}
+
+async fn insert_users(conn: &mut AnyConnection, sql: &Sql<'_>, rows: &[UserRow]) -> Result<()> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let text = sql.text(&format!(
+            "INSERT INTO {{rm_users}} (tenant, user_id, email, phone, external_id, identifier_email, first_name,
+                last_name, locale, public_profile, created_at, updated_at, version, active, roles, search)
+             VALUES {}",
+            values_list(chunk.len(), 16, &[])
+        ));
+        let mut q = sqlx::query(&text);
+        for r in chunk {
+            q = q
+                .bind(&r.tenant)
+                .bind(&r.user)
+                .bind(r.email.as_deref())
+                .bind(r.phone.as_deref())
+                .bind(r.external_id.as_deref())
+                .bind(&r.identifier_email)
+                .bind(r.first_name.as_deref())
+                .bind(r.last_name.as_deref())
+                .bind(r.locale.as_deref())
+                .bind(&r.public_profile)
+                .bind(&r.registered_at)
+                .bind(&r.registered_at)
+                .bind(r.version)
+                .bind(1i64)
+                .bind("[]")
+                .bind("");
         }
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }
 
-async fn directory_identification(
-    conn: &mut AnyConnection,
-    sql: &Sql<'_>,
-    e: &StoredEvent,
-) -> Result<()> {
-    let (tenant, user) = tenant_and_id(e)?;
-    if e.event_type != "IdentitySubmitted" {
-        return Ok(());
+/// What a span of events leaves of the directory: registrations, user wallets and person
+/// codes as multi-row inserts, and the users whose search text must be recomputed once all
+/// of it is written. Other user events are applied alone ([`directory_user`]).
+#[derive(Debug, Default)]
+struct DirectoryFold {
+    users: Vec<UserRow>,
+    wallets: Vec<(String, String, String, String)>,
+    person_codes: BTreeMap<(String, String), String>,
+    refresh: BTreeSet<(String, String)>,
+}
+
+impl DirectoryFold {
+    fn rows(&self) -> usize {
+        self.users.len() + self.wallets.len() + self.person_codes.len() + self.refresh.len()
     }
-    let event: IdentificationEvent = decode(e)?;
-    if let IdentificationEvent::IdentitySubmitted { identity, .. } = event {
-        sqlx::query(&sql.text(
-            "INSERT INTO {rm_person_codes} (tenant, user_id, person_code) VALUES ($1, $2, $3)
-             ON CONFLICT (tenant, user_id) DO UPDATE SET person_code = excluded.person_code",
-        ))
-        .bind(&tenant)
-        .bind(&user)
-        .bind(identity.person_code.key())
-        .execute(&mut *conn)
-        .await?;
+
+    fn add(&mut self, e: &StoredEvent) -> Result<bool> {
+        match (e.aggregate_type.as_str(), e.event_type.as_str()) {
+            ("User", "UserRegistered") => {
+                let (tenant, user) = tenant_and_id(e)?;
+                if let Some(row) = UserRow::of(e, tenant.clone(), user.clone())? {
+                    self.users.push(row);
+                    self.refresh.insert((tenant, user));
+                }
+                Ok(true)
+            }
+            ("User", _) => Ok(false),
+            ("Wallet", "WalletOpened") => {
+                let (tenant, wallet) = tenant_and_id(e)?;
+                if let WalletEvent::WalletOpened { owner, address, .. } = decode(e)? {
+                    if owner.owner_type == OwnerType::User {
+                        self.refresh
+                            .insert((tenant.clone(), owner.owner_id.clone()));
+                        self.wallets.push((tenant, wallet, owner.owner_id, address));
+                    }
+                }
+                Ok(true)
+            }
+            ("Identification", "IdentitySubmitted") => {
+                let (tenant, user) = tenant_and_id(e)?;
+                if let IdentificationEvent::IdentitySubmitted { identity, .. } = decode(e)? {
+                    self.person_codes
+                        .insert((tenant, user), identity.person_code.key());
+                }
+                Ok(true)
+            }
+            _ => Ok(true),
+        }
     }
-    Ok(())
+
+    async fn write(&mut self, conn: &mut AnyConnection, sql: &Sql<'_>) -> Result<()> {
+        insert_users(conn, sql, &std::mem::take(&mut self.users)).await?;
+        for chunk in std::mem::take(&mut self.wallets).chunks(ROWS_PER_STATEMENT) {
+            let text = sql.text(&format!(
+                "INSERT INTO {{rm_user_wallets}} (tenant, wallet_id, user_id, address) VALUES {}",
+                values_list(chunk.len(), 4, &[])
+            ));
+            let mut q = sqlx::query(&text);
+            for (tenant, wallet, user, address) in chunk {
+                q = q.bind(tenant).bind(wallet).bind(user).bind(address);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        let codes: Vec<_> = std::mem::take(&mut self.person_codes).into_iter().collect();
+        for chunk in codes.chunks(ROWS_PER_STATEMENT) {
+            let text = sql.text(&format!(
+                "INSERT INTO {{rm_person_codes}} (tenant, user_id, person_code) VALUES {}
+                 ON CONFLICT (tenant, user_id) DO UPDATE SET person_code = excluded.person_code",
+                values_list(chunk.len(), 3, &[])
+            ));
+            let mut q = sqlx::query(&text);
+            for ((tenant, user), code) in chunk {
+                q = q.bind(tenant).bind(user).bind(code);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes the lowercased text ListUsers searches (contact fields, names, ids and
+    /// wallet addresses) of every user marked since the last call.
+    async fn refresh_search(&mut self, conn: &mut AnyConnection, sql: &Sql<'_>) -> Result<()> {
+        let mut per_tenant: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (tenant, user) in std::mem::take(&mut self.refresh) {
+            per_tenant.entry(tenant).or_default().push(user);
+        }
+        for (tenant, users) in &per_tenant {
+            for chunk in users.chunks(ROWS_PER_STATEMENT) {
+                let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+                let marks = marks.join(", ");
+                let mut parts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                let text = sql.text(&format!(
+                    "SELECT user_id, email, phone, external_id, identifier_email, first_name, last_name
+                       FROM {{rm_users}} WHERE tenant = $1 AND user_id IN ({marks})"
+                ));
+                let mut q = sqlx::query(&text).bind(tenant);
+                for u in chunk {
+                    q = q.bind(u);
+                }
+                for row in q.fetch_all(&mut *conn).await? {
+                    let mut fields = Vec::new();
+                    for i in 1..7 {
+                        fields.extend(row.try_get::<Option<String>, _>(i)?);
+                    }
+                    parts.insert(row.try_get(0)?, fields);
+                }
+                if parts.is_empty() {
+                    continue;
+                }
+                let text = sql.text(&format!(
+                    "SELECT user_id, address FROM {{rm_user_wallets}}
+                      WHERE tenant = $1 AND user_id IN ({marks}) ORDER BY user_id, wallet_id"
+                ));
+                let mut q = sqlx::query(&text).bind(tenant);
+                for u in chunk {
+                    q = q.bind(u);
+                }
+                for row in q.fetch_all(&mut *conn).await? {
+                    let user: String = row.try_get(0)?;
+                    if let Some(fields) = parts.get_mut(&user) {
+                        fields.push(row.try_get(1)?);
+                    }
+                }
+                let text = sql.text(&format!(
+                    "UPDATE {{rm_users}} SET search = v.column1 FROM (VALUES {}) AS v
+                      WHERE {{rm_users}}.tenant = v.column2 AND {{rm_users}}.user_id = v.column3",
+                    values_list(parts.len(), 3, &[])
+                ));
+                let mut q = sqlx::query(&text);
+                for (user, fields) in &parts {
+                    q = q
+                        .bind(fields.join(" ").to_lowercase())
+                        .bind(tenant)
+                        .bind(user);
+                }
+                q.execute(&mut *conn).await?;
+            }
+        }
+        Ok(())
+    }
 }

@@ -37,9 +37,10 @@ use apply::Sql;
 
 /// Events applied per transaction.
 const BATCH: u32 = 500;
-/// Events per transaction while replaying into fresh tables: a replay has a long way to go,
-/// and the balances projection writes each row once per batch.
-const REBUILD_BATCH: u32 = 5000;
+/// Events per read while replaying into fresh tables.
+const REBUILD_READ: u32 = 4_000;
+/// Folded rows a replay keeps in memory before writing them.
+const REBUILD_PENDING: usize = 50_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -143,6 +144,8 @@ pub struct Projections {
     locks: Arc<HashMap<Projection, Mutex<()>>>,
     /// Whether this process runs each projector (holds its lease).
     leaders: Arc<HashMap<Projection, std::sync::atomic::AtomicBool>>,
+    /// Events per read, and folded rows kept before writing, while replaying.
+    replay_sizes: (u32, usize),
 }
 
 /// The PostgreSQL advisory-lock key of a projector's lease (scoped to the database).
@@ -200,6 +203,7 @@ impl Projections {
             cursors: Arc::new(cursors),
             locks: Arc::new(locks),
             leaders: Arc::new(leaders),
+            replay_sizes: (REBUILD_READ, REBUILD_PENDING),
         })
     }
 
@@ -250,6 +254,14 @@ impl Projections {
             },
             None => FeedCursor::default(),
         })
+    }
+
+    /// The same read models, replaying with other sizes: `read` events per read and at most
+    /// `pending` folded rows before a write. Small sizes make a replay pass through every
+    /// kind of write point, which is what tests want.
+    pub fn with_replay_sizes(mut self, read: u32, pending: usize) -> Self {
+        self.replay_sizes = (read.max(1), pending.max(1));
+        self
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {
@@ -312,15 +324,7 @@ impl Projections {
         }
         let sql = Sql::new(self.dialect, suffix);
         apply::apply_batch(p, &mut tx, &sql, &events).await?;
-        sqlx::query(&self.dialect.placeholders(
-            "UPDATE projection_checkpoints SET xid = $1, position = $2, updated_at = $3 WHERE name = $4",
-        ))
-        .bind(i64::try_from(last.xid).unwrap_or(i64::MAX))
-        .bind(i64::try_from(last.position).unwrap_or(i64::MAX))
-        .bind(now_text())
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+        self.save_checkpoint(&mut tx, name, last).await?;
         tx.commit().await?;
         Ok((last, events.len()))
     }
@@ -547,6 +551,12 @@ impl Projections {
     }
 
     /// Replays every event into fresh tables with `suffix`; returns the events replayed.
+    ///
+    /// A reader task streams the log in large chunks while this one folds them in memory
+    /// ([`apply::Folder`]): a wallet credited a hundred times is written once, not a hundred
+    /// times. Pending rows are written, with the shadow checkpoint, when they reach
+    /// [`REBUILD_PENDING`], when an event must be applied alone, and at the end, so memory
+    /// stays bounded however long the log is.
     async fn build_beside(
         &self,
         p: Projection,
@@ -562,19 +572,86 @@ impl Projections {
         .bind(now_text())
         .execute(&self.pool)
         .await?;
-        let mut cursor = FeedCursor::default();
-        let mut replayed = 0u64;
-        loop {
-            let (next, n) = self
-                .step(p, &shadow_name, suffix, cursor, REBUILD_BATCH)
-                .await?;
-            if n == 0 {
-                return Ok(replayed);
+        let (chunks, mut received) = tokio::sync::mpsc::channel(2);
+        let log = self.log.clone();
+        let (read, pending) = self.replay_sizes;
+        let reader = tokio::spawn(async move {
+            let mut cursor = FeedCursor::default();
+            loop {
+                let chunk = log.read_feed(cursor, read).await;
+                let last = match &chunk {
+                    Ok(events) => events.last().map(identity_store::StoredEvent::cursor),
+                    Err(_) => None,
+                };
+                if chunks.send(chunk).await.is_err() {
+                    return;
+                }
+                match last {
+                    Some(c) => cursor = c,
+                    None => return,
+                }
             }
-            replayed += n as u64;
+        });
+        let sql = Sql::new(self.dialect, suffix);
+        let mut folder = apply::Folder::new(p);
+        let mut replayed = 0u64;
+        let mut cursor = FeedCursor::default();
+        let mut saved = cursor;
+        while let Some(chunk) = received.recv().await {
+            let events = chunk?;
+            let Some(last) = events.last().map(identity_store::StoredEvent::cursor) else {
+                break;
+            };
+            let mut tx = None;
+            for e in &events {
+                if !folder.fold(e)? {
+                    let conn = match &mut tx {
+                        Some(tx) => tx,
+                        None => tx.insert(self.pool.begin_with(self.dialect.begin()).await?),
+                    };
+                    folder.apply_alone(conn, &sql, e).await?;
+                }
+            }
+            cursor = last;
+            replayed += events.len() as u64;
+            if tx.is_some() || folder.pending() >= pending {
+                let mut tx = match tx {
+                    Some(tx) => tx,
+                    None => self.pool.begin_with(self.dialect.begin()).await?,
+                };
+                folder.finish(&mut tx, &sql).await?;
+                self.save_checkpoint(&mut tx, &shadow_name, cursor).await?;
+                tx.commit().await?;
+                saved = cursor;
+            }
             progress(replayed);
-            cursor = next;
         }
+        reader.abort();
+        if saved != cursor {
+            let mut tx = self.pool.begin_with(self.dialect.begin()).await?;
+            folder.finish(&mut tx, &sql).await?;
+            self.save_checkpoint(&mut tx, &shadow_name, cursor).await?;
+            tx.commit().await?;
+        }
+        Ok(replayed)
+    }
+
+    async fn save_checkpoint(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        name: &str,
+        cursor: FeedCursor,
+    ) -> Result<(), ProjectionError> {
+        sqlx::query(&self.dialect.placeholders(
+            "UPDATE projection_checkpoints SET xid = $1, position = $2, updated_at = $3 WHERE name = $4",
+        ))
+        .bind(i64::try_from(cursor.xid).unwrap_or(i64::MAX))
+        .bind(i64::try_from(cursor.position).unwrap_or(i64::MAX))
+        .bind(now_text())
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
     }
 
     /// Replays every event into fresh tables beside the live ones, up to the live

@@ -76,16 +76,17 @@ impl EventLog {
                 "SELECT {} FROM events
                   WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
                     AND (xid, global_position) > ($1::text::xid8, $2)
-                  ORDER BY xid, global_position
+                  ORDER BY events.xid, events.global_position
                   LIMIT $3",
                 crate::audit::COLUMNS_PG
             ))
             .bind(to_i64(after.xid)?)
             .bind(to_i64(after.position)?)
             .bind(limit)
-            // Not prepared: after five runs PostgreSQL may switch a prepared statement to a
-            // generic plan, which for this row comparison scans and sorts the whole table
-            // (seen: 360 ms per batch at 1M events, against 3 ms planned per call).
+            // The table's columns, qualified: the bare `xid` in ORDER BY named the output
+            // column (`xid::text::bigint`), which made PostgreSQL read and sort every later
+            // event for each batch (seen: 0.5 s per batch at 1M events). Not prepared: a
+            // generic plan cannot see that the row comparison starts deep in the index.
             .persistent(false)
             .fetch_all(pool)
             .await?
