@@ -1031,6 +1031,16 @@ mod scenarios {
         // And verification is not vacuous: a row edited behind the projector's back is found.
         if let TestDb::Postgres { url, .. } = &app.db {
             let pool = sqlx::PgPool::connect(url).await.expect("connect");
+            // Swapped-in tables carry their indexes under the live names (a restart looks for
+            // them by name), including the trigram index of the directory's search.
+            let names: Vec<String> = sqlx::query_scalar(
+                r"SELECT indexname::text FROM pg_indexes WHERE tablename LIKE 'rm\_%' AND indexname NOT LIKE '%pkey'",
+            )
+            .fetch_all(&pool)
+            .await
+            .expect("indexes");
+            assert!(names.iter().all(|n| !n.contains("__r")), "{names:?}");
+            assert!(names.iter().any(|n| n == "rm_users_search"), "{names:?}");
             sqlx::query("UPDATE rm_balances SET amount = '424242' WHERE ctid = (SELECT ctid FROM rm_balances LIMIT 1)")
                 .execute(&pool)
                 .await

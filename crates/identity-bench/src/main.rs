@@ -7,7 +7,8 @@
 //! - `ceilings`: pgbench (a) one event INSERT per transaction, (c) a cqrs-es-shaped command
 //!   (load the aggregate's events, insert one, commit), plain primary-key SELECTs.
 //! - `credit_spread`, `credit_hot`, `register`, `mixed` (90% GetBalances with the worker's
-//!   last `min_position` / 10% credits), `reads` (GetBalances at 8 concurrent).
+//!   last `min_position` / 10% credits), `reads` (GetBalances at 8 concurrent, with the
+//!   server's in-memory answers and then with `IDENTITY_READ_CACHE=0`).
 //! - `argon`: CreditTokens alone, then beside VerifyPassword (argon2id) callers: p99 ratio.
 //! - `list_users`: ListUsers with a search term at 100k users.
 //! - `sqlite`: CreditTokens on the embedded SQLite store beside a raw SQLite insert loop with
@@ -319,7 +320,12 @@ fn credit_spread(channels: &[Channel], wallets: &[String], tag: &str) -> Op {
 /// One of the gRPC workloads on its own database: seed, warm up, measure.
 async fn service_workload(args: &Args, kind: &str) -> anyhow::Result<Outcome> {
     let (db, url) = fresh_database(&args.pg, kind).await?;
-    let server = Server::start(&url, &[])?;
+    let env: &[(&str, &str)] = if kind == "reads_uncached" {
+        &[("IDENTITY_READ_CACHE", "0")]
+    } else {
+        &[]
+    };
+    let server = Server::start(&url, env)?;
     let channels = server.channels(args.connections).await?;
     let seeded = wallets(
         &channels[0],
@@ -349,7 +355,7 @@ async fn service_workload(args: &Args, kind: &str) -> anyhow::Result<Outcome> {
                     let key = format!("{tag}-{w}-{i}");
                     async move {
                         match kind.as_str() {
-                            "reads" => {
+                            "reads" | "reads_uncached" => {
                                 let (user, _) = &seeded[(w * 31 + i as usize) % seeded.len()];
                                 WalletServiceClient::new(ch)
                                     .get_balances(req(pb::GetBalancesRequest {
@@ -406,6 +412,10 @@ async fn service_workload(args: &Args, kind: &str) -> anyhow::Result<Outcome> {
         "credit_hot" => "CreditTokens, one hot wallet".to_string(),
         "register" => "RegisterUser, unique emails".to_string(),
         "reads" => format!("GetBalances, {} concurrent, reads only", args.concurrency),
+        "reads_uncached" => format!(
+            "GetBalances, {} concurrent, no read cache",
+            args.concurrency
+        ),
         _ => "90% GetBalances (min_position) / 10% credits".to_string(),
     };
     let mut outcome = load(&name, args, args.duration, make("run")).await;
@@ -962,11 +972,14 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if phases.has("reads") {
-        let o = service_workload(&args8, "reads").await?;
-        rows.push(Row {
-            ratios: ratios(&o, &["PK SELECT@8"]),
-            outcome: o,
-        });
+        // With the in-memory answers (the default), then every read from PostgreSQL.
+        for kind in ["reads", "reads_uncached"] {
+            let o = service_workload(&args8, kind).await?;
+            rows.push(Row {
+                ratios: ratios(&o, &["PK SELECT@8"]),
+                outcome: o,
+            });
+        }
     }
     if phases.has("argon") {
         let (alone, beside, logins) = argon(&args).await?;

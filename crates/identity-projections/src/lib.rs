@@ -37,6 +37,8 @@ use apply::Sql;
 
 /// Events applied per transaction.
 const BATCH: u32 = 500;
+/// Balance answers kept in memory by default ([`Projections::with_read_cache`]).
+pub const DEFAULT_READ_CACHE: usize = 10_000;
 /// Events per read while replaying into fresh tables.
 const REBUILD_READ: u32 = 4_000;
 /// Folded rows a replay keeps in memory before writing them.
@@ -146,6 +148,10 @@ pub struct Projections {
     leaders: Arc<HashMap<Projection, std::sync::atomic::AtomicBool>>,
     /// Events per read, and folded rows kept before writing, while replaying.
     replay_sizes: (u32, usize),
+    /// Recent balance answers, emptied whenever the balances cursor moves.
+    balance_cache: Arc<queries::ReadCache>,
+    /// Whether PostgreSQL's pg_trgm is installed: ListUsers' search then uses an index.
+    trigram: bool,
 }
 
 /// The PostgreSQL advisory-lock key of a projector's lease (scoped to the database).
@@ -177,12 +183,13 @@ impl Projections {
                 .execute(&pool)
                 .await?;
         }
+        let trigram = dialect == Dialect::Postgres && Self::install_trigram(&pool).await;
         let mut cursors = HashMap::new();
         let mut locks = HashMap::new();
         let mut leaders = HashMap::new();
         sqlx::query(schema::CHECKPOINTS).execute(&pool).await?;
         for p in Projection::ALL {
-            Self::create_tables(&pool, dialect, p, "").await?;
+            Self::create_tables(&pool, dialect, p, "", trigram).await?;
             sqlx::query(&dialect.placeholders(
                 "INSERT INTO projection_checkpoints (name, xid, position, updated_at) VALUES ($1, 0, 0, $2)
                  ON CONFLICT (name) DO NOTHING",
@@ -204,7 +211,29 @@ impl Projections {
             locks: Arc::new(locks),
             leaders: Arc::new(leaders),
             replay_sizes: (REBUILD_READ, REBUILD_PENDING),
+            balance_cache: Arc::new(queries::ReadCache::new(DEFAULT_READ_CACHE)),
+            trigram,
         })
+    }
+
+    /// Installs pg_trgm (a trusted extension: the database's owner may) for the directory's
+    /// search index. Without it, searches still work, by scanning.
+    async fn install_trigram(pool: &AnyPool) -> bool {
+        if let Err(e) = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+            .execute(pool)
+            .await
+        {
+            // Another replica may have installed it at the same moment.
+            let installed: Result<i64, _> =
+                sqlx::query_scalar("SELECT COUNT(*) FROM pg_extension WHERE extname = 'pg_trgm'")
+                    .fetch_one(pool)
+                    .await;
+            if !matches!(installed, Ok(n) if n > 0) {
+                tracing::warn!(error = %e, "pg_trgm is not available; ListUsers searches will scan");
+                return false;
+            }
+        }
+        true
     }
 
     async fn create_tables(
@@ -212,6 +241,7 @@ impl Projections {
         dialect: Dialect,
         p: Projection,
         suffix: &str,
+        trigram: bool,
     ) -> Result<(), ProjectionError> {
         let first = schema::tables(p)[0].name;
         let exists_sql = match dialect {
@@ -226,10 +256,12 @@ impl Projections {
             .bind(format!("{first}{suffix}"))
             .fetch_one(pool)
             .await?;
-        if exists > 0 && suffix.is_empty() {
-            return Ok(());
-        }
-        for stmt in schema::create_statements(p, suffix) {
+        // Existing live tables still get indexes added since they were created.
+        let only_indexes = exists > 0 && suffix.is_empty();
+        for stmt in schema::create_statements(p, suffix, trigram) {
+            if only_indexes && !stmt.starts_with("CREATE INDEX") {
+                continue;
+            }
             sqlx::query(&stmt).execute(pool).await?;
         }
         Ok(())
@@ -262,6 +294,25 @@ impl Projections {
     pub fn with_replay_sizes(mut self, read: u32, pending: usize) -> Self {
         self.replay_sizes = (read.max(1), pending.max(1));
         self
+    }
+
+    /// The same read models, keeping up to `answers` recent balance answers in memory
+    /// (`0`: none). Call it before starting the projectors.
+    pub fn with_read_cache(mut self, answers: usize) -> Self {
+        self.balance_cache = Arc::new(queries::ReadCache::new(answers));
+        self
+    }
+
+    pub(crate) fn balance_cache(&self) -> &queries::ReadCache {
+        &self.balance_cache
+    }
+
+    /// Moves `p`'s cursor, first forgetting cached answers it would make stale.
+    fn publish(&self, p: Projection, cursor: FeedCursor) {
+        if p == Projection::Balances {
+            self.balance_cache.clear();
+        }
+        self.cursors[&p].send_replace(cursor);
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {
@@ -370,7 +421,7 @@ impl Projections {
                         tracing::info!(projection = p.name(), "took the projector lease");
                         if let Ok(c) = Self::checkpoint_of(&self.pool, self.dialect, p.name()).await
                         {
-                            self.cursors[&p].send_replace(c);
+                            self.publish(p, c);
                         }
                     }
                     Ok(None) => {
@@ -378,7 +429,7 @@ impl Projections {
                         if let Ok(c) = Self::checkpoint_of(&self.pool, self.dialect, p.name()).await
                         {
                             if c != self.cursor(p) {
-                                self.cursors[&p].send_replace(c);
+                                self.publish(p, c);
                             }
                         }
                         tokio::select! {
@@ -418,7 +469,7 @@ impl Projections {
                         );
                     }
                     if cursor != from {
-                        self.cursors[&p].send_replace(cursor);
+                        self.publish(p, cursor);
                     }
                     if applied == 0 && cursor == from {
                         tokio::select! {
@@ -441,7 +492,7 @@ impl Projections {
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50))))
                         .await;
                     if let Ok(c) = Self::checkpoint_of(&self.pool, self.dialect, p.name()).await {
-                        self.cursors[&p].send_replace(c);
+                        self.publish(p, c);
                     }
                 }
             }
@@ -521,6 +572,26 @@ impl Projections {
             ))
             .execute(&mut *tx)
             .await?;
+            // Indexes keep their names through a table's rename: give them the live names,
+            // which the next start looks for.
+            for index in schema::indexes(t, self.trigram) {
+                let name = schema::index_name(index);
+                let shadow = name.replace("{t}", &format!("{}{suffix}", t.name));
+                let live = name.replace("{t}", t.name);
+                let statements = match self.dialect {
+                    Dialect::Postgres => {
+                        vec![format!("ALTER INDEX IF EXISTS {shadow} RENAME TO {live}")]
+                    }
+                    // SQLite cannot rename an index: make it anew under the live name.
+                    Dialect::Sqlite => vec![
+                        format!("DROP INDEX IF EXISTS {shadow}"),
+                        index.replace("{t}", t.name),
+                    ],
+                };
+                for statement in statements {
+                    sqlx::query(&statement).execute(&mut *tx).await?;
+                }
+            }
         }
         sqlx::query(&self.dialect.placeholders(
             "UPDATE projection_checkpoints SET xid = $1, position = $2, updated_at = $3 WHERE name = $4",
@@ -540,7 +611,7 @@ impl Projections {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.cursors[&p].send_replace(cursor);
+        self.publish(p, cursor);
         drop(guard);
         tracing::info!(
             projection = p.name(),
@@ -563,7 +634,7 @@ impl Projections {
         suffix: &str,
         mut progress: impl FnMut(u64),
     ) -> Result<u64, ProjectionError> {
-        Self::create_tables(&self.pool, self.dialect, p, suffix).await?;
+        Self::create_tables(&self.pool, self.dialect, p, suffix, self.trigram).await?;
         let shadow_name = format!("{}{suffix}", p.name());
         sqlx::query(&self.dialect.placeholders(
             "INSERT INTO projection_checkpoints (name, xid, position, updated_at) VALUES ($1, 0, 0, $2)",
@@ -683,7 +754,7 @@ impl Projections {
         // Hold the live projector still so both sides stand at the same place in the feed.
         let _guard = self.locks[&p].lock().await;
         let live = Self::checkpoint_of(&self.pool, self.dialect, p.name()).await?;
-        Self::create_tables(&self.pool, self.dialect, p, suffix).await?;
+        Self::create_tables(&self.pool, self.dialect, p, suffix, self.trigram).await?;
         let shadow_name = format!("{}{suffix}", p.name());
         sqlx::query(&self.dialect.placeholders(
             "INSERT INTO projection_checkpoints (name, xid, position, updated_at) VALUES ($1, 0, 0, $2)",

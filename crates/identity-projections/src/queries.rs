@@ -1,5 +1,7 @@
 //! Reads of the read models. Every read is scoped to one tenant.
 
+use std::sync::{Arc, Mutex};
+
 use base64::Engine as _;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -7,6 +9,60 @@ use sqlx::Row;
 use crate::{ProjectionError, Projections};
 
 type Result<T> = std::result::Result<T, ProjectionError>;
+
+/// Recent answers of the balances read model, kept only while its cursor stays put: every
+/// move of the cursor (a batch applied here, another replica's checkpoint seen, a rebuild
+/// swapped in) empties it before the new cursor is published, so a reader that waited for
+/// `min_position` never gets an answer older than that position. A query that began before
+/// an emptying stores nothing (the generation tells), so a stale answer cannot slip in.
+#[derive(Debug)]
+pub(crate) struct ReadCache {
+    capacity: usize,
+    inner: Mutex<Answers>,
+}
+
+/// The generation (bumped by every emptying) and the answers stored under it.
+type Answers = (u64, hashlink::LruCache<String, Arc<Vec<WalletView>>>);
+
+impl ReadCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            inner: Mutex::new((0, hashlink::LruCache::new(capacity.max(1)))),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Answers> {
+        // The cache holds no invariant a panic could break half-way.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The cached answer, or the generation a fresh answer must be stored under.
+    fn get(&self, key: &str) -> std::result::Result<Arc<Vec<WalletView>>, u64> {
+        let mut inner = self.lock();
+        let generation = inner.0;
+        inner.1.get(key).cloned().ok_or(generation)
+    }
+
+    fn put(&self, key: String, generation: u64, value: Arc<Vec<WalletView>>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.0 == generation {
+            inner.1.insert(key, value);
+        }
+    }
+
+    /// Forgets every answer; called before the read model's cursor moves.
+    pub(crate) fn clear(&self) {
+        let mut inner = self.lock();
+        inner.0 += 1;
+        inner.1.clear();
+    }
+}
 
 /// Most rows one list call returns.
 pub const MAX_LIMIT: u32 = 200;
@@ -393,7 +449,12 @@ impl Projections {
         filter: &str,
         a: &str,
         b: Option<&str>,
-    ) -> Result<Vec<WalletView>> {
+    ) -> Result<Arc<Vec<WalletView>>> {
+        let key = format!("{tenant}\u{0}{filter}\u{0}{a}\u{0}{}", b.unwrap_or(""));
+        let generation = match self.balance_cache().get(&key) {
+            Ok(hit) => return Ok(hit),
+            Err(generation) => generation,
+        };
         let sql = self.q(&format!(
             "SELECT w.wallet_id, w.owner_type, w.owner_id, w.wallet_type, w.network, w.address, w.explorer_url,
                     w.status, w.created_at, w.updated_at, w.version, b.token, b.amount
@@ -433,6 +494,8 @@ impl Projections {
                 balances: balance.into_iter().collect(),
             });
         }
+        let out = Arc::new(out);
+        self.balance_cache().put(key, generation, out.clone());
         Ok(out)
     }
 
@@ -442,7 +505,7 @@ impl Projections {
         tenant: &str,
         owner_type: &str,
         owner_id: &str,
-    ) -> Result<Vec<WalletView>> {
+    ) -> Result<Arc<Vec<WalletView>>> {
         self.wallet_rows(
             tenant,
             "w.owner_type = $2 AND w.owner_id = $3",
@@ -456,7 +519,8 @@ impl Projections {
         Ok(self
             .wallet_rows(tenant, "w.wallet_id = $2", wallet_id, None)
             .await?
-            .pop())
+            .last()
+            .cloned())
     }
 
     /// The tiers of a tenant, by minimum balance.

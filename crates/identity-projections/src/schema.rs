@@ -98,7 +98,10 @@ const RM_USER_WALLETS: Table = Table {
     create: "CREATE TABLE IF NOT EXISTS {t} (
         tenant TEXT NOT NULL, wallet_id TEXT NOT NULL, user_id TEXT NOT NULL, address TEXT NOT NULL,
         PRIMARY KEY (tenant, wallet_id))",
-    indexes: &["CREATE INDEX IF NOT EXISTS {t}_address ON {t} (tenant, address)"],
+    indexes: &[
+        "CREATE INDEX IF NOT EXISTS {t}_address ON {t} (tenant, address)",
+        "CREATE INDEX IF NOT EXISTS {t}_user ON {t} (tenant, user_id)",
+    ],
     key: "tenant, wallet_id",
 };
 
@@ -123,13 +126,36 @@ pub(crate) const CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS projection_chec
     name TEXT NOT NULL PRIMARY KEY, xid BIGINT NOT NULL, position BIGINT NOT NULL,
     updated_at TEXT NOT NULL)";
 
+/// The trigram index that serves ListUsers' substring search on PostgreSQL (with pg_trgm).
+const RM_USERS_TRIGRAM: &str =
+    "CREATE INDEX IF NOT EXISTS {t}_search ON {t} USING gin (search gin_trgm_ops)";
+
+/// A table's index statements (`{t}` for the table name); `trigram` adds PostgreSQL's
+/// trigram index to the directory's users.
+pub(crate) fn indexes(t: &Table, trigram: bool) -> Vec<&'static str> {
+    let mut out = t.indexes.to_vec();
+    if trigram && t.name == RM_USERS.name {
+        out.push(RM_USERS_TRIGRAM);
+    }
+    out
+}
+
+/// The name template (`{t}_…`) of the index an index statement creates.
+pub(crate) fn index_name(statement: &str) -> &str {
+    statement
+        .split("IF NOT EXISTS ")
+        .nth(1)
+        .and_then(|rest| rest.split(" ON ").next())
+        .unwrap_or_default()
+}
+
 /// The DDL that creates a projection's tables with `suffix`.
-pub(crate) fn create_statements(p: Projection, suffix: &str) -> Vec<String> {
+pub(crate) fn create_statements(p: Projection, suffix: &str, trigram: bool) -> Vec<String> {
     let mut out = Vec::new();
     for t in tables(p) {
         let name = format!("{}{suffix}", t.name);
         out.push(t.create.replace("{t}", &name));
-        for i in t.indexes {
+        for i in indexes(t, trigram) {
             out.push(i.replace("{t}", &name));
         }
     }

@@ -60,7 +60,8 @@ impl Application {
         let admin_addr = admin_listener.local_addr()?;
         let projections = identity_projections::Projections::open(log.clone())
             .await
-            .context("opening the read models")?;
+            .context("opening the read models")?
+            .with_read_cache(settings.read_cache);
         projections.spawn_all();
         crate::observability::prometheus();
         crate::observability::spawn_gauges(log.clone(), projections.clone());

@@ -1,9 +1,10 @@
 //! Password hashing (argon2id, OWASP parameters) and verification, including migrated
 //! SHA-1 credentials. Hashing is slow and memory-hard on purpose (about 19 MiB each), so it
-//! runs on a few dedicated threads of their own, at the lowest scheduling priority (nice 19):
-//! logins queue for those threads instead of occupying the async workers or the blocking
-//! pool, memory stays bounded by the number of threads, and on a busy machine the balance
-//! commands get the CPU first.
+//! runs on a few dedicated threads of their own, in Linux's idle scheduling class
+//! (`SCHED_IDLE`): logins queue for those threads instead of occupying the async workers or
+//! the blocking pool, memory stays bounded by the number of threads, and on a busy machine
+//! the balance commands get the CPU first: a request thread that wakes up preempts a hashing
+//! thread at once, where a nice-19 thread would keep the core for the rest of its slice.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,9 +25,6 @@ type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 /// The largest argon2 memory a hashing thread keeps between jobs (64 MiB); a stored hash
 /// with a higher memory cost gets a buffer of its own, freed afterwards.
 const MAX_KEPT_BLOCKS: usize = 64 * 1024;
-
-/// The niceness of the hashing threads: they get the CPU the service's other threads leave.
-const HASHER_NICENESS: i32 = 19;
 
 /// Hashes and verifies passwords on dedicated low-priority threads.
 #[derive(Debug, Clone)]
@@ -105,26 +103,19 @@ impl Passwords {
     }
 }
 
-/// Lowers the calling thread's priority to [`HASHER_NICENESS`]; a failure only costs the
-/// other calls some latency, so it is logged, not fatal.
+/// Moves the calling thread to the idle scheduling class: it runs only on CPU time nothing
+/// else wants. A failure only costs the other calls some latency, so it is logged, not fatal.
 fn lower_priority() {
     use thread_priority::unix::{
         set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
         ThreadSchedulePolicy,
     };
-    use thread_priority::{ThreadPriority, ThreadPriorityValue};
-    // Crossplatform values run from 0 (nice 19) to 99 (nice -20).
-    let value = u8::try_from((19 - HASHER_NICENESS) * 99 / 39).unwrap_or(0);
-    let result = ThreadPriorityValue::try_from(value)
-        .map_err(|e| e.to_string())
-        .and_then(|v| {
-            set_thread_priority_and_policy(
-                thread_native_id(),
-                ThreadPriority::Crossplatform(v),
-                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
-            )
-            .map_err(|e| e.to_string())
-        });
+    use thread_priority::ThreadPriority;
+    let result = set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    );
     if let Err(e) = result {
         tracing::warn!(error = %e, "cannot lower the priority of a password hashing thread");
     }

@@ -6,6 +6,7 @@
 //! | `DATABASE_URL` | `sqlite://data/identity.db` | `postgres://…` or `sqlite://…` |
 //! | `IDENTITY_DB_MAX_CONNECTIONS` | `16` | connection pool size |
 //! | `IDENTITY_AGGREGATE_CACHE` | `100000` | events' worth of aggregates kept in memory between commands (`0`: off) |
+//! | `IDENTITY_READ_CACHE` | `10000` | balance answers kept in memory until the balances read model moves (`0`: off) |
 //! | `IDENTITY_CODE_PEPPER` | built-in (change it) | secret mixed into one-time code hashes |
 //! | `IDENTITY_CODE_TTL_SECS` | `600` | lifetime of a one-time code |
 //! | `IDENTITY_SHUTDOWN_GRACE_SECS` | `10` | time in-flight calls get after SIGTERM |
@@ -25,6 +26,8 @@ pub struct Settings {
     pub db_max_connections: u32,
     /// Events' worth of aggregates kept in memory between commands.
     pub aggregate_cache: usize,
+    /// Balance answers kept in memory until the balances read model moves.
+    pub read_cache: usize,
     pub code_pepper: String,
     pub code_ttl_secs: i64,
     pub log_json: bool,
@@ -42,6 +45,7 @@ impl Default for Settings {
             database_url: "sqlite://data/identity.db".into(),
             db_max_connections: 16,
             aggregate_cache: identity_store::DEFAULT_CACHE_CAPACITY,
+            read_cache: identity_projections::DEFAULT_READ_CACHE,
             code_pepper: "identity-dev-pepper-change-me".into(),
             code_ttl_secs: 600,
             log_json: false,
@@ -78,6 +82,11 @@ impl Settings {
             s.aggregate_cache = v
                 .parse()
                 .with_context(|| format!("IDENTITY_AGGREGATE_CACHE={v} is not a number"))?;
+        }
+        if let Some(v) = var("IDENTITY_READ_CACHE") {
+            s.read_cache = v
+                .parse()
+                .with_context(|| format!("IDENTITY_READ_CACHE={v} is not a number"))?;
         }
         if let Some(v) = var("IDENTITY_CODE_PEPPER") {
             s.code_pepper = v;
