@@ -12,6 +12,7 @@ use tonic::Code;
 
 on_both_stores!(
     a_caller_reads_its_own_writes_with_min_position,
+    cached_balances_follow_every_change,
     a_read_model_that_cannot_reach_min_position_answers_unavailable,
     tier_changes_move_users_between_tiers,
     users_are_listed_searched_sorted_and_paged,
@@ -81,6 +82,108 @@ mod scenarios {
             s.qualifying.into_iter().map(|t| t.name).collect(),
             s.highest.map(|t| t.name).unwrap_or_default(),
         )
+    }
+
+    async fn balances_of(app: &TestApp, key: pb::get_balances_request::Key, at: u64) -> String {
+        let got = app
+            .wallets()
+            .get_balances(req(
+                "acme",
+                pb::GetBalancesRequest {
+                    key: Some(key),
+                    min_position: at,
+                },
+            ))
+            .await
+            .expect("balances")
+            .into_inner();
+        got.balances
+            .iter()
+            .map(|b| format!("{}={}", b.token, b.amount))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Balance answers are served from memory between changes; every change a reader waits
+    /// for shows: a credit on a cached wallet, and a new wallet of a cached owner.
+    pub(super) async fn cached_balances_follow_every_change(store: Store) {
+        use pb::get_balances_request::Key;
+        let app = spawn_app(store).await;
+        let ann = app.register("acme", "ann@example.com").await;
+        let bob = app.register("acme", "bob@example.com").await;
+        let first = app.active_wallet("acme", &ann).await;
+        let bobs = app.active_wallet("acme", &bob).await;
+        let at = credit(&app, &first, "100", "a1").await;
+        let at = at.max(credit(&app, &bobs, "7", "b1").await);
+        for _ in 0..2 {
+            assert_eq!(
+                balances_of(&app, Key::UserId(ann.clone()), at).await,
+                "PTS=100"
+            );
+            assert_eq!(
+                balances_of(&app, Key::WalletId(first.clone()), at).await,
+                "PTS=100"
+            );
+            assert_eq!(
+                balances_of(&app, Key::UserId(bob.clone()), at).await,
+                "PTS=7"
+            );
+        }
+        // A credit on a wallet whose answers are cached.
+        let at = credit(&app, &first, "20", "a2").await;
+        assert_eq!(
+            balances_of(&app, Key::UserId(ann.clone()), at).await,
+            "PTS=120"
+        );
+        assert_eq!(
+            balances_of(&app, Key::WalletId(first.clone()), at).await,
+            "PTS=120"
+        );
+        assert_eq!(
+            balances_of(&app, Key::UserId(bob.clone()), at).await,
+            "PTS=7"
+        );
+        // A second wallet for an owner whose answer is cached: its totals take it in.
+        let second = app
+            .wallets()
+            .open_wallet(req(
+                "acme",
+                pb::OpenWalletRequest {
+                    owner_type: pb::OwnerType::User as i32,
+                    owner_id: ann.clone(),
+                    wallet_type: pb::WalletType::Internal as i32,
+                    network: "evm:8453".into(),
+                    address: String::new(),
+                },
+            ))
+            .await
+            .expect("opens a second wallet")
+            .into_inner()
+            .wallet
+            .expect("wallet")
+            .wallet_id;
+        app.wallets()
+            .activate_wallet(req(
+                "acme",
+                pb::ActivateWalletRequest {
+                    wallet_id: second.clone(),
+                },
+            ))
+            .await
+            .expect("activates");
+        let at = credit(&app, &second, "5", "a3").await;
+        assert_eq!(
+            balances_of(&app, Key::UserId(ann.clone()), at).await,
+            "PTS=125"
+        );
+        assert_eq!(
+            balances_of(&app, Key::WalletId(second.clone()), at).await,
+            "PTS=5"
+        );
+        assert_eq!(
+            balances_of(&app, Key::UserId(bob.clone()), at).await,
+            "PTS=7"
+        );
     }
 
     pub(super) async fn a_caller_reads_its_own_writes_with_min_position(store: Store) {

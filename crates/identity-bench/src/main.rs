@@ -344,8 +344,10 @@ async fn service_workload(args: &Args, kind: &str) -> anyhow::Result<Outcome> {
             "credit_hot" => credit_spread(&channels, &wallet_ids[..1], &tag),
             _ => {
                 let channels = channels.clone();
-                let seeded = seeded.clone();
-                let kind = kind.to_string();
+                // Shared, not copied per request: the load generator shares the machine's
+                // two cores with the server and must stay cheap.
+                let seeded = std::sync::Arc::new(seeded.clone());
+                let kind: std::sync::Arc<str> = kind.into();
                 let positions = positions.clone();
                 std::sync::Arc::new(move |w: usize, i: u64| {
                     let ch = channels[w % channels.len()].clone();
@@ -354,7 +356,7 @@ async fn service_workload(args: &Args, kind: &str) -> anyhow::Result<Outcome> {
                     let positions = positions.clone();
                     let key = format!("{tag}-{w}-{i}");
                     async move {
-                        match kind.as_str() {
+                        match &*kind {
                             "reads" | "reads_uncached" => {
                                 let (user, _) = &seeded[(w * 31 + i as usize) % seeded.len()];
                                 WalletServiceClient::new(ch)

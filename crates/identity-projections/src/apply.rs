@@ -77,6 +77,17 @@ pub(crate) struct Folder {
     balances: BalanceFold,
     status: StatusFold,
     directory: DirectoryFold,
+    /// What the written balance rows were, when asked for ([`Folder::tracking`]).
+    touched: Option<Touched>,
+}
+
+/// The balance rows a span of events changed: the cached answers it makes stale.
+#[derive(Debug, Default)]
+pub(crate) struct Touched {
+    /// (tenant, wallet id) of every wallet whose row or balances changed.
+    pub(crate) wallets: BTreeSet<(String, String)>,
+    /// (tenant, owner type, owner id) of every owner with a new wallet.
+    pub(crate) owners: BTreeSet<(String, String, String)>,
 }
 
 impl Folder {
@@ -86,7 +97,21 @@ impl Folder {
             balances: BalanceFold::default(),
             status: StatusFold::default(),
             directory: DirectoryFold::default(),
+            touched: None,
         }
+    }
+
+    /// A folder that also records which balance rows it wrote ([`Folder::touched`]).
+    pub(crate) fn tracking(p: Projection) -> Self {
+        Self {
+            touched: Some(Touched::default()),
+            ..Self::new(p)
+        }
+    }
+
+    /// The balance rows written so far, if tracked.
+    pub(crate) fn touched(self) -> Option<Touched> {
+        self.touched
     }
 
     /// Folds `e` into the pending rows; `false` (and nothing folded) when it must be applied
@@ -126,7 +151,9 @@ impl Folder {
     }
 
     async fn write(&mut self, conn: &mut AnyConnection, sql: &Sql<'_>) -> Result<()> {
-        self.balances.write(conn, sql).await?;
+        self.balances
+            .write(conn, sql, self.touched.as_mut())
+            .await?;
         self.status.write(conn, sql).await?;
         self.directory.write(conn, sql).await
     }
@@ -138,20 +165,22 @@ impl Folder {
     }
 }
 
-/// Applies a batch of events, in feed order, to projection `p`'s tables.
+/// Applies a batch of events, in feed order, to projection `p`'s tables; returns the
+/// balance rows it changed.
 pub(crate) async fn apply_batch(
     p: Projection,
     conn: &mut AnyConnection,
     sql: &Sql<'_>,
     events: &[StoredEvent],
-) -> Result<()> {
-    let mut folder = Folder::new(p);
+) -> Result<Touched> {
+    let mut folder = Folder::tracking(p);
     for e in events {
         if !folder.fold(e)? {
             folder.apply_alone(conn, sql, e).await?;
         }
     }
-    folder.finish(conn, sql).await
+    folder.finish(conn, sql).await?;
+    Ok(folder.touched().unwrap_or_default())
 }
 
 fn owner_type_str(t: OwnerType) -> &'static str {
@@ -294,9 +323,27 @@ impl BalanceFold {
         Ok(())
     }
 
-    async fn write(&mut self, conn: &mut AnyConnection, sql: &Sql<'_>) -> Result<()> {
+    async fn write(
+        &mut self,
+        conn: &mut AnyConnection,
+        sql: &Sql<'_>,
+        touched: Option<&mut Touched>,
+    ) -> Result<()> {
         let wallets = std::mem::take(&mut self.wallets);
         let amounts = std::mem::take(&mut self.amounts);
+        if let Some(touched) = touched {
+            // Every balance event also changes its wallet's row, so wallets cover amounts.
+            for ((tenant, wallet), change) in &wallets {
+                touched.wallets.insert((tenant.clone(), wallet.clone()));
+                if let Some(o) = &change.opened {
+                    touched.owners.insert((
+                        tenant.clone(),
+                        o.owner_type.to_string(),
+                        o.owner_id.clone(),
+                    ));
+                }
+            }
+        }
         let (opened, changed): (Vec<_>, Vec<_>) =
             wallets.into_iter().partition(|(_, c)| c.opened.is_some());
         for chunk in opened.chunks(ROWS_PER_STATEMENT) {

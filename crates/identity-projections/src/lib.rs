@@ -307,10 +307,20 @@ impl Projections {
         &self.balance_cache
     }
 
-    /// Moves `p`'s cursor, first forgetting cached answers it would make stale.
+    /// Moves `p`'s cursor, first forgetting every cached answer (the read model may have
+    /// changed anywhere: another replica's batch, a swapped-in rebuild).
     fn publish(&self, p: Projection, cursor: FeedCursor) {
         if p == Projection::Balances {
             self.balance_cache.clear();
+        }
+        self.cursors[&p].send_replace(cursor);
+    }
+
+    /// Moves `p`'s cursor past a batch this process applied, first forgetting the cached
+    /// answers that batch made stale.
+    fn publish_applied(&self, p: Projection, cursor: FeedCursor, touched: &apply::Touched) {
+        if p == Projection::Balances {
+            self.balance_cache.forget(touched);
         }
         self.cursors[&p].send_replace(cursor);
     }
@@ -350,10 +360,10 @@ impl Projections {
         suffix: &str,
         from: FeedCursor,
         limit: u32,
-    ) -> Result<(FeedCursor, usize), ProjectionError> {
+    ) -> Result<(FeedCursor, usize, apply::Touched), ProjectionError> {
         let events = self.log.read_feed(from, limit).await?;
         let Some(last) = events.last().map(identity_store::StoredEvent::cursor) else {
-            return Ok((from, 0));
+            return Ok((from, 0, apply::Touched::default()));
         };
         let mut tx = self.pool.begin_with(self.dialect.begin()).await?;
         // The checkpoint row is locked for the transaction: another process projecting the
@@ -371,13 +381,13 @@ impl Projections {
         };
         if stored != from {
             tx.rollback().await?;
-            return Ok((stored, 0));
+            return Ok((stored, 0, apply::Touched::default()));
         }
         let sql = Sql::new(self.dialect, suffix);
-        apply::apply_batch(p, &mut tx, &sql, &events).await?;
+        let touched = apply::apply_batch(p, &mut tx, &sql, &events).await?;
         self.save_checkpoint(&mut tx, name, last).await?;
         tx.commit().await?;
-        Ok((last, events.len()))
+        Ok((last, events.len(), touched))
     }
 
     /// Whether this process currently runs projector `p`.
@@ -451,7 +461,7 @@ impl Projections {
                 self.step(p, p.name(), "", from, BATCH).await
             };
             match result {
-                Ok((cursor, applied)) => {
+                Ok((cursor, applied, touched)) => {
                     failures = 0;
                     if applied > 0 {
                         tracing::debug!(
@@ -468,7 +478,10 @@ impl Projections {
                             "catching up"
                         );
                     }
-                    if cursor != from {
+                    if applied > 0 {
+                        self.publish_applied(p, cursor, &touched);
+                    } else if cursor != from {
+                        // Another process moved the checkpoint.
                         self.publish(p, cursor);
                     }
                     if applied == 0 && cursor == from {
@@ -555,7 +568,7 @@ impl Projections {
         let shadow_name = format!("{}{suffix}", p.name());
         let mut cursor = Self::checkpoint_of(&self.pool, self.dialect, &shadow_name).await?;
         loop {
-            let (next, n) = self.step(p, &shadow_name, &suffix, cursor, BATCH).await?;
+            let (next, n, _) = self.step(p, &shadow_name, &suffix, cursor, BATCH).await?;
             if n == 0 {
                 break;
             }

@@ -10,19 +10,34 @@ use crate::{ProjectionError, Projections};
 
 type Result<T> = std::result::Result<T, ProjectionError>;
 
-/// Recent answers of the balances read model, kept only while its cursor stays put: every
-/// move of the cursor (a batch applied here, another replica's checkpoint seen, a rebuild
-/// swapped in) empties it before the new cursor is published, so a reader that waited for
-/// `min_position` never gets an answer older than that position. A query that began before
-/// an emptying stores nothing (the generation tells), so a stale answer cannot slip in.
+/// Recent answers of the balances read model. Before its cursor moves, the answers the move
+/// makes stale are forgotten: those of the wallets and owners a batch applied here touched,
+/// or all of them when the change came from elsewhere (another replica's checkpoint, a
+/// swapped-in rebuild). So a reader that waited for `min_position` never gets an answer
+/// older than that position. A query that began before a move stores nothing (the
+/// generation tells), so a stale answer cannot slip in.
 #[derive(Debug)]
 pub(crate) struct ReadCache {
     capacity: usize,
     inner: Mutex<Answers>,
 }
 
-/// The generation (bumped by every emptying) and the answers stored under it.
-type Answers = (u64, hashlink::LruCache<String, Arc<Vec<WalletView>>>);
+/// The generation (bumped by every move) and the answers stored under it.
+type Answers = (u64, hashlink::LruCache<AnswerKey, Arc<Vec<WalletView>>>);
+
+/// What an answer is of: a tenant's wallet, or an owner's wallets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum AnswerKey {
+    Wallet {
+        tenant: String,
+        wallet_id: String,
+    },
+    Owner {
+        tenant: String,
+        owner_type: String,
+        owner_id: String,
+    },
+}
 
 impl ReadCache {
     pub(crate) fn new(capacity: usize) -> Self {
@@ -40,13 +55,13 @@ impl ReadCache {
     }
 
     /// The cached answer, or the generation a fresh answer must be stored under.
-    fn get(&self, key: &str) -> std::result::Result<Arc<Vec<WalletView>>, u64> {
+    fn get(&self, key: &AnswerKey) -> std::result::Result<Arc<Vec<WalletView>>, u64> {
         let mut inner = self.lock();
         let generation = inner.0;
         inner.1.get(key).cloned().ok_or(generation)
     }
 
-    fn put(&self, key: String, generation: u64, value: Arc<Vec<WalletView>>) {
+    fn put(&self, key: AnswerKey, generation: u64, value: Arc<Vec<WalletView>>) {
         if self.capacity == 0 {
             return;
         }
@@ -56,11 +71,40 @@ impl ReadCache {
         }
     }
 
-    /// Forgets every answer; called before the read model's cursor moves.
+    /// Forgets every answer.
     pub(crate) fn clear(&self) {
         let mut inner = self.lock();
         inner.0 += 1;
         inner.1.clear();
+    }
+
+    /// Forgets the answers that involve a wallet or an owner of `touched`.
+    pub(crate) fn forget(&self, touched: &crate::apply::Touched) {
+        let mut inner = self.lock();
+        inner.0 += 1;
+        let wallet =
+            |tenant: &String, w: &String| touched.wallets.contains(&(tenant.clone(), w.clone()));
+        let stale: Vec<AnswerKey> = inner
+            .1
+            .iter()
+            .filter(|(key, answer)| match key {
+                AnswerKey::Wallet { tenant, wallet_id } => wallet(tenant, wallet_id),
+                AnswerKey::Owner {
+                    tenant,
+                    owner_type,
+                    owner_id,
+                } => {
+                    touched
+                        .owners
+                        .contains(&(tenant.clone(), owner_type.clone(), owner_id.clone()))
+                        || answer.iter().any(|w| wallet(tenant, &w.wallet_id))
+                }
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            inner.1.remove(&key);
+        }
     }
 }
 
@@ -443,6 +487,8 @@ impl Projections {
 
     /// Wallets matching `filter`, each with its balances, in one query (wallets left-joined
     /// to their balances, grouped here).
+    /// Wallets and balances by `filter`: either on a wallet id (`a`, no `b`) or on an
+    /// owner (`a` its type, `b` its id), which is also what the answer is cached under.
     async fn wallet_rows(
         &self,
         tenant: &str,
@@ -450,7 +496,17 @@ impl Projections {
         a: &str,
         b: Option<&str>,
     ) -> Result<Arc<Vec<WalletView>>> {
-        let key = format!("{tenant}\u{0}{filter}\u{0}{a}\u{0}{}", b.unwrap_or(""));
+        let key = match b {
+            Some(owner_id) => AnswerKey::Owner {
+                tenant: tenant.to_string(),
+                owner_type: a.to_string(),
+                owner_id: owner_id.to_string(),
+            },
+            None => AnswerKey::Wallet {
+                tenant: tenant.to_string(),
+                wallet_id: a.to_string(),
+            },
+        };
         let generation = match self.balance_cache().get(&key) {
             Ok(hit) => return Ok(hit),
             Err(generation) => generation,
