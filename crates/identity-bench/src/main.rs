@@ -9,7 +9,8 @@
 //! - `credit_spread`, `credit_hot`, `register`, `mixed` (90% GetBalances with the worker's
 //!   last `min_position` / 10% credits), `reads` (GetBalances at 8 concurrent, with the
 //!   server's in-memory answers and then with `IDENTITY_READ_CACHE=0`).
-//! - `argon`: CreditTokens alone, then beside VerifyPassword (argon2id) callers: p99 ratio.
+//! - `argon`: CreditTokens alone, beside a control (a CPU spinner in the idle scheduling
+//!   class), then beside VerifyPassword (argon2id) callers: p99 ratios.
 //! - `list_users`: ListUsers with a search term at 100k users.
 //! - `sqlite`: CreditTokens on the embedded SQLite store beside a raw SQLite insert loop with
 //!   the same durability settings (WAL, synchronous FULL).
@@ -428,7 +429,38 @@ async fn service_workload(args: &Args, kind: &str) -> anyhow::Result<Outcome> {
 }
 
 /// CreditTokens alone, then the same beside callers of VerifyPassword (argon2id).
-async fn argon(args: &Args) -> anyhow::Result<(Outcome, Outcome, f64)> {
+/// The argon phase's measurements: credits alone, beside a control load, beside logins.
+struct ArgonRun {
+    alone: Outcome,
+    /// Beside a process that only spins in Linux's idle scheduling class (no memory traffic):
+    /// what any use of the otherwise idle CPU costs the service on this machine.
+    control: Option<Outcome>,
+    beside: Outcome,
+    logins_per_second: f64,
+}
+
+/// Runs `load` beside `chrt -i 0` spinning in a shell; `None` when chrt cannot start.
+async fn beside_idle_spinner(args: &Args, op: Op) -> Option<Outcome> {
+    let mut spinner = Command::new("chrt")
+        .args(["-i", "0", "sh", "-c", "while :; do :; done"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| eprintln!("control not measured: cannot start chrt: {e}"))
+        .ok()?;
+    let outcome = load(
+        "CreditTokens beside an idle-class CPU spinner",
+        args,
+        args.duration,
+        op,
+    )
+    .await;
+    let _ = spinner.kill();
+    let _ = spinner.wait();
+    Some(outcome)
+}
+
+async fn argon(args: &Args) -> anyhow::Result<ArgonRun> {
     let (db, url) = fresh_database(&args.pg, "argon").await?;
     let server = Server::start(&url, &[])?;
     let channels = server.channels(args.connections).await?;
@@ -457,6 +489,11 @@ async fn argon(args: &Args) -> anyhow::Result<(Outcome, Outcome, f64)> {
         args,
         args.duration,
         credit_spread(&channels, &wallet_ids, &format!("a{run}")),
+    )
+    .await;
+    let control = beside_idle_spinner(
+        args,
+        credit_spread(&channels, &wallet_ids, &format!("c{run}")),
     )
     .await;
     let stop = std::sync::Arc::new(AtomicBool::new(false));
@@ -500,7 +537,12 @@ async fn argon(args: &Args) -> anyhow::Result<(Outcome, Outcome, f64)> {
     beside.peak_rss_mib = server.peak_rss_mib();
     drop(server);
     drop_database(&args.pg, &db).await;
-    Ok((alone, beside, logins_per_second))
+    Ok(ArgonRun {
+        alone,
+        control,
+        beside,
+        logins_per_second,
+    })
 }
 
 async fn connect(url: &str) -> anyhow::Result<sqlx::PgPool> {
@@ -984,18 +1026,21 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if phases.has("argon") {
-        let (alone, beside, logins) = argon(&args).await?;
-        let p99 = beside.p99_ms / alone.p99_ms.max(1e-9);
+        let run = argon(&args).await?;
+        let alone_p99 = run.alone.p99_ms.max(1e-9);
         rows.push(Row {
-            ratios: ratios(&alone, &["(c)"]),
-            outcome: alone,
+            ratios: ratios(&run.alone, &["(c)"]),
+            outcome: run.alone,
         });
-        let mut r = ratios(&beside, &["(c)"]);
-        r.push(("p99 vs alone".into(), p99));
-        rows.push(Row {
-            ratios: r,
-            outcome: beside,
-        });
+        for o in run.control.into_iter().chain([run.beside]) {
+            let mut r = ratios(&o, &["(c)"]);
+            r.push(("p99 vs alone".into(), o.p99_ms / alone_p99));
+            rows.push(Row {
+                ratios: r,
+                outcome: o,
+            });
+        }
+        let logins = run.logins_per_second;
         figures.push(Figure::new(
             "VerifyPassword (argon2id) beside the credits".into(),
             logins,

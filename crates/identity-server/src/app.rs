@@ -14,7 +14,6 @@ use identity_proto::v1::user_service_server::UserServiceServer;
 use identity_proto::v1::wallet_service_server::WalletServiceServer;
 use identity_store::{EventLog, StoreConfig};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::api::audit::AuditApi;
@@ -208,7 +207,13 @@ impl Application {
                 core.clone(),
             )))
             .add_service(AuditServiceServer::new(AuditApi::new(core.clone())))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), stop);
+            .serve_with_incoming_shutdown(
+                // Our own listener (bound early to report its port), so tonic's own
+                // TCP_NODELAY default does not apply: without it, small responses waited for
+                // delayed ACKs (a 40–50 ms p99.9 in every benchmark row).
+                tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true)),
+                stop,
+            );
         // In-flight calls get `grace` to finish; an idle client holding its connection open
         // must not keep the process alive past that.
         let deadline = async move {

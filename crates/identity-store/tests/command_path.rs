@@ -17,53 +17,8 @@ use identity_domain::DomainError;
 use identity_store::{EventLog, ExecuteError, StoreConfig, DEFAULT_CACHE_CAPACITY};
 use uuid::Uuid;
 
-fn admin_url() -> String {
-    std::env::var("IDENTITY_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
-}
-
-/// A fresh store: (url, cleanup handle).
-enum Fresh {
-    Postgres(String),
-    Sqlite(std::path::PathBuf),
-}
-
-impl Fresh {
-    async fn postgres() -> (Self, String) {
-        let admin = admin_url();
-        let name = format!("identity_cmd_{}", Uuid::new_v4().simple());
-        let pool = sqlx::PgPool::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {admin}: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&pool)
-            .await
-            .expect("create db");
-        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        let url = format!("{base}/{name}");
-        (Self::Postgres(name), url)
-    }
-
-    fn sqlite() -> (Self, String) {
-        let dir = std::env::temp_dir().join(format!("identity_cmd_{}", Uuid::new_v4().simple()));
-        let url = format!("sqlite://{}/log.db", dir.display());
-        (Self::Sqlite(dir), url)
-    }
-
-    async fn remove(self) {
-        match self {
-            Self::Postgres(name) => {
-                let pool = sqlx::PgPool::connect(&admin_url()).await.expect("connect");
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&pool)
-                    .await;
-            }
-            Self::Sqlite(dir) => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-        }
-    }
-}
+mod common;
+use common::Fresh;
 
 async fn open(url: &str) -> EventLog {
     EventLog::open(&StoreConfig {

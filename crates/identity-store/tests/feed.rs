@@ -9,35 +9,8 @@ use std::time::Duration;
 
 use identity_store::{EventLog, FeedCursor, StoreConfig};
 
-fn admin_url() -> String {
-    std::env::var("IDENTITY_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
-}
-
-async fn fresh_postgres() -> (String, String) {
-    let admin = admin_url();
-    let name = format!("identity_feed_{}", uuid::Uuid::new_v4().simple());
-    let pool = sqlx::PgPool::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {admin}: {e}"));
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&pool)
-        .await
-        .expect("create db");
-    let base = admin
-        .rsplit_once('/')
-        .map_or(admin.as_str(), |(b, _)| b)
-        .to_string();
-    let url = format!("{base}/{name}");
-    (name, url)
-}
-
-async fn drop_postgres(name: &str) {
-    let pool = sqlx::PgPool::connect(&admin_url()).await.expect("connect");
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&pool)
-        .await;
-}
+mod common;
+use common::Fresh;
 
 /// Small deterministic jitter without a random crate.
 fn jitter(seed: u64) -> Duration {
@@ -92,7 +65,7 @@ async fn tail_while_writing(log: EventLog, writers: Vec<tokio::task::JoinHandle<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tailing_reader_sees_every_event_exactly_once_despite_out_of_order_commits_on_postgres() {
-    let (name, url) = fresh_postgres().await;
+    let (fresh, url) = Fresh::postgres().await;
     let log = EventLog::open(&StoreConfig {
         url: url.clone(),
         max_connections: 20,
@@ -127,7 +100,7 @@ async fn a_tailing_reader_sees_every_event_exactly_once_despite_out_of_order_com
         .collect();
     tail_while_writing(log.clone(), writers).await;
     log.close().await;
-    drop_postgres(&name).await;
+    fresh.remove().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
