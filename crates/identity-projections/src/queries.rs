@@ -324,14 +324,29 @@ impl Projections {
         tenant: &str,
         mut users: Vec<DirectoryUser>,
     ) -> Result<Vec<DirectoryUser>> {
-        for u in &mut users {
-            u.wallet_addresses = sqlx::query_scalar(&self.q(
-                "SELECT address FROM rm_user_wallets WHERE tenant = $1 AND user_id = $2 ORDER BY wallet_id",
-            ))
-            .bind(tenant)
-            .bind(&u.user_id)
-            .fetch_all(self.pool())
-            .await?;
+        // One query for the whole page (at most MAX_LIMIT users), not one per user.
+        for chunk in users.chunks_mut(MAX_LIMIT as usize) {
+            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = self.q(&format!(
+                "SELECT user_id, address FROM rm_user_wallets WHERE tenant = $1 AND user_id IN ({})
+                  ORDER BY user_id, wallet_id",
+                marks.join(", ")
+            ));
+            let mut query = sqlx::query(&sql).persistent(false).bind(tenant);
+            for u in chunk.iter() {
+                query = query.bind(&u.user_id);
+            }
+            let mut addresses: std::collections::HashMap<String, Vec<String>> =
+                std::collections::HashMap::new();
+            for row in query.fetch_all(self.pool()).await? {
+                addresses
+                    .entry(row.try_get(0)?)
+                    .or_default()
+                    .push(row.try_get(1)?);
+            }
+            for u in chunk.iter_mut() {
+                u.wallet_addresses = addresses.remove(&u.user_id).unwrap_or_default();
+            }
         }
         Ok(users)
     }
@@ -397,16 +412,12 @@ impl Projections {
         if let Some(active) = q.active {
             filters.push(format!("active = {}", i64::from(active)));
         }
-        let count_sql = format!(
+        // The total counts the filtered users, before any cursor or page.
+        let count_sql = self.q(&format!(
             "SELECT COUNT(*) FROM rm_users WHERE {}",
             filters.join(" AND ")
-        );
-        let count_sql = self.q(&count_sql);
-        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
-        for a in &args {
-            count = count.bind(a.clone());
-        }
-        let total = u64::try_from(count.fetch_one(self.pool()).await?).unwrap_or(0);
+        ));
+        let count_args = args.clone();
 
         let mut offset = 0u64;
         if let Some(c) = q.cursor.as_deref().filter(|c| !c.is_empty()) {
@@ -454,6 +465,17 @@ impl Projections {
             })
         } else {
             None
+        };
+        let first_page = offset == 0 && q.cursor.as_deref().is_none_or(str::is_empty);
+        let total = if first_page && !more {
+            // Everything the filters match is on this page: no need to count again.
+            users.len() as u64
+        } else {
+            let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+            for a in &count_args {
+                count = count.bind(a.clone());
+            }
+            u64::try_from(count.fetch_one(self.pool()).await?).unwrap_or(0)
         };
         let users = self.with_addresses(tenant, users).await?;
         Ok(Ok(UserPage {
