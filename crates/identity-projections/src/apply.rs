@@ -81,13 +81,34 @@ pub(crate) struct Folder {
     touched: Option<Touched>,
 }
 
-/// The balance rows a span of events changed: the cached answers it makes stale.
+/// The balance rows a span of events changed: the cached answers it makes stale. Keyed by
+/// tenant so that a cached answer is checked with borrowed lookups, no allocation.
 #[derive(Debug, Default)]
 pub(crate) struct Touched {
-    /// (tenant, wallet id) of every wallet whose row or balances changed.
-    pub(crate) wallets: BTreeSet<(String, String)>,
-    /// (tenant, owner type, owner id) of every owner with a new wallet.
-    pub(crate) owners: BTreeSet<(String, String, String)>,
+    /// Per tenant, the wallet ids whose row or balances changed.
+    wallets: BTreeMap<String, BTreeSet<String>>,
+    /// Per tenant, the owners (type, id) with a new wallet.
+    owners: BTreeMap<String, BTreeSet<(String, String)>>,
+}
+
+impl Touched {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.wallets.is_empty() && self.owners.is_empty()
+    }
+
+    pub(crate) fn wallet(&self, tenant: &str, wallet_id: &str) -> bool {
+        self.wallets
+            .get(tenant)
+            .is_some_and(|ids| ids.contains(wallet_id))
+    }
+
+    pub(crate) fn owner(&self, tenant: &str, owner_type: &str, owner_id: &str) -> bool {
+        self.owners.get(tenant).is_some_and(|owners| {
+            owners
+                .iter()
+                .any(|(t, id)| t == owner_type && id == owner_id)
+        })
+    }
 }
 
 impl Folder {
@@ -334,13 +355,17 @@ impl BalanceFold {
         if let Some(touched) = touched {
             // Every balance event also changes its wallet's row, so wallets cover amounts.
             for ((tenant, wallet), change) in &wallets {
-                touched.wallets.insert((tenant.clone(), wallet.clone()));
+                touched
+                    .wallets
+                    .entry(tenant.clone())
+                    .or_default()
+                    .insert(wallet.clone());
                 if let Some(o) = &change.opened {
-                    touched.owners.insert((
-                        tenant.clone(),
-                        o.owner_type.to_string(),
-                        o.owner_id.clone(),
-                    ));
+                    touched
+                        .owners
+                        .entry(tenant.clone())
+                        .or_default()
+                        .insert((o.owner_type.to_string(), o.owner_id.clone()));
                 }
             }
         }

@@ -622,15 +622,7 @@ impl Projections {
                 }
             }
         }
-        sqlx::query(&self.dialect.placeholders(
-            "UPDATE projection_checkpoints SET xid = $1, position = $2, updated_at = $3 WHERE name = $4",
-        ))
-        .bind(i64::try_from(cursor.xid).unwrap_or(i64::MAX))
-        .bind(i64::try_from(cursor.position).unwrap_or(i64::MAX))
-        .bind(now_text())
-        .bind(p.name())
-        .execute(&mut *tx)
-        .await?;
+        self.save_checkpoint(&mut tx, p.name(), cursor).await?;
         sqlx::query(
             &self
                 .dialect

@@ -80,24 +80,23 @@ impl ReadCache {
 
     /// Forgets the answers that involve a wallet or an owner of `touched`.
     pub(crate) fn forget(&self, touched: &crate::apply::Touched) {
+        if touched.is_empty() {
+            return; // The batch changed no balance row: every answer still holds.
+        }
         let mut inner = self.lock();
         inner.0 += 1;
-        let wallet =
-            |tenant: &String, w: &String| touched.wallets.contains(&(tenant.clone(), w.clone()));
         let stale: Vec<AnswerKey> = inner
             .1
             .iter()
             .filter(|(key, answer)| match key {
-                AnswerKey::Wallet { tenant, wallet_id } => wallet(tenant, wallet_id),
+                AnswerKey::Wallet { tenant, wallet_id } => touched.wallet(tenant, wallet_id),
                 AnswerKey::Owner {
                     tenant,
                     owner_type,
                     owner_id,
                 } => {
-                    touched
-                        .owners
-                        .contains(&(tenant.clone(), owner_type.clone(), owner_id.clone()))
-                        || answer.iter().any(|w| wallet(tenant, &w.wallet_id))
+                    touched.owner(tenant, owner_type, owner_id)
+                        || answer.iter().any(|w| touched.wallet(tenant, &w.wallet_id))
                 }
             })
             .map(|(key, _)| key.clone())
