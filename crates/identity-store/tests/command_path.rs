@@ -197,6 +197,97 @@ async fn a_refused_command_does_not_poison_the_cache(url: String) {
     assert_chains_intact(&log, 3).await;
 }
 
+/// Answers that append nothing (a refusal, an idempotent retry) are decided on cached state:
+/// they must still follow what another replica appended since.
+async fn answers_that_append_nothing_follow_the_other_replica(url: String) {
+    let (a, b) = (open(&url).await, open(&url).await);
+    open_wallet(&a, 30).await;
+    a.execute::<Wallet, _>(&wallet_id(30), &credit(5, "k1"), &(), &HashMap::new())
+        .await
+        .expect("credit on A");
+    // B credits 10 more; A's cache still says 5.
+    b.execute::<Wallet, _>(&wallet_id(30), &credit(10, "k2"), &(), &HashMap::new())
+        .await
+        .expect("credit on B");
+    let debit_on_a = a
+        .execute::<Wallet, _>(&wallet_id(30), &debit(12, "k3"), &(), &HashMap::new())
+        .await
+        .expect("A sees B's credit: 15 covers 12");
+    assert_eq!(usdc(&debit_on_a.aggregate), 3);
+    // B debits the rest; a retry of k3 on B answers from B's (stale) cache.
+    b.execute::<Wallet, _>(&wallet_id(30), &debit(3, "k4"), &(), &HashMap::new())
+        .await
+        .expect("debit on B");
+    let retry = a
+        .execute::<Wallet, _>(&wallet_id(30), &debit(12, "k3"), &(), &HashMap::new())
+        .await
+        .expect("retry on A");
+    assert!(retry.events.is_empty(), "a retry appends nothing");
+    assert_eq!(retry.sequence, 5, "the retry answered from the stored head");
+    assert_eq!(usdc(&retry.aggregate), 0, "B's debit is seen");
+    // A refusal on a stale cache: B empties nothing here, A would wrongly refuse.
+    b.execute::<Wallet, _>(&wallet_id(30), &credit(7, "k5"), &(), &HashMap::new())
+        .await
+        .expect("credit on B");
+    let spent = a
+        .execute::<Wallet, _>(&wallet_id(30), &debit(7, "k6"), &(), &HashMap::new())
+        .await
+        .expect("A must not refuse on a stale balance of 0");
+    assert_eq!(usdc(&spent.aggregate), 0);
+    assert_chains_intact(&a, 7).await;
+}
+
+/// A command whose events the database refuses (PostgreSQL's jsonb has no U+0000) shares a
+/// group-commit batch with good ones: only it fails.
+async fn a_command_the_store_refuses_fails_alone_in_its_batch(url: String) {
+    let log = open(&url).await;
+    let mut tasks = Vec::new();
+    for i in 0..40u128 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let poisoned = i % 2 == 1;
+            let command = WalletCommand::Open(Box::new(OpenWallet {
+                wallet_id: WalletId(Uuid::from_u128(100 + i)),
+                tenant: tenant(),
+                owner: Owner {
+                    owner_type: OwnerType::User,
+                    owner_id: if poisoned {
+                        format!("owner{i}\u{0}")
+                    } else {
+                        UserId(Uuid::from_u128(2000 + i)).to_string()
+                    },
+                },
+                owner_identifier: format!("owner{i}@acme.id"),
+                wallet_type: WalletType::Internal,
+                network: Network::Polygon,
+                external_address: None,
+                at: Utc::now(),
+            }));
+            let outcome = log
+                .execute::<Wallet, _>(&wallet_id(100 + i), &command, &(), &HashMap::new())
+                .await;
+            (poisoned, outcome.map(|_| ()).map_err(|e| e.to_string()))
+        }));
+    }
+    let mut good = 0;
+    let mut refused = 0;
+    for task in tasks {
+        let (poisoned, outcome) = task.await.expect("task");
+        if poisoned {
+            refused += usize::from(outcome.is_err());
+        } else {
+            outcome.unwrap_or_else(|e| panic!("a good command failed beside a bad one: {e}"));
+            good += 1;
+        }
+    }
+    assert_eq!(good, 20);
+    if log.kind() == "postgres" {
+        assert_eq!(refused, 20, "jsonb refuses every poisoned payload");
+    }
+    let events = log.head_position().await.expect("head");
+    assert!(events >= 20, "{events}");
+}
+
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -230,4 +321,6 @@ on_both_stores!(
     stale_caches_cost_a_retry_not_an_update,
     concurrent_commands_from_two_replicas_are_all_applied_once,
     a_refused_command_does_not_poison_the_cache,
+    answers_that_append_nothing_follow_the_other_replica,
+    a_command_the_store_refuses_fails_alone_in_its_batch,
 );
