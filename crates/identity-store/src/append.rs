@@ -7,14 +7,19 @@
 //! that commit, with the global position of its last event: an acknowledged command is
 //! durable exactly as before.
 //!
-//! One command's conflict must not fail the others:
+//! One command's failure must not fail the others:
 //! - PostgreSQL: the whole batch is one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT DO
 //!   NOTHING RETURNING …`. When every row comes back, the batch commits. When a row is
-//!   missing (another writer took that sequence), the batch rolls back and each command is
-//!   written alone, so only the stale one reports the conflict. Conflicts are rare: commands
-//!   on one aggregate are serialized in-process, so they come from other replicas.
+//!   missing (another writer took that sequence) or the statement fails for any other
+//!   reason (a payload the database refuses), the batch rolls back and each command is
+//!   written alone, so only the stale or bad one reports its error. Both are rare: commands
+//!   on one aggregate are serialized in-process, so conflicts come from other replicas, and
+//!   input is validated before it becomes an event.
 //! - SQLite: in-process and without round trips, so each command gets a savepoint inside
-//!   the batch's transaction and a conflicting one rolls back to it.
+//!   the batch's transaction and a failing one rolls back to it.
+//!
+//! A command here may carry the events of several aggregates (a unit of work: a claim and
+//! the registration it guards); they commit together or not at all.
 //!
 //! DESIGN.md, performance notes; docs/adr/0001-event-log.md.
 
@@ -54,7 +59,7 @@ pub(crate) enum AppendError {
 #[derive(Debug)]
 struct Request {
     events: Vec<NewEvent>,
-    reply: oneshot::Sender<Result<u64, AppendError>>,
+    reply: oneshot::Sender<Result<Vec<u64>, AppendError>>,
 }
 
 /// The handle commands append through. Cheap to clone.
@@ -79,9 +84,9 @@ impl Appender {
         Self { requests }
     }
 
-    /// Appends one command's events (sequences consecutive, of one aggregate) and answers,
-    /// after the commit, with the global position of the last one.
-    pub(crate) async fn append(&self, events: Vec<NewEvent>) -> Result<u64, AppendError> {
+    /// Appends one unit's events atomically and answers, after the commit, with the global
+    /// position of each event, in order.
+    pub(crate) async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<u64>, AppendError> {
         let stopped = || {
             AppendError::Store(StoreError::Unavailable(
                 "the event writer has stopped".into(),
@@ -134,8 +139,11 @@ fn is_conflict(e: &sqlx::Error) -> bool {
 
 type Key = (String, String, i64);
 
-fn last_position(positions: &HashMap<Key, i64>, request: &Request) -> Result<u64, AppendError> {
-    let mut last = 0;
+fn positions_of(
+    positions: &HashMap<Key, i64>,
+    request: &Request,
+) -> Result<Vec<u64>, AppendError> {
+    let mut out = Vec::with_capacity(request.events.len());
     for e in &request.events {
         let key = (
             e.aggregate_type.to_string(),
@@ -148,12 +156,15 @@ fn last_position(positions: &HashMap<Key, i64>, request: &Request) -> Result<u64
                 e.aggregate_type, e.aggregate_id, e.sequence
             )))
         })?;
-        last = last.max(position);
+        out.push(
+            u64::try_from(position)
+                .map_err(|e| AppendError::Store(StoreError::Corrupt(e.to_string())))?,
+        );
     }
-    u64::try_from(last).map_err(|e| AppendError::Store(StoreError::Corrupt(e.to_string())))
+    Ok(out)
 }
 
-async fn write_postgres(pool: &PgPool, batch: &[Request]) -> Vec<Result<u64, AppendError>> {
+async fn write_postgres(pool: &PgPool, batch: &[Request]) -> Vec<Result<Vec<u64>, AppendError>> {
     let mut all: Vec<&NewEvent> = Vec::new();
     for request in batch {
         all.extend(&request.events);
@@ -162,17 +173,18 @@ async fn write_postgres(pool: &PgPool, batch: &[Request]) -> Vec<Result<u64, App
         Ok(Some(positions)) => {
             let mut outcomes = Vec::with_capacity(batch.len());
             for request in batch {
-                outcomes.push(last_position(&positions, request));
+                outcomes.push(positions_of(&positions, request));
             }
             outcomes
         }
-        Ok(None) if batch.len() > 1 => {
-            // Somebody's events conflict: write each command alone to find whose.
+        Ok(None) | Err(_) if batch.len() > 1 => {
+            // Somebody's events conflict or cannot be stored: write each command alone to
+            // find whose.
             let mut outcomes = Vec::with_capacity(batch.len());
             for request in batch {
                 let own: Vec<&NewEvent> = request.events.iter().collect::<Vec<_>>();
                 outcomes.push(match insert_postgres(pool, &own).await {
-                    Ok(Some(positions)) => last_position(&positions, request),
+                    Ok(Some(positions)) => positions_of(&positions, request),
                     Ok(None) => Err(AppendError::Conflict),
                     Err(e) => Err(AppendError::Store(e)),
                 });
@@ -241,11 +253,11 @@ async fn insert_postgres(
     Ok(Some(positions))
 }
 
-fn fail_all(n: usize, e: &StoreError) -> Vec<Result<u64, AppendError>> {
+fn fail_all(n: usize, e: &StoreError) -> Vec<Result<Vec<u64>, AppendError>> {
     (0..n).map(|_| Err(AppendError::Store(e.clone()))).collect()
 }
 
-async fn write_sqlite(pool: &SqlitePool, batch: &[Request]) -> Vec<Result<u64, AppendError>> {
+async fn write_sqlite(pool: &SqlitePool, batch: &[Request]) -> Vec<Result<Vec<u64>, AppendError>> {
     match sqlite_batch(pool, batch).await {
         Ok(outcomes) => outcomes,
         Err(e) => fail_all(batch.len(), &e),
@@ -257,13 +269,13 @@ async fn write_sqlite(pool: &SqlitePool, batch: &[Request]) -> Vec<Result<u64, A
 async fn sqlite_batch(
     pool: &SqlitePool,
     batch: &[Request],
-) -> Result<Vec<Result<u64, AppendError>>, StoreError> {
+) -> Result<Vec<Result<Vec<u64>, AppendError>>, StoreError> {
     // IMMEDIATE: take the write lock first, so no statement fails on a lock upgrade.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for request in batch {
         let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-        let mut last = 0i64;
+        let mut positions = Vec::with_capacity(request.events.len());
         let mut failure = None;
         for e in &request.events {
             // Writers are serialized (BEGIN IMMEDIATE), so one past the highest is the next
@@ -284,7 +296,7 @@ async fn sqlite_batch(
             .fetch_one(&mut *savepoint)
             .await;
             match inserted {
-                Ok(position) => last = last.max(position),
+                Ok(position) => positions.push(position),
                 Err(e) => {
                     failure = Some(e);
                     break;
@@ -295,8 +307,14 @@ async fn sqlite_batch(
             None => {
                 savepoint.commit().await?;
                 outcomes.push(
-                    u64::try_from(last)
-                        .map_err(|e| AppendError::Store(StoreError::Corrupt(e.to_string()))),
+                    positions
+                        .into_iter()
+                        .map(|p| {
+                            u64::try_from(p).map_err(|e| {
+                                AppendError::Store(StoreError::Corrupt(e.to_string()))
+                            })
+                        })
+                        .collect(),
                 );
             }
             Some(e) => {

@@ -22,10 +22,12 @@ mod audit;
 mod chain;
 mod feed;
 mod migrations;
+mod unit;
 
 pub use audit::{ChainBreak, ChainReport, EventFilter};
 pub use chain::{event_hash, HashInput};
 pub use feed::{FeedCursor, StoredEvent, NOTIFY_CHANNEL};
+pub use unit::{widen, Committed, Decided, Unit};
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -33,9 +35,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore};
+use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
@@ -264,7 +265,8 @@ fn loopback_without_tls(url: &str) -> String {
     }
 }
 
-fn conflict_backoff(attempt: u32) -> Duration {
+/// How long to wait before re-running after a lost race: grows with the attempt, jittered.
+pub fn conflict_backoff(attempt: u32) -> Duration {
     // Spread retries so that racing commands do not collide again in lock step.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -481,7 +483,7 @@ impl EventLog {
     }
 
     /// Runs a command: take the aggregate from the cache (or load it), decide, append; re-run
-    /// on fresh state after a lost race.
+    /// on fresh state after a lost race. A unit of one decision (`unit.rs`).
     pub async fn execute<A, C>(
         &self,
         id: &str,
@@ -493,88 +495,20 @@ impl EventLog {
         A: Aggregate<Command = C> + Clone + 'static,
         C: Clone,
     {
-        let key = (A::TYPE, id.to_string());
-        let _serialized = AggregateLock::acquire(&self.locks, key.clone()).await;
-        let metadata = serde_json::to_value(metadata)
-            .map_err(|e| ExecuteError::Store(StoreError::Other(e.to_string())))?;
         let mut attempt = 0;
         loop {
-            // Taken out of the cache: whatever goes wrong below (a refusal that left the
-            // state half-applied, a conflict, a store error, a cancelled call), the entry is
-            // gone and the next command reloads.
-            let cached = self.cache.lock().ok().and_then(|mut c| c.take::<A>(&key));
-            let mut state = match cached {
-                Some(state) => state,
-                None => self
-                    .read_state::<A>(id)
-                    .await
-                    .map_err(ExecuteError::Store)?,
-            };
-            let sink: EventSink<A> = EventSink::default();
-            Arc::make_mut(&mut state.aggregate)
-                .handle(command.clone(), services, &sink)
-                .await
-                .map_err(ExecuteError::Domain)?;
-            let events = sink.collect().await;
-            if events.is_empty() {
-                let executed = Executed {
-                    aggregate: state.aggregate.clone(),
-                    events,
-                    sequence: state.sequence,
-                    position: state.position,
-                };
-                self.keep(key, state);
-                return Ok(executed);
-            }
-            let mut rows = Vec::with_capacity(events.len());
-            let mut hash = state.hash.clone();
-            for (i, event) in events.iter().enumerate() {
-                let payload = serde_json::to_value(event)
-                    .map_err(|e| ExecuteError::Store(StoreError::Other(e.to_string())))?;
-                let row = append::NewEvent {
-                    aggregate_type: A::TYPE,
-                    aggregate_id: id.to_string(),
-                    sequence: i64::try_from(state.sequence + i + 1)
-                        .map_err(|e| ExecuteError::Store(StoreError::Other(e.to_string())))?,
-                    event_type: event.event_type(),
-                    event_version: event.event_version(),
-                    payload,
-                    metadata: metadata.clone(),
-                    hash: String::new(),
-                };
-                hash = event_hash(
-                    &hash,
-                    &HashInput {
-                        aggregate_type: row.aggregate_type,
-                        aggregate_id: &row.aggregate_id,
-                        sequence: row.sequence as u64,
-                        event_type: &row.event_type,
-                        event_version: &row.event_version,
-                        payload: &row.payload,
-                        metadata: &row.metadata,
-                    },
-                );
-                rows.push(append::NewEvent {
-                    hash: hash.clone(),
-                    ..row
-                });
-            }
-            match self.appender.append(rows).await {
-                Ok(position) => {
-                    self.appended.notify_waiters();
-                    state.sequence += events.len();
-                    state.hash = hash;
-                    state.position = position;
-                    let executed = Executed {
-                        aggregate: state.aggregate.clone(),
-                        events,
-                        sequence: state.sequence,
-                        position,
-                    };
-                    self.keep(key, state);
-                    return Ok(executed);
+            let mut unit = self.unit(metadata);
+            let decided = unit.decide::<A>(id, command.clone(), services).await?;
+            match unit.commit().await {
+                Ok(committed) => {
+                    return Ok(Executed {
+                        position: committed.position(&decided),
+                        aggregate: decided.aggregate,
+                        events: decided.events,
+                        sequence: decided.sequence,
+                    })
                 }
-                Err(append::AppendError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
+                Err(ExecuteError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
                     attempt += 1;
                     tracing::debug!(
                         aggregate_type = A::TYPE,
@@ -583,8 +517,7 @@ impl EventLog {
                     );
                     tokio::time::sleep(conflict_backoff(attempt)).await;
                 }
-                Err(append::AppendError::Conflict) => return Err(ExecuteError::Conflict),
-                Err(append::AppendError::Store(e)) => return Err(ExecuteError::Store(e)),
+                Err(e) => return Err(unit::widen(e)),
             }
         }
     }
