@@ -1160,14 +1160,22 @@ mod scenarios {
             .expect("raises")
             .into_inner();
         assert_eq!(changed.level, pb::IdentificationLevel::Identified as i32);
-        assert_error(
+        let refused = assert_error(
             k.change_identification_level(req(
                 "acme",
                 level(pb::IdentificationLevel::BasicIdentified, "", &user),
             ))
             .await,
-            Code::FailedPrecondition,
+            Code::InvalidArgument,
             "REASON_REQUIRED",
+        );
+        let violations = tonic_types::StatusExt::get_error_details(&refused)
+            .bad_request()
+            .map(|b| b.field_violations.clone())
+            .unwrap_or_default();
+        assert!(
+            violations.iter().any(|v| v.field == "reason"),
+            "{violations:?}"
         );
         k.set_pep_status(req(
             "acme",

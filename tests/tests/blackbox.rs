@@ -381,6 +381,141 @@ async fn nothing_acknowledged_is_lost_when_the_server_is_killed_on_sqlite() {
     nothing_acknowledged_is_lost(Store::Sqlite).await;
 }
 
+/// Kills the server (SIGKILL) while registrations with three unique values each are in
+/// flight, restarts it, and checks every value: free again, or held by a user who exists.
+async fn a_killed_server_leaves_no_orphan_claims(store: Store) {
+    let db = TestDb::create(store).await;
+    let dir = std::env::temp_dir();
+    let url = db.url().to_string();
+    let server = Server::start(&dir, &[("DATABASE_URL", &url)]);
+    let client = identity_proto::v1::user_service_client::UserServiceClient::connect(format!(
+        "http://{}",
+        server.addr
+    ))
+    .await
+    .expect("connect");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = (0..8u32)
+        .map(|t| {
+            let mut users = client.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                for i in 0..500u32 {
+                    let n = t * 1000 + i;
+                    let r = users
+                        .register_user(req(
+                            "acme",
+                            pb::RegisterUserRequest {
+                                user: Some(pb::UserInput {
+                                    email: format!("killed{n}@example.com"),
+                                    phone: format!("+3726{n:07}"),
+                                    external_id: format!("killed-{n}"),
+                                    ..Default::default()
+                                }),
+                            },
+                        ))
+                        .await;
+                    if r.is_err() {
+                        return i;
+                    }
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                500
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while done.load(std::sync::atomic::Ordering::Relaxed) < 40 {
+        assert!(Instant::now() < deadline, "registrations never got going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.crash();
+    let mut attempted = Vec::new();
+    for (t, w) in writers.into_iter().enumerate() {
+        let stopped_at = w.await.expect("writer");
+        assert!(stopped_at < 500, "writer {t} finished before the kill");
+        // The call that failed may or may not have committed: check it too.
+        attempted.extend((0..=stopped_at).map(|i| t as u32 * 1000 + i));
+    }
+    drop(client);
+
+    let server = Server::start(&dir, &[("DATABASE_URL", &url)]);
+    let mut users = identity_proto::v1::user_service_client::UserServiceClient::connect(format!(
+        "http://{}",
+        server.addr
+    ))
+    .await
+    .expect("connect");
+    let head = identity_store::EventLog::open(&identity_store::StoreConfig {
+        url: url.clone(),
+        max_connections: 2,
+        cache_capacity: 0,
+    })
+    .await
+    .expect("open the log")
+    .head_position()
+    .await
+    .expect("head");
+    for n in attempted {
+        let keys = [
+            ("email", format!("killed{n}@example.com")),
+            ("phone", format!("+3726{n:07}")),
+            ("external_id", format!("killed-{n}")),
+        ];
+        let mut holders = Vec::new();
+        for (name, value) in &keys {
+            let mut ask = pb::UserExistsRequest {
+                min_position: head,
+                ..Default::default()
+            };
+            match *name {
+                "email" => ask.email = value.clone(),
+                "phone" => ask.phone = value.clone(),
+                _ => ask.external_id = value.clone(),
+            }
+            let found = users
+                .user_exists(req("acme", ask))
+                .await
+                .expect("user_exists")
+                .into_inner();
+            holders.push(found.exists.then_some(found.user_id));
+        }
+        // All three values belong to one registration: all taken by its user, or none.
+        assert!(
+            holders.iter().all(Option::is_some) || holders.iter().all(Option::is_none),
+            "registration {n} half-applied: {holders:?}"
+        );
+        if holders[0].is_none() {
+            users
+                .register_user(req(
+                    "acme",
+                    pb::RegisterUserRequest {
+                        user: Some(pb::UserInput {
+                            email: keys[0].1.clone(),
+                            phone: keys[1].1.clone(),
+                            external_id: keys[2].1.clone(),
+                            ..Default::default()
+                        }),
+                    },
+                ))
+                .await
+                .unwrap_or_else(|e| panic!("registration {n}: its values stayed claimed: {e:?}"));
+        }
+    }
+    drop(users);
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_killed_mid_registration_leaves_no_orphan_claims_on_postgres() {
+    a_killed_server_leaves_no_orphan_claims(Store::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_killed_mid_registration_leaves_no_orphan_claims_on_sqlite() {
+    a_killed_server_leaves_no_orphan_claims(Store::Sqlite).await;
+}
+
 /// Kills the server while its projectors are mid-stream, restarts it, and checks that every
 /// read model caught up and equals a replay of the log: each event applied exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -404,10 +539,12 @@ async fn read_models_survive_a_crash_mid_stream_exactly_once() {
         );
     }
     // Keep writing from several tasks; kill the server while they run.
+    let credited = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writers: Vec<_> = (0..4)
         .map(|t| {
             let mut w = wallets.clone();
             let ids = wallet_ids.clone();
+            let credited = credited.clone();
             tokio::spawn(async move {
                 for i in 0..10_000u32 {
                     let r = w
@@ -424,12 +561,18 @@ async fn read_models_survive_a_crash_mid_stream_exactly_once() {
                     if r.is_err() {
                         return i;
                     }
+                    credited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 10_000
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill once the projectors have plenty to stream (a condition, not a fixed time).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while credited.load(std::sync::atomic::Ordering::Relaxed) < 400 {
+        assert!(Instant::now() < deadline, "the writers never got going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     server.crash();
     for w in writers {
         let _ = w.await;
@@ -763,10 +906,9 @@ async fn admin_endpoints_report_health_and_metrics_and_logs_hold_no_personal_dat
         assert!(Instant::now() < deadline, "never ready: {status} {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    tokio::time::sleep(Duration::from_millis(1200)).await; // one gauge sampling period
-    let (status, metrics) = server.admin_get("/metrics");
-    assert_eq!(status, 200);
-    for expected in [
+    // The gauges are sampled once a second and the projectors catch up on their own time:
+    // poll until every expected line is there (or the deadline says why not).
+    let expected = [
         r#"identity_grpc_requests_total{method="identity.v1.UserService/RegisterUser",code="OK"} 1"#,
         r#"identity_grpc_requests_total{method="identity.v1.UserService/RegisterUser",code="ALREADY_EXISTS"} 1"#,
         r#"identity_grpc_requests_total{method="identity.v1.UserService/VerifyPassword",code="UNAUTHENTICATED"} 1"#,
@@ -775,11 +917,24 @@ async fn admin_endpoints_report_health_and_metrics_and_logs_hold_no_personal_dat
         r#"identity_projection_lag{projection="directory"} 0"#,
         r#"identity_projection_leader{projection="balances"} 1"#,
         "identity_db_pool_connections",
-    ] {
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, metrics) = server.admin_get("/metrics");
+        assert_eq!(status, 200);
+        let missing: Vec<&str> = expected
+            .iter()
+            .copied()
+            .filter(|e| !metrics.contains(e))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
         assert!(
-            metrics.contains(expected),
-            "{expected} missing from:\n{metrics}"
+            Instant::now() < deadline,
+            "{missing:?} missing from:\n{metrics}"
         );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     drop(users);
@@ -830,15 +985,24 @@ async fn two_servers_on_one_database_never_both_project() {
             .map(|p| (p.name, p.leader))
             .collect()
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let a = leaders(&first).await;
-    let b = leaders(&second).await;
-    for ((name, la), (_, lb)) in a.iter().zip(&b) {
+    // Until every lease is taken (the processes start their projectors on their own time),
+    // never both hold one; then exactly one does.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (a, _b) = loop {
+        let a = leaders(&first).await;
+        let b = leaders(&second).await;
+        for ((name, la), (_, lb)) in a.iter().zip(&b) {
+            assert!(!(la & lb), "{name}: both processes project");
+        }
+        if a.iter().zip(&b).all(|((_, la), (_, lb))| la ^ lb) {
+            break (a, b);
+        }
         assert!(
-            la ^ lb,
-            "{name}: exactly one process projects (first {la}, second {lb})"
+            Instant::now() < deadline,
+            "some read model has no projector: {a:?} {b:?}"
         );
-    }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     // Whichever led, kill it: the other takes every lease over.
     let (survivor, dead) = if a[0].1 {
         (second, first)

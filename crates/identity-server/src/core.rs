@@ -11,7 +11,13 @@ use identity_domain::user::{User, UserServices};
 use identity_domain::values::UserId;
 use identity_domain::{ClaimKind, DomainError, RecordsRejection};
 use identity_projections::{Projection, Projections};
-use identity_store::{EventLog, Executed, Loaded};
+use identity_store::{
+    conflict_backoff, widen, Decided, EventLog, ExecuteError, Executed, Loaded, Unit,
+    MAX_CONFLICT_RETRIES,
+};
+
+/// The future a unit's builder returns.
+pub type BoxFuture<'u, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'u>>;
 use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
 
@@ -108,14 +114,38 @@ impl Core {
     ) -> ApiResult<Executed<A>>
     where
         A: Aggregate<Error = DomainError> + Clone + 'static,
-        A::Command: Clone,
+        A::Command: Clone + Send + Sync,
         A::Event: RecordsRejection,
+    {
+        self.transact::<A, _>(ctx, id, |mut unit| {
+            let command = command.clone();
+            Box::pin(async move {
+                let decided = unit.decide::<A>(id, command, services).await?;
+                Ok((unit, decided))
+            })
+        })
+        .await
+    }
+
+    /// Runs a unit of work: `build` makes its decisions (claims, the command they guard,
+    /// releases) and hands the unit back with the decision on the aggregate the caller
+    /// asked about (`id`);
+    /// all their events commit in one transaction or none do, whatever happens to the
+    /// caller. After a lost race the unit is built again on fresh state.
+    pub async fn transact<'c, A, F>(
+        &'c self,
+        ctx: &RequestContext,
+        id: &str,
+        mut build: F,
+    ) -> ApiResult<Executed<A>>
+    where
+        A: Aggregate<Error = DomainError> + 'static,
+        A::Event: RecordsRejection,
+        F: FnMut(Unit<'c>) -> BoxFuture<'c, ApiResult<(Unit<'c>, Decided<A>)>>,
     {
         use tracing::Instrument as _;
         let span = tracing::Span::current();
         span.record("aggregate_id", id);
-        // A span per command, inside the RPC's: one RPC may run several (claims, then the
-        // registration).
         let command_span = tracing::info_span!(
             "command",
             aggregate_type = A::TYPE,
@@ -124,15 +154,32 @@ impl Core {
             outcome = tracing::field::Empty,
         );
         let metadata = ctx.event_metadata();
-        let result = self
-            .log
-            .execute::<A, _>(id, &command, services, &metadata)
-            .instrument(command_span.clone())
-            .await;
+        let result = async {
+            let mut attempt = 0;
+            loop {
+                let (unit, decided) = build(self.log.unit(&metadata)).await?;
+                match unit.commit().await {
+                    Ok(committed) => {
+                        return Ok(Executed {
+                            position: committed.position(&decided),
+                            aggregate: decided.aggregate,
+                            events: decided.events,
+                            sequence: decided.sequence,
+                        })
+                    }
+                    Err(ExecuteError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
+                        attempt += 1;
+                        tokio::time::sleep(conflict_backoff(attempt)).await;
+                    }
+                    Err(e) => return Err(ApiError::from(widen::<DomainError>(e))),
+                }
+            }
+        }
+        .instrument(command_span.clone())
+        .await;
         let executed = match result {
             Ok(executed) => executed,
             Err(e) => {
-                let e = ApiError::from(e);
                 span.record("outcome", outcome_of(&e));
                 command_span.record("outcome", outcome_of(&e));
                 return Err(e);
@@ -167,36 +214,33 @@ impl Core {
             .await
     }
 
-    /// Claims a unique value for `owner`. Returns whether this call took it (false when the
-    /// owner already held it).
-    pub async fn claim(
-        &self,
+    /// Claims a unique value for `owner` inside a unit. Claiming a value one already holds
+    /// stages nothing.
+    pub async fn claim_in(
+        unit: &mut Unit<'_>,
         ctx: &RequestContext,
         kind: ClaimKind,
         value: &str,
         owner: UserId,
-    ) -> ApiResult<bool> {
+    ) -> ApiResult<()> {
         let id = claim_id(&ctx.tenant, kind, value);
-        let metadata = ctx.event_metadata();
-        let executed = self
-            .log
-            .execute::<UniqueClaim, _>(&id, &ClaimCommand::Claim { kind, owner }, &(), &metadata)
+        unit.decide::<UniqueClaim>(&id, ClaimCommand::Claim { kind, owner }, &())
             .await?;
-        Ok(!executed.events.is_empty())
+        Ok(())
     }
 
-    /// Gives a claimed value up (a compensation after a failed registration, or after a
-    /// contact change). Failures are logged, not returned: the caller's outcome is decided.
-    pub async fn release(&self, ctx: &RequestContext, kind: ClaimKind, value: &str, owner: UserId) {
+    /// Gives a claimed value up inside a unit (after a contact change), if `owner` holds it.
+    pub async fn release_in(
+        unit: &mut Unit<'_>,
+        ctx: &RequestContext,
+        kind: ClaimKind,
+        value: &str,
+        owner: UserId,
+    ) -> ApiResult<()> {
         let id = claim_id(&ctx.tenant, kind, value);
-        let metadata = ctx.event_metadata();
-        if let Err(e) = self
-            .log
-            .execute::<UniqueClaim, _>(&id, &ClaimCommand::Release { owner }, &(), &metadata)
-            .await
-        {
-            tracing::error!(error = %e, kind = kind.as_str(), "could not release a claim");
-        }
+        unit.decide::<UniqueClaim>(&id, ClaimCommand::Release { owner }, &())
+            .await?;
+        Ok(())
     }
 
     /// A fresh one-time code and its hash; the hash binds the code to one aggregate.

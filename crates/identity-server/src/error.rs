@@ -71,8 +71,8 @@ fn domain_code(e: &DomainError) -> Code {
         | D::AmountOverflow
         | D::TierRetired
         | D::IdentityRequired(_)
-        | D::DocumentRequired(_)
-        | D::ReasonRequired => Code::FailedPrecondition,
+        | D::DocumentRequired(_) => Code::FailedPrecondition,
+        D::ReasonRequired => Code::InvalidArgument,
         D::InvalidCredentials => Code::Unauthenticated,
         D::UserNotFound | D::WalletNotFound | D::TierNotFound | D::IdentificationNotFound => {
             Code::NotFound
@@ -102,6 +102,8 @@ impl From<ApiError> for Status {
                 let mut details = details_for(d.reason(), d.metadata());
                 if let DomainError::InvalidArgument(v) = d {
                     add_violations(&mut details, v);
+                } else if let DomainError::ReasonRequired = d {
+                    details.add_bad_request_violation("reason", d.to_string());
                 }
                 Status::with_error_details(domain_code(d), message, details)
             }

@@ -10,6 +10,7 @@
 //! - `credentials`: argon2id hashing on dedicated low-priority threads.
 //! - `observability`: metrics and the admin HTTP endpoints.
 //! - `error`: the one exhaustive error → `Status` mapping.
+//! - `wire`: gRPC's codes for transport-level failures (oversized, undecodable messages).
 //!
 //! Domain rules live in `identity-domain`, storage in `identity-store`; this crate must not
 //! grow either.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod observability;
 pub mod settings;
 pub mod telemetry;
+pub mod wire;
 
 pub use app::Application;
 pub use settings::Settings;

@@ -53,12 +53,50 @@ pub struct GrpcMetrics<S> {
     inner: S,
 }
 
-/// A bounded label for a request path: unknown paths share one label.
+/// Every method path this server serves (`identity.v1.UserService/RegisterUser`, health,
+/// reflection), from the descriptor sets it registers.
+pub fn known_methods() -> &'static std::collections::HashSet<String> {
+    static KNOWN: OnceLock<std::collections::HashSet<String>> = OnceLock::new();
+    KNOWN.get_or_init(|| {
+        use identity_proto::prost::Message as _;
+        let mut known = std::collections::HashSet::new();
+        for set in [
+            identity_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ] {
+            let Ok(files) = identity_proto::prost_types::FileDescriptorSet::decode(set) else {
+                continue;
+            };
+            for file in files.file {
+                let package = file.package.unwrap_or_default();
+                for service in file.service {
+                    let name = service.name.unwrap_or_default();
+                    for method in service.method {
+                        known.insert(format!(
+                            "{package}.{name}/{}",
+                            method.name.unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        }
+        for reflection in ["grpc.reflection.v1", "grpc.reflection.v1alpha"] {
+            known.insert(format!(
+                "{reflection}.ServerReflection/ServerReflectionInfo"
+            ));
+        }
+        known
+    })
+}
+
+/// A bounded label for a request path: only the methods this server serves get their own
+/// label; any other path (a flood of random ones included) shares "unknown".
 fn method_label(path: &str) -> String {
-    if path.starts_with("/identity.v1.") || path.starts_with("/grpc.") {
-        path.trim_start_matches('/').to_string()
+    let method = path.trim_start_matches('/');
+    if known_methods().contains(method) {
+        method.to_string()
     } else {
-        "other".to_string()
+        "unknown".to_string()
     }
 }
 
@@ -191,6 +229,18 @@ mod tests {
             method_label("/identity.v1.UserService/GetUser"),
             "identity.v1.UserService/GetUser"
         );
-        assert_eq!(method_label("/random/junk"), "other");
+        assert_eq!(
+            method_label("/grpc.health.v1.Health/Check"),
+            "grpc.health.v1.Health/Check"
+        );
+        // Inside our own package too: a flood of invented method names must not grow the
+        // label set.
+        for junk in [
+            "/random/junk",
+            "/identity.v1.UserService/NoSuchMethod",
+            "/identity.v1.Nope/X",
+        ] {
+            assert_eq!(method_label(junk), "unknown", "{junk}");
+        }
     }
 }

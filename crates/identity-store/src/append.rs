@@ -139,10 +139,7 @@ fn is_conflict(e: &sqlx::Error) -> bool {
 
 type Key = (String, String, i64);
 
-fn positions_of(
-    positions: &HashMap<Key, i64>,
-    request: &Request,
-) -> Result<Vec<u64>, AppendError> {
+fn positions_of(positions: &HashMap<Key, i64>, request: &Request) -> Result<Vec<u64>, AppendError> {
     let mut out = Vec::with_capacity(request.events.len());
     for e in &request.events {
         let key = (
@@ -310,9 +307,8 @@ async fn sqlite_batch(
                     positions
                         .into_iter()
                         .map(|p| {
-                            u64::try_from(p).map_err(|e| {
-                                AppendError::Store(StoreError::Corrupt(e.to_string()))
-                            })
+                            u64::try_from(p)
+                                .map_err(|e| AppendError::Store(StoreError::Corrupt(e.to_string())))
                         })
                         .collect(),
                 );

@@ -23,8 +23,8 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::Value;
 
 use crate::append::{AppendError, NewEvent};
-use crate::{event_hash, AggregateLock, CacheKey, Cached, EventLog, ExecuteError, HashInput};
 use crate::StoreError;
+use crate::{event_hash, AggregateLock, CacheKey, Cached, EventLog, ExecuteError, HashInput};
 
 /// What one decision of a unit produced. Its global position is known after the commit:
 /// [`Committed::position`].
@@ -146,7 +146,12 @@ impl<'l> Unit<'l> {
         }
         self._locks
             .push(AggregateLock::acquire(&self.log.locks, key.clone()).await);
-        let cached = self.log.cache.lock().ok().and_then(|mut c| c.take::<A>(&key));
+        let cached = self
+            .log
+            .cache
+            .lock()
+            .ok()
+            .and_then(|mut c| c.take::<A>(&key));
         let (state, verified) = match cached {
             Some(state) => (state, false),
             None => (self.log.read_state::<A>(id).await?, true),

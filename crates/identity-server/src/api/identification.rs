@@ -106,43 +106,46 @@ impl IdentificationService for IdentificationApi {
             date_of_birth: date_of_birth.ok_or_else(unparsed)?,
         };
         let key = identity.person_code.key();
-        let previous = self
-            .core
-            .log
-            .load::<Identification>(&ctx.aggregate_id(user))
-            .await
-            .map_err(ApiError::from)?
-            .and_then(|l| l.aggregate.identity.map(|i| i.person_code.key()));
-        let newly = self
-            .core
-            .claim(&ctx, ClaimKind::PersonCode, &key, user)
-            .await?;
-        let now = Utc::now();
+        self.core.load_user(&ctx, user).await?;
+        // The submission, the claim of its person code and the release of the previous
+        // one commit together.
+        let id = ctx.aggregate_id(user);
         let result = self
-            .run(&ctx, user, |subject| {
-                IdentificationCommand::SubmitIdentity {
-                    subject,
-                    identity: Box::new(identity),
-                    today: now.date_naive(),
-                    at: now,
-                }
+            .core
+            .transact::<Identification, _>(&ctx, &id, |mut unit| {
+                let (ctx, id, key, identity) = (&ctx, &id, &key, identity.clone());
+                Box::pin(async move {
+                    let previous = unit
+                        .state::<Identification>(id)
+                        .await
+                        .map_err(ApiError::from)?
+                        .identity
+                        .as_ref()
+                        .map(|i| i.person_code.key());
+                    let now = Utc::now();
+                    let decided = unit
+                        .decide::<Identification>(
+                            id,
+                            IdentificationCommand::SubmitIdentity {
+                                subject: Subject {
+                                    tenant: ctx.tenant.clone(),
+                                    user_id: user,
+                                },
+                                identity: Box::new(identity),
+                                today: now.date_naive(),
+                                at: now,
+                            },
+                            &(),
+                        )
+                        .await?;
+                    Core::claim_in(&mut unit, ctx, ClaimKind::PersonCode, key, user).await?;
+                    if let Some(old) = previous.filter(|old| old != key) {
+                        Core::release_in(&mut unit, ctx, ClaimKind::PersonCode, &old, user).await?;
+                    }
+                    Ok((unit, decided))
+                })
             })
             .await;
-        match &result {
-            Ok(_) => {
-                if let Some(old) = previous.filter(|old| *old != key) {
-                    self.core
-                        .release(&ctx, ClaimKind::PersonCode, &old, user)
-                        .await;
-                }
-            }
-            Err(_) if newly => {
-                self.core
-                    .release(&ctx, ClaimKind::PersonCode, &key, user)
-                    .await
-            }
-            Err(_) => {}
-        }
         let executed = result?;
         Ok(Response::new(pb::SubmitIdentityResponse {
             position: executed.position,

@@ -122,40 +122,27 @@ fn claims_of(cmd: &RegisterUser) -> Vec<(ClaimKind, String)> {
 }
 
 impl UserApi {
-    /// Claims every unique value, then registers. On any failure the values this call
-    /// claimed are released again, so a refused registration leaves nothing taken.
+    /// Claims every unique value and registers, in one unit: the claims and the
+    /// registration commit together or not at all, whatever the caller does meanwhile.
     async fn register(&self, ctx: &RequestContext, cmd: RegisterUser) -> ApiResult<Executed<User>> {
         let owner = cmd.user_id;
-        let mut taken: Vec<(ClaimKind, String)> = Vec::new();
-        let mut result = Ok(());
-        for (kind, value) in claims_of(&cmd) {
-            match self.core.claim(ctx, kind, &value, owner).await {
-                Ok(_) => taken.push((kind, value)),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        let result = match result {
-            Ok(()) => {
-                self.core
-                    .execute::<User>(
-                        ctx,
-                        &ctx.aggregate_id(owner),
-                        UserCommand::Register(Box::new(cmd)),
-                        &self.core.user_services,
-                    )
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            for (kind, value) in &taken {
-                self.core.release(ctx, *kind, value, owner).await;
-            }
-        }
-        result
+        let claims = claims_of(&cmd);
+        let id = ctx.aggregate_id(owner);
+        let services = &self.core.user_services;
+        self.core
+            .transact::<User, _>(ctx, &id, |mut unit| {
+                let (claims, cmd, id) = (&claims, cmd.clone(), &id);
+                Box::pin(async move {
+                    for (kind, value) in claims {
+                        Core::claim_in(&mut unit, ctx, *kind, value, owner).await?;
+                    }
+                    let decided = unit
+                        .decide::<User>(id, UserCommand::Register(Box::new(cmd)), services)
+                        .await?;
+                    Ok((unit, decided))
+                })
+            })
+            .await
     }
 
     /// The owner of a unique value in the caller's tenant, if any.
@@ -240,9 +227,9 @@ impl UserApi {
             .await
     }
 
-    /// Confirms a pending email or phone change: claim the new value first (so two users can
-    /// never confirm the same one), confirm, then release the old value, or the new one if
-    /// the confirmation did not go through.
+    /// Confirms a pending email or phone change in one unit: the confirmation, the claim
+    /// of the new value (so two users can never confirm the same one) and the release of
+    /// the old one commit together. A wrong code commits only its recorded attempt.
     async fn confirm_contact(
         &self,
         ctx: &RequestContext,
@@ -250,68 +237,47 @@ impl UserApi {
         kind: ClaimKind,
         code: &str,
     ) -> ApiResult<(String, u64)> {
-        let loaded = self.core.load_user(ctx, user).await?;
-        let pending = match kind {
-            ClaimKind::Email => loaded
-                .aggregate
-                .pending_email
-                .as_ref()
-                .map(|p| p.value.to_string()),
-            ClaimKind::Phone => loaded
-                .aggregate
-                .pending_phone
-                .as_ref()
-                .map(|p| p.value.to_string()),
-            ClaimKind::ExternalId | ClaimKind::PersonCode => None,
-        };
         let aggregate_id = ctx.aggregate_id(user);
         let code_hash = self.core.hash_code(&aggregate_id, code);
-        let command = match kind {
-            ClaimKind::Phone => UserCommand::ConfirmPhone {
-                code_hash,
-                at: Utc::now(),
-            },
-            ClaimKind::Email | ClaimKind::ExternalId | ClaimKind::PersonCode => {
-                UserCommand::ConfirmEmail {
-                    code_hash,
-                    at: Utc::now(),
-                }
-            }
-        };
-        let newly_claimed = match &pending {
-            Some(value) => self.core.claim(ctx, kind, value, user).await?,
-            None => false,
-        };
-        let result = self.run(ctx, user, command).await;
-        match (&result, &pending) {
-            (Ok(executed), Some(_)) => {
-                for e in &executed.events {
-                    let previous = match e {
-                        UserEvent::EmailConfirmed {
-                            email, previous, ..
-                        } => previous
-                            .as_ref()
-                            .filter(|p| *p != email)
-                            .map(ToString::to_string),
-                        UserEvent::PhoneConfirmed {
-                            phone, previous, ..
-                        } => previous
-                            .as_ref()
-                            .filter(|p| *p != phone)
-                            .map(ToString::to_string),
-                        _ => None,
+        let services = &self.core.user_services;
+        let executed = self
+            .core
+            .transact::<User, _>(ctx, &aggregate_id, |mut unit| {
+                let (id, code_hash) = (&aggregate_id, code_hash.clone());
+                Box::pin(async move {
+                    let at = Utc::now();
+                    let command = match kind {
+                        ClaimKind::Phone => UserCommand::ConfirmPhone { code_hash, at },
+                        ClaimKind::Email | ClaimKind::ExternalId | ClaimKind::PersonCode => {
+                            UserCommand::ConfirmEmail { code_hash, at }
+                        }
                     };
-                    if let Some(old) = previous {
-                        self.core.release(ctx, kind, &old, user).await;
+                    let decided = unit.decide::<User>(id, command, services).await?;
+                    for e in &decided.events {
+                        let (new, previous) = match e {
+                            UserEvent::EmailConfirmed {
+                                email, previous, ..
+                            } => (
+                                email.to_string(),
+                                previous.as_ref().map(ToString::to_string),
+                            ),
+                            UserEvent::PhoneConfirmed {
+                                phone, previous, ..
+                            } => (
+                                phone.to_string(),
+                                previous.as_ref().map(ToString::to_string),
+                            ),
+                            _ => continue,
+                        };
+                        Core::claim_in(&mut unit, ctx, kind, &new, user).await?;
+                        if let Some(old) = previous.filter(|old| *old != new) {
+                            Core::release_in(&mut unit, ctx, kind, &old, user).await?;
+                        }
                     }
-                }
-            }
-            (Err(_), Some(value)) if newly_claimed => {
-                self.core.release(ctx, kind, value, user).await;
-            }
-            _ => {}
-        }
-        let executed = result?;
+                    Ok((unit, decided))
+                })
+            })
+            .await?;
         let value = match kind {
             ClaimKind::Phone => executed.aggregate.phone.as_ref().map(ToString::to_string),
             ClaimKind::Email | ClaimKind::ExternalId | ClaimKind::PersonCode => {
