@@ -18,6 +18,7 @@ on_both_stores!(
     an_edited_event_is_detected_and_pinpointed,
     a_deleted_event_is_detected_and_pinpointed,
     reordered_events_are_detected_and_pinpointed,
+    every_break_is_reported_and_an_unhashed_event_is_one,
 );
 
 /// A user with an active wallet credited 10, 20 and 30: wallet events 1..=5.
@@ -461,5 +462,64 @@ mod scenarios {
         );
         assert_eq!(b.aggregate_id, wallet);
         assert_eq!(b.sequence, 4);
+    }
+
+    /// Two edits and one hash removed: three breaks, each pinpointed; the events between
+    /// them still verify. A new event without a hash cannot be written at all.
+    pub(super) async fn every_break_is_reported_and_an_unhashed_event_is_one(store: Store) {
+        let app = spawn_app(store).await;
+        let (_, wallet, positions) = workload(&app).await;
+        let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ('User', 'acme/x', 1, 'UserRegistered', '1.0', '{}', '{}')";
+        let written = match &app.db {
+            TestDb::Postgres { url, .. } => {
+                let pool = sqlx::PgPool::connect(url).await.expect("connect");
+                sqlx::raw_sql(insert).execute(&pool).await.is_ok()
+            }
+            TestDb::Sqlite { url, .. } => {
+                let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
+                sqlx::raw_sql(insert).execute(&pool).await.is_ok()
+            }
+        };
+        assert!(!written, "an event without a hash was written");
+        let user_position = 1; // the registration
+        tamper(
+            &app,
+            &format!(
+                "UPDATE events SET payload = jsonb_set(payload, '{{TokensCredited,amount}}', '\"999\"') WHERE global_position = {a};
+                 UPDATE events SET payload = jsonb_set(payload, '{{TokensCredited,amount}}', '\"998\"') WHERE global_position = {b};
+                 ALTER TABLE events DROP CONSTRAINT events_hash_required;
+                 UPDATE events SET hash = NULL WHERE global_position = {user_position};",
+                a = positions[0],
+                b = positions[2]
+            ),
+            &format!(
+                "UPDATE events SET payload = json_set(payload, '$.TokensCredited.amount', '999') WHERE global_position = {a};
+                 UPDATE events SET payload = json_set(payload, '$.TokensCredited.amount', '998') WHERE global_position = {b};
+                 UPDATE events SET hash = NULL WHERE global_position = {user_position};",
+                a = positions[0],
+                b = positions[2]
+            ),
+        )
+        .await;
+        let report = audit(&app)
+            .verify_chain(req("acme", pb::VerifyChainRequest {}))
+            .await
+            .expect("verifies")
+            .into_inner();
+        assert!(!report.intact);
+        assert_eq!(report.breaks_found, 3, "{report:?}");
+        assert_eq!(report.unhashed, 1);
+        let mut at: Vec<u64> = report.breaks.iter().map(|b| b.position).collect();
+        at.sort_unstable();
+        assert_eq!(at, vec![user_position, positions[0], positions[2]]);
+        for b in report.breaks.iter().filter(|b| b.position != user_position) {
+            assert_eq!(b.aggregate_id, wallet);
+        }
+        let unhashed = report
+            .breaks
+            .iter()
+            .find(|b| b.position == user_position)
+            .expect("the unhashed event");
+        assert!(unhashed.reason.contains("no hash"), "{}", unhashed.reason);
     }
 }

@@ -253,19 +253,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .verify_chains(None, |n| eprint!("\rchecked {n} events"))
                 .await?;
             eprintln!();
-            match &report.first_break {
-                None => println!(
-                    "hash chains: intact ({} events in {} aggregates, {} unhashed) in {:.2} s",
+            if report.intact() {
+                println!(
+                    "hash chains: intact ({} events in {} aggregates) in {:.2} s",
                     report.events_checked,
                     report.aggregates_checked,
-                    report.unhashed,
                     started.elapsed().as_secs_f64()
-                ),
-                Some(b) => {
-                    failed = true;
+                );
+            } else {
+                failed = true;
+                println!(
+                    "hash chains: {} break(s) in {} events ({} unhashed):",
+                    report.breaks_found, report.events_checked, report.unhashed
+                );
+                for b in &report.breaks {
                     println!(
-                        "hash chains: BROKEN at position {} ({} {} sequence {}): {}",
+                        "  BROKEN at position {} ({} {} sequence {}): {}",
                         b.position, b.aggregate_type, b.aggregate_id, b.sequence, b.reason
+                    );
+                }
+                if report.breaks_found > report.breaks.len() as u64 {
+                    println!(
+                        "  … and {} more",
+                        report.breaks_found - report.breaks.len() as u64
                     );
                 }
             }

@@ -77,7 +77,7 @@ fn times_ordered(a: &str, b: &str) -> bool {
     }
 }
 
-/// The first place a hash chain is broken.
+/// A place where a hash chain is broken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainBreak {
     pub position: u64,
@@ -91,9 +91,33 @@ pub struct ChainBreak {
 pub struct ChainReport {
     pub events_checked: u64,
     pub aggregates_checked: u64,
-    /// Events written before hashing existed (no hash); they cannot be verified.
+    /// Events without a hash (written before hashing existed, or by hand). Each is also a
+    /// break: nothing proves it was not inserted or edited.
     pub unhashed: u64,
-    pub first_break: Option<ChainBreak>,
+    /// Every break, in log order per aggregate, up to [`MAX_REPORTED_BREAKS`].
+    pub breaks: Vec<ChainBreak>,
+    /// How many breaks there are in all (more than `breaks` holds when over the cap).
+    pub breaks_found: u64,
+}
+
+/// The most breaks one report lists; `breaks_found` still counts them all.
+pub const MAX_REPORTED_BREAKS: usize = 1000;
+
+impl ChainReport {
+    pub fn intact(&self) -> bool {
+        self.breaks_found == 0
+    }
+
+    pub fn first_break(&self) -> Option<&ChainBreak> {
+        self.breaks.first()
+    }
+
+    fn record(&mut self, b: ChainBreak) {
+        self.breaks_found += 1;
+        if self.breaks.len() < MAX_REPORTED_BREAKS {
+            self.breaks.push(b);
+        }
+    }
 }
 
 pub(crate) const COLUMNS_PG: &str =
@@ -294,7 +318,9 @@ impl EventLog {
         }
     }
 
-    /// Recomputes every hash chain (of one tenant, or all) and reports the first broken link.
+    /// Recomputes every hash chain (of one tenant, or all) and reports every broken link.
+    /// After a break, checking goes on from the stored hash, so one edited event is one
+    /// break and the rest of its chain is still verified.
     /// `progress` is called every 10 000 events with the number checked so far.
     pub async fn verify_chains(
         &self,
@@ -322,9 +348,6 @@ impl EventLog {
                 expected_sequence = 1;
                 previous.clear();
             }
-            if report.first_break.is_some() {
-                return;
-            }
             let broken = |reason: String| ChainBreak {
                 position: e.position,
                 aggregate_type: e.aggregate_type.clone(),
@@ -332,8 +355,9 @@ impl EventLog {
                 sequence: e.sequence,
                 reason,
             };
-            if e.sequence != expected_sequence {
-                report.first_break = Some(broken(if e.sequence > expected_sequence {
+            let in_sequence = e.sequence == expected_sequence;
+            if !in_sequence {
+                report.record(broken(if e.sequence > expected_sequence {
                     format!(
                         "sequence {expected_sequence} is missing: the next stored event is {}",
                         e.sequence
@@ -344,11 +368,14 @@ impl EventLog {
                         e.sequence
                     )
                 }));
-                return;
             }
-            expected_sequence += 1;
+            expected_sequence = e.sequence + 1;
             let Some(stored) = e.hash.clone() else {
                 report.unhashed += 1;
+                report.record(broken(
+                    "the event has no hash: nothing proves it was not inserted or edited"
+                        .to_string(),
+                ));
                 previous.clear();
                 return;
             };
@@ -364,11 +391,11 @@ impl EventLog {
                     metadata: &e.metadata,
                 },
             );
-            if computed != stored {
-                report.first_break = Some(broken(
+            // After a sequence break the predecessor is gone: that break says it all.
+            if in_sequence && computed != stored {
+                report.record(broken(
                     "the stored hash does not match the event and its predecessor: the event, or one before it, was edited, removed or reordered".to_string(),
                 ));
-                return;
             }
             previous = stored;
         };

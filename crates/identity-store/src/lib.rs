@@ -24,7 +24,7 @@ mod feed;
 mod migrations;
 mod unit;
 
-pub use audit::{ChainBreak, ChainReport, EventFilter};
+pub use audit::{ChainBreak, ChainReport, EventFilter, MAX_REPORTED_BREAKS};
 pub use chain::{event_hash, HashInput};
 pub use feed::{FeedCursor, StoredEvent, NOTIFY_CHANNEL};
 pub use unit::{widen, Committed, Decided, Unit};

@@ -55,6 +55,14 @@ CREATE TRIGGER events_notify AFTER INSERT ON events
 ALTER TABLE events ADD COLUMN hash text;
 "#,
     ),
+    (
+        4,
+        r#"
+-- Every new event is hashed: an unhashed one would be a quiet gap in its chain. NOT VALID
+-- leaves rows written before hashing existed alone (verification reports them as breaks).
+ALTER TABLE events ADD CONSTRAINT events_hash_required CHECK (hash IS NOT NULL) NOT VALID;
+"#,
+    ),
 ];
 
 const SQLITE: &[(i64, &str)] = &[
@@ -103,6 +111,17 @@ BEGIN
     UPDATE events
        SET global_position = (SELECT COALESCE(MAX(global_position), 0) + 1 FROM events)
      WHERE rowid = NEW.rowid;
+END;
+"#,
+    ),
+    (
+        4,
+        r#"
+-- Every new event is hashed (SQLite cannot add a CHECK to an existing table).
+CREATE TRIGGER events_hash_required BEFORE INSERT ON events
+WHEN NEW.hash IS NULL
+BEGIN
+    SELECT RAISE(ABORT, 'events.hash must not be NULL');
 END;
 "#,
     ),

@@ -328,21 +328,24 @@ impl AuditService for AuditApi {
             .verify_chains(Some(ctx.tenant.as_str()), |_| {})
             .await
             .map_err(ApiError::from)?;
+        let to_pb = |b: &identity_store::ChainBreak| pb::ChainBreak {
+            position: b.position,
+            aggregate_type: b.aggregate_type.clone(),
+            aggregate_id: b
+                .aggregate_id
+                .split_once('/')
+                .map_or(b.aggregate_id.clone(), |(_, id)| id.to_string()),
+            sequence: b.sequence,
+            reason: b.reason.clone(),
+        };
         Ok(Response::new(pb::VerifyChainResponse {
-            intact: report.first_break.is_none(),
+            intact: report.intact(),
             events_checked: report.events_checked,
             aggregates_checked: report.aggregates_checked,
             unhashed: report.unhashed,
-            first_break: report.first_break.map(|b| pb::ChainBreak {
-                position: b.position,
-                aggregate_type: b.aggregate_type,
-                aggregate_id: b
-                    .aggregate_id
-                    .split_once('/')
-                    .map_or(b.aggregate_id.clone(), |(_, id)| id.to_string()),
-                sequence: b.sequence,
-                reason: b.reason,
-            }),
+            first_break: report.first_break().map(to_pb),
+            breaks: report.breaks.iter().map(to_pb).collect(),
+            breaks_found: report.breaks_found,
         }))
     }
 }
