@@ -959,6 +959,99 @@ async fn admin_endpoints_report_health_and_metrics_and_logs_hold_no_personal_dat
     assert!(server.terminate().success());
 }
 
+/// One long transaction anywhere on the database holds back the global feed's horizon, so
+/// every read model lags. The replica stays ready and takes writes; only a query that asked
+/// for a position not yet reached fails, with READ_MODEL_BEHIND, and the lag is a metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_transaction_delays_read_models_but_not_readiness_or_writes() {
+    let db = TestDb::create(Store::Postgres).await;
+    let url = db.url().to_string();
+    let server = Server::start(&std::env::temp_dir(), &[("DATABASE_URL", &url)]);
+    let mut users = identity_proto::v1::user_service_client::UserServiceClient::connect(format!(
+        "http://{}",
+        server.addr
+    ))
+    .await
+    .expect("connect");
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let mut long = pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *long)
+        .await
+        .expect("take an xid");
+
+    let position = users
+        .register_user(req(
+            "acme",
+            pb::RegisterUserRequest {
+                user: Some(pb::UserInput {
+                    email: "behind@example.com".into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("writes go on")
+        .into_inner()
+        .position;
+    let exists = |min_position: u64| {
+        let mut r = req(
+            "acme",
+            pb::UserExistsRequest {
+                email: "behind@example.com".into(),
+                min_position,
+                ..Default::default()
+            },
+        );
+        r.set_timeout(Duration::from_millis(300));
+        r
+    };
+    let behind = users
+        .user_exists(exists(position))
+        .await
+        .expect_err("the read model cannot have reached the position");
+    assert_eq!(behind.code(), tonic::Code::Unavailable, "{behind:?}");
+    assert_eq!(reason(&behind), "READ_MODEL_BEHIND");
+    users
+        .user_exists(exists(0))
+        .await
+        .expect("a query without a position answers from what is there");
+    let (status, body) = server.admin_get("/readyz");
+    assert_eq!(
+        status, 200,
+        "a lagging read model made the replica unready: {body}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, metrics) = server.admin_get("/metrics");
+        let lag = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"identity_projection_lag{projection="directory"} "#))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if lag > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lag is not reported:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    long.rollback().await.expect("end the long transaction");
+    let mut caught_up = exists(position);
+    caught_up.set_timeout(Duration::from_secs(10));
+    let found = users
+        .user_exists(caught_up)
+        .await
+        .expect("caught up once the transaction ended")
+        .into_inner();
+    assert!(found.exists);
+    drop(users);
+    assert!(server.terminate().success());
+}
+
 /// Two server processes on one PostgreSQL database: each read model is projected by exactly
 /// one of them, and the other takes over when it dies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

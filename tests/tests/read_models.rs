@@ -1083,19 +1083,72 @@ mod scenarios {
             .await
             .expect("lists")
             .into_inner();
-        let rebuilt = app
+        // The call returns at once with a job; ListProjections reports it to the end.
+        let started = app
             .projection_admin()
             .rebuild_projection(tonic::Request::new(pb::RebuildProjectionRequest {
                 name: "directory".into(),
             }))
             .await
-            .expect("rebuilds")
-            .into_inner();
+            .expect("starts a rebuild")
+            .into_inner()
+            .job
+            .expect("a job");
+        assert!(!started.job_id.is_empty());
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let job = loop {
+            let listed = app
+                .projection_admin()
+                .list_projections(tonic::Request::new(pb::ListProjectionsRequest {}))
+                .await
+                .expect("lists")
+                .into_inner();
+            let directory = listed
+                .projections
+                .into_iter()
+                .find(|p| p.name == "directory")
+                .expect("directory");
+            let job = directory.rebuild.expect("the job is reported");
+            assert_eq!(job.job_id, started.job_id);
+            if job.state != "running" {
+                break job;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the rebuild never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(job.state, "succeeded", "{job:?}");
         assert!(
-            rebuilt.events_replayed >= head / 2,
+            job.events_replayed >= head / 2,
             "replayed {} of {head}",
-            rebuilt.events_replayed
+            job.events_replayed
         );
+        // One rebuild per read model at a time.
+        let (first, second) = tokio::join!(
+            projections.start_rebuild(identity_projections::Projection::Status),
+            projections.start_rebuild(identity_projections::Projection::Status),
+        );
+        assert!(first.is_ok(), "{first:?}");
+        assert!(
+            matches!(
+                second,
+                Err(identity_projections::ProjectionError::RebuildRunning(_))
+            ),
+            "{second:?}"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while projections
+            .rebuild_job(identity_projections::Projection::Status)
+            .is_some_and(|j| j.state == identity_projections::JobState::Running)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the rebuild never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let after = app
             .users()
             .list_users(req(
@@ -1131,6 +1184,53 @@ mod scenarios {
                 p.name()
             );
         }
+        // A rebuild killed midway leaves shadow tables and a checkpoint; the next start
+        // drops them.
+        let leftover = "CREATE TABLE rm_balances__r123 (x integer); INSERT INTO projection_checkpoints (name, xid, position, updated_at) VALUES ('balances__r123', 0, 0, 'x')";
+        let count_leftovers =
+            "SELECT COUNT(*) FROM projection_checkpoints WHERE name LIKE 'balances__r%'";
+        let remaining: i64 = match &app.db {
+            TestDb::Postgres { url, .. } => {
+                let pool = sqlx::PgPool::connect(url).await.expect("connect");
+                sqlx::raw_sql(leftover).execute(&pool).await.expect("leave");
+                identity_projections::Projections::open(app.event_log())
+                    .await
+                    .expect("a second start");
+                let tables: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'rm_balances__r123'",
+                )
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+                let rows: i64 = sqlx::query_scalar(count_leftovers)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count");
+                tables + rows
+            }
+            TestDb::Sqlite { url, .. } => {
+                let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
+                sqlx::raw_sql(leftover).execute(&pool).await.expect("leave");
+                identity_projections::Projections::open(app.event_log())
+                    .await
+                    .expect("a second start");
+                let tables: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name = 'rm_balances__r123'",
+                )
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+                let rows: i64 = sqlx::query_scalar(count_leftovers)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count");
+                tables + rows
+            }
+        };
+        assert_eq!(
+            remaining, 0,
+            "a killed rebuild's leftovers survived a start"
+        );
         // And verification is not vacuous: a row edited behind the projector's back is found.
         if let TestDb::Postgres { url, .. } = &app.db {
             let pool = sqlx::PgPool::connect(url).await.expect("connect");

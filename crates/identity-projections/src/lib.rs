@@ -21,8 +21,11 @@
 #![forbid(unsafe_code)]
 
 mod apply;
+mod jobs;
 pub mod queries;
 mod schema;
+
+pub use jobs::{JobState, ProjectorHealth, RebuildJob};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,6 +57,8 @@ pub enum ProjectionError {
     Event { position: u64, message: String },
     #[error("unknown read model {0:?}; known: balances, status, directory")]
     UnknownProjection(String),
+    #[error("a rebuild of {0} is already running")]
+    RebuildRunning(String),
 }
 
 impl ProjectionError {
@@ -138,7 +143,11 @@ pub struct ProjectionStatus {
 /// The read models of one database, and their projectors.
 #[derive(Debug, Clone)]
 pub struct Projections {
+    /// Queries (the read side of the API).
     pool: AnyPool,
+    /// Projectors, their leases and rebuilds: their own connections, so that a flood of
+    /// queries cannot stall projection (nor projection the queries).
+    writer: AnyPool,
     dialect: Dialect,
     log: EventLog,
     cursors: Arc<HashMap<Projection, watch::Sender<FeedCursor>>>,
@@ -152,11 +161,33 @@ pub struct Projections {
     balance_cache: Arc<queries::ReadCache>,
     /// Whether PostgreSQL's pg_trgm is installed: ListUsers' search then uses an index.
     trigram: bool,
+    /// Projector failures and rebuild jobs (`jobs.rs`).
+    board: Arc<jobs::Board>,
 }
 
 /// The PostgreSQL advisory-lock key of a projector's lease (scoped to the database).
 fn lease_key(p: Projection) -> i64 {
     0x6964_656e_0000 + p as i64
+}
+
+/// The PostgreSQL advisory-lock key held while a read model is rebuilt.
+fn rebuild_key(p: Projection) -> i64 {
+    0x6964_656e_0100 + p as i64
+}
+
+/// Held while a rebuild runs. Its connection is closed, never returned to the pool, when
+/// dropped: PostgreSQL then releases the advisory lock with the session.
+#[derive(Debug)]
+pub(crate) struct RebuildLease {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+}
+
+impl Drop for RebuildLease {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
 }
 
 fn now_text() -> String {
@@ -171,22 +202,33 @@ impl Projections {
             "postgres" => Dialect::Postgres,
             _ => Dialect::Sqlite,
         };
-        let pool = AnyPoolOptions::new()
-            // Three connections hold projector leases; the rest serve batches and queries.
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            // No ping before each use: it doubled the round trips of every query. A
-            // connection that died is found by its next query, which fails (a retryable
-            // UNAVAILABLE for a reader; the projectors retry) and is not returned to the pool.
-            .test_before_acquire(false)
+        // Wait for the command path's writers instead of failing with "database is locked"
+        // (on every connection: a pragma is per connection).
+        let options = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(10))
+                // No ping before each use: it doubled the round trips of every query. A
+                // connection that died is found by its next query, which fails (a retryable
+                // UNAVAILABLE for a reader; the projectors retry) and is not returned to the
+                // pool.
+                .test_before_acquire(false)
+                .after_connect(move |conn, _| {
+                    Box::pin(async move {
+                        if dialect == Dialect::Sqlite {
+                            sqlx::query("PRAGMA busy_timeout = 10000")
+                                .execute(conn)
+                                .await?;
+                        }
+                        Ok(())
+                    })
+                })
+        };
+        // One lease per projector, one batch per projector, and a rebuild.
+        let writer = options(2 * Projection::ALL.len() as u32 + 2)
             .connect(log.url())
             .await?;
-        if dialect == Dialect::Sqlite {
-            // Wait for the command path's writers instead of failing with "database is locked".
-            sqlx::query("PRAGMA busy_timeout = 10000")
-                .execute(&pool)
-                .await?;
-        }
+        let pool = options(16).connect(log.url()).await?;
         let trigram = dialect == Dialect::Postgres && Self::install_trigram(&pool).await;
         let mut cursors = HashMap::new();
         let mut locks = HashMap::new();
@@ -209,6 +251,7 @@ impl Projections {
         }
         Ok(Self {
             pool,
+            writer,
             dialect,
             log,
             cursors: Arc::new(cursors),
@@ -217,7 +260,76 @@ impl Projections {
             replay_sizes: (REBUILD_READ, REBUILD_PENDING),
             balance_cache: Arc::new(queries::ReadCache::new(DEFAULT_READ_CACHE)),
             trigram,
-        })
+            board: Arc::default(),
+        }
+        .with_leftovers_dropped()
+        .await)
+    }
+
+    /// Drops the shadow tables and checkpoints a rebuild killed midway left behind, for
+    /// every read model nobody is rebuilding now.
+    async fn with_leftovers_dropped(self) -> Self {
+        for p in Projection::ALL {
+            let Ok(Some(lease)) = self.try_rebuild_lease(p).await else {
+                continue;
+            };
+            if let Err(e) = self.drop_leftovers(p).await {
+                tracing::warn!(projection = p.name(), error = %e, "cannot drop a killed rebuild's tables");
+            }
+            drop(lease);
+        }
+        self
+    }
+
+    async fn drop_leftovers(&self, p: Projection) -> Result<(), ProjectionError> {
+        let list = match self.dialect {
+            Dialect::Postgres => {
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()"
+            }
+            Dialect::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table'",
+        };
+        let tables: Vec<String> = sqlx::query_scalar(list).fetch_all(&self.writer).await?;
+        for t in schema::tables(p) {
+            let shadow = format!("{}__r", t.name);
+            for name in tables.iter().filter(|n| n.starts_with(&shadow)) {
+                tracing::info!(projection = p.name(), table = %name, "dropping a killed rebuild's table");
+                sqlx::query(&format!("DROP TABLE IF EXISTS {name}"))
+                    .execute(&self.writer)
+                    .await?;
+            }
+        }
+        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM projection_checkpoints")
+            .fetch_all(&self.writer)
+            .await?;
+        let shadow = format!("{}__r", p.name());
+        for name in names.iter().filter(|n| n.starts_with(&shadow)) {
+            sqlx::query(
+                &self
+                    .dialect
+                    .placeholders("DELETE FROM projection_checkpoints WHERE name = $1"),
+            )
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the rebuild lock of a read model: `None` when another process holds it. On
+    /// SQLite (one process) the in-process job table is the only guard.
+    pub(crate) async fn try_rebuild_lease(
+        &self,
+        p: Projection,
+    ) -> Result<Option<RebuildLease>, ProjectionError> {
+        if self.dialect == Dialect::Sqlite {
+            return Ok(Some(RebuildLease { conn: None }));
+        }
+        let mut conn = self.writer.acquire().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(rebuild_key(p))
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(got.then_some(RebuildLease { conn: Some(conn) }))
     }
 
     /// Installs pg_trgm (a trusted extension: the database's owner may) for the directory's
@@ -369,7 +481,7 @@ impl Projections {
         let Some(last) = events.last().map(identity_store::StoredEvent::cursor) else {
             return Ok((from, 0, apply::Touched::default()));
         };
-        let mut tx = self.pool.begin_with(self.dialect.begin()).await?;
+        let mut tx = self.writer.begin_with(self.dialect.begin()).await?;
         // The checkpoint row is locked for the transaction: another process projecting the
         // same database waits here, then sees the moved checkpoint and applies nothing twice.
         let row = sqlx::query(&self.dialect.placeholders(&format!(
@@ -420,7 +532,7 @@ impl Projections {
         if self.dialect == Dialect::Sqlite {
             return Ok(Some(None));
         }
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.writer.acquire().await?;
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(lease_key(p))
             .fetch_one(&mut *conn)
@@ -445,14 +557,16 @@ impl Projections {
                         lease = Some(held);
                         self.leaders[&p].store(true, std::sync::atomic::Ordering::SeqCst);
                         tracing::info!(projection = p.name(), "took the projector lease");
-                        if let Ok(c) = Self::checkpoint_of(&self.pool, self.dialect, p.name()).await
+                        if let Ok(c) =
+                            Self::checkpoint_of(&self.writer, self.dialect, p.name()).await
                         {
                             self.publish(p, c);
                         }
                     }
                     Ok(None) => {
                         // Another replica projects: mirror its checkpoint.
-                        if let Ok(c) = Self::checkpoint_of(&self.pool, self.dialect, p.name()).await
+                        if let Ok(c) =
+                            Self::checkpoint_of(&self.writer, self.dialect, p.name()).await
                         {
                             if c != self.cursor(p) {
                                 self.publish(p, c);
@@ -478,6 +592,9 @@ impl Projections {
             };
             match result {
                 Ok((cursor, applied, touched)) => {
+                    if failures > 0 {
+                        self.board.recovered(p);
+                    }
                     failures = 0;
                     if applied > 0 {
                         tracing::debug!(
@@ -509,7 +626,8 @@ impl Projections {
                 }
                 Err(e) => {
                     failures += 1;
-                    tracing::error!(projection = p.name(), error = %e, "projector failed; retrying");
+                    self.board.failed(p, &e);
+                    tracing::error!(projection = p.name(), error = %e, failures, "projector failed; retrying");
                     if e.is_unavailable() {
                         // The lease's connection may be gone with the database: close it (a
                         // pooled connection would keep the lock) and take the lease anew.
@@ -520,7 +638,7 @@ impl Projections {
                     }
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50))))
                         .await;
-                    if let Ok(c) = Self::checkpoint_of(&self.pool, self.dialect, p.name()).await {
+                    if let Ok(c) = Self::checkpoint_of(&self.writer, self.dialect, p.name()).await {
                         self.publish(p, c);
                     }
                 }
@@ -582,7 +700,7 @@ impl Projections {
         let guard = self.locks[&p].lock().await;
         // Catch up with what arrived meanwhile, then swap under the projector's lock.
         let shadow_name = format!("{}{suffix}", p.name());
-        let mut cursor = Self::checkpoint_of(&self.pool, self.dialect, &shadow_name).await?;
+        let mut cursor = Self::checkpoint_of(&self.writer, self.dialect, &shadow_name).await?;
         loop {
             let (next, n, _) = self.step(p, &shadow_name, &suffix, cursor, BATCH).await?;
             if n == 0 {
@@ -590,7 +708,7 @@ impl Projections {
             }
             cursor = next;
         }
-        let mut tx = self.pool.begin_with(self.dialect.begin()).await?;
+        let mut tx = self.writer.begin_with(self.dialect.begin()).await?;
         for t in schema::tables(p) {
             sqlx::query(&format!("DROP TABLE IF EXISTS {}", t.name))
                 .execute(&mut *tx)
@@ -656,14 +774,14 @@ impl Projections {
         suffix: &str,
         mut progress: impl FnMut(u64),
     ) -> Result<u64, ProjectionError> {
-        Self::create_tables(&self.pool, self.dialect, p, suffix, self.trigram).await?;
+        Self::create_tables(&self.writer, self.dialect, p, suffix, self.trigram).await?;
         let shadow_name = format!("{}{suffix}", p.name());
         sqlx::query(&self.dialect.placeholders(
             "INSERT INTO projection_checkpoints (name, xid, position, updated_at) VALUES ($1, 0, 0, $2)",
         ))
         .bind(&shadow_name)
         .bind(now_text())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         let (chunks, mut received) = tokio::sync::mpsc::channel(2);
         let log = self.log.clone();
@@ -700,7 +818,7 @@ impl Projections {
                 if !folder.fold(e)? {
                     let conn = match &mut tx {
                         Some(tx) => tx,
-                        None => tx.insert(self.pool.begin_with(self.dialect.begin()).await?),
+                        None => tx.insert(self.writer.begin_with(self.dialect.begin()).await?),
                     };
                     folder.apply_alone(conn, &sql, e).await?;
                 }
@@ -710,7 +828,7 @@ impl Projections {
             if tx.is_some() || folder.pending() >= pending {
                 let mut tx = match tx {
                     Some(tx) => tx,
-                    None => self.pool.begin_with(self.dialect.begin()).await?,
+                    None => self.writer.begin_with(self.dialect.begin()).await?,
                 };
                 folder.finish(&mut tx, &sql).await?;
                 self.save_checkpoint(&mut tx, &shadow_name, cursor).await?;
@@ -722,7 +840,7 @@ impl Projections {
         }
         reader.abort();
         if saved != cursor {
-            let mut tx = self.pool.begin_with(self.dialect.begin()).await?;
+            let mut tx = self.writer.begin_with(self.dialect.begin()).await?;
             folder.finish(&mut tx, &sql).await?;
             self.save_checkpoint(&mut tx, &shadow_name, cursor).await?;
             tx.commit().await?;
@@ -756,7 +874,7 @@ impl Projections {
         let result = self.verify_with(p, &suffix).await;
         for t in schema::tables(p) {
             let _ = sqlx::query(&format!("DROP TABLE IF EXISTS {}{suffix}", t.name))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await;
         }
         let _ = sqlx::query(
@@ -765,7 +883,7 @@ impl Projections {
                 .placeholders("DELETE FROM projection_checkpoints WHERE name = $1"),
         )
         .bind(format!("{}{suffix}", p.name()))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await;
         result
     }
@@ -777,15 +895,15 @@ impl Projections {
     ) -> Result<Vec<String>, ProjectionError> {
         // Hold the live projector still so both sides stand at the same place in the feed.
         let _guard = self.locks[&p].lock().await;
-        let live = Self::checkpoint_of(&self.pool, self.dialect, p.name()).await?;
-        Self::create_tables(&self.pool, self.dialect, p, suffix, self.trigram).await?;
+        let live = Self::checkpoint_of(&self.writer, self.dialect, p.name()).await?;
+        Self::create_tables(&self.writer, self.dialect, p, suffix, self.trigram).await?;
         let shadow_name = format!("{}{suffix}", p.name());
         sqlx::query(&self.dialect.placeholders(
             "INSERT INTO projection_checkpoints (name, xid, position, updated_at) VALUES ($1, 0, 0, $2)",
         ))
         .bind(&shadow_name)
         .bind(now_text())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         let mut cursor = FeedCursor::default();
         while cursor < live {
@@ -795,7 +913,7 @@ impl Projections {
                 break;
             }
             let sql = Sql::new(self.dialect, suffix);
-            let mut tx = self.pool.begin_with(self.dialect.begin()).await?;
+            let mut tx = self.writer.begin_with(self.dialect.begin()).await?;
             apply::apply_batch(p, &mut tx, &sql, &events).await?;
             tx.commit().await?;
             self.wake_feed_readers();

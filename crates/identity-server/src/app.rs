@@ -145,37 +145,27 @@ impl Application {
         };
         // grpc.health.v1: "liveness" is SERVING while the process runs; the overall status
         // ("") follows readiness, so orchestrators stop routing to a replica whose store is
-        // unreachable or whose read models fell behind.
+        // unreachable (not to one whose read models lag: see `readiness`).
         health
             .set_service_status("liveness", tonic_health::ServingStatus::Serving)
             .await;
         let readiness_task = {
-            let (health, log, projections, max_lag) = (
-                health.clone(),
-                core.log.clone(),
-                core.projections.clone(),
-                core.settings.ready_max_lag,
-            );
+            let (health, log) = (health.clone(), core.log.clone());
             tokio::spawn(async move {
                 loop {
-                    let status =
-                        match crate::observability::readiness(&log, &projections, max_lag).await {
-                            Ok(()) => tonic_health::ServingStatus::Serving,
-                            Err(why) => {
-                                tracing::warn!(%why, "not ready");
-                                tonic_health::ServingStatus::NotServing
-                            }
-                        };
+                    let status = match crate::observability::readiness(&log).await {
+                        Ok(()) => tonic_health::ServingStatus::Serving,
+                        Err(why) => {
+                            tracing::warn!(%why, "not ready");
+                            tonic_health::ServingStatus::NotServing
+                        }
+                    };
                     health.set_service_status("", status).await;
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
             })
         };
-        let admin = crate::observability::admin_router(
-            core.log.clone(),
-            core.projections.clone(),
-            core.settings.ready_max_lag,
-        );
+        let admin = crate::observability::admin_router(core.log.clone());
         let admin_listener = self.admin_listener;
         let admin_task = tokio::spawn(async move {
             if let Err(e) = axum::serve(admin_listener, admin).await {

@@ -144,6 +144,11 @@ impl From<ApiError> for Status {
                     details.add_bad_request_violation("name", p.to_string());
                     Status::with_error_details(Code::InvalidArgument, message, details)
                 }
+                ProjectionError::RebuildRunning(name) => Status::with_error_details(
+                    Code::FailedPrecondition,
+                    message,
+                    details_for("REBUILD_IN_PROGRESS", vec![("projection", name.clone())]),
+                ),
                 p if p.is_unavailable() => {
                     tracing::error!(error = %p, "read models unavailable");
                     Status::with_error_details(

@@ -11,7 +11,6 @@
 //! | `IDENTITY_CODE_TTL_SECS` | `600` | lifetime of a one-time code |
 //! | `IDENTITY_SHUTDOWN_GRACE_SECS` | `10` | time in-flight calls get after SIGTERM |
 //! | `IDENTITY_ADMIN_ADDR` | `127.0.0.1:9464` | admin HTTP: `/metrics`, `/healthz`, `/readyz` |
-//! | `IDENTITY_READY_MAX_LAG` | `1000` | `/readyz` fails while a read model is further behind |
 //! | `IDENTITY_LOG_FORMAT` | `pretty` | `pretty` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
 
@@ -33,7 +32,6 @@ pub struct Settings {
     pub log_json: bool,
     pub shutdown_grace_secs: u64,
     pub admin_addr: SocketAddr,
-    pub ready_max_lag: u64,
     /// Largest accepted request message, in bytes.
     pub max_message_bytes: usize,
 }
@@ -51,7 +49,6 @@ impl Default for Settings {
             log_json: false,
             shutdown_grace_secs: 10,
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
-            ready_max_lag: 1000,
             max_message_bytes: 1024 * 1024,
         }
     }
@@ -105,11 +102,6 @@ impl Settings {
             s.admin_addr = v
                 .parse()
                 .with_context(|| format!("IDENTITY_ADMIN_ADDR={v} is not host:port"))?;
-        }
-        if let Some(v) = var("IDENTITY_READY_MAX_LAG") {
-            s.ready_max_lag = v
-                .parse()
-                .with_context(|| format!("IDENTITY_READY_MAX_LAG={v} is not a number"))?;
         }
         if let Some(v) = var("IDENTITY_LOG_FORMAT") {
             s.log_json = match v.as_str() {

@@ -82,8 +82,8 @@ async fn a_tailing_reader_sees_every_event_exactly_once_despite_out_of_order_com
                 for i in 0..40u64 {
                     let mut tx = pool.begin().await.expect("begin");
                     let pos: i64 = sqlx::query_scalar(
-                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-                         VALUES ('FeedTest', $1, 1, 'Written', '1.0', '{}', '{}') RETURNING global_position",
+                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash)
+                         VALUES ('FeedTest', $1, 1, 'Written', '1.0', '{}', '{}', '') RETURNING global_position",
                     )
                     .bind(format!("w{w}-{i}"))
                     .fetch_one(&mut *tx)

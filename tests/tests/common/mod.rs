@@ -224,6 +224,10 @@ impl TestApp {
     pub async fn read_models(&self) -> identity_projections::Projections {
         self.projections.clone()
     }
+    /// The server's own event log.
+    pub fn event_log(&self) -> identity_store::EventLog {
+        self.log.clone()
+    }
     /// The highest global position in the log.
     pub async fn head_position(&self) -> u64 {
         self.log.head_position().await.expect("head position")

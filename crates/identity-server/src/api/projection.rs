@@ -1,8 +1,6 @@
-//! `identity.v1.ProjectionService`: where each read model stands, and rebuilds.
+//! `identity.v1.ProjectionService`: where each read model stands, and rebuild jobs.
 
-use std::time::Instant;
-
-use identity_projections::Projection;
+use identity_projections::{JobState, Projection, RebuildJob};
 use identity_proto::v1 as pb;
 use identity_proto::v1::projection_service_server::ProjectionService;
 use tonic::{Request, Response, Status};
@@ -23,13 +21,30 @@ impl ProjectionApi {
     async fn state(&self, p: Projection) -> ApiResult<pb::ProjectionState> {
         let head = self.core.log.head_position().await?;
         let position = self.core.projections.cursor(p).position;
+        let health = self.core.projections.health(p);
         Ok(pb::ProjectionState {
             name: p.name().to_string(),
             position,
             head_position: head,
             lag: head.saturating_sub(position),
             leader: self.core.projections.is_leader(p),
+            consecutive_failures: health.consecutive_failures,
+            last_error: health.last_error,
+            rebuild: self.core.projections.rebuild_job(p).map(|j| job_to_pb(&j)),
         })
+    }
+}
+
+fn job_to_pb(j: &RebuildJob) -> pb::RebuildJob {
+    pb::RebuildJob {
+        job_id: j.id.clone(),
+        state: j.state.as_str().to_string(),
+        events_replayed: j.events_replayed,
+        seconds: j.seconds,
+        error: match &j.state {
+            JobState::Failed(why) => why.clone(),
+            JobState::Running | JobState::Succeeded => String::new(),
+        },
     }
 }
 
@@ -54,18 +69,15 @@ impl ProjectionService for ProjectionApi {
     ) -> Result<Response<pb::RebuildProjectionResponse>, Status> {
         let p = Projection::parse(request.get_ref().name.trim()).map_err(ApiError::from)?;
         tracing::Span::current().record("projection", p.name());
-        let started = Instant::now();
-        let replayed = self
+        let job = self
             .core
             .projections
-            .rebuild(p)
+            .start_rebuild(p)
             .await
             .map_err(ApiError::from)?;
-        let seconds = started.elapsed().as_secs_f64();
-        tracing::info!(projection = p.name(), replayed, seconds, "rebuilt");
+        tracing::info!(projection = p.name(), job = %job.id, "rebuild started");
         Ok(Response::new(pb::RebuildProjectionResponse {
-            events_replayed: replayed,
-            seconds,
+            job: Some(job_to_pb(&job)),
             state: Some(self.state(p).await?),
         }))
     }
