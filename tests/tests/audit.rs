@@ -7,9 +7,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use futures::StreamExt as _;
 use identity_proto::v1 as pb;
 use identity_proto::v1::audit_service_client::AuditServiceClient;
 use tonic::Code;
+use tonic_types::StatusExt as _;
 
 on_both_stores!(
     events_are_listed_with_filters_and_pages,
@@ -19,6 +21,9 @@ on_both_stores!(
     a_deleted_event_is_detected_and_pinpointed,
     reordered_events_are_detected_and_pinpointed,
     every_break_is_reported_and_an_unhashed_event_is_one,
+    history_comes_in_pages_that_add_up_to_the_whole,
+    streams_are_bounded_per_connection,
+    a_slow_stream_consumer_is_ended_and_resumes_without_gaps,
 );
 
 /// A user with an active wallet credited 10, 20 and 30: wallet events 1..=5.
@@ -337,6 +342,7 @@ mod scenarios {
                 pb::GetAggregateHistoryRequest {
                     aggregate_type: "Wallet".into(),
                     aggregate_id: wallet.clone(),
+                    ..Default::default()
                 },
             ))
             .await
@@ -521,5 +527,198 @@ mod scenarios {
             .find(|b| b.position == user_position)
             .expect("the unhashed event");
         assert!(unhashed.reason.contains("no hash"), "{}", unhashed.reason);
+    }
+
+    /// Pages of two entries, walked by token, are the whole history with the same states.
+    pub(super) async fn history_comes_in_pages_that_add_up_to_the_whole(store: Store) {
+        let app = spawn_app(store).await;
+        let (_, wallet, _) = workload(&app).await;
+        let history = |page_size: u32, page_token: String| pb::GetAggregateHistoryRequest {
+            aggregate_type: "Wallet".into(),
+            aggregate_id: wallet.clone(),
+            page_size,
+            page_token,
+        };
+        let whole = audit(&app)
+            .get_aggregate_history(req("acme", history(0, String::new())))
+            .await
+            .expect("history")
+            .into_inner();
+        assert_eq!(whole.entries.len(), 5);
+        assert!(whole.next_page_token.is_empty());
+        let mut paged = Vec::new();
+        let mut token = String::new();
+        let mut pages = 0;
+        loop {
+            let page = audit(&app)
+                .get_aggregate_history(req("acme", history(2, token)))
+                .await
+                .expect("a page")
+                .into_inner();
+            pages += 1;
+            assert!(page.entries.len() <= 2);
+            paged.extend(page.entries);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!(pages, 3);
+        assert_eq!(paged, whole.entries);
+        assert_error(
+            audit(&app)
+                .get_aggregate_history(req("acme", history(2, "not-a-token".into())))
+                .await,
+            tonic::Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        );
+    }
+
+    /// A client connection may hold a few streams; one more is refused until one closes.
+    pub(super) async fn streams_are_bounded_per_connection(store: Store) {
+        let app = spawn_app_with(store, |s| s.streams_per_connection = 2).await;
+        let open = || async {
+            audit(&app)
+                .stream_events(req("acme", pb::StreamEventsRequest::default()))
+                .await
+        };
+        let first = open().await.expect("first stream");
+        let _second = open().await.expect("second stream");
+        let status = open().await.expect_err("a third stream on one connection");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert_eq!(reason(&status), "TOO_MANY_STREAMS");
+        drop(first);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match open().await {
+                Ok(_) => break,
+                Err(status) => {
+                    assert_eq!(reason(&status), "TOO_MANY_STREAMS");
+                    assert!(Instant::now() < deadline, "a closed stream kept its slot");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    /// A consumer that stops reading while events pour in is ended with the position to
+    /// resume from; resuming there delivers the rest, nothing twice and nothing missed.
+    pub(super) async fn a_slow_stream_consumer_is_ended_and_resumes_without_gaps(store: Store) {
+        let app = spawn_app_with(store, |s| s.stream_buffer = 16).await;
+        let user = app.register("acme", "slow@example.com").await;
+        let wallet = app.active_wallet("acme", &user).await;
+        let filter = pb::EventFilter {
+            aggregate_type: "Wallet".into(),
+            ..Default::default()
+        };
+        // Its own connection: a stream nobody reads holds the HTTP/2 connection's flow
+        // control window, which would stall the credits below on a shared one.
+        // Small HTTP/2 windows, so that a consumer that does not read backs up quickly.
+        let own = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+            .expect("uri")
+            .initial_stream_window_size(Some(8 * 1024))
+            .initial_connection_window_size(Some(8 * 1024))
+            .connect()
+            .await
+            .expect("connect");
+        let mut stream = AuditServiceClient::new(own)
+            .stream_events(req(
+                "acme",
+                pb::StreamEventsRequest {
+                    filter: Some(filter.clone()),
+                    after_position: app.head_position().await,
+                },
+            ))
+            .await
+            .expect("streams")
+            .into_inner();
+        let credit = |i: u32| {
+            let mut wallets = app.wallets();
+            let wallet = wallet.clone();
+            async move {
+                wallets
+                    .credit_tokens(req(
+                        "acme",
+                        pb::CreditTokensRequest {
+                            wallet_id: wallet,
+                            token: "PTS".into(),
+                            amount: "1".into(),
+                            idempotency_key: format!("slow-{i}"),
+                        },
+                    ))
+                    .await
+                    .expect("credits")
+                    .into_inner()
+                    .position
+            }
+        };
+        // One live event read: the stream now follows the shared tail (a consumer reading
+        // history from the database at its own pace is never dropped).
+        let first = credit(0).await;
+        let live = stream
+            .message()
+            .await
+            .expect("receives")
+            .expect("an event")
+            .event
+            .expect("event");
+        assert_eq!(live.position, first);
+        let credits = 1500u32;
+        let calls = (1..credits).map(credit);
+        let mut written: Vec<u64> = futures::stream::iter(calls)
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        written.push(first);
+        written.sort_unstable();
+        let mut seen = vec![first];
+        let ended = loop {
+            let next = tokio::time::timeout(Duration::from_secs(20), stream.message())
+                .await
+                .expect("the stream neither delivers nor ends");
+            match next {
+                Ok(Some(m)) => seen.push(m.event.expect("event").position),
+                Ok(None) => panic!("the stream ended without an error"),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(ended.code(), tonic::Code::ResourceExhausted, "{ended:?}");
+        assert_eq!(reason(&ended), "SLOW_CONSUMER");
+        let resume_after: u64 = ended
+            .get_error_details()
+            .error_info()
+            .and_then(|i| i.metadata.get("resume_after_position").cloned())
+            .and_then(|p| p.parse().ok())
+            .expect("a position to resume from");
+        if let Some(last) = seen.last() {
+            assert_eq!(
+                resume_after, *last,
+                "resume right after the last event delivered"
+            );
+        }
+        let mut again = audit(&app)
+            .stream_events(req(
+                "acme",
+                pb::StreamEventsRequest {
+                    filter: Some(filter),
+                    after_position: resume_after,
+                },
+            ))
+            .await
+            .expect("resumes")
+            .into_inner();
+        while seen.len() < written.len() {
+            let m = tokio::time::timeout(Duration::from_secs(20), again.message())
+                .await
+                .expect("the resumed stream goes on")
+                .expect("receives")
+                .expect("an event");
+            seen.push(m.event.expect("event").position);
+        }
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), seen.len(), "an event came twice");
+        assert_eq!(sorted, written, "events were missed");
     }
 }

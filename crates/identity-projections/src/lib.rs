@@ -62,6 +62,15 @@ pub enum ProjectionError {
 }
 
 impl ProjectionError {
+    /// Whether PostgreSQL cancelled the query at its statement timeout.
+    pub fn is_too_slow(&self) -> bool {
+        match self {
+            Self::Database(sqlx::Error::Database(db)) => db.code().as_deref() == Some("57014"),
+            Self::Store(StoreError::TooSlow) => true,
+            _ => false,
+        }
+    }
+
     /// Whether the database could not be reached (worth retrying), as opposed to a bug or
     /// bad data.
     pub fn is_unavailable(&self) -> bool {
@@ -197,6 +206,16 @@ fn now_text() -> String {
 impl Projections {
     /// Connects to the log's database and creates missing read-model tables.
     pub async fn open(log: EventLog) -> Result<Self, ProjectionError> {
+        Self::open_with_query_timeout(log, Duration::ZERO).await
+    }
+
+    /// [`Projections::open`], with queries (not projectors) bounded by a PostgreSQL
+    /// statement timeout (zero: none), so that one expensive search cannot hold a
+    /// connection for long.
+    pub async fn open_with_query_timeout(
+        log: EventLog,
+        query_timeout: Duration,
+    ) -> Result<Self, ProjectionError> {
         sqlx::any::install_default_drivers();
         let dialect = match log.kind() {
             "postgres" => Dialect::Postgres,
@@ -204,7 +223,7 @@ impl Projections {
         };
         // Wait for the command path's writers instead of failing with "database is locked"
         // (on every connection: a pragma is per connection).
-        let options = |max: u32| {
+        let options = |max: u32, timeout: Duration| {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(10))
@@ -219,32 +238,40 @@ impl Projections {
                             sqlx::query("PRAGMA busy_timeout = 10000")
                                 .execute(conn)
                                 .await?;
+                        } else if !timeout.is_zero() {
+                            sqlx::query(&format!(
+                                "SET statement_timeout = {}",
+                                timeout.as_millis()
+                            ))
+                            .execute(conn)
+                            .await?;
                         }
                         Ok(())
                     })
                 })
         };
         // One lease per projector, one batch per projector, and a rebuild.
-        let writer = options(2 * Projection::ALL.len() as u32 + 2)
+        let writer = options(2 * Projection::ALL.len() as u32 + 2, Duration::ZERO)
             .connect(log.url())
             .await?;
-        let pool = options(16).connect(log.url()).await?;
-        let trigram = dialect == Dialect::Postgres && Self::install_trigram(&pool).await;
+        let pool = options(16, query_timeout).connect(log.url()).await?;
+        // Schema work (index builds may be long) on the writer pool, which has no timeout.
+        let trigram = dialect == Dialect::Postgres && Self::install_trigram(&writer).await;
         let mut cursors = HashMap::new();
         let mut locks = HashMap::new();
         let mut leaders = HashMap::new();
-        sqlx::query(schema::CHECKPOINTS).execute(&pool).await?;
+        sqlx::query(schema::CHECKPOINTS).execute(&writer).await?;
         for p in Projection::ALL {
-            Self::create_tables(&pool, dialect, p, "", trigram).await?;
+            Self::create_tables(&writer, dialect, p, "", trigram).await?;
             sqlx::query(&dialect.placeholders(
                 "INSERT INTO projection_checkpoints (name, xid, position, updated_at) VALUES ($1, 0, 0, $2)
                  ON CONFLICT (name) DO NOTHING",
             ))
             .bind(p.name())
             .bind(now_text())
-            .execute(&pool)
+            .execute(&writer)
             .await?;
-            let cursor = Self::checkpoint_of(&pool, dialect, p.name()).await?;
+            let cursor = Self::checkpoint_of(&writer, dialect, p.name()).await?;
             cursors.insert(p, watch::channel(cursor).0);
             locks.insert(p, Mutex::new(()));
             leaders.insert(p, std::sync::atomic::AtomicBool::new(false));

@@ -57,10 +57,13 @@ impl Application {
             .await
             .with_context(|| format!("binding the admin port {}", settings.admin_addr))?;
         let admin_addr = admin_listener.local_addr()?;
-        let projections = identity_projections::Projections::open(log.clone())
-            .await
-            .context("opening the read models")?
-            .with_read_cache(settings.read_cache);
+        let query_timeout = Duration::from_millis(settings.query_timeout_ms);
+        let log = log.with_query_timeout(query_timeout);
+        let projections =
+            identity_projections::Projections::open_with_query_timeout(log.clone(), query_timeout)
+                .await
+                .context("opening the read models")?
+                .with_read_cache(settings.read_cache);
         projections.spawn_all();
         crate::observability::prometheus();
         crate::observability::spawn_gauges(log.clone(), projections.clone());
@@ -110,6 +113,7 @@ impl Application {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let max = self.core.settings.max_message_bytes;
+        let max_out = self.core.settings.max_response_bytes;
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<UserServiceServer<UserApi>>().await;
         health.set_serving::<WalletServiceServer<WalletApi>>().await;
@@ -180,24 +184,35 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
-                UserServiceServer::new(UserApi::new(core.clone())).max_decoding_message_size(max),
+                UserServiceServer::new(UserApi::new(core.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max_out),
             )
             .add_service(
                 WalletServiceServer::new(WalletApi::new(core.clone()))
-                    .max_decoding_message_size(max),
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max_out),
             )
             .add_service(
                 StatusTierServiceServer::new(StatusTierApi::new(core.clone()))
-                    .max_decoding_message_size(max),
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max_out),
             )
             .add_service(
                 IdentificationServiceServer::new(IdentificationApi::new(core.clone()))
-                    .max_decoding_message_size(max),
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max_out),
             )
-            .add_service(ProjectionServiceServer::new(ProjectionApi::new(
-                core.clone(),
-            )))
-            .add_service(AuditServiceServer::new(AuditApi::new(core.clone())))
+            .add_service(
+                ProjectionServiceServer::new(ProjectionApi::new(core.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max_out),
+            )
+            .add_service(
+                AuditServiceServer::new(AuditApi::new(core.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max_out),
+            )
             .serve_with_incoming_shutdown(
                 // Our own listener (bound early to report its port), so tonic's own
                 // TCP_NODELAY default does not apply: without it, small responses waited for

@@ -55,39 +55,64 @@ pub enum ReplayError {
     },
 }
 
-fn states_of<A: Aggregate>(events: &[StoredEvent]) -> Result<Vec<Value>, ReplayError> {
-    let mut aggregate = A::default();
-    events
-        .iter()
-        .map(|e| {
-            let fail = |message: String| ReplayError::Event {
-                position: e.position,
-                event_type: e.event_type.clone(),
-                message,
-            };
-            let event: A::Event =
-                serde_json::from_value(e.payload.clone()).map_err(|err| fail(err.to_string()))?;
-            aggregate.apply(event);
-            serde_json::to_value(&aggregate)
-                .map(redact)
-                .map_err(|err| fail(err.to_string()))
-        })
-        .collect()
+fn decode<A: Aggregate>(e: &StoredEvent) -> Result<A::Event, ReplayError> {
+    serde_json::from_value(e.payload.clone()).map_err(|err| ReplayError::Event {
+        position: e.position,
+        event_type: e.event_type.clone(),
+        message: err.to_string(),
+    })
 }
 
-/// The aggregate's state after each of its events (given in sequence order), redacted.
+fn snapshot<A: Aggregate>(aggregate: &A, e: &StoredEvent) -> Result<Value, ReplayError> {
+    serde_json::to_value(aggregate)
+        .map(redact)
+        .map_err(|err| ReplayError::Event {
+            position: e.position,
+            event_type: e.event_type.clone(),
+            message: err.to_string(),
+        })
+}
+
+/// Folds every event and serializes the state only after those in `page`: one page costs one
+/// pass over the history plus the page's states, not a serialized state per event.
+fn page_of<A: Aggregate>(
+    events: &[StoredEvent],
+    page: std::ops::Range<usize>,
+) -> Result<Vec<Value>, ReplayError> {
+    let mut aggregate = A::default();
+    let mut states = Vec::with_capacity(page.len());
+    for (i, e) in events.iter().enumerate().take(page.end) {
+        aggregate.apply(decode::<A>(e)?);
+        if page.contains(&i) {
+            states.push(snapshot(&aggregate, e)?);
+        }
+    }
+    Ok(states)
+}
+
+/// The aggregate's redacted state after each event with an index in `page` (events given
+/// in sequence order). CPU-bound: call it off the async workers.
+pub fn states_after(
+    aggregate_type: &str,
+    events: &[StoredEvent],
+    page: std::ops::Range<usize>,
+) -> Result<Vec<Value>, ReplayError> {
+    match aggregate_type {
+        "User" => page_of::<User>(events, page),
+        "Wallet" => page_of::<Wallet>(events, page),
+        "StatusTier" => page_of::<StatusTier>(events, page),
+        "Identification" => page_of::<Identification>(events, page),
+        "UniqueClaim" => page_of::<UniqueClaim>(events, page),
+        other => Err(ReplayError::UnknownType(other.to_string())),
+    }
+}
+
+/// The aggregate's redacted state after each of its events (given in sequence order).
 pub fn states_after_each(
     aggregate_type: &str,
     events: &[StoredEvent],
 ) -> Result<Vec<Value>, ReplayError> {
-    match aggregate_type {
-        "User" => states_of::<User>(events),
-        "Wallet" => states_of::<Wallet>(events),
-        "StatusTier" => states_of::<StatusTier>(events),
-        "Identification" => states_of::<Identification>(events),
-        "UniqueClaim" => states_of::<UniqueClaim>(events),
-        other => Err(ReplayError::UnknownType(other.to_string())),
-    }
+    states_after(aggregate_type, events, 0..events.len())
 }
 
 /// Where to stop replaying.
@@ -99,28 +124,33 @@ pub enum AsOf {
 }
 
 /// The redacted state of an aggregate after its events up to `at`, with the last event
-/// applied; `None` when it had no events by then.
+/// applied; `None` when it had no events by then. Serializes one state, however long the
+/// history.
 pub fn state_at(
     aggregate_type: &str,
     events: &[StoredEvent],
     at: &AsOf,
 ) -> Result<Option<(Value, StoredEvent)>, ReplayError> {
-    let included: Vec<StoredEvent> = events
+    let limit = match at {
+        AsOf::Time(t) => chrono::DateTime::parse_from_rfc3339(t).ok(),
+        AsOf::Position(_) => None,
+    };
+    let included = events
         .iter()
-        .filter(|e| match at {
+        .take_while(|e| match at {
             AsOf::Position(p) => e.position <= *p,
-            AsOf::Time(t) => match (
-                chrono::DateTime::parse_from_rfc3339(&e.recorded_at),
-                chrono::DateTime::parse_from_rfc3339(t),
-            ) {
-                (Ok(recorded), Ok(limit)) => recorded <= limit,
+            AsOf::Time(_) => match (chrono::DateTime::parse_from_rfc3339(&e.recorded_at), limit) {
+                (Ok(recorded), Some(limit)) => recorded <= limit,
                 _ => false,
             },
         })
-        .cloned()
-        .collect();
-    let states = states_after_each(aggregate_type, &included)?;
-    Ok(states.into_iter().last().zip(included.into_iter().last()))
+        .count();
+    if included == 0 {
+        return Ok(None);
+    }
+    let last = included - 1;
+    let state = states_after(aggregate_type, events, last..included)?;
+    Ok(state.into_iter().next().map(|s| (s, events[last].clone())))
 }
 
 #[cfg(test)]

@@ -33,6 +33,9 @@ pub struct Core {
     pub user_services: UserServices,
     pub settings: Arc<Settings>,
     pub projections: Projections,
+    pub limits: crate::limits::Limits,
+    /// The shared tail of the feed behind every StreamEvents call.
+    pub hub: crate::stream::FeedHub,
 }
 
 /// The longest a query waits for its read model when the call sets no deadline.
@@ -72,9 +75,11 @@ impl Core {
             credentials: Arc::new(passwords.clone()),
         };
         Self {
+            hub: crate::stream::FeedHub::start(log.clone(), settings.stream_buffer),
             log,
             passwords,
             user_services,
+            limits: crate::limits::Limits::new(&settings),
             settings,
             projections,
         }
@@ -276,5 +281,8 @@ fn outcome_of(e: &ApiError) -> &'static str {
         ApiError::Internal(_) => "INTERNAL",
         ApiError::Projection(_) => "READ_MODEL_ERROR",
         ApiError::ReadModelBehind { .. } => "READ_MODEL_BEHIND",
+        ApiError::Busy { .. } => "CONCURRENCY_LIMIT",
+        ApiError::TooManyStreams { .. } => "TOO_MANY_STREAMS",
+        ApiError::SlowConsumer { .. } => "SLOW_CONSUMER",
     }
 }

@@ -25,6 +25,17 @@ pub enum ApiError {
     Internal(String),
     #[error(transparent)]
     Projection(#[from] ProjectionError),
+    /// Too many expensive calls are running; retry shortly.
+    #[error("too many {what} calls are running; retry shortly")]
+    Busy { what: &'static str },
+    /// Too many event streams are open for the caller's tenant or connection.
+    #[error("at most {limit} event streams may be open per {scope}")]
+    TooManyStreams { scope: &'static str, limit: usize },
+    /// A stream's consumer fell too far behind the live feed.
+    #[error(
+        "the stream fell {behind} events behind the feed; resume from position {resume_after}"
+    )]
+    SlowConsumer { behind: u64, resume_after: u64 },
     /// A query's read model had not reached the caller's `min_position` by the deadline.
     #[error("the {projection} read model has applied up to position {applied}, not yet {requested} (head {head}); retry shortly")]
     ReadModelBehind {
@@ -129,6 +140,11 @@ impl From<ApiError> for Status {
                         details_for("STORE_UNAVAILABLE", vec![]),
                     )
                 }
+                StoreError::TooSlow => Status::with_error_details(
+                    Code::ResourceExhausted,
+                    message,
+                    details_for("QUERY_TOO_SLOW", vec![]),
+                ),
                 StoreError::Corrupt(_) | StoreError::Config(_) | StoreError::Other(_) => {
                     tracing::error!(error = %s, "event store error");
                     Status::with_error_details(
@@ -148,6 +164,11 @@ impl From<ApiError> for Status {
                     Code::FailedPrecondition,
                     message,
                     details_for("REBUILD_IN_PROGRESS", vec![("projection", name.clone())]),
+                ),
+                p if p.is_too_slow() => Status::with_error_details(
+                    Code::ResourceExhausted,
+                    "the query ran past its time limit; narrow it",
+                    details_for("QUERY_TOO_SLOW", vec![]),
                 ),
                 p if p.is_unavailable() => {
                     tracing::error!(error = %p, "read models unavailable");
@@ -187,6 +208,36 @@ impl From<ApiError> for Status {
                     details_for("READ_MODEL_BEHIND", metadata),
                 )
             }
+            ApiError::Busy { what } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                details_for("CONCURRENCY_LIMIT", vec![("call", (*what).to_string())]),
+            ),
+            ApiError::TooManyStreams { scope, limit } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                details_for(
+                    "TOO_MANY_STREAMS",
+                    vec![
+                        ("scope", (*scope).to_string()),
+                        ("limit", limit.to_string()),
+                    ],
+                ),
+            ),
+            ApiError::SlowConsumer {
+                behind,
+                resume_after,
+            } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                details_for(
+                    "SLOW_CONSUMER",
+                    vec![
+                        ("behind", behind.to_string()),
+                        ("resume_after_position", resume_after.to_string()),
+                    ],
+                ),
+            ),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 Status::with_error_details(

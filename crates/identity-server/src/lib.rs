@@ -10,6 +10,8 @@
 //! - `credentials`: argon2id hashing on dedicated low-priority threads.
 //! - `observability`: metrics and the admin HTTP endpoints.
 //! - `error`: the one exhaustive error → `Status` mapping.
+//! - `limits`: bounds on expensive calls and event streams.
+//! - `stream`: one shared tail of the feed, fanned out to StreamEvents subscribers.
 //! - `wire`: gRPC's codes for transport-level failures (oversized, undecodable messages).
 //!
 //! Domain rules live in `identity-domain`, storage in `identity-store`; this crate must not
@@ -25,8 +27,10 @@ pub mod convert;
 pub mod core;
 pub mod credentials;
 pub mod error;
+pub mod limits;
 pub mod observability;
 pub mod settings;
+pub mod stream;
 pub mod telemetry;
 pub mod wire;
 

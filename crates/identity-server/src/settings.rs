@@ -11,12 +11,17 @@
 //! | `IDENTITY_CODE_TTL_SECS` | `600` | lifetime of a one-time code |
 //! | `IDENTITY_SHUTDOWN_GRACE_SECS` | `10` | time in-flight calls get after SIGTERM |
 //! | `IDENTITY_ADMIN_ADDR` | `127.0.0.1:9464` | admin HTTP: `/metrics`, `/healthz`, `/readyz` |
+//! | `IDENTITY_MAX_MESSAGE_BYTES` | `1048576` | largest request; larger ones answer RESOURCE_EXHAUSTED |
+//! | `IDENTITY_MAX_RESPONSE_BYTES` | `8388608` | largest response; audit pages stop short of it |
+//! | `IDENTITY_EXPENSIVE_CALLS` | `4` | audit replays, ListEvents, VerifyChain and ListUsers searches at once |
+//! | `IDENTITY_QUERY_TIMEOUT_MS` | `5000` | PostgreSQL statement timeout of read queries and event listings |
+//! | `IDENTITY_STREAMS_PER_TENANT` | `16` | StreamEvents streams open at once per tenant |
+//! | `IDENTITY_STREAMS_PER_CONNECTION` | `4` | StreamEvents streams open at once per client connection |
+//! | `IDENTITY_STREAM_BUFFER` | `4096` | events a stream may fall behind before it is ended |
 //! | `IDENTITY_LOG_FORMAT` | `pretty` | `pretty` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
 
 use std::net::SocketAddr;
-
-use anyhow::Context as _;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -34,6 +39,19 @@ pub struct Settings {
     pub admin_addr: SocketAddr,
     /// Largest accepted request message, in bytes.
     pub max_message_bytes: usize,
+    /// Largest response message, in bytes; pages of audit answers stop short of it.
+    pub max_response_bytes: usize,
+    /// Expensive calls (audit history and states, ListEvents, VerifyChain, ListUsers
+    /// searches) running at once; more wait up to a second, then answer RESOURCE_EXHAUSTED.
+    pub expensive_calls: usize,
+    /// PostgreSQL `statement_timeout` of read-model queries and event listings, in ms.
+    pub query_timeout_ms: u64,
+    /// StreamEvents streams open at once per tenant, and per client connection.
+    pub streams_per_tenant: usize,
+    pub streams_per_connection: usize,
+    /// Events a stream may fall behind the live feed before it is ended (RESOURCE_EXHAUSTED;
+    /// the client resumes from its last position).
+    pub stream_buffer: usize,
 }
 
 impl Default for Settings {
@@ -50,8 +68,24 @@ impl Default for Settings {
             shutdown_grace_secs: 10,
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
             max_message_bytes: 1024 * 1024,
+            max_response_bytes: 8 * 1024 * 1024,
+            expensive_calls: 4,
+            query_timeout_ms: 5_000,
+            streams_per_tenant: 16,
+            streams_per_connection: 4,
+            stream_buffer: 4096,
         }
     }
+}
+
+/// A variable parsed as `T`, if set.
+fn parsed<T: std::str::FromStr>(name: &str, what: &str) -> anyhow::Result<Option<T>> {
+    var(name)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| anyhow::anyhow!("{name}={v} is not {what}"))
+        })
+        .transpose()
 }
 
 fn var(name: &str) -> Option<String> {
@@ -62,46 +96,50 @@ impl Settings {
     /// Reads the environment over the defaults.
     pub fn from_env() -> anyhow::Result<Self> {
         let mut s = Self::default();
-        if let Some(v) = var("IDENTITY_LISTEN_ADDR") {
-            s.listen_addr = v
-                .parse()
-                .with_context(|| format!("IDENTITY_LISTEN_ADDR={v} is not host:port"))?;
+        if let Some(v) = parsed("IDENTITY_LISTEN_ADDR", "host:port")? {
+            s.listen_addr = v;
         }
         if let Some(v) = var("DATABASE_URL") {
             s.database_url = v;
         }
-        if let Some(v) = var("IDENTITY_DB_MAX_CONNECTIONS") {
-            s.db_max_connections = v
-                .parse()
-                .with_context(|| format!("IDENTITY_DB_MAX_CONNECTIONS={v} is not a number"))?;
+        if let Some(v) = parsed("IDENTITY_DB_MAX_CONNECTIONS", "a number")? {
+            s.db_max_connections = v;
         }
-        if let Some(v) = var("IDENTITY_AGGREGATE_CACHE") {
-            s.aggregate_cache = v
-                .parse()
-                .with_context(|| format!("IDENTITY_AGGREGATE_CACHE={v} is not a number"))?;
+        if let Some(v) = parsed("IDENTITY_AGGREGATE_CACHE", "a number")? {
+            s.aggregate_cache = v;
         }
-        if let Some(v) = var("IDENTITY_READ_CACHE") {
-            s.read_cache = v
-                .parse()
-                .with_context(|| format!("IDENTITY_READ_CACHE={v} is not a number"))?;
+        if let Some(v) = parsed("IDENTITY_READ_CACHE", "a number")? {
+            s.read_cache = v;
         }
         if let Some(v) = var("IDENTITY_CODE_PEPPER") {
             s.code_pepper = v;
         }
-        if let Some(v) = var("IDENTITY_CODE_TTL_SECS") {
-            s.code_ttl_secs = v
-                .parse()
-                .with_context(|| format!("IDENTITY_CODE_TTL_SECS={v} is not a number"))?;
+        if let Some(v) = parsed("IDENTITY_CODE_TTL_SECS", "a number")? {
+            s.code_ttl_secs = v;
         }
-        if let Some(v) = var("IDENTITY_SHUTDOWN_GRACE_SECS") {
-            s.shutdown_grace_secs = v
-                .parse()
-                .with_context(|| format!("IDENTITY_SHUTDOWN_GRACE_SECS={v} is not a number"))?;
+        if let Some(v) = parsed("IDENTITY_SHUTDOWN_GRACE_SECS", "a number")? {
+            s.shutdown_grace_secs = v;
         }
-        if let Some(v) = var("IDENTITY_ADMIN_ADDR") {
-            s.admin_addr = v
-                .parse()
-                .with_context(|| format!("IDENTITY_ADMIN_ADDR={v} is not host:port"))?;
+        if let Some(v) = parsed("IDENTITY_ADMIN_ADDR", "host:port")? {
+            s.admin_addr = v;
+        }
+        for (name, field) in [
+            ("IDENTITY_MAX_MESSAGE_BYTES", &mut s.max_message_bytes),
+            ("IDENTITY_MAX_RESPONSE_BYTES", &mut s.max_response_bytes),
+            ("IDENTITY_EXPENSIVE_CALLS", &mut s.expensive_calls),
+            ("IDENTITY_STREAMS_PER_TENANT", &mut s.streams_per_tenant),
+            (
+                "IDENTITY_STREAMS_PER_CONNECTION",
+                &mut s.streams_per_connection,
+            ),
+            ("IDENTITY_STREAM_BUFFER", &mut s.stream_buffer),
+        ] {
+            if let Some(v) = parsed::<usize>(name, "a number")? {
+                *field = v.max(1);
+            }
+        }
+        if let Some(v) = parsed("IDENTITY_QUERY_TIMEOUT_MS", "a number")? {
+            s.query_timeout_ms = v;
         }
         if let Some(v) = var("IDENTITY_LOG_FORMAT") {
             s.log_json = match v.as_str() {

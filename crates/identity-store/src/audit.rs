@@ -268,11 +268,20 @@ impl EventLog {
         );
         match &self.backend {
             Backend::Postgres(pool) => {
+                // A filter no index serves scans the log: bounded by the statement timeout.
+                let mut tx = pool.begin().await?;
+                if let Some(t) = self.query_timeout {
+                    sqlx::query(&format!("SET LOCAL statement_timeout = {}", t.as_millis()))
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 let mut q = sqlx::query(&sql);
                 for a in &args {
                     q = q.bind(a);
                 }
-                q.fetch_all(pool).await?.iter().map(event_from_pg).collect()
+                let rows = q.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                rows.iter().map(event_from_pg).collect()
             }
             Backend::Sqlite(pool) => {
                 let mut q = sqlx::query(&sql);

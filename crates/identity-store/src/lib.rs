@@ -55,6 +55,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("invalid store configuration: {0}")]
     Config(String),
+    #[error("the query ran past its time limit; narrow it")]
+    TooSlow,
     #[error("event store error: {0}")]
     Other(String),
 }
@@ -68,6 +70,8 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => Self::Unavailable(e.to_string()),
             sqlx::Error::Configuration(_) => Self::Config(e.to_string()),
+            // 57014: canceled by statement_timeout.
+            sqlx::Error::Database(ref db) if db.code().as_deref() == Some("57014") => Self::TooSlow,
             other => Self::Other(other.to_string()),
         }
     }
@@ -223,6 +227,8 @@ pub struct EventLog {
     /// process's commit, so feed readers react within milliseconds instead of polling.
     appended: std::sync::Arc<tokio::sync::Notify>,
     url: std::sync::Arc<str>,
+    /// The statement timeout of event listings on PostgreSQL (none by default).
+    query_timeout: Option<Duration>,
 }
 
 /// Connection settings.
@@ -342,10 +348,17 @@ impl EventLog {
             })),
             appended: std::sync::Arc::new(tokio::sync::Notify::new()),
             url: url.into(),
+            query_timeout: None,
         };
         log.migrate().await?;
         log.spawn_listener();
         Ok(log)
+    }
+
+    /// Bounds event listings (ListEvents) on PostgreSQL by a statement timeout.
+    pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = Some(timeout).filter(|t| !t.is_zero());
+        self
     }
 
     /// Which database this is, for logs and health details.

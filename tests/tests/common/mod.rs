@@ -154,13 +154,28 @@ pub async fn start_server_with_handles(
     identity_projections::Projections,
     identity_store::EventLog,
 ) {
-    let settings = Settings {
+    start_server_with_settings(url, |_| {}).await
+}
+
+/// Starts the server with settings changed by `adjust`.
+pub async fn start_server_with_settings(
+    url: &str,
+    adjust: impl FnOnce(&mut Settings),
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+    identity_projections::Projections,
+    identity_store::EventLog,
+) {
+    let mut settings = Settings {
         listen_addr: "127.0.0.1:0".parse().expect("addr"),
         database_url: url.to_string(),
         db_max_connections: 8,
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         ..Settings::default()
     };
+    adjust(&mut settings);
     let app = Application::build(settings)
         .await
         .expect("the server builds");
@@ -179,8 +194,13 @@ pub async fn start_server_with_handles(
 }
 
 pub async fn spawn_app(store: Store) -> TestApp {
+    spawn_app_with(store, |_| {}).await
+}
+
+/// [`spawn_app`] with settings changed by `adjust` (small limits, say).
+pub async fn spawn_app_with(store: Store, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let db = TestDb::create(store).await;
-    let (addr, stop, server, projections, log) = start_server_with_handles(db.url()).await;
+    let (addr, stop, server, projections, log) = start_server_with_settings(db.url(), adjust).await;
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()

@@ -1,7 +1,6 @@
 //! `identity.v1.AuditService`.
 
 use std::pin::Pin;
-use std::time::Duration;
 
 use identity_domain::DomainError;
 use identity_proto::v1 as pb;
@@ -10,7 +9,7 @@ use identity_store::{EventFilter, FeedCursor, StoredEvent};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::audit::{redact, state_at, states_after_each, AsOf, ReplayError, AGGREGATE_TYPES};
+use crate::audit::{redact, state_at, states_after, AsOf, ReplayError, AGGREGATE_TYPES};
 use crate::context::RequestContext;
 use crate::convert::{json_to_struct, timestamp_text};
 use crate::core::Core;
@@ -27,6 +26,12 @@ pub struct AuditApi {
 impl AuditApi {
     pub fn new(core: Core) -> Self {
         Self { core }
+    }
+
+    /// The bytes a page of audit answers may fill: half the response limit, leaving room
+    /// for framing and one entry that pushes past it.
+    fn page_budget(&self) -> usize {
+        self.core.settings.max_response_bytes / 2
     }
 
     /// The validated aggregate type and every event of one aggregate of the caller's tenant.
@@ -46,6 +51,38 @@ impl AuditApi {
             .await?;
         Ok((kind, events))
     }
+}
+
+/// Runs a replay on the blocking pool: folding a long history is CPU work that must not
+/// hold an async worker (and every call queued behind it).
+async fn replay<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ReplayError> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(format!("replay task: {e}")))?
+        .map_err(replay_error)
+}
+
+fn page_size(requested: u32) -> u32 {
+    if requested == 0 {
+        DEFAULT_PAGE
+    } else {
+        requested.min(MAX_PAGE)
+    }
+}
+
+/// A page token this service returned (a position or a sequence), or 0 for none.
+fn page_token(raw: &str) -> ApiResult<u64> {
+    if raw.is_empty() {
+        return Ok(0);
+    }
+    raw.parse::<u64>().map_err(|_| {
+        ApiError::from(DomainError::invalid(
+            "page_token",
+            "not a token this service returned",
+        ))
+    })
 }
 
 fn replay_error(e: ReplayError) -> ApiError {
@@ -156,39 +193,38 @@ impl AuditService for AuditApi {
         let ctx = RequestContext::from_request(&request, "ListEvents")?;
         let req = request.into_inner();
         let filter = store_filter(&ctx, req.filter)?;
-        let size = if req.page_size == 0 {
-            DEFAULT_PAGE
-        } else {
-            req.page_size.min(MAX_PAGE)
-        };
-        let after = if req.page_token.is_empty() {
-            0
-        } else {
-            req.page_token.parse::<u64>().map_err(|_| {
-                ApiError::from(DomainError::invalid(
-                    "page_token",
-                    "not a token this service returned",
-                ))
-            })?
-        };
+        let size = page_size(req.page_size);
+        let after = page_token(&req.page_token)?;
+        let _slot = self.core.limits.expensive("ListEvents").await?;
         let mut events = self
             .core
             .log
             .list_events(&filter, after, size + 1)
             .await
             .map_err(ApiError::from)?;
-        let more = events.len() > size as usize;
+        let mut more = events.len() > size as usize;
         events.truncate(size as usize);
+        let budget = self.page_budget();
+        let mut used = 0;
+        let mut page = Vec::with_capacity(events.len());
+        for e in &events {
+            let event = event_to_pb(e);
+            used += identity_proto::prost::Message::encoded_len(&event);
+            if used > budget && !page.is_empty() {
+                more = true;
+                break;
+            }
+            page.push(event);
+        }
         let next_page_token = if more {
-            events
-                .last()
+            page.last()
                 .map(|e| e.position.to_string())
                 .unwrap_or_default()
         } else {
             String::new()
         };
         Ok(Response::new(pb::ListEventsResponse {
-            events: events.iter().map(event_to_pb).collect(),
+            events: page,
             next_page_token,
         }))
     }
@@ -201,6 +237,7 @@ impl AuditService for AuditApi {
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
         let ctx = RequestContext::from_request(&request, "StreamEvents")?;
+        let remote = request.remote_addr();
         let req = request.into_inner();
         let filter = store_filter(&ctx, req.filter)?;
         let log = self.core.log.clone();
@@ -218,40 +255,76 @@ impl AuditService for AuditApi {
                     ))
                 })?
         };
+        let slot = self.core.limits.stream(ctx.tenant.as_str(), remote)?;
+        let hub = self.core.hub.clone();
+        let tenant = ctx.tenant.to_string();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::StreamEventsResponse, Status>>(256);
         tokio::spawn(async move {
-            let notifier = log.notifier();
-            loop {
-                let notified = notifier.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let batch = match log.read_feed(cursor, 500).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
-                        return;
+            let _slot = slot;
+            let send = |e: &StoredEvent| {
+                let tx = tx.clone();
+                let event = event_to_pb(e);
+                async move {
+                    tx.send(Ok(pb::StreamEventsResponse { event: Some(event) }))
+                        .await
+                        .is_ok()
+                }
+            };
+            // Catch up alone, this tenant's events only, until a short page; then subscribe
+            // to the shared tail and catch up once more to its starting point (a short
+            // read, usually empty), so that a long catch-up never counts as lagging.
+            let mut subscription = None;
+            let events = loop {
+                loop {
+                    let (page, more) =
+                        match crate::stream::catch_up_page(&log, cursor, &tenant).await {
+                            Ok(p) => p,
+                            Err(e) => {
+                                let _ = tx.send(Err(Status::from(ApiError::from(e)))).await;
+                                return;
+                            }
+                        };
+                    for e in &page {
+                        cursor = e.cursor();
+                        if filter.matches(e) && !send(e).await {
+                            return; // the client went away
+                        }
                     }
-                };
-                let empty = batch.is_empty();
-                for e in batch {
-                    cursor = e.cursor();
-                    if filter.matches(&e)
-                        && tx
-                            .send(Ok(pb::StreamEventsResponse {
-                                event: Some(event_to_pb(&e)),
-                            }))
-                            .await
-                            .is_err()
-                    {
-                        return; // the client went away
+                    if !more {
+                        break;
                     }
                 }
-                if empty {
-                    tokio::select! {
-                        () = &mut notified => {}
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        () = tx.closed() => return,
+                match subscription.take() {
+                    None => subscription = Some(hub.subscribe()),
+                    Some(s) => break s,
+                }
+            };
+            let mut events = events.events;
+            loop {
+                let next = tokio::select! {
+                    next = events.recv() => next,
+                    () = tx.closed() => return,
+                };
+                match next {
+                    Ok(e) => {
+                        if e.cursor() <= cursor {
+                            continue; // delivered by the catch-up
+                        }
+                        cursor = e.cursor();
+                        if filter.matches(&e) && !send(&e).await {
+                            return;
+                        }
                     }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(behind)) => {
+                        let error = ApiError::SlowConsumer {
+                            behind,
+                            resume_after: cursor.position,
+                        };
+                        tracing::info!(%error, "ending a stream whose consumer fell behind");
+                        let _ = tx.send(Err(Status::from(error))).await;
+                        return;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
             }
         });
@@ -267,19 +340,43 @@ impl AuditService for AuditApi {
     ) -> Result<Response<pb::GetAggregateHistoryResponse>, Status> {
         let ctx = RequestContext::from_request(&request, "GetAggregateHistory")?;
         let req = request.into_inner();
+        let size = page_size(req.page_size);
+        let after = page_token(&req.page_token)?;
+        let _slot = self.core.limits.expensive("GetAggregateHistory").await?;
         let (kind, events) = self
             .history_of(&ctx, &req.aggregate_type, req.aggregate_id)
             .await?;
-        let states = states_after_each(&kind, &events).map_err(replay_error)?;
-        let entries = events
-            .iter()
-            .zip(states)
-            .map(|(e, s)| pb::HistoryEntry {
+        let start = events.partition_point(|e| e.sequence <= after);
+        let end = start.saturating_add(size as usize).min(events.len());
+        let (events, states) = replay(move || {
+            let states = states_after(&kind, &events, start..end)?;
+            Ok((events, states))
+        })
+        .await?;
+        let budget = self.page_budget();
+        let mut used = 0;
+        let mut entries = Vec::with_capacity(states.len());
+        for (e, s) in events[start..end].iter().zip(states) {
+            let entry = pb::HistoryEntry {
                 event: Some(event_to_pb(e)),
                 state: state_struct(s),
-            })
-            .collect();
-        Ok(Response::new(pb::GetAggregateHistoryResponse { entries }))
+            };
+            used += identity_proto::prost::Message::encoded_len(&entry);
+            if used > budget && !entries.is_empty() {
+                break;
+            }
+            entries.push(entry);
+        }
+        let shown = start + entries.len();
+        let next_page_token = if shown < events.len() {
+            events[shown - 1].sequence.to_string()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::GetAggregateHistoryResponse {
+            entries,
+            next_page_token,
+        }))
     }
 
     #[tracing::instrument(name = "GetAggregateStateAt", skip_all, fields(tenant, request_id))]
@@ -303,8 +400,9 @@ impl AuditService for AuditApi {
                 .into())
             }
         };
+        let _slot = self.core.limits.expensive("GetAggregateStateAt").await?;
         let (kind, events) = self.history_of(&ctx, &aggregate_kind, aggregate_id).await?;
-        let found = state_at(&kind, &events, &at).map_err(replay_error)?;
+        let found = replay(move || state_at(&kind, &events, &at)).await?;
         Ok(Response::new(match found {
             Some((state, last)) => pb::GetAggregateStateAtResponse {
                 exists: true,
@@ -322,6 +420,7 @@ impl AuditService for AuditApi {
         request: Request<pb::VerifyChainRequest>,
     ) -> Result<Response<pb::VerifyChainResponse>, Status> {
         let ctx = RequestContext::from_request(&request, "VerifyChain")?;
+        let _slot = self.core.limits.expensive("VerifyChain").await?;
         let report = self
             .core
             .log

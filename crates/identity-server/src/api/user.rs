@@ -1059,6 +1059,12 @@ impl UserService for UserApi {
                 ApiError::from(DomainError::invalid("search", "at most 200 characters")).into(),
             );
         }
+        // A substring search is a (trigram) scan: a few at a time.
+        let _slot = if req.search.trim().is_empty() {
+            None
+        } else {
+            Some(self.core.limits.expensive("ListUsers search").await?)
+        };
         self.core
             .catch_up(Projection::Directory, req.min_position, wait)
             .await?;
