@@ -129,7 +129,8 @@ mod tests {
         let refused = l.expensive("ListEvents").await;
         assert!(matches!(refused, Err(ApiError::Busy { .. })), "{refused:?}");
         drop(held);
-        l.expensive("ListEvents")
+        let _again = l
+            .expensive("ListEvents")
             .await
             .expect("the slot is free again");
     }
