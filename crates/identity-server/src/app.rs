@@ -179,7 +179,6 @@ impl Application {
         let serve = Server::builder()
             .timeout(Duration::from_secs(30))
             .layer(crate::observability::GrpcMetricsLayer)
-            .layer(crate::wire::WireCodesLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -124,7 +124,10 @@ where
             self.inner.call(request)
         };
         Box::pin(async move {
-            let result = response.await;
+            let mut result = response.await;
+            if let Ok(r) = &mut result {
+                crate::wire::recode(r.headers_mut());
+            }
             // Errors travel as trailers-only responses with grpc-status in the headers; a
             // success carries its status in the trailers, so no header means OK.
             let code = match &result {

@@ -27,6 +27,8 @@ pub struct FeedHub {
     events: broadcast::Sender<Arc<StoredEvent>>,
     /// The cursor of the last event sent (or jumped to while nobody listened).
     cursor: Arc<Mutex<FeedCursor>>,
+    /// Wakes an idle reader when somebody subscribes.
+    subscribed: Arc<tokio::sync::Notify>,
 }
 
 /// A subscription: the channel, and the cursor up to which the subscriber must catch up by
@@ -45,6 +47,7 @@ impl FeedHub {
         let hub = Self {
             events,
             cursor: Arc::default(),
+            subscribed: Arc::default(),
         };
         tokio::spawn(hub.clone().run(log));
         hub
@@ -52,10 +55,12 @@ impl FeedHub {
 
     pub fn subscribe(&self) -> Subscription {
         let cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
-        Subscription {
+        let subscription = Subscription {
             events: self.events.subscribe(),
             shared_from: *cursor,
-        }
+        };
+        self.subscribed.notify_one();
+        subscription
     }
 
     async fn run(self, log: EventLog) {
@@ -65,16 +70,27 @@ impl FeedHub {
             let notified = notifier.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let result = if self.events.receiver_count() == 0 {
-                // Nobody listens: keep up by jumping, not by reading events nobody wants.
-                log.feed_tail().await.map(|tail| {
-                    let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
-                    if self.events.receiver_count() == 0 && tail > *cursor {
-                        *cursor = tail;
+            if self.events.receiver_count() == 0 {
+                // Nobody listens: keep up by jumping to the tail once a second (one indexed
+                // query, not one per commit), not by reading events nobody wants. A new
+                // subscriber wakes the reader; it then re-reads at most a second of events,
+                // which subscribers skip by cursor.
+                match log.feed_tail().await {
+                    Ok(tail) => {
+                        let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+                        if self.events.receiver_count() == 0 && tail > *cursor {
+                            *cursor = tail;
+                        }
                     }
-                    0
-                })
-            } else {
+                    Err(e) => tracing::warn!(error = %e, "the shared event stream cannot find the feed's tail"),
+                }
+                tokio::select! {
+                    () = self.subscribed.notified() => {}
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+            let result = {
                 let from = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
                 log.read_feed(from, BATCH).await.map(|batch| {
                     let n = batch.len();

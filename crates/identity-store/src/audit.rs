@@ -408,17 +408,28 @@ impl EventLog {
             }
             previous = stored;
         };
+        // One tenant's events only, chosen in the database (the check above stays as a
+        // guard); every tenant's when none is given.
+        let prefix = tenant.map(|t| format!("{t}/"));
         match &self.backend {
             Backend::Postgres(pool) => {
-                let sql = format!("SELECT {COLUMNS_PG} FROM events ORDER BY aggregate_type, aggregate_id, sequence");
-                let mut rows = sqlx::query(&sql).fetch(pool);
+                let sql = format!(
+                    "SELECT {COLUMNS_PG} FROM events
+                      WHERE ($1::text IS NULL OR substr(aggregate_id, 1, length($1::text)) = $1::text)
+                      ORDER BY aggregate_type, aggregate_id, sequence"
+                );
+                let mut rows = sqlx::query(&sql).bind(prefix).fetch(pool);
                 while let Some(r) = rows.try_next().await? {
                     check(event_from_pg(&r)?, &mut report);
                 }
             }
             Backend::Sqlite(pool) => {
-                let sql = format!("SELECT {COLUMNS_SQLITE} FROM events ORDER BY aggregate_type, aggregate_id, sequence");
-                let mut rows = sqlx::query(&sql).fetch(pool);
+                let sql = format!(
+                    "SELECT {COLUMNS_SQLITE} FROM events
+                      WHERE (?1 IS NULL OR substr(aggregate_id, 1, length(?1)) = ?1)
+                      ORDER BY aggregate_type, aggregate_id, sequence"
+                );
+                let mut rows = sqlx::query(&sql).bind(prefix).fetch(pool);
                 while let Some(r) = rows.try_next().await? {
                     check(event_from_sqlite(&r)?, &mut report);
                 }
