@@ -63,17 +63,16 @@ fn value() -> impl Strategy<Value = prost_types::Value> {
 
 fn object() -> impl Strategy<Value = Option<prost_types::Struct>> {
     prop::option::of(
-        prop::collection::btree_map(text(), value(), 0..5)
-            .prop_map(|fields: BTreeMap<String, prost_types::Value>| prost_types::Struct { fields }),
+        prop::collection::btree_map(text(), value(), 0..5).prop_map(
+            |fields: BTreeMap<String, prost_types::Value>| prost_types::Struct { fields },
+        ),
     )
 }
 
 fn timestamp() -> impl Strategy<Value = Option<prost_types::Timestamp>> {
     prop::option::of(
-        (any::<i64>(), any::<i32>()).prop_map(|(seconds, nanos)| prost_types::Timestamp {
-            seconds,
-            nanos,
-        }),
+        (any::<i64>(), any::<i32>())
+            .prop_map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos }),
     )
 }
 
@@ -200,7 +199,10 @@ fn arbitrary_requests_never_crash_the_server_or_corrupt_an_answer() {
     let known = user.clone();
     runner()
         .run(
-            &(prop_oneof![Just(known), text()], (text(), text(), text(), text(), text())),
+            &(
+                prop_oneof![Just(known), text()],
+                (text(), text(), text(), text(), text()),
+            ),
             |(user_id, (first_name, surname, nationality, person_code, date_of_birth))| {
                 let mut kyc = app.identification();
                 let r = rt.block_on(kyc.submit_identity(req(

@@ -82,7 +82,9 @@ impl FeedHub {
                             *cursor = tail;
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "the shared event stream cannot find the feed's tail"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the shared event stream cannot find the feed's tail")
+                    }
                 }
                 tokio::select! {
                     () = self.subscribed.notified() => {}
