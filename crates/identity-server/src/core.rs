@@ -11,13 +11,7 @@ use identity_domain::user::{User, UserServices};
 use identity_domain::values::UserId;
 use identity_domain::{ClaimKind, DomainError, RecordsRejection};
 use identity_projections::{Projection, Projections};
-use identity_store::{
-    conflict_backoff, widen, Decided, EventLog, ExecuteError, Executed, Loaded, Unit,
-    MAX_CONFLICT_RETRIES,
-};
-
-/// The future a unit's builder returns.
-pub type BoxFuture<'u, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'u>>;
+use identity_store::{widen, Built, EventLog, Executed, Loaded, Unit};
 use rand::Rng as _;
 use sha2::{Digest as _, Sha256};
 
@@ -141,12 +135,12 @@ impl Core {
         &'c self,
         ctx: &RequestContext,
         id: &str,
-        mut build: F,
+        build: F,
     ) -> ApiResult<Executed<A>>
     where
         A: Aggregate<Error = DomainError> + 'static,
         A::Event: RecordsRejection,
-        F: FnMut(Unit<'c>) -> BoxFuture<'c, ApiResult<(Unit<'c>, Decided<A>)>>,
+        F: FnMut(Unit<'c>) -> Built<'c, A, ApiError>,
     {
         use tracing::Instrument as _;
         let span = tracing::Span::current();
@@ -159,29 +153,13 @@ impl Core {
             outcome = tracing::field::Empty,
         );
         let metadata = ctx.event_metadata();
-        let result = async {
-            let mut attempt = 0;
-            loop {
-                let (unit, decided) = build(self.log.unit(&metadata)).await?;
-                match unit.commit().await {
-                    Ok(committed) => {
-                        return Ok(Executed {
-                            position: committed.position(&decided),
-                            aggregate: decided.aggregate,
-                            events: decided.events,
-                            sequence: decided.sequence,
-                        })
-                    }
-                    Err(ExecuteError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
-                        attempt += 1;
-                        tokio::time::sleep(conflict_backoff(attempt)).await;
-                    }
-                    Err(e) => return Err(ApiError::from(widen::<DomainError>(e))),
-                }
-            }
-        }
-        .instrument(command_span.clone())
-        .await;
+        let result = self
+            .log
+            .run_unit(&metadata, build, |e| {
+                ApiError::from(widen::<DomainError>(e))
+            })
+            .instrument(command_span.clone())
+            .await;
         let executed = match result {
             Ok(executed) => executed,
             Err(e) => {

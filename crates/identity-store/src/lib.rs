@@ -27,7 +27,7 @@ mod unit;
 pub use audit::{ChainBreak, ChainReport, EventFilter, MAX_REPORTED_BREAKS};
 pub use chain::{event_hash, HashInput};
 pub use feed::{FeedCursor, StoredEvent, NOTIFY_CHANNEL};
-pub use unit::{widen, Committed, Decided, Unit};
+pub use unit::{widen, Built, Committed, Decided, Unit};
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -506,33 +506,21 @@ impl EventLog {
     ) -> Result<Executed<A>, ExecuteError<A::Error>>
     where
         A: Aggregate<Command = C> + Clone + 'static,
-        C: Clone,
+        A::Error: Send,
+        C: Clone + Send + Sync,
     {
-        let mut attempt = 0;
-        loop {
-            let mut unit = self.unit(metadata);
-            let decided = unit.decide::<A>(id, command.clone(), services).await?;
-            match unit.commit().await {
-                Ok(committed) => {
-                    return Ok(Executed {
-                        position: committed.position(&decided),
-                        aggregate: decided.aggregate,
-                        events: decided.events,
-                        sequence: decided.sequence,
-                    })
-                }
-                Err(ExecuteError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
-                    attempt += 1;
-                    tracing::debug!(
-                        aggregate_type = A::TYPE,
-                        attempt,
-                        "optimistic-concurrency conflict; re-running on fresh state"
-                    );
-                    tokio::time::sleep(conflict_backoff(attempt)).await;
-                }
-                Err(e) => return Err(unit::widen(e)),
-            }
-        }
+        self.run_unit(
+            metadata,
+            |mut unit| {
+                let command = command.clone();
+                Box::pin(async move {
+                    let decided = unit.decide::<A>(id, command, services).await?;
+                    Ok((unit, decided))
+                })
+            },
+            unit::widen,
+        )
+        .await
     }
 
     fn keep<A: Send + Sync + 'static>(&self, key: CacheKey, state: Cached<A>) {

@@ -23,8 +23,8 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::Value;
 
 use crate::append::{AppendError, NewEvent};
-use crate::StoreError;
 use crate::{event_hash, AggregateLock, CacheKey, Cached, EventLog, ExecuteError, HashInput};
+use crate::{StoreError, MAX_CONFLICT_RETRIES};
 
 /// What one decision of a unit produced. Its global position is known after the commit:
 /// [`Committed::position`].
@@ -331,7 +331,52 @@ pub fn widen<E: std::error::Error>(e: ExecuteError<std::convert::Infallible>) ->
     }
 }
 
+/// The future a unit's builder returns: the unit back, with the decision on the aggregate the
+/// caller asked about.
+pub type Built<'c, A, E> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(Unit<'c>, Decided<A>), E>> + Send + 'c>,
+>;
+
 impl EventLog {
+    /// Builds a unit with `build` and commits it; after a lost race (a conflict on any of
+    /// its aggregates) builds it again on fresh state, up to [`MAX_CONFLICT_RETRIES`] times.
+    /// `build`'s own errors come back as they are, the commit's through `commit_error`.
+    pub async fn run_unit<'c, A, E, F>(
+        &'c self,
+        metadata: &std::collections::HashMap<String, String>,
+        mut build: F,
+        commit_error: fn(ExecuteError<std::convert::Infallible>) -> E,
+    ) -> Result<crate::Executed<A>, E>
+    where
+        A: Aggregate + 'static,
+        F: FnMut(Unit<'c>) -> Built<'c, A, E>,
+    {
+        let mut attempt = 0;
+        loop {
+            let (unit, decided) = build(self.unit(metadata)).await?;
+            match unit.commit().await {
+                Ok(committed) => {
+                    return Ok(crate::Executed {
+                        position: committed.position(&decided),
+                        aggregate: decided.aggregate,
+                        events: decided.events,
+                        sequence: decided.sequence,
+                    })
+                }
+                Err(ExecuteError::Conflict) if attempt < MAX_CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(
+                        aggregate_type = A::TYPE,
+                        attempt,
+                        "optimistic-concurrency conflict; re-running on fresh state"
+                    );
+                    tokio::time::sleep(crate::conflict_backoff(attempt)).await;
+                }
+                Err(e) => return Err(commit_error(e)),
+            }
+        }
+    }
+
     /// A new unit of work whose events will carry `metadata`.
     pub fn unit(&self, metadata: &std::collections::HashMap<String, String>) -> Unit<'_> {
         let metadata = serde_json::to_value(metadata).unwrap_or(Value::Null);
