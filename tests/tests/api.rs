@@ -355,24 +355,6 @@ mod scenarios {
         }
     }
 
-    fn credit(wallet: &str, amount: &str, key: &str) -> pb::CreditTokensRequest {
-        pb::CreditTokensRequest {
-            wallet_id: wallet.into(),
-            token: "PTS".into(),
-            amount: amount.into(),
-            idempotency_key: key.into(),
-        }
-    }
-
-    fn debit(wallet: &str, amount: &str, key: &str) -> pb::DebitTokensRequest {
-        pb::DebitTokensRequest {
-            wallet_id: wallet.into(),
-            token: "PTS".into(),
-            amount: amount.into(),
-            idempotency_key: key.into(),
-        }
-    }
-
     pub(super) async fn wallet_credits_and_debits_are_idempotent_and_never_negative(store: Store) {
         let app = spawn_app(store).await;
         let user = app.register("acme", "w@example.com").await;

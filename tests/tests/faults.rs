@@ -58,24 +58,6 @@ fn verify(user: &str, password: &str) -> tonic::Request<pb::VerifyPasswordReques
     )
 }
 
-fn movement(wallet: &str, amount: &str, key: &str) -> pb::CreditTokensRequest {
-    pb::CreditTokensRequest {
-        wallet_id: wallet.into(),
-        token: "PTS".into(),
-        amount: amount.into(),
-        idempotency_key: key.into(),
-    }
-}
-
-fn debit(wallet: &str, amount: &str, key: &str) -> pb::DebitTokensRequest {
-    pb::DebitTokensRequest {
-        wallet_id: wallet.into(),
-        token: "PTS".into(),
-        amount: amount.into(),
-        idempotency_key: key.into(),
-    }
-}
-
 /// Whether `email` is free: registering it again succeeds (and is then undone by nobody), or
 /// it is taken by a user that the directory knows.
 async fn assert_not_orphaned(app: &TestApp, email: &str) {
@@ -265,11 +247,11 @@ mod scenarios {
         let wallet = app.active_wallet("acme", &holder).await;
         let mut a_wallets = app.wallets();
         a_wallets
-            .credit_tokens(req("acme", movement(&wallet, "5", "c1")))
+            .credit_tokens(req("acme", credit(&wallet, "5", "c1")))
             .await
             .expect("credit on A");
         b.wallets()
-            .credit_tokens(req("acme", movement(&wallet, "10", "c2")))
+            .credit_tokens(req("acme", credit(&wallet, "10", "c2")))
             .await
             .expect("credit on B");
         let spent = a_wallets
@@ -283,11 +265,11 @@ mod scenarios {
             .await
             .expect("debit on B");
         b.wallets()
-            .credit_tokens(req("acme", movement(&wallet, "7", "c3")))
+            .credit_tokens(req("acme", credit(&wallet, "7", "c3")))
             .await
             .expect("credit on B");
         let retry = a_wallets
-            .credit_tokens(req("acme", movement(&wallet, "5", "c1")))
+            .credit_tokens(req("acme", credit(&wallet, "5", "c1")))
             .await
             .expect("a retry on A")
             .into_inner();

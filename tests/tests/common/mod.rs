@@ -333,6 +333,26 @@ pub fn req<T>(tenant: &str, msg: T) -> Request<T> {
     r
 }
 
+/// A credit of `amount` PTS to `wallet` with idempotency key `key`.
+pub fn credit(wallet: &str, amount: &str, key: &str) -> pb::CreditTokensRequest {
+    pb::CreditTokensRequest {
+        wallet_id: wallet.into(),
+        token: "PTS".into(),
+        amount: amount.into(),
+        idempotency_key: key.into(),
+    }
+}
+
+/// A debit of `amount` PTS from `wallet` with idempotency key `key`.
+pub fn debit(wallet: &str, amount: &str, key: &str) -> pb::DebitTokensRequest {
+    pb::DebitTokensRequest {
+        wallet_id: wallet.into(),
+        token: "PTS".into(),
+        amount: amount.into(),
+        idempotency_key: key.into(),
+    }
+}
+
 /// The `ErrorInfo.reason` of a failed call.
 pub fn reason(status: &Status) -> String {
     status
