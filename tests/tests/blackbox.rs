@@ -959,6 +959,123 @@ async fn admin_endpoints_report_health_and_metrics_and_logs_hold_no_personal_dat
     assert!(server.terminate().success());
 }
 
+/// Two server processes on one store, each with its own caches: what B changes, A's answers
+/// follow, including answers that append nothing (a password check, a retry, a refusal).
+async fn two_processes_never_answer_from_each_others_stale_state(store: Store) {
+    use identity_proto::v1::user_service_client::UserServiceClient;
+    use identity_proto::v1::wallet_service_client::WalletServiceClient;
+    let db = TestDb::create(store).await;
+    let url = db.url().to_string();
+    let dir = std::env::temp_dir();
+    let a = Server::start(&dir, &[("DATABASE_URL", &url)]);
+    let b = Server::start(&dir, &[("DATABASE_URL", &url)]);
+    let (a_addr, b_addr) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
+    let mut a_users = UserServiceClient::connect(a_addr.clone()).await.expect("A");
+    let mut b_users = UserServiceClient::connect(b_addr.clone()).await.expect("B");
+    let mut a_wallets = WalletServiceClient::connect(a_addr).await.expect("A");
+    let mut b_wallets = WalletServiceClient::connect(b_addr).await.expect("B");
+    let wallet = user_with_wallet(&mut a_users, &mut a_wallets, "twice@example.com").await;
+    // GetWallet replays the wallet from the log: its owner is the user just registered.
+    let user = a_wallets
+        .get_wallet(req(
+            "acme",
+            pb::GetWalletRequest {
+                wallet_id: wallet.clone(),
+            },
+        ))
+        .await
+        .expect("wallet")
+        .into_inner()
+        .wallet
+        .expect("wallet")
+        .owner_id;
+    let verify = |password: &str| {
+        req(
+            "acme",
+            pb::VerifyPasswordRequest {
+                user_id: user.clone(),
+                password: password.into(),
+            },
+        )
+    };
+    a_users
+        .set_password(req(
+            "acme",
+            pb::SetPasswordRequest {
+                user_id: user.clone(),
+                password: "first password".into(),
+            },
+        ))
+        .await
+        .expect("sets on A");
+    a_users
+        .verify_password(verify("first password"))
+        .await
+        .expect("A verifies and caches");
+    b_users
+        .change_password(req(
+            "acme",
+            pb::ChangePasswordRequest {
+                user_id: user.clone(),
+                old_password: "first password".into(),
+                new_password: "second password".into(),
+            },
+        ))
+        .await
+        .expect("changes on B");
+    let old = a_users
+        .verify_password(verify("first password"))
+        .await
+        .expect_err("A must refuse the replaced password");
+    assert_eq!(reason(&old), "INVALID_CREDENTIALS", "{old:?}");
+    a_users
+        .verify_password(verify("second password"))
+        .await
+        .expect("A accepts the password B set");
+
+    a_wallets
+        .credit_tokens(req("acme", credit(&wallet, "5", "c1")))
+        .await
+        .expect("credit on A");
+    b_wallets
+        .credit_tokens(req("acme", credit(&wallet, "10", "c2")))
+        .await
+        .expect("credit on B");
+    let spent = a_wallets
+        .debit_tokens(req("acme", debit(&wallet, "15", "d1")))
+        .await
+        .expect("A sees B's credit")
+        .into_inner();
+    assert_eq!(spent.balance, "0");
+    b_wallets
+        .credit_tokens(req("acme", credit(&wallet, "3", "c3")))
+        .await
+        .expect("credit on B");
+    let retry = a_wallets
+        .credit_tokens(req("acme", credit(&wallet, "5", "c1")))
+        .await
+        .expect("a retry on A")
+        .into_inner();
+    assert!(retry.replayed);
+    a_wallets
+        .debit_tokens(req("acme", debit(&wallet, "3", "d2")))
+        .await
+        .expect("A must not refuse on the balance it cached");
+    drop((a_users, b_users, a_wallets, b_wallets));
+    assert!(a.terminate().success());
+    assert!(b.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_postgres_never_answer_from_each_others_stale_state() {
+    two_processes_never_answer_from_each_others_stale_state(Store::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_sqlite_never_answer_from_each_others_stale_state() {
+    two_processes_never_answer_from_each_others_stale_state(Store::Sqlite).await;
+}
+
 /// One long transaction anywhere on the database holds back the global feed's horizon, so
 /// every read model lags. The replica stays ready and takes writes; only a query that asked
 /// for a position not yet reached fails, with READ_MODEL_BEHIND, and the lag is a metric.

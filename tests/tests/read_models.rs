@@ -19,6 +19,7 @@ on_both_stores!(
     users_are_looked_up_by_every_key,
     queries_never_cross_tenants,
     a_long_random_workload_leaves_read_models_equal_to_a_replay,
+    an_event_a_projector_cannot_apply_is_reported,
 );
 
 fn deadline<T>(mut r: tonic::Request<T>, d: Duration) -> tonic::Request<T> {
@@ -28,6 +29,51 @@ fn deadline<T>(mut r: tonic::Request<T>, d: Duration) -> tonic::Request<T> {
 
 mod scenarios {
     use super::*;
+
+    /// An event the projectors cannot read (written behind the service's back) is retried,
+    /// and reported where operators look: ListProjections and the failure count.
+    pub(super) async fn an_event_a_projector_cannot_apply_is_reported(store: Store) {
+        let app = spawn_app(store).await;
+        app.register("acme", "before@example.com").await;
+        let bogus = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash) VALUES ('Wallet', 'acme/00000000-0000-0000-0000-000000000001', 1, 'TokensCredited', '1.0', '{\"Nonsense\": 1}', '{}', '')";
+        match &app.db {
+            TestDb::Postgres { url, .. } => {
+                let pool = sqlx::PgPool::connect(url).await.expect("connect");
+                sqlx::raw_sql(bogus).execute(&pool).await.expect("insert");
+            }
+            TestDb::Sqlite { url, .. } => {
+                let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
+                sqlx::raw_sql(bogus).execute(&pool).await.expect("insert");
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let balances = app
+                .projection_admin()
+                .list_projections(tonic::Request::new(pb::ListProjectionsRequest {}))
+                .await
+                .expect("lists")
+                .into_inner()
+                .projections
+                .into_iter()
+                .find(|p| p.name == "balances")
+                .expect("balances");
+            if balances.consecutive_failures > 0 {
+                assert!(
+                    balances.last_error.contains("cannot read TokensCredited"),
+                    "{}",
+                    balances.last_error
+                );
+                assert!(balances.lag > 0, "the projector is stuck before the event");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the failure was never reported: {balances:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     async fn credit(app: &TestApp, wallet: &str, amount: &str, key: &str) -> u64 {
         app.wallets()
