@@ -36,16 +36,7 @@ mod scenarios {
         let app = spawn_app(store).await;
         app.register("acme", "before@example.com").await;
         let bogus = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash) VALUES ('Wallet', 'acme/00000000-0000-0000-0000-000000000001', 1, 'TokensCredited', '1.0', '{\"Nonsense\": 1}', '{}', '')";
-        match &app.db {
-            TestDb::Postgres { url, .. } => {
-                let pool = sqlx::PgPool::connect(url).await.expect("connect");
-                sqlx::raw_sql(bogus).execute(&pool).await.expect("insert");
-            }
-            TestDb::Sqlite { url, .. } => {
-                let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
-                sqlx::raw_sql(bogus).execute(&pool).await.expect("insert");
-            }
-        }
+        app.db.sql(bogus).await.expect("insert");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             let balances = app
@@ -1235,44 +1226,19 @@ mod scenarios {
         let leftover = "CREATE TABLE rm_balances__r123 (x integer); INSERT INTO projection_checkpoints (name, xid, position, updated_at) VALUES ('balances__r123', 0, 0, 'x')";
         let count_leftovers =
             "SELECT COUNT(*) FROM projection_checkpoints WHERE name LIKE 'balances__r%'";
-        let remaining: i64 = match &app.db {
-            TestDb::Postgres { url, .. } => {
-                let pool = sqlx::PgPool::connect(url).await.expect("connect");
-                sqlx::raw_sql(leftover).execute(&pool).await.expect("leave");
-                identity_projections::Projections::open(app.event_log())
-                    .await
-                    .expect("a second start");
-                let tables: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'rm_balances__r123'",
-                )
-                .fetch_one(&pool)
-                .await
-                .expect("count");
-                let rows: i64 = sqlx::query_scalar(count_leftovers)
-                    .fetch_one(&pool)
-                    .await
-                    .expect("count");
-                tables + rows
+        app.db.sql(leftover).await.expect("leave");
+        identity_projections::Projections::open(app.event_log())
+            .await
+            .expect("a second start");
+        let tables = match &app.db {
+            TestDb::Postgres { .. } => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'rm_balances__r123'"
             }
-            TestDb::Sqlite { url, .. } => {
-                let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
-                sqlx::raw_sql(leftover).execute(&pool).await.expect("leave");
-                identity_projections::Projections::open(app.event_log())
-                    .await
-                    .expect("a second start");
-                let tables: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM sqlite_master WHERE name = 'rm_balances__r123'",
-                )
-                .fetch_one(&pool)
-                .await
-                .expect("count");
-                let rows: i64 = sqlx::query_scalar(count_leftovers)
-                    .fetch_one(&pool)
-                    .await
-                    .expect("count");
-                tables + rows
+            TestDb::Sqlite { .. } => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'rm_balances__r123'"
             }
         };
+        let remaining = app.db.count(tables).await + app.db.count(count_leftovers).await;
         assert_eq!(
             remaining, 0,
             "a killed rebuild's leftovers survived a start"

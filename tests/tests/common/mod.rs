@@ -92,6 +92,41 @@ impl TestDb {
             TestDb::Postgres { url, .. } | TestDb::Sqlite { url, .. } => url,
         }
     }
+
+    /// Runs SQL behind the service's back (tampering, leftovers), on whichever store this
+    /// is; the database's answer, error included.
+    pub async fn sql(&self, sql: &str) -> Result<(), sqlx::Error> {
+        match self {
+            TestDb::Postgres { url, .. } => {
+                let pool = sqlx::PgPool::connect(url).await?;
+                sqlx::raw_sql(sql).execute(&pool).await.map(|_| ())
+            }
+            TestDb::Sqlite { url, .. } => {
+                let pool = sqlx::SqlitePool::connect(url).await?;
+                sqlx::raw_sql(sql).execute(&pool).await.map(|_| ())
+            }
+        }
+    }
+
+    /// The single integer a `SELECT COUNT(*) …` answers.
+    pub async fn count(&self, sql: &str) -> i64 {
+        match self {
+            TestDb::Postgres { url, .. } => {
+                let pool = sqlx::PgPool::connect(url).await.expect("connect");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count")
+            }
+            TestDb::Sqlite { url, .. } => {
+                let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count")
+            }
+        }
+    }
 }
 
 impl Drop for TestDb {
