@@ -192,7 +192,18 @@ mod scenarios {
                 user: Some(user_input("a@example.com")),
             }))
             .await;
-        assert_error(result, Code::InvalidArgument, "INVALID_METADATA");
+        assert_error(result, Code::Unauthenticated, "UNAUTHENTICATED");
+        // Naming a tenant never creates it.
+        let unknown = app
+            .users()
+            .register_user(req(
+                "no-such-tenant",
+                pb::RegisterUserRequest {
+                    user: Some(user_input("a@example.com")),
+                },
+            ))
+            .await;
+        assert_error(unknown, Code::NotFound, "TENANT_NOT_FOUND");
         let bad = app
             .users()
             .register_user(req(
@@ -1192,6 +1203,10 @@ mod scenarios {
         request
             .metadata_mut()
             .insert("x-request-id", "req-123".parse().expect("ascii"));
+        // Whatever a caller claims to be, the store records who its credential says it is.
+        request
+            .metadata_mut()
+            .insert("x-actor", "mallory".parse().expect("ascii"));
         let user = app
             .users()
             .register_user(request)
@@ -1227,9 +1242,16 @@ mod scenarios {
                 serde_json::to_string(&events[0].metadata).expect("json")
             }
         };
+        let actor = format!(r#""actor":"{}""#, kit_actor());
+        let admin_id = format!(
+            r#""admin_id":"{}""#,
+            identity_server::access::bootstrap::dev_admin_id()
+        );
         for expected in [
             r#""tenant":"acme""#,
-            r#""actor":"tester""#,
+            actor.as_str(),
+            r#""principal_kind":"admin""#,
+            admin_id.as_str(),
             r#""request_id":"req-123""#,
             r#""command":"RegisterUser""#,
         ] {
@@ -1238,5 +1260,9 @@ mod scenarios {
                 "{expected} missing from {metadata}"
             );
         }
+        assert!(
+            !metadata.contains("mallory"),
+            "x-actor was believed: {metadata}"
+        );
     }
 }

@@ -127,7 +127,11 @@ mod scenarios {
         assert_eq!(listed, positions);
         let e = &page2.events[0];
         assert_eq!(e.aggregate_id, wallet);
-        assert_eq!(e.metadata.get("actor").map(String::as_str), Some("tester"));
+        assert_eq!(
+            e.metadata.get("actor").cloned(),
+            Some(kit_actor()),
+            "the actor is the caller's principal"
+        );
         assert_eq!(
             e.metadata.get("command").map(String::as_str),
             Some("CreditTokens")
@@ -480,7 +484,13 @@ mod scenarios {
             app.db.sql(insert).await.is_err(),
             "an event without a hash was written"
         );
-        let user_position = 1; // the registration
+        // The registration.
+        let user_position = u64::try_from(
+            app.db
+                .count("SELECT MIN(global_position) FROM events WHERE aggregate_type = 'User'")
+                .await,
+        )
+        .expect("a position");
         tamper(
             &app,
             &format!(

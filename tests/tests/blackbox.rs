@@ -53,13 +53,36 @@ struct Server {
     child: Child,
     addr: String,
     admin: String,
+    /// The bearer token `call` sends, and the tenant it names (none: the token's own).
+    token: String,
+    tenant: Option<String>,
     /// Every line the server logged so far.
     logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
-    /// Starts the binary in `dir` with `env`, and waits for its "ready" log line.
+    /// Starts the binary in `dir` with `env` and the test kit's signing key, waits for its
+    /// "ready" log line, and creates the kit's tenants; `call` then acts in `acme` as the
+    /// development SUPER_ADMIN.
     fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        let key = kit_key().0.display().to_string();
+        let mut env = env.to_vec();
+        env.push(("IDENTITY_SIGNING_KEY_FILE", &key));
+        let mut server = Self::spawn(dir, &env);
+        server.token = super_admin_token().to_string();
+        for t in KIT_TENANTS {
+            let (ok, out) = server.call(
+                "identity.v1.TenantService/CreateTenant",
+                &format!(r#"{{"tenant_id":"{t}"}}"#),
+            );
+            assert!(ok || out["code"] == 6, "creating tenant {t}: {out}");
+        }
+        server.tenant = Some("acme".into());
+        server
+    }
+
+    /// Starts the binary in `dir` with `env` only, and waits for its "ready" log line.
+    fn spawn(dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(server_binary());
         cmd.current_dir(dir)
             .env("IDENTITY_LISTEN_ADDR", "127.0.0.1:0")
@@ -103,6 +126,8 @@ impl Server {
             child,
             addr,
             admin,
+            token: String::new(),
+            tenant: None,
             logs,
         }
     }
@@ -133,19 +158,14 @@ impl Server {
 
     /// Runs grpcurl against the server; returns (success, stdout JSON or error JSON).
     fn call(&self, method: &str, body: &str) -> (bool, Value) {
-        let out = Command::new(grpcurl())
-            .args([
-                "-plaintext",
-                "-format-error",
-                "-H",
-                "x-tenant-id: acme",
-                "-H",
-                "x-actor: blackbox",
-                "-d",
-                body,
-                &self.addr,
-                method,
-            ])
+        let auth = format!("authorization: Bearer {}", self.token);
+        let mut cmd = Command::new(grpcurl());
+        cmd.args(["-plaintext", "-format-error", "-H", &auth]);
+        if let Some(t) = &self.tenant {
+            cmd.args(["-H", &format!("x-tenant-id: {t}")]);
+        }
+        let out = cmd
+            .args(["-d", body, &self.addr, method])
             .output()
             .expect("run grpcurl");
         let text = if out.status.success() {
@@ -227,11 +247,35 @@ fn a_new_user_drives_the_default_embedded_store_with_grpcurl() {
         uuid::Uuid::new_v4().simple()
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let server = Server::start(&dir, &[]);
+    let mut server = Server::spawn(&dir, &[]);
     assert!(
         dir.join("data/identity.db").exists(),
         "the embedded store lives under ./data"
     );
+    assert!(
+        dir.join("data/signing-key.pem").exists(),
+        "development creates its signing key under ./data"
+    );
+    // Without a credential, nothing but health and reflection answers.
+    let (ok, refused) = server.call(
+        "identity.v1.UserService/RegisterUser",
+        r#"{"user":{"email":"ada@example.com"}}"#,
+    );
+    assert!(!ok);
+    assert_eq!(refused["code"], 16, "UNAUTHENTICATED: {refused}");
+    // The README's one command mints a development token.
+    let minted = Command::new(admin_binary())
+        .current_dir(&dir)
+        .env_remove("DATABASE_URL")
+        .args(["token"])
+        .output()
+        .expect("run identity-admin token");
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    server.token = String::from_utf8_lossy(&minted.stdout).trim().to_string();
 
     let listed = server.grpcurl_plain(&["list"]);
     for service in [

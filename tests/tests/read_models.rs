@@ -41,7 +41,7 @@ mod scenarios {
         loop {
             let balances = app
                 .projection_admin()
-                .list_projections(tonic::Request::new(pb::ListProjectionsRequest {}))
+                .list_projections(operator(pb::ListProjectionsRequest {}))
                 .await
                 .expect("lists")
                 .into_inner()
@@ -1123,7 +1123,7 @@ mod scenarios {
         // The call returns at once with a job; ListProjections reports it to the end.
         let started = app
             .projection_admin()
-            .rebuild_projection(tonic::Request::new(pb::RebuildProjectionRequest {
+            .rebuild_projection(operator(pb::RebuildProjectionRequest {
                 name: "directory".into(),
             }))
             .await
@@ -1136,7 +1136,7 @@ mod scenarios {
         let job = loop {
             let listed = app
                 .projection_admin()
-                .list_projections(tonic::Request::new(pb::ListProjectionsRequest {}))
+                .list_projections(operator(pb::ListProjectionsRequest {}))
                 .await
                 .expect("lists")
                 .into_inner();

@@ -8,6 +8,11 @@
 //! - `verify`: replay every event into fresh read models and compare with the live ones, and
 //!   verify every hash chain. Exits non-zero, naming the spot, on any difference.
 //!
+//! - `token`: mint a bearer token with the service's signing key (by default, for the
+//!   development SUPER_ADMIN in the `dev` tenant: `identity-admin token`);
+//! - `bootstrap --tenant T --email E`: create a tenant and a SUPER_ADMIN in it (production's
+//!   first step; development does it on its own).
+//!
 //! Aggregate ids are `<tenant>/<id>` as stored, or `<id>` with `--tenant`.
 
 use std::io::Write as _;
@@ -69,6 +74,35 @@ enum Command {
     /// Replays every event into fresh read models, compares them with the live ones, and
     /// verifies every hash chain.
     Verify,
+    /// Prints a bearer token signed with the service's key (IDENTITY_SIGNING_KEY_FILE, or
+    /// ./data/signing-key.pem in development). Without options: the development SUPER_ADMIN.
+    Token {
+        /// The tenant the token is for.
+        #[arg(long, default_value = "dev")]
+        tenant: String,
+        /// An admin by email (default: admin@dev.local).
+        #[arg(long, conflicts_with_all = ["service", "user"])]
+        admin: Option<String>,
+        /// A service token with this name; give its permissions with --permissions.
+        #[arg(long, conflicts_with = "user", requires = "permissions")]
+        service: Option<String>,
+        /// A user token for this user id (its roles decide what it may do).
+        #[arg(long)]
+        user: Option<String>,
+        /// Comma-separated permissions of a service token (`read:users,credit:wallets`).
+        #[arg(long, value_delimiter = ',')]
+        permissions: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Creates a tenant and a SUPER_ADMIN attached to it, unless they exist.
+    Bootstrap {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+    },
 }
 
 fn known_type(aggregate_type: &str) -> anyhow::Result<()> {
@@ -128,8 +162,85 @@ fn print_table(events: &[StoredEvent], states: &[serde_json::Value]) {
     }
 }
 
+fn mint(
+    tenant: String,
+    admin: Option<String>,
+    service: Option<String>,
+    user: Option<String>,
+    permissions: Vec<String>,
+    ttl: u64,
+) -> anyhow::Result<String> {
+    use identity_server::access::bootstrap::{signing_key, DEV_ADMIN_EMAIL};
+    let settings = Settings::from_env()?;
+    let key = signing_key(&settings)?.context(
+        "no signing key: set IDENTITY_SIGNING_KEY_FILE (development uses ./data/signing-key.pem)",
+    )?;
+    identity_domain::values::TenantId::parse(&tenant)
+        .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+    let (kind, sub) = match (admin, service, user) {
+        (_, Some(name), _) => {
+            if let Err(unknown) = identity_server::access::permission::parse_names(
+                permissions.iter().map(String::as_str),
+            ) {
+                bail!("unknown permission {unknown:?}");
+            }
+            ("service", name)
+        }
+        (_, _, Some(user)) => ("user", user),
+        (admin, None, None) => {
+            let email =
+                identity_domain::values::Email::parse(admin.as_deref().unwrap_or(DEV_ADMIN_EMAIL))
+                    .map_err(|e| anyhow::anyhow!("--admin: {e}"))?;
+            (
+                "admin",
+                identity_domain::admin::admin_id(&email).to_string(),
+            )
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    key.mint(&identity_server::access::Claims {
+        iss: settings.jwt_issuer.clone(),
+        sub,
+        aud: settings.jwt_audience.clone(),
+        exp: now + ttl.max(1),
+        nbf: Some(now),
+        iat: Some(now),
+        tenant: Some(tenant),
+        kind: kind.to_string(),
+        permissions: if kind == "service" {
+            permissions
+        } else {
+            Vec::new()
+        },
+    })
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Token {
+            tenant,
+            admin,
+            service,
+            user,
+            permissions,
+            ttl,
+        } => {
+            println!("{}", mint(tenant, admin, service, user, permissions, ttl)?);
+        }
+        Command::Bootstrap { tenant, email } => {
+            let tenant = identity_domain::values::TenantId::parse(&tenant)
+                .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
+            let email = identity_domain::values::Email::parse(&email)
+                .map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+            let log = open_log().await?;
+            identity_server::access::bootstrap::ensure_registry(&log, &tenant, &email).await?;
+            println!(
+                "tenant {tenant} and SUPER_ADMIN {email} (id {}) exist",
+                identity_domain::admin::admin_id(&email)
+            );
+        }
         Command::History {
             aggregate_type,
             id,

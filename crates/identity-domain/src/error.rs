@@ -117,6 +117,18 @@ pub enum DomainError {
     ReasonRequired,
     #[error("document already attached")]
     DocumentAlreadyAttached,
+    #[error("tenant not found")]
+    TenantNotFound,
+    #[error("tenant already exists")]
+    TenantAlreadyExists,
+    #[error("project key not found")]
+    ProjectKeyNotFound,
+    #[error("admin not found")]
+    AdminNotFound,
+    #[error("an admin with this email already exists")]
+    AdminAlreadyExists,
+    #[error("the admin was removed")]
+    AdminRemoved,
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -162,6 +174,12 @@ impl DomainError {
             Self::DocumentRequired(_) => "DOCUMENT_REQUIRED",
             Self::ReasonRequired => "REASON_REQUIRED",
             Self::DocumentAlreadyAttached => "DOCUMENT_ALREADY_ATTACHED",
+            Self::TenantNotFound => "TENANT_NOT_FOUND",
+            Self::TenantAlreadyExists => "TENANT_ALREADY_EXISTS",
+            Self::ProjectKeyNotFound => "PROJECT_KEY_NOT_FOUND",
+            Self::AdminNotFound => "ADMIN_NOT_FOUND",
+            Self::AdminAlreadyExists => "ADMIN_ALREADY_EXISTS",
+            Self::AdminRemoved => "ADMIN_REMOVED",
         }
     }
 

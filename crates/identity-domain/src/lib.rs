@@ -12,6 +12,9 @@
 //!   [`derive::claim_id`]), and the event store's primary key on (aggregate, sequence) lets
 //!   exactly one of two concurrent claims append its first event.
 //!
+//! - [`tenant::Tenant`] and [`admin::Admin`]: the access registry (tenants, their project keys
+//!   and role tables; admins, their types and tenants), under the reserved `@system` scope.
+//!
 //! Every aggregate id starts with its tenant ([`derive::aggregate_id`]), so nothing of one
 //! tenant can be loaded in another.
 //!
@@ -22,11 +25,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod claim;
 pub mod derive;
 pub mod error;
 pub mod identification;
 pub mod status_tier;
+pub mod tenant;
 pub mod user;
 pub mod values;
 pub mod wallet;

@@ -6,20 +6,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use identity_proto::v1::admin_service_server::AdminServiceServer;
 use identity_proto::v1::audit_service_server::AuditServiceServer;
 use identity_proto::v1::identification_service_server::IdentificationServiceServer;
 use identity_proto::v1::projection_service_server::ProjectionServiceServer;
 use identity_proto::v1::status_tier_service_server::StatusTierServiceServer;
+use identity_proto::v1::tenant_service_server::TenantServiceServer;
 use identity_proto::v1::user_service_server::UserServiceServer;
 use identity_proto::v1::wallet_service_server::WalletServiceServer;
 use identity_store::{EventLog, StoreConfig};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 
+use crate::api::admin::AdminApi;
 use crate::api::audit::AuditApi;
 use crate::api::identification::IdentificationApi;
 use crate::api::projection::ProjectionApi;
 use crate::api::status_tier::StatusTierApi;
+use crate::api::tenant::TenantApi;
 use crate::api::user::UserApi;
 use crate::api::wallet::WalletApi;
 use crate::core::Core;
@@ -27,6 +31,7 @@ use crate::settings::Settings;
 
 #[derive(Debug)]
 pub struct Application {
+    tls: Option<tonic::transport::ServerTlsConfig>,
     listener: TcpListener,
     addr: SocketAddr,
     admin_listener: TcpListener,
@@ -49,6 +54,24 @@ impl Application {
                 settings.database_url_for_logs()
             )
         })?;
+        let tls = settings.tls_cert_file.is_some() || settings.tls_key_file.is_some();
+        if !settings.listen_addr.ip().is_loopback() && !tls {
+            if settings.allow_plaintext {
+                tracing::warn!(addr = %settings.listen_addr, "serving plaintext gRPC beyond loopback (IDENTITY_ALLOW_PLAINTEXT): credentials travel unencrypted");
+            } else {
+                anyhow::bail!(
+                    "{} is beyond loopback: configure IDENTITY_TLS_CERT_FILE and IDENTITY_TLS_KEY_FILE, or set IDENTITY_ALLOW_PLAINTEXT=true",
+                    settings.listen_addr
+                );
+            }
+        }
+        let tls = tls_config(&settings)?;
+        let access = crate::access::bootstrap::access(&log, &settings)
+            .await
+            .context("setting up authentication")?;
+        access
+            .directory
+            .spawn_refresh(Duration::from_millis(settings.access_refresh_ms));
         let listener = TcpListener::bind(settings.listen_addr)
             .await
             .with_context(|| format!("binding {}", settings.listen_addr))?;
@@ -68,8 +91,9 @@ impl Application {
         crate::observability::prometheus();
         crate::observability::spawn_gauges(log.clone(), projections.clone());
         tracing::info!(%addr, %admin_addr, store = log.kind(), database = %settings.database_url_for_logs(), "identity service ready");
-        let core = Core::new(log, Arc::new(settings), projections);
+        let core = Core::new(log, Arc::new(settings), projections, access);
         Ok(Self {
+            tls,
             listener,
             addr,
             admin_listener,
@@ -127,6 +151,8 @@ impl Application {
             .set_serving::<ProjectionServiceServer<ProjectionApi>>()
             .await;
         health.set_serving::<AuditServiceServer<AuditApi>>().await;
+        health.set_serving::<TenantServiceServer<TenantApi>>().await;
+        health.set_serving::<AdminServiceServer<AdminApi>>().await;
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(identity_proto::FILE_DESCRIPTOR_SET)
@@ -176,12 +202,17 @@ impl Application {
                 tracing::error!(error = %e, "admin HTTP server stopped");
             }
         });
-        let serve = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls).context("configuring TLS")?;
+        }
+        let reflection = core.settings.reflection;
+        let serve = builder
             .timeout(Duration::from_secs(30))
-            .layer(crate::observability::GrpcMetricsLayer)
+            .layer(crate::observability::RequestLayer::new(core.access.clone()))
             .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
+            .add_optional_service(reflection.then_some(reflection_v1))
+            .add_optional_service(reflection.then_some(reflection_v1alpha))
             .add_service(
                 UserServiceServer::new(UserApi::new(core.clone()))
                     .max_decoding_message_size(max)
@@ -209,6 +240,16 @@ impl Application {
             )
             .add_service(
                 AuditServiceServer::new(AuditApi::new(core.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max_out),
+            )
+            .add_service(
+                TenantServiceServer::new(TenantApi::new(core.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max_out),
+            )
+            .add_service(
+                AdminServiceServer::new(AdminApi::new(core.clone()))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max_out),
             )
@@ -243,6 +284,28 @@ impl Application {
         core.log.close().await;
         result.context("serving gRPC")
     }
+}
+
+/// The TLS configuration the settings ask for, if any.
+fn tls_config(settings: &Settings) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let (cert, key) = match (&settings.tls_cert_file, &settings.tls_key_file) {
+        (None, None) => {
+            if settings.tls_client_ca_file.is_some() {
+                anyhow::bail!("IDENTITY_TLS_CLIENT_CA_FILE needs IDENTITY_TLS_CERT_FILE and IDENTITY_TLS_KEY_FILE");
+            }
+            return Ok(None);
+        }
+        (Some(c), Some(k)) => (read(c)?, read(k)?),
+        _ => anyhow::bail!("set both IDENTITY_TLS_CERT_FILE and IDENTITY_TLS_KEY_FILE"),
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if let Some(ca) = &settings.tls_client_ca_file {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
 }
 
 async fn shutdown_signal() {

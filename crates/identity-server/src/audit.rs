@@ -11,16 +11,18 @@ use identity_store::StoredEvent;
 use serde_json::Value;
 
 /// Aggregate types an auditor can replay.
-pub const AGGREGATE_TYPES: [&str; 5] = [
+pub const AGGREGATE_TYPES: [&str; 7] = [
     "User",
     "Wallet",
     "StatusTier",
     "Identification",
     "UniqueClaim",
+    "Tenant",
+    "Admin",
 ];
 
 /// Keys whose values are hashes of secrets: never shown to auditors.
-const SECRET_KEYS: [&str; 2] = ["credential", "code_hash"];
+const SECRET_KEYS: [&str; 3] = ["credential", "code_hash", "digest"];
 
 /// Replaces secret hashes with a marker, anywhere in a JSON value.
 pub fn redact(mut v: Value) -> Value {
@@ -103,6 +105,8 @@ pub fn states_after(
         "StatusTier" => page_of::<StatusTier>(events, page),
         "Identification" => page_of::<Identification>(events, page),
         "UniqueClaim" => page_of::<UniqueClaim>(events, page),
+        "Tenant" => page_of::<identity_domain::tenant::Tenant>(events, page),
+        "Admin" => page_of::<identity_domain::admin::Admin>(events, page),
         other => Err(ReplayError::UnknownType(other.to_string())),
     }
 }

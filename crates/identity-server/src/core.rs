@@ -30,6 +30,8 @@ pub struct Core {
     pub limits: crate::limits::Limits,
     /// The shared tail of the feed behind every StreamEvents call.
     pub hub: crate::stream::FeedHub,
+    /// The gate every request passes, and the access registry it reads.
+    pub access: crate::access::Access,
 }
 
 /// The longest a query waits for its read model when the call sets no deadline.
@@ -61,7 +63,12 @@ pub fn deadline_of<T>(request: &tonic::Request<T>) -> std::time::Duration {
 }
 
 impl Core {
-    pub fn new(log: EventLog, settings: Arc<Settings>, projections: Projections) -> Self {
+    pub fn new(
+        log: EventLog,
+        settings: Arc<Settings>,
+        projections: Projections,
+        access: crate::access::Access,
+    ) -> Self {
         // Half the cores hash passwords (at a lower priority); the rest serve everything else.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let passwords = Passwords::new((cores / 2).max(1));
@@ -76,6 +83,7 @@ impl Core {
             limits: crate::limits::Limits::new(&settings),
             settings,
             projections,
+            access,
         }
     }
 
@@ -142,6 +150,43 @@ impl Core {
         A::Event: RecordsRejection,
         F: FnMut(Unit<'c>) -> Built<'c, A, ApiError>,
     {
+        self.transact_as(ctx.event_metadata(), id, build).await
+    }
+
+    /// [`Core::execute`] outside any one tenant (the access registry), recording `metadata`.
+    pub async fn execute_as<A>(
+        &self,
+        metadata: std::collections::HashMap<String, String>,
+        id: &str,
+        command: A::Command,
+    ) -> ApiResult<Executed<A>>
+    where
+        A: Aggregate<Error = DomainError, Services = ()> + Clone + 'static,
+        A::Command: Clone + Send + Sync,
+        A::Event: RecordsRejection,
+    {
+        self.transact_as::<A, _>(metadata, id, |mut unit| {
+            let command = command.clone();
+            Box::pin(async move {
+                let decided = unit.decide::<A>(id, command, &()).await?;
+                Ok((unit, decided))
+            })
+        })
+        .await
+    }
+
+    /// [`Core::transact`] with the event metadata given.
+    pub async fn transact_as<'c, A, F>(
+        &'c self,
+        metadata: std::collections::HashMap<String, String>,
+        id: &str,
+        build: F,
+    ) -> ApiResult<Executed<A>>
+    where
+        A: Aggregate<Error = DomainError> + 'static,
+        A::Event: RecordsRejection,
+        F: FnMut(Unit<'c>) -> Built<'c, A, ApiError>,
+    {
         use tracing::Instrument as _;
         let span = tracing::Span::current();
         span.record("aggregate_id", id);
@@ -152,7 +197,6 @@ impl Core {
             events = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
-        let metadata = ctx.event_metadata();
         let result = self
             .log
             .run_unit(&metadata, build, |e| {
@@ -254,6 +298,10 @@ fn outcome_of(e: &ApiError) -> &'static str {
     match e {
         ApiError::Domain(d) => d.reason(),
         ApiError::Metadata { .. } => "INVALID_METADATA",
+        ApiError::Unauthenticated(_) => "UNAUTHENTICATED",
+        ApiError::TenantNotAllowed(_) => "TENANT_NOT_ALLOWED",
+        ApiError::PermissionDenied(_) => "PERMISSION_DENIED",
+        ApiError::Forbidden(_) => "FORBIDDEN",
         ApiError::Conflict => "CONCURRENCY_CONFLICT",
         ApiError::Store(_) => "STORE_ERROR",
         ApiError::Internal(_) => "INTERNAL",

@@ -15,6 +15,19 @@ pub const ERROR_DOMAIN: &str = "identity.v1";
 pub enum ApiError {
     #[error(transparent)]
     Domain(#[from] DomainError),
+    /// No credential, or one that does not verify.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not act in that tenant.
+    #[error("the caller may not act in tenant {0}")]
+    TenantNotAllowed(String),
+    /// The caller lacks the permission the call needs.
+    #[error("this call needs the permission {}", .0.name())]
+    PermissionDenied(crate::access::Permission),
+    /// The caller holds the permission, but not over this target (another tenant's admin, a
+    /// type above its own).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("missing or invalid metadata {key}: {message}")]
     Metadata { key: &'static str, message: String },
     #[error("the aggregate kept changing under concurrent writes; retry")]
@@ -66,7 +79,9 @@ fn domain_code(e: &DomainError) -> Code {
         D::UserAlreadyExists
         | D::WalletAlreadyExists
         | D::TierAlreadyExists
-        | D::DocumentAlreadyAttached => Code::AlreadyExists,
+        | D::DocumentAlreadyAttached
+        | D::TenantAlreadyExists
+        | D::AdminAlreadyExists => Code::AlreadyExists,
         D::InvalidCode { .. } => Code::InvalidArgument,
         D::RateLimitExceeded => Code::ResourceExhausted,
         D::CodeExpired
@@ -82,12 +97,17 @@ fn domain_code(e: &DomainError) -> Code {
         | D::AmountOverflow
         | D::TierRetired
         | D::IdentityRequired(_)
-        | D::DocumentRequired(_) => Code::FailedPrecondition,
+        | D::DocumentRequired(_)
+        | D::AdminRemoved => Code::FailedPrecondition,
         D::ReasonRequired => Code::InvalidArgument,
         D::InvalidCredentials => Code::Unauthenticated,
-        D::UserNotFound | D::WalletNotFound | D::TierNotFound | D::IdentificationNotFound => {
-            Code::NotFound
-        }
+        D::UserNotFound
+        | D::WalletNotFound
+        | D::TierNotFound
+        | D::IdentificationNotFound
+        | D::TenantNotFound
+        | D::ProjectKeyNotFound
+        | D::AdminNotFound => Code::NotFound,
     }
 }
 
@@ -118,6 +138,29 @@ impl From<ApiError> for Status {
                 }
                 Status::with_error_details(domain_code(d), message, details)
             }
+            ApiError::Unauthenticated(_) => Status::with_error_details(
+                Code::Unauthenticated,
+                message,
+                details_for("UNAUTHENTICATED", vec![]),
+            ),
+            ApiError::TenantNotAllowed(t) => Status::with_error_details(
+                Code::PermissionDenied,
+                message,
+                details_for("TENANT_NOT_ALLOWED", vec![("tenant", t.clone())]),
+            ),
+            ApiError::PermissionDenied(p) => Status::with_error_details(
+                Code::PermissionDenied,
+                message,
+                details_for(
+                    "PERMISSION_DENIED",
+                    vec![("permission", p.name().to_string())],
+                ),
+            ),
+            ApiError::Forbidden(_) => Status::with_error_details(
+                Code::PermissionDenied,
+                message,
+                details_for("FORBIDDEN", vec![]),
+            ),
             ApiError::Metadata { key, message: m } => {
                 let mut details = details_for("INVALID_METADATA", vec![]);
                 details.add_bad_request_violation(*key, m.clone());

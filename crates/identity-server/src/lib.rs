@@ -19,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod audit;

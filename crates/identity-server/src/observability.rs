@@ -37,20 +37,34 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-/// Records request count and latency per gRPC method and status code.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcMetricsLayer;
+/// The one request layer: opens the request's span, admits the caller (credential, tenant,
+/// permission: `access`) and hands the handler its [`crate::access::Caller`], then records
+/// count and latency per gRPC method and status code.
+#[derive(Debug, Clone)]
+pub struct RequestLayer {
+    access: crate::access::Access,
+}
 
-impl<S> tower::Layer<S> for GrpcMetricsLayer {
+impl RequestLayer {
+    pub fn new(access: crate::access::Access) -> Self {
+        Self { access }
+    }
+}
+
+impl<S> tower::Layer<S> for RequestLayer {
     type Service = GrpcMetrics<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetrics { inner }
+        GrpcMetrics {
+            inner,
+            access: self.access.clone(),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct GrpcMetrics<S> {
     inner: S,
+    access: crate::access::Access,
 }
 
 /// Every method path this server serves (`identity.v1.UserService/RegisterUser`, health,
@@ -102,9 +116,11 @@ fn method_label(path: &str) -> String {
 
 impl<S, B, RB> tower::Service<http::Request<B>> for GrpcMetrics<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Send,
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send,
+    B: Send + 'static,
+    RB: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -114,17 +130,36 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         use tracing::Instrument as _;
-        let method = method_label(request.uri().path());
+        let path = request.uri().path();
+        let method = method_label(path);
         let span = crate::telemetry::request_span(&method, request.headers());
         let started = Instant::now();
-        let response = {
-            let _entered = span.enter();
-            self.inner.call(request)
-        };
+        let rule = crate::access::permission::rule(path);
+        let open = crate::access::permission::is_open(path, self.access.reflection);
+        // The clone waits for the next call; the service that was polled ready serves this one.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let access = self.access.clone();
         Box::pin(async move {
-            let mut result = response.await;
+            let admitted = match rule {
+                _ if open => Ok(()),
+                Some(rule) => match access.admit(rule, request.headers()).await {
+                    Ok(caller) => {
+                        tracing::Span::current().record("principal", caller.principal.actor());
+                        request.extensions_mut().insert(std::sync::Arc::new(caller));
+                        Ok(())
+                    }
+                    Err(e) => Err(tonic::Status::from(e)),
+                },
+                // Deny by default: a path without a rule never reaches a handler.
+                None => Err(tonic::Status::unimplemented("no such method")),
+            };
+            let mut result = match admitted {
+                Ok(()) => inner.call(request).await,
+                Err(status) => Ok(status.into_http()),
+            };
             if let Ok(r) = &mut result {
                 crate::wire::recode(r.headers_mut());
             }

@@ -18,10 +18,29 @@
 //! | `IDENTITY_STREAMS_PER_TENANT` | `16` | StreamEvents streams open at once per tenant |
 //! | `IDENTITY_STREAMS_PER_CONNECTION` | `4` | StreamEvents streams open at once per client connection |
 //! | `IDENTITY_STREAM_BUFFER` | `4096` | events a stream may fall behind before it is ended |
+//! | `IDENTITY_ENVIRONMENT` | `development` | `development` creates a `dev` tenant, a SUPER_ADMIN `admin@dev.local` and a signing key under `IDENTITY_DATA_DIR` on first start; `production` refuses to start without a signing key file or trusted issuers |
+//! | `IDENTITY_DATA_DIR` | `./data` | where development keeps its signing key |
+//! | `IDENTITY_SIGNING_KEY_FILE` | `<data dir>/signing-key.pem` | the service's Ed25519 token signing key (PKCS#8 PEM) |
+//! | `IDENTITY_JWT_ISSUER` | `identity` | `iss` of the tokens the service signs |
+//! | `IDENTITY_JWT_AUDIENCE` | `identity` | `aud` every accepted token must carry |
+//! | `IDENTITY_TRUSTED_ISSUERS` | none | a JSON file: `[{"issuer": "...", "jwks_file": "..."}]` of external issuers |
+//! | `IDENTITY_REFLECTION` | `true` | serve gRPC reflection (it describes the API, never data) |
+//! | `IDENTITY_ACCESS_REFRESH_MS` | `250` | how often each replica reloads changed tenants, keys and admins (revocations take effect within this) |
+//! | `IDENTITY_TLS_CERT_FILE`, `IDENTITY_TLS_KEY_FILE` | none | PEM certificate chain and key: the gRPC port serves TLS |
+//! | `IDENTITY_TLS_CLIENT_CA_FILE` | none | PEM CA: clients must present a certificate it signed (mutual TLS) |
+//! | `IDENTITY_ALLOW_PLAINTEXT` | `false` | allow listening beyond loopback without TLS (logs a warning) |
 //! | `IDENTITY_LOG_FORMAT` | `pretty` | `pretty` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Development bootstraps itself; production needs its keys configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -52,6 +71,19 @@ pub struct Settings {
     /// Events a stream may fall behind the live feed before it is ended (RESOURCE_EXHAUSTED;
     /// the client resumes from its last position).
     pub stream_buffer: usize,
+    pub environment: Environment,
+    pub data_dir: PathBuf,
+    /// The Ed25519 signing key; `None` means `<data_dir>/signing-key.pem` in development.
+    pub signing_key_file: Option<PathBuf>,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub trusted_issuers_file: Option<PathBuf>,
+    pub reflection: bool,
+    pub access_refresh_ms: u64,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_client_ca_file: Option<PathBuf>,
+    pub allow_plaintext: bool,
 }
 
 impl Default for Settings {
@@ -74,6 +106,18 @@ impl Default for Settings {
             streams_per_tenant: 16,
             streams_per_connection: 4,
             stream_buffer: 4096,
+            environment: Environment::Development,
+            data_dir: PathBuf::from("data"),
+            signing_key_file: None,
+            jwt_issuer: "identity".into(),
+            jwt_audience: "identity".into(),
+            trusted_issuers_file: None,
+            reflection: true,
+            access_refresh_ms: 250,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
+            allow_plaintext: false,
         }
     }
 }
@@ -141,6 +185,38 @@ impl Settings {
         if let Some(v) = parsed("IDENTITY_QUERY_TIMEOUT_MS", "a number")? {
             s.query_timeout_ms = v;
         }
+        if let Some(v) = var("IDENTITY_ENVIRONMENT") {
+            s.environment = match v.as_str() {
+                "development" => Environment::Development,
+                "production" => Environment::Production,
+                other => {
+                    anyhow::bail!("IDENTITY_ENVIRONMENT={other}: use development or production")
+                }
+            };
+        }
+        if let Some(v) = var("IDENTITY_DATA_DIR") {
+            s.data_dir = PathBuf::from(v);
+        }
+        s.signing_key_file = var("IDENTITY_SIGNING_KEY_FILE").map(PathBuf::from);
+        if let Some(v) = var("IDENTITY_JWT_ISSUER") {
+            s.jwt_issuer = v;
+        }
+        if let Some(v) = var("IDENTITY_JWT_AUDIENCE") {
+            s.jwt_audience = v;
+        }
+        s.trusted_issuers_file = var("IDENTITY_TRUSTED_ISSUERS").map(PathBuf::from);
+        if let Some(v) = parsed("IDENTITY_REFLECTION", "true or false")? {
+            s.reflection = v;
+        }
+        if let Some(v) = parsed::<u64>("IDENTITY_ACCESS_REFRESH_MS", "a number")? {
+            s.access_refresh_ms = v.max(10);
+        }
+        s.tls_cert_file = var("IDENTITY_TLS_CERT_FILE").map(PathBuf::from);
+        s.tls_key_file = var("IDENTITY_TLS_KEY_FILE").map(PathBuf::from);
+        s.tls_client_ca_file = var("IDENTITY_TLS_CLIENT_CA_FILE").map(PathBuf::from);
+        if let Some(v) = parsed("IDENTITY_ALLOW_PLAINTEXT", "true or false")? {
+            s.allow_plaintext = v;
+        }
         if let Some(v) = var("IDENTITY_LOG_FORMAT") {
             s.log_json = match v.as_str() {
                 "json" => true,
@@ -149,6 +225,15 @@ impl Settings {
             };
         }
         Ok(s)
+    }
+
+    /// The signing key's path: the configured one, or the development default.
+    pub fn signing_key_path(&self) -> Option<PathBuf> {
+        match (&self.signing_key_file, self.environment) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Environment::Development) => Some(self.data_dir.join("signing-key.pem")),
+            (None, Environment::Production) => None,
+        }
     }
 
     /// The database URL with any password masked, for logs.

@@ -91,7 +91,14 @@ impl Extractor for HeaderExtractor<'_> {
 /// A span for one incoming call, a child of the caller's trace when the call carries a W3C
 /// `traceparent`. The RPC's own span (named after the RPC) nests inside it.
 pub fn request_span(method: &str, headers: &http::HeaderMap) -> tracing::Span {
-    let span = tracing::info_span!("grpc.request", rpc.method = %method, otel.kind = "server");
+    let span = tracing::info_span!(
+        "grpc.request",
+        rpc.method = %method,
+        otel.kind = "server",
+        tenant = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+        principal = tracing::field::Empty,
+    );
     if headers.contains_key("traceparent") {
         let parent = opentelemetry::global::get_text_map_propagator(|p| {
             p.extract(&HeaderExtractor(headers))

@@ -412,3 +412,39 @@ impl EventLog {
         usize::try_from(sequence).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 }
+
+impl EventLog {
+    /// The latest sequence of every aggregate of one type: a cheap way for a small registry
+    /// (tenants, admins) to see which of its aggregates changed, on any replica, without
+    /// waiting for the feed's horizon.
+    pub async fn heads_of_type(
+        &self,
+        aggregate_type: &str,
+    ) -> Result<Vec<(String, usize)>, StoreError> {
+        let rows: Vec<(String, i64)> = match &self.backend {
+            crate::Backend::Postgres(p) => {
+                sqlx::query_as(
+                    "SELECT aggregate_id, MAX(sequence) FROM events WHERE aggregate_type = $1 GROUP BY aggregate_id",
+                )
+                .bind(aggregate_type)
+                .fetch_all(p)
+                .await?
+            }
+            crate::Backend::Sqlite(p) => {
+                sqlx::query_as(
+                    "SELECT aggregate_id, MAX(sequence) FROM events WHERE aggregate_type = ?1 GROUP BY aggregate_id",
+                )
+                .bind(aggregate_type)
+                .fetch_all(p)
+                .await?
+            }
+        };
+        rows.into_iter()
+            .map(|(id, seq)| {
+                usize::try_from(seq)
+                    .map(|s| (id, s))
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+}

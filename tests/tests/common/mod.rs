@@ -208,6 +208,7 @@ pub async fn start_server_with_settings(
         database_url: url.to_string(),
         db_max_connections: 8,
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        signing_key_file: Some(kit_key().0.clone()),
         ..Settings::default()
     };
     adjust(&mut settings);
@@ -228,6 +229,108 @@ pub async fn start_server_with_settings(
     (addr, tx, server, projections, log)
 }
 
+/// The tenants every test server has (created through TenantService at start).
+pub const KIT_TENANTS: [&str; 4] = ["acme", "tenant-a", "tenant-b", "other"];
+
+/// The test kit's signing key (one per test process), written where servers read it.
+pub fn kit_key() -> &'static (PathBuf, identity_server::access::SigningKey) {
+    static KEY: std::sync::OnceLock<(PathBuf, identity_server::access::SigningKey)> =
+        std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let pem = identity_server::access::SigningKey::generate_pem().expect("a key");
+        let path = std::env::temp_dir().join(format!(
+            "identity-kit-key-{}.pem",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::write(&path, &pem).expect("write the kit key");
+        let key = identity_server::access::SigningKey::from_pem(&pem).expect("the kit key");
+        (path, key)
+    })
+}
+
+/// A token signed with the kit's key: `kind` admin, service or user, for `sub`.
+pub fn mint(kind: &str, sub: &str, tenant: Option<&str>, permissions: &[&str]) -> String {
+    mint_claims(identity_server::access::Claims {
+        iss: "identity".into(),
+        sub: sub.into(),
+        aud: "identity".into(),
+        exp: now_secs() + 3600,
+        nbf: None,
+        iat: Some(now_secs()),
+        tenant: tenant.map(str::to_string),
+        kind: kind.into(),
+        permissions: permissions.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+pub fn mint_claims(claims: identity_server::access::Claims) -> String {
+    kit_key().1.mint(&claims).expect("mint")
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// The development SUPER_ADMIN's token (the admin every development server bootstraps).
+pub fn super_admin_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        mint(
+            "admin",
+            &identity_server::access::bootstrap::dev_admin_id().to_string(),
+            None,
+            &[],
+        )
+    })
+}
+
+/// The actor the store records for calls made with [`req`].
+pub fn kit_actor() -> String {
+    format!(
+        "admin:{}",
+        identity_server::access::bootstrap::dev_admin_id()
+    )
+}
+
+/// Creates the kit's tenants on a server (those that exist stay as they are).
+pub async fn create_kit_tenants(channel: Channel) {
+    let mut tenants = identity_proto::v1::tenant_service_client::TenantServiceClient::new(channel);
+    for t in KIT_TENANTS {
+        let created = tenants
+            .create_tenant(with_token(
+                super_admin_token(),
+                None,
+                pb::CreateTenantRequest {
+                    tenant_id: t.into(),
+                    name: String::new(),
+                },
+            ))
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::AlreadyExists => {}
+            Err(s) => panic!("creating tenant {t}: {s:?}"),
+        }
+    }
+}
+
+/// A request with `authorization: Bearer <token>`, in `tenant` if given.
+pub fn with_token<T>(token: &str, tenant: Option<&str>, msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    if let Some(t) = tenant {
+        r.metadata_mut()
+            .insert("x-tenant-id", t.parse().expect("ascii"));
+    }
+    r
+}
+
 pub async fn spawn_app(store: Store) -> TestApp {
     spawn_app_with(store, |_| {}).await
 }
@@ -241,6 +344,7 @@ pub async fn spawn_app_with(store: Store, adjust: impl FnOnce(&mut Settings)) ->
         .connect()
         .await
         .expect("connect to the server");
+    create_kit_tenants(channel.clone()).await;
     TestApp {
         addr,
         db,
@@ -358,14 +462,14 @@ impl Drop for TestApp {
     }
 }
 
-/// A request in `tenant`, as actor "tester".
+/// A request in `tenant` (one of [`KIT_TENANTS`]) by the development SUPER_ADMIN.
 pub fn req<T>(tenant: &str, msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("x-tenant-id", tenant.parse().expect("ascii"));
-    r.metadata_mut()
-        .insert("x-actor", "tester".parse().expect("ascii"));
-    r
+    with_token(super_admin_token(), Some(tenant), msg)
+}
+
+/// A request to a global RPC (ProjectionService, TenantService) by the SUPER_ADMIN.
+pub fn operator<T>(msg: T) -> Request<T> {
+    with_token(super_admin_token(), None, msg)
 }
 
 /// A credit of `amount` PTS to `wallet` with idempotency key `key`.

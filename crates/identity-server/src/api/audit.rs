@@ -190,7 +190,7 @@ impl AuditService for AuditApi {
         &self,
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
-        let ctx = RequestContext::from_request(&request, "ListEvents")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let filter = store_filter(&ctx, req.filter)?;
         let size = page_size(req.page_size);
@@ -236,7 +236,7 @@ impl AuditService for AuditApi {
         &self,
         request: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
-        let ctx = RequestContext::from_request(&request, "StreamEvents")?;
+        let ctx = RequestContext::from_request(&request)?;
         let remote = request.remote_addr();
         let req = request.into_inner();
         let filter = store_filter(&ctx, req.filter)?;
@@ -338,7 +338,7 @@ impl AuditService for AuditApi {
         &self,
         request: Request<pb::GetAggregateHistoryRequest>,
     ) -> Result<Response<pb::GetAggregateHistoryResponse>, Status> {
-        let ctx = RequestContext::from_request(&request, "GetAggregateHistory")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let size = page_size(req.page_size);
         let after = page_token(&req.page_token)?;
@@ -385,7 +385,7 @@ impl AuditService for AuditApi {
         request: Request<pb::GetAggregateStateAtRequest>,
     ) -> Result<Response<pb::GetAggregateStateAtResponse>, Status> {
         use pb::get_aggregate_state_at_request::At;
-        let ctx = RequestContext::from_request(&request, "GetAggregateStateAt")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let aggregate_id = req.aggregate_id;
         let aggregate_kind = req.aggregate_type;
@@ -419,7 +419,7 @@ impl AuditService for AuditApi {
         &self,
         request: Request<pb::VerifyChainRequest>,
     ) -> Result<Response<pb::VerifyChainResponse>, Status> {
-        let ctx = RequestContext::from_request(&request, "VerifyChain")?;
+        let ctx = RequestContext::from_request(&request)?;
         let _slot = self.core.limits.expensive("VerifyChain").await?;
         let report = self
             .core

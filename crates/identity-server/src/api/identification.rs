@@ -69,7 +69,7 @@ impl IdentificationService for IdentificationApi {
         &self,
         request: Request<pb::SubmitIdentityRequest>,
     ) -> Rpc<pb::SubmitIdentityResponse> {
-        let ctx = RequestContext::from_request(&request, "SubmitIdentity")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let user = parse_user(&mut v, &req.user_id);
@@ -161,7 +161,7 @@ impl IdentificationService for IdentificationApi {
         &self,
         request: Request<pb::AttachDocumentRequest>,
     ) -> Rpc<pb::AttachDocumentResponse> {
-        let ctx = RequestContext::from_request(&request, "AttachDocument")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let user = parse_user(&mut v, &req.user_id);
@@ -216,13 +216,13 @@ impl IdentificationService for IdentificationApi {
         &self,
         request: Request<pb::SetPepStatusRequest>,
     ) -> Rpc<pb::SetPepStatusResponse> {
-        let ctx = RequestContext::from_request(&request, "SetPepStatus")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let user = parse_user(&mut v, &req.user_id);
         let reason = optional(&mut v, "reason", &req.reason, Text::parse);
         v.finish().map_err(ApiError::from)?;
-        let by = ctx.actor.clone();
+        let by = ctx.caller.principal.actor();
         let executed = self
             .run(&ctx, user.ok_or_else(unparsed)?, |subject| {
                 IdentificationCommand::SetPepStatus {
@@ -248,14 +248,14 @@ impl IdentificationService for IdentificationApi {
         &self,
         request: Request<pb::ChangeIdentificationLevelRequest>,
     ) -> Rpc<pb::ChangeIdentificationLevelResponse> {
-        let ctx = RequestContext::from_request(&request, "ChangeIdentificationLevel")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let user = parse_user(&mut v, &req.user_id);
         let level = v.check("level", level_from_pb(req.level));
         let reason = optional(&mut v, "reason", &req.reason, Text::parse);
         v.finish().map_err(ApiError::from)?;
-        let by = ctx.actor.clone();
+        let by = ctx.caller.principal.actor();
         let now = Utc::now();
         let level = level.ok_or_else(unparsed)?;
         let executed = self
@@ -285,7 +285,7 @@ impl IdentificationService for IdentificationApi {
         &self,
         request: Request<pb::GetIdentificationRequest>,
     ) -> Rpc<pb::GetIdentificationResponse> {
-        let ctx = RequestContext::from_request(&request, "GetIdentification")?;
+        let ctx = RequestContext::from_request(&request)?;
         let mut v = Violations::new();
         let user = parse_user(&mut v, &request.get_ref().user_id);
         v.finish().map_err(ApiError::from)?;

@@ -1,9 +1,11 @@
 //! The gRPC services, one module each. Handlers parse (`convert`), run a command through
 //! `Core`, and map errors through `error`; they hold no domain rules.
 
+pub mod admin;
 pub mod audit;
 pub mod identification;
 pub mod projection;
 pub mod status_tier;
+pub mod tenant;
 pub mod user;
 pub mod wallet;

@@ -96,7 +96,7 @@ impl StatusTierService for StatusTierApi {
         &self,
         request: Request<pb::CreateStatusTierRequest>,
     ) -> Rpc<pb::CreateStatusTierResponse> {
-        let ctx = RequestContext::from_request(&request, "CreateStatusTier")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let name = required(&mut v, "name", &req.name, Name::parse);
@@ -158,7 +158,7 @@ impl StatusTierService for StatusTierApi {
         &self,
         request: Request<pb::UpdateStatusTierRequest>,
     ) -> Rpc<pb::UpdateStatusTierResponse> {
-        let ctx = RequestContext::from_request(&request, "UpdateStatusTier")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let tier = required(&mut v, "tier_id", &req.tier_id, TierId::parse);
@@ -208,7 +208,7 @@ impl StatusTierService for StatusTierApi {
         &self,
         request: Request<pb::RetireStatusTierRequest>,
     ) -> Rpc<pb::RetireStatusTierResponse> {
-        let ctx = RequestContext::from_request(&request, "RetireStatusTier")?;
+        let ctx = RequestContext::from_request(&request)?;
         let tier = parse_tier_id(&request.get_ref().tier_id)?;
         let executed = self
             .run(&ctx, tier, StatusTierCommand::Retire { at: Utc::now() })
@@ -227,7 +227,7 @@ impl StatusTierService for StatusTierApi {
         &self,
         request: Request<pb::AddEligibleTokenRequest>,
     ) -> Rpc<pb::AddEligibleTokenResponse> {
-        let ctx = RequestContext::from_request(&request, "AddEligibleToken")?;
+        let ctx = RequestContext::from_request(&request)?;
         let r = request.get_ref();
         let (eligible_tokens, position) =
             self.change_token(&ctx, &r.tier_id, &r.token, true).await?;
@@ -246,7 +246,7 @@ impl StatusTierService for StatusTierApi {
         &self,
         request: Request<pb::RemoveEligibleTokenRequest>,
     ) -> Rpc<pb::RemoveEligibleTokenResponse> {
-        let ctx = RequestContext::from_request(&request, "RemoveEligibleToken")?;
+        let ctx = RequestContext::from_request(&request)?;
         let r = request.get_ref();
         let (eligible_tokens, position) =
             self.change_token(&ctx, &r.tier_id, &r.token, false).await?;
@@ -265,7 +265,7 @@ impl StatusTierService for StatusTierApi {
         &self,
         request: Request<pb::GetStatusTierRequest>,
     ) -> Rpc<pb::GetStatusTierResponse> {
-        let ctx = RequestContext::from_request(&request, "GetStatusTier")?;
+        let ctx = RequestContext::from_request(&request)?;
         let tier = parse_tier_id(&request.get_ref().tier_id)?;
         let loaded = self
             .core
@@ -285,7 +285,7 @@ impl StatusTierService for StatusTierApi {
         &self,
         request: Request<pb::ListStatusTiersRequest>,
     ) -> Rpc<pb::ListStatusTiersResponse> {
-        let ctx = RequestContext::from_request(&request, "ListStatusTiers")?;
+        let ctx = RequestContext::from_request(&request)?;
         let wait = deadline_of(&request);
         let req = request.into_inner();
         self.core
@@ -311,7 +311,7 @@ impl StatusTierService for StatusTierApi {
         &self,
         request: Request<pb::GetUserStatusRequest>,
     ) -> Rpc<pb::GetUserStatusResponse> {
-        let ctx = RequestContext::from_request(&request, "GetUserStatus")?;
+        let ctx = RequestContext::from_request(&request)?;
         let wait = deadline_of(&request);
         let req = request.into_inner();
         let mut v = Violations::new();

@@ -357,7 +357,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::RegisterUserRequest>,
     ) -> Rpc<pb::RegisterUserResponse> {
-        let ctx = RequestContext::from_request(&request, "RegisterUser")?;
+        let ctx = RequestContext::from_request(&request)?;
         let input = request.into_inner().user.unwrap_or_default();
         let cmd = parse_input(input, "user.", UserId(Uuid::new_v4()), &ctx)?;
         let executed = self.register(&ctx, cmd).await?;
@@ -376,7 +376,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::UpsertUsersRequest>,
     ) -> Rpc<pb::UpsertUsersResponse> {
-        let ctx = RequestContext::from_request(&request, "UpsertUsers")?;
+        let ctx = RequestContext::from_request(&request)?;
         let items = request.into_inner().users;
         tracing::Span::current().record("items", items.len());
         if items.len() > MAX_UPSERT_ITEMS {
@@ -436,7 +436,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::UpdateUserProfileRequest>,
     ) -> Rpc<pb::UpdateUserProfileResponse> {
-        let ctx = RequestContext::from_request(&request, "UpdateUserProfile")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let user = user_id(&mut v, "user_id", &req.user_id);
@@ -512,7 +512,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::DeactivateUserRequest>,
     ) -> Rpc<pb::DeactivateUserResponse> {
-        let ctx = RequestContext::from_request(&request, "DeactivateUser")?;
+        let ctx = RequestContext::from_request(&request)?;
         let user = parse_user_id("user_id", &request.get_ref().user_id)?;
         let executed = self
             .run(&ctx, user, UserCommand::Deactivate { at: Utc::now() })
@@ -531,7 +531,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::ReactivateUserRequest>,
     ) -> Rpc<pb::ReactivateUserResponse> {
-        let ctx = RequestContext::from_request(&request, "ReactivateUser")?;
+        let ctx = RequestContext::from_request(&request)?;
         let user = parse_user_id("user_id", &request.get_ref().user_id)?;
         let executed = self
             .run(&ctx, user, UserCommand::Reactivate { at: Utc::now() })
@@ -550,7 +550,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::RequestEmailChangeRequest>,
     ) -> Rpc<pb::RequestEmailChangeResponse> {
-        let ctx = RequestContext::from_request(&request, "RequestEmailChange")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let user = user_id(&mut v, "user_id", &req.user_id);
@@ -589,7 +589,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::ConfirmEmailRequest>,
     ) -> Rpc<pb::ConfirmEmailResponse> {
-        let ctx = RequestContext::from_request(&request, "ConfirmEmail")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let user = parse_user_id("user_id", &req.user_id)?;
         let (email, position) = self
@@ -607,7 +607,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::RequestPhoneChangeRequest>,
     ) -> Rpc<pb::RequestPhoneChangeResponse> {
-        let ctx = RequestContext::from_request(&request, "RequestPhoneChange")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let user = user_id(&mut v, "user_id", &req.user_id);
@@ -646,7 +646,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::ConfirmPhoneRequest>,
     ) -> Rpc<pb::ConfirmPhoneResponse> {
-        let ctx = RequestContext::from_request(&request, "ConfirmPhone")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let user = parse_user_id("user_id", &req.user_id)?;
         let (phone, position) = self
@@ -664,7 +664,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::SetUserRolesRequest>,
     ) -> Rpc<pb::SetUserRolesResponse> {
-        let ctx = RequestContext::from_request(&request, "SetUserRoles")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let user = user_id(&mut v, "user_id", &req.user_id);
@@ -707,7 +707,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::SetPasswordRequest>,
     ) -> Rpc<pb::SetPasswordResponse> {
-        let ctx = RequestContext::from_request(&request, "SetPassword")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let user = user_id(&mut v, "user_id", &req.user_id);
@@ -736,7 +736,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::ChangePasswordRequest>,
     ) -> Rpc<pb::ChangePasswordResponse> {
-        let ctx = RequestContext::from_request(&request, "ChangePassword")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let user = user_id(&mut v, "user_id", &req.user_id);
@@ -770,7 +770,7 @@ impl UserService for UserApi {
         request: Request<pb::ImportLegacyPasswordRequest>,
     ) -> Rpc<pb::ImportLegacyPasswordResponse> {
         use base64::Engine as _;
-        let ctx = RequestContext::from_request(&request, "ImportLegacyPassword")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let user = user_id(&mut v, "user_id", &req.user_id);
@@ -805,7 +805,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::VerifyPasswordRequest>,
     ) -> Rpc<pb::VerifyPasswordResponse> {
-        let ctx = RequestContext::from_request(&request, "VerifyPassword")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let user = parse_user_id("user_id", &req.user_id)?;
         if req.password.is_empty() || req.password.len() > 1024 {
@@ -850,7 +850,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::MergeUsersRequest>,
     ) -> Rpc<pb::MergeUsersResponse> {
-        let ctx = RequestContext::from_request(&request, "MergeUsers")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let source = user_id(&mut v, "source_user_id", &req.source_user_id);
@@ -887,7 +887,7 @@ impl UserService for UserApi {
         fields(tenant, request_id, aggregate_id, outcome)
     )]
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Rpc<pb::GetUserResponse> {
-        let ctx = RequestContext::from_request(&request, "GetUser")?;
+        let ctx = RequestContext::from_request(&request)?;
         let user = parse_user_id("user_id", &request.get_ref().user_id)?;
         let loaded = self.core.load_user(&ctx, user).await?;
         Ok(Response::new(pb::GetUserResponse {
@@ -905,7 +905,7 @@ impl UserService for UserApi {
         request: Request<pb::GetUserWithBalancesRequest>,
     ) -> Rpc<pb::GetUserWithBalancesResponse> {
         use pb::get_user_with_balances_request::Key;
-        let ctx = RequestContext::from_request(&request, "GetUserWithBalances")?;
+        let ctx = RequestContext::from_request(&request)?;
         let wait = deadline_of(&request);
         let req = request.into_inner();
         let key = match req.key {
@@ -951,7 +951,7 @@ impl UserService for UserApi {
         request: Request<pb::LookupUserRequest>,
     ) -> Rpc<pb::LookupUserResponse> {
         use pb::lookup_user_request::Key;
-        let ctx = RequestContext::from_request(&request, "LookupUser")?;
+        let ctx = RequestContext::from_request(&request)?;
         let wait = deadline_of(&request);
         let req = request.into_inner();
         let key = match req.key {
@@ -986,7 +986,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::UserExistsRequest>,
     ) -> Rpc<pb::UserExistsResponse> {
-        let ctx = RequestContext::from_request(&request, "UserExists")?;
+        let ctx = RequestContext::from_request(&request)?;
         let wait = deadline_of(&request);
         let req = request.into_inner();
         let candidates = [
@@ -1035,7 +1035,7 @@ impl UserService for UserApi {
         request: Request<pb::ListUsersRequest>,
     ) -> Rpc<pb::ListUsersResponse> {
         use pb::UserSortField as F;
-        let ctx = RequestContext::from_request(&request, "ListUsers")?;
+        let ctx = RequestContext::from_request(&request)?;
         let wait = deadline_of(&request);
         let req = request.into_inner();
         let sort = match F::try_from(req.sort_by) {
@@ -1105,7 +1105,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::GetPublicProfileRequest>,
     ) -> Rpc<pb::GetPublicProfileResponse> {
-        let ctx = RequestContext::from_request(&request, "GetPublicProfile")?;
+        let ctx = RequestContext::from_request(&request)?;
         let wait = deadline_of(&request);
         let req = request.into_inner();
         let user = parse_user_id("user_id", &req.user_id)?;
@@ -1138,7 +1138,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::ListPublicProfilesRequest>,
     ) -> Rpc<pb::ListPublicProfilesResponse> {
-        let ctx = RequestContext::from_request(&request, "ListPublicProfiles")?;
+        let ctx = RequestContext::from_request(&request)?;
         let wait = deadline_of(&request);
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -1183,9 +1183,14 @@ mod tests {
     fn registration_claims_external_id_then_email_then_phone() {
         let ctx = RequestContext {
             tenant: identity_domain::values::TenantId::parse("t").unwrap(),
-            actor: "a".into(),
-            request_id: "r".into(),
-            correlation_id: "r".into(),
+            caller: std::sync::Arc::new(crate::access::Caller {
+                principal: crate::access::Principal::ProjectKey { key_id: "k".into() },
+                tenant: None,
+                permissions: crate::access::Permissions::default(),
+                method: "RegisterUser",
+                request_id: "r".into(),
+                correlation_id: "r".into(),
+            }),
             rpc: "RegisterUser",
         };
         let input = pb::UserInput {

@@ -102,10 +102,9 @@ impl WalletApi {
     async fn transition(
         &self,
         request: &Request<impl HasWalletId>,
-        rpc: &'static str,
         make: fn(chrono::DateTime<Utc>) -> WalletCommand,
     ) -> ApiResult<(i32, u64)> {
-        let ctx = RequestContext::from_request(request, rpc)?;
+        let ctx = RequestContext::from_request(request)?;
         let mut v = Violations::new();
         let wallet = required(
             &mut v,
@@ -150,7 +149,7 @@ impl WalletService for WalletApi {
         &self,
         request: Request<pb::OpenWalletRequest>,
     ) -> Rpc<pb::OpenWalletResponse> {
-        let ctx = RequestContext::from_request(&request, "OpenWallet")?;
+        let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
         let owner_type = v.check("owner_type", owner_type_from_pb(req.owner_type));
@@ -227,9 +226,7 @@ impl WalletService for WalletApi {
         request: Request<pb::ActivateWalletRequest>,
     ) -> Rpc<pb::ActivateWalletResponse> {
         let (status, position) = self
-            .transition(&request, "ActivateWallet", |at| WalletCommand::Activate {
-                at,
-            })
+            .transition(&request, |at| WalletCommand::Activate { at })
             .await?;
         Ok(Response::new(pb::ActivateWalletResponse {
             status,
@@ -247,9 +244,7 @@ impl WalletService for WalletApi {
         request: Request<pb::SuspendWalletRequest>,
     ) -> Rpc<pb::SuspendWalletResponse> {
         let (status, position) = self
-            .transition(&request, "SuspendWallet", |at| WalletCommand::Suspend {
-                at,
-            })
+            .transition(&request, |at| WalletCommand::Suspend { at })
             .await?;
         Ok(Response::new(pb::SuspendWalletResponse {
             status,
@@ -267,7 +262,7 @@ impl WalletService for WalletApi {
         request: Request<pb::CloseWalletRequest>,
     ) -> Rpc<pb::CloseWalletResponse> {
         let (status, position) = self
-            .transition(&request, "CloseWallet", |at| WalletCommand::Close { at })
+            .transition(&request, |at| WalletCommand::Close { at })
             .await?;
         Ok(Response::new(pb::CloseWalletResponse { status, position }))
     }
@@ -281,7 +276,7 @@ impl WalletService for WalletApi {
         &self,
         request: Request<pb::CreditTokensRequest>,
     ) -> Rpc<pb::CreditTokensResponse> {
-        let ctx = RequestContext::from_request(&request, "CreditTokens")?;
+        let ctx = RequestContext::from_request(&request)?;
         let r = request.get_ref();
         let (token, balance, replayed, position) = self
             .movement(
@@ -310,7 +305,7 @@ impl WalletService for WalletApi {
         &self,
         request: Request<pb::DebitTokensRequest>,
     ) -> Rpc<pb::DebitTokensResponse> {
-        let ctx = RequestContext::from_request(&request, "DebitTokens")?;
+        let ctx = RequestContext::from_request(&request)?;
         let r = request.get_ref();
         let (token, balance, replayed, position) = self
             .movement(
@@ -339,7 +334,7 @@ impl WalletService for WalletApi {
         &self,
         request: Request<pb::GetWalletRequest>,
     ) -> Rpc<pb::GetWalletResponse> {
-        let ctx = RequestContext::from_request(&request, "GetWallet")?;
+        let ctx = RequestContext::from_request(&request)?;
         let mut v = Violations::new();
         let wallet = required(
             &mut v,
@@ -367,7 +362,7 @@ impl WalletService for WalletApi {
         &self,
         request: Request<pb::ListWalletsRequest>,
     ) -> Rpc<pb::ListWalletsResponse> {
-        let ctx = RequestContext::from_request(&request, "ListWallets")?;
+        let ctx = RequestContext::from_request(&request)?;
         let wait = deadline_of(&request);
         let req = request.into_inner();
         let mut v = Violations::new();
@@ -406,7 +401,7 @@ impl WalletService for WalletApi {
         request: Request<pb::GetBalancesRequest>,
     ) -> Rpc<pb::GetBalancesResponse> {
         use pb::get_balances_request::Key;
-        let ctx = RequestContext::from_request(&request, "GetBalances")?;
+        let ctx = RequestContext::from_request(&request)?;
         let wait = deadline_of(&request);
         let req = request.into_inner();
         let mut v = Violations::new();

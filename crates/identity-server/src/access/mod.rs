@@ -1,0 +1,407 @@
+//! Who is calling, in which tenant, with which permissions: checked once per request, in the
+//! request layer, before any handler runs.
+//!
+//! - `token`: bearer JWTs (the service's own Ed25519 key, external issuers' JWKS).
+//! - `directory`: tenants, project keys, role tables and admins, refreshed from the store.
+//! - `permission`: the permission of every RPC, and what each admin type, role and project
+//!   key holds.
+//!
+//! [`Access::admit`] turns a request's credential into a [`Caller`] (principal, tenant,
+//! permissions, RPC name, request id) that the layer hands to the handler in the request's
+//! extensions. Refusals: no or bad credential → UNAUTHENTICATED; a tenant the principal may
+//! not act in → PERMISSION_DENIED (`TENANT_NOT_ALLOWED`); an unknown tenant → NOT_FOUND
+//! (`TENANT_NOT_FOUND`); a missing permission → PERMISSION_DENIED (`PERMISSION_DENIED`, with
+//! the permission's name).
+
+pub mod bootstrap;
+pub mod directory;
+pub mod permission;
+pub mod token;
+
+use std::sync::Arc;
+
+use identity_domain::admin::AdminType;
+use identity_domain::user::User;
+use identity_domain::values::TenantId;
+use identity_store::EventLog;
+use sha2::{Digest as _, Sha256};
+use uuid::Uuid;
+
+pub use directory::Directory;
+pub use permission::{Permission, Permissions};
+pub use token::{Claims, SigningKey, Verifier};
+
+use crate::error::ApiError;
+
+pub const AUTHORIZATION_HEADER: &str = "authorization";
+pub const PROJECT_KEY_HEADER: &str = "x-project-key";
+pub const TENANT_HEADER: &str = "x-tenant-id";
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
+
+/// Who called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// An admin (token kind `admin`); its type and tenants come from the registry.
+    Admin { id: Uuid, admin_type: AdminType },
+    /// An internal service (token kind `service`), with the permissions its token lists.
+    Service { name: String, issuer: String },
+    /// A user (token kind `user`), with what the tenant's role table gives the user's roles.
+    User { user_id: String, issuer: String },
+    /// A project key alone: public data of its tenant.
+    ProjectKey { key_id: String },
+}
+
+impl Principal {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Admin { .. } => "admin",
+            Self::Service { .. } => "service",
+            Self::User { .. } => "user",
+            Self::ProjectKey { .. } => "project_key",
+        }
+    }
+
+    pub fn id(&self) -> String {
+        match self {
+            Self::Admin { id, .. } => id.to_string(),
+            Self::Service { name, .. } => name.clone(),
+            Self::User { user_id, .. } => user_id.clone(),
+            Self::ProjectKey { key_id } => key_id.clone(),
+        }
+    }
+
+    /// `kind:id`, the actor recorded on every event.
+    pub fn actor(&self) -> String {
+        format!("{}:{}", self.kind(), self.id())
+    }
+}
+
+/// An admitted call: what the handler may rely on.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    /// The tenant the call acts in; `None` only for global RPCs.
+    pub tenant: Option<TenantId>,
+    pub permissions: Permissions,
+    /// The RPC's name (`GetUser`), from the route.
+    pub method: &'static str,
+    pub request_id: String,
+    pub correlation_id: String,
+}
+
+impl Caller {
+    pub fn holds(&self, p: Permission) -> bool {
+        self.permissions.contains(p)
+    }
+
+    pub fn is_super_admin(&self) -> bool {
+        matches!(
+            self.principal,
+            Principal::Admin {
+                admin_type: AdminType::SuperAdmin,
+                ..
+            }
+        )
+    }
+}
+
+/// The gate every request passes.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub verifier: Verifier,
+    pub directory: Directory,
+    log: EventLog,
+    /// Whether gRPC reflection is served (to anyone: it describes the API, not data).
+    pub reflection: bool,
+}
+
+/// A request's metadata value: printable ASCII, at most `max` characters, `None` if empty.
+fn header<'h>(
+    headers: &'h http::HeaderMap,
+    key: &'static str,
+    max: usize,
+) -> Result<Option<&'h str>, ApiError> {
+    let Some(v) = headers.get(key) else {
+        return Ok(None);
+    };
+    let s = v
+        .to_str()
+        .map_err(|_| ApiError::Metadata {
+            key,
+            message: "must be printable ASCII".into(),
+        })?
+        .trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.len() > max || s.chars().any(|c| c.is_control()) {
+        return Err(ApiError::Metadata {
+            key,
+            message: format!("must be at most {max} printable characters"),
+        });
+    }
+    Ok(Some(s))
+}
+
+/// A project key as handed out: `ik_<key id>_<secret>`.
+pub fn project_key_secret(key_id: &str, secret: &str) -> String {
+    format!("ik_{key_id}_{secret}")
+}
+
+/// The stored digest of a project key's secret.
+pub fn project_key_digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+impl Access {
+    pub fn new(verifier: Verifier, directory: Directory, log: EventLog, reflection: bool) -> Self {
+        Self {
+            verifier,
+            directory,
+            log,
+            reflection,
+        }
+    }
+
+    /// Checks one request against the rule of its route.
+    pub async fn admit(
+        &self,
+        rule: &'static permission::Rule,
+        headers: &http::HeaderMap,
+    ) -> Result<Caller, ApiError> {
+        let request_id = header(headers, REQUEST_ID_HEADER, 128)?
+            .map_or_else(|| Uuid::new_v4().to_string(), str::to_string);
+        let correlation_id = header(headers, CORRELATION_ID_HEADER, 128)?
+            .map_or_else(|| request_id.clone(), str::to_string);
+        let requested = header(headers, TENANT_HEADER, 63)?
+            .map(|t| {
+                TenantId::parse(t).map_err(|e| ApiError::Metadata {
+                    key: TENANT_HEADER,
+                    message: e.to_string(),
+                })
+            })
+            .transpose()?;
+        let bearer = header(headers, AUTHORIZATION_HEADER, 8192)?;
+        let key = header(headers, PROJECT_KEY_HEADER, 256)?;
+        let snapshot = self.directory.snapshot();
+        let (principal, home, permissions) = match (bearer, key) {
+            (Some(b), _) => {
+                let token = b
+                    .strip_prefix("Bearer ")
+                    .or_else(|| b.strip_prefix("bearer "))
+                    .ok_or_else(|| {
+                        ApiError::Unauthenticated("authorization must be `Bearer <token>`".into())
+                    })?
+                    .trim();
+                let claims = self
+                    .verifier
+                    .verify(token)
+                    .map_err(|e| ApiError::Unauthenticated(e.0))?;
+                self.principal_of(&claims, &snapshot, requested.as_ref())
+                    .await?
+            }
+            (None, Some(k)) => {
+                let (key_id, _) = k
+                    .strip_prefix("ik_")
+                    .and_then(|rest| rest.split_once('_'))
+                    .ok_or_else(|| {
+                        ApiError::Unauthenticated("the project key is malformed".into())
+                    })?;
+                let (tenant, _) = snapshot
+                    .keys
+                    .get(key_id)
+                    .filter(|(_, digest)| same(digest, &project_key_digest(k)))
+                    .ok_or_else(|| {
+                        ApiError::Unauthenticated("the project key is unknown or revoked".into())
+                    })?;
+                (
+                    Principal::ProjectKey {
+                        key_id: key_id.to_string(),
+                    },
+                    Some(TenantId::parse(tenant).map_err(|e| ApiError::Internal(e.to_string()))?),
+                    permission::of_project_key(),
+                )
+            }
+            (None, None) => {
+                return Err(ApiError::Unauthenticated(
+                    "this call needs `authorization: Bearer <token>` or `x-project-key`".into(),
+                ))
+            }
+        };
+        let tenant = if rule.permission.is_global() {
+            None
+        } else {
+            let tenant = match (&principal, requested, home) {
+                // A super admin acts in any tenant that exists.
+                (
+                    Principal::Admin {
+                        admin_type: AdminType::SuperAdmin,
+                        ..
+                    },
+                    Some(r),
+                    _,
+                ) => r,
+                (Principal::Admin { id, .. }, Some(r), _) => {
+                    let acts = snapshot.admins.get(id).is_some_and(|a| a.acts_in(&r));
+                    if !acts {
+                        return Err(ApiError::TenantNotAllowed(r.to_string()));
+                    }
+                    r
+                }
+                (_, Some(r), Some(h)) if r != h => {
+                    return Err(ApiError::TenantNotAllowed(r.to_string()))
+                }
+                (_, _, Some(h)) => h,
+                (_, Some(r), None) => return Err(ApiError::TenantNotAllowed(r.to_string())),
+                (_, None, None) => {
+                    return Err(ApiError::Metadata {
+                        key: TENANT_HEADER,
+                        message: "name the tenant to act in".into(),
+                    })
+                }
+            };
+            if snapshot.tenant(tenant.as_str()).is_none() {
+                return Err(ApiError::Domain(
+                    identity_domain::DomainError::TenantNotFound,
+                ));
+            }
+            Some(tenant)
+        };
+        let permissions = match (&principal, &tenant) {
+            (Principal::User { user_id, .. }, Some(t)) => {
+                self.user_permissions(t, user_id, &snapshot).await?
+            }
+            _ => permissions,
+        };
+        if !permissions.contains(rule.permission) {
+            return Err(ApiError::PermissionDenied(rule.permission));
+        }
+        let span = tracing::Span::current();
+        if let Some(t) = &tenant {
+            span.record("tenant", t.as_str());
+        }
+        span.record("request_id", request_id.as_str());
+        Ok(Caller {
+            principal,
+            tenant,
+            permissions,
+            method: rule.method,
+            request_id,
+            correlation_id,
+        })
+    }
+
+    /// The principal of verified claims, the tenant its credential is for, and what it holds.
+    async fn principal_of(
+        &self,
+        claims: &Claims,
+        snapshot: &directory::Snapshot,
+        requested: Option<&TenantId>,
+    ) -> Result<(Principal, Option<TenantId>, Permissions), ApiError> {
+        let home = claims
+            .tenant
+            .as_deref()
+            .map(TenantId::parse)
+            .transpose()
+            .map_err(|_| ApiError::Unauthenticated("the token's tenant is malformed".into()))?;
+        match claims.kind.as_str() {
+            "admin" => {
+                let id = Uuid::parse_str(&claims.sub).map_err(|_| {
+                    ApiError::Unauthenticated(
+                        "an admin token's subject must be the admin id".into(),
+                    )
+                })?;
+                let admin = snapshot
+                    .admins
+                    .get(&id)
+                    .filter(|a| !a.removed)
+                    .ok_or_else(|| {
+                        ApiError::Unauthenticated("the admin is unknown or removed".into())
+                    })?;
+                let admin_type = admin
+                    .admin_type
+                    .ok_or_else(|| ApiError::Internal("an admin without a type".into()))?;
+                // Without x-tenant-id: the token's tenant, else the admin's only tenant.
+                let home = match (requested, home) {
+                    (Some(_), _) => None,
+                    (None, Some(h)) => Some(h),
+                    (None, None) if admin.tenants.len() == 1 => {
+                        admin.tenants.iter().next().cloned()
+                    }
+                    (None, None) => None,
+                };
+                let home = home.filter(|h| admin.acts_in(h));
+                Ok((
+                    Principal::Admin { id, admin_type },
+                    home,
+                    permission::of_admin(admin_type),
+                ))
+            }
+            "service" => {
+                let mut held = Permissions::default();
+                for name in &claims.permissions {
+                    if let Some(p) = Permission::parse(name) {
+                        held.insert(p);
+                    }
+                }
+                Ok((
+                    Principal::Service {
+                        name: claims.sub.clone(),
+                        issuer: claims.iss.clone(),
+                    },
+                    home,
+                    held,
+                ))
+            }
+            "user" => Ok((
+                Principal::User {
+                    user_id: claims.sub.clone(),
+                    issuer: claims.iss.clone(),
+                },
+                home,
+                Permissions::default(),
+            )),
+            _ => Err(ApiError::Unauthenticated(
+                "the token's kind must be admin, service or user".into(),
+            )),
+        }
+    }
+
+    /// What the tenant's role table gives a user's current roles.
+    async fn user_permissions(
+        &self,
+        tenant: &TenantId,
+        user_id: &str,
+        snapshot: &directory::Snapshot,
+    ) -> Result<Permissions, ApiError> {
+        let id = identity_domain::derive::aggregate_id(tenant, user_id);
+        let user = self.log.load::<User>(&id).await?;
+        let Some(user) = user.filter(|u| u.aggregate.id.is_some() && u.aggregate.active) else {
+            return Err(ApiError::Unauthenticated(
+                "the user is unknown or inactive".into(),
+            ));
+        };
+        Ok(snapshot.permissions_of_roles(
+            tenant.as_str(),
+            user.aggregate.roles.iter().map(|r| r.as_str()),
+        ))
+    }
+}
+
+/// The caller the request layer admitted, from a handler's request.
+pub fn caller_of<T>(request: &tonic::Request<T>) -> Result<Arc<Caller>, ApiError> {
+    request
+        .extensions()
+        .get::<Arc<Caller>>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("the request passed no access check".into()))
+}

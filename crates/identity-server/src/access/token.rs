@@ -1,0 +1,325 @@
+//! Bearer tokens: the service's own Ed25519 signing key, external issuers' keys (JWKS), and
+//! verification with an allow-list of algorithms.
+//!
+//! Only EdDSA, ES256 and RS256 are accepted, and a key verifies only tokens of its own
+//! algorithm: `alg: none` and HMAC signed with a public key can never pass. Issuer, audience,
+//! `exp` and `nbf` (with a small leeway) and `sub` are checked. A verified token is kept,
+//! by digest, until it expires, so a busy caller's signature is checked once.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, EncodePublicKey as _};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// Seconds of clock skew tolerated on `exp` and `nbf`.
+pub const LEEWAY_SECS: u64 = 30;
+const ACCEPTED: [Algorithm; 3] = [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256];
+const CACHE_CAPACITY: usize = 10_000;
+
+/// What a token says. `kind` is `admin` (sub = admin id), `service` (sub = the service's name;
+/// `permissions` lists what it may do) or `user` (sub = user id; the tenant's role table says
+/// what the user's roles allow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default = "service_kind")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<String>,
+}
+
+fn service_kind() -> String {
+    "service".into()
+}
+
+/// Why a token was refused (the caller sees UNAUTHENTICATED with this text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TokenRefused(pub String);
+
+#[derive(Debug)]
+struct VerifyKey {
+    issuer: String,
+    kid: Option<String>,
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+/// The service's own signing key (Ed25519).
+#[derive(Clone)]
+pub struct SigningKey {
+    pub kid: String,
+    encoding: EncodingKey,
+    public_pem: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// Reads a PKCS#8 PEM Ed25519 private key.
+    pub fn from_pem(pem: &str) -> anyhow::Result<Self> {
+        let key = ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
+            .map_err(|e| anyhow::anyhow!("not a PKCS#8 Ed25519 private key: {e}"))?;
+        let public_pem = key
+            .verifying_key()
+            .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .map_err(|e| anyhow::anyhow!("encoding the public key: {e}"))?;
+        let kid = hex::encode(&Sha256::digest(key.verifying_key().as_bytes())[..8]);
+        Ok(Self {
+            kid,
+            encoding: EncodingKey::from_ed_pem(pem.as_bytes())?,
+            public_pem,
+        })
+    }
+
+    /// The public key, as SPKI PEM (what a verifier of this service's tokens needs).
+    pub fn public_pem(&self) -> &str {
+        &self.public_pem
+    }
+
+    /// A new random key, as PKCS#8 PEM.
+    pub fn generate_pem() -> anyhow::Result<String> {
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        Ok(key
+            .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+            .map_err(|e| anyhow::anyhow!("encoding the key: {e}"))?
+            .to_string())
+    }
+
+    /// Reads the key at `path`; with `create`, writes a new one there first if none exists
+    /// (owner-only permissions).
+    pub fn load_or_create(path: &Path, create: bool) -> anyhow::Result<Self> {
+        if !path.exists() && create {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let pem = Self::generate_pem()?;
+            write_private(path, &pem)?;
+            tracing::info!(path = %path.display(), "created a development signing key");
+        }
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the signing key {}", path.display()))?;
+        Self::from_pem(&pem).with_context(|| format!("the signing key {}", path.display()))
+    }
+
+    /// Signs claims.
+    pub fn mint(&self, claims: &Claims) -> anyhow::Result<String> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("creating {}", path.display()))
+}
+
+/// An external issuer whose tokens are accepted, with its keys (a JWKS document).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TrustedIssuer {
+    pub issuer: String,
+    /// A JWKS file; read at start.
+    pub jwks_file: String,
+}
+
+/// Checks bearer tokens.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    keys: Arc<Vec<VerifyKey>>,
+    audience: String,
+    cache: Arc<Mutex<HashMap<[u8; 32], Arc<Claims>>>>,
+}
+
+impl Verifier {
+    /// Accepts tokens of `own` (the service's key, for `issuer`) and of `trusted` issuers.
+    pub fn new(
+        own: Option<(&SigningKey, &str)>,
+        trusted: &[TrustedIssuer],
+        audience: &str,
+    ) -> anyhow::Result<Self> {
+        let mut keys = Vec::new();
+        if let Some((key, issuer)) = own {
+            keys.push(VerifyKey {
+                issuer: issuer.to_string(),
+                kid: Some(key.kid.clone()),
+                alg: Algorithm::EdDSA,
+                key: DecodingKey::from_ed_pem(key.public_pem.as_bytes())?,
+            });
+        }
+        for t in trusted {
+            let raw = std::fs::read_to_string(&t.jwks_file)
+                .with_context(|| format!("reading the JWKS of {} at {}", t.issuer, t.jwks_file))?;
+            let set: JwkSet = serde_json::from_str(&raw)
+                .with_context(|| format!("the JWKS of {} at {}", t.issuer, t.jwks_file))?;
+            for jwk in &set.keys {
+                let Some(alg) = jwk
+                    .common
+                    .key_algorithm
+                    .and_then(|a| a.to_string().parse::<Algorithm>().ok())
+                else {
+                    anyhow::bail!("a key of {} names no algorithm (alg)", t.issuer);
+                };
+                if !ACCEPTED.contains(&alg) {
+                    anyhow::bail!(
+                        "a key of {} is {alg:?}; only EdDSA, ES256 and RS256 are accepted",
+                        t.issuer
+                    );
+                }
+                keys.push(VerifyKey {
+                    issuer: t.issuer.clone(),
+                    kid: jwk.common.key_id.clone(),
+                    alg,
+                    key: DecodingKey::from_jwk(jwk)?,
+                });
+            }
+        }
+        Ok(Self {
+            keys: Arc::new(keys),
+            audience: audience.to_string(),
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// The claims of a valid token.
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, TokenRefused> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Ok(cache) = self.cache.lock() {
+            if let Some(c) = cache.get(&digest) {
+                if c.exp > now && c.nbf.is_none_or(|nbf| nbf <= now + LEEWAY_SECS) {
+                    return Ok(c.clone());
+                }
+            }
+        }
+        let claims = Arc::new(self.check(token)?);
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= CACHE_CAPACITY {
+                cache.retain(|_, c| c.exp > now);
+                if cache.len() >= CACHE_CAPACITY {
+                    cache.clear();
+                }
+            }
+            cache.insert(digest, claims.clone());
+        }
+        Ok(claims)
+    }
+
+    fn check(&self, token: &str) -> Result<Claims, TokenRefused> {
+        let refuse = |why: &str| TokenRefused(why.to_string());
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| refuse("the bearer token is not a JWT"))?;
+        if !ACCEPTED.contains(&header.alg) {
+            return Err(refuse(
+                "the token's algorithm is not accepted (EdDSA, ES256 or RS256)",
+            ));
+        }
+        let candidates = self.keys.iter().filter(|k| {
+            k.alg == header.alg
+                && match (&header.kid, &k.kid) {
+                    (Some(want), Some(have)) => want == have,
+                    (None, _) => true,
+                    (Some(_), None) => true,
+                }
+        });
+        let mut last = refuse("no key of a trusted issuer verifies this token");
+        for k in candidates {
+            let mut v = Validation::new(k.alg);
+            v.set_issuer(&[&k.issuer]);
+            v.set_audience(&[&self.audience]);
+            v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            v.leeway = LEEWAY_SECS;
+            v.validate_nbf = true;
+            match jsonwebtoken::decode::<Claims>(token, &k.key, &v) {
+                Ok(data) => return Ok(data.claims),
+                Err(e) => {
+                    use jsonwebtoken::errors::ErrorKind as K;
+                    last = refuse(match e.kind() {
+                        K::ExpiredSignature => "the token has expired",
+                        K::ImmatureSignature => "the token is not valid yet",
+                        K::InvalidIssuer => "the token's issuer is not trusted",
+                        K::InvalidAudience => "the token is for another audience",
+                        K::InvalidSignature => "the token's signature does not verify",
+                        K::MissingRequiredClaim(_) => "the token lacks exp, iss, aud or sub",
+                        _ => "the token is malformed",
+                    });
+                    // A wrong issuer or signature may still verify under another key.
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: u64) -> Claims {
+        Claims {
+            iss: "me".into(),
+            sub: "svc".into(),
+            aud: "identity".into(),
+            exp,
+            nbf: None,
+            iat: None,
+            tenant: Some("acme".into()),
+            kind: "service".into(),
+            permissions: vec!["read:users".into()],
+        }
+    }
+
+    #[test]
+    fn own_tokens_verify_and_forgeries_do_not() {
+        let key = SigningKey::from_pem(&SigningKey::generate_pem().expect("pem")).expect("key");
+        let v = Verifier::new(Some((&key, "me")), &[], "identity").expect("verifier");
+        let now = jsonwebtoken::get_current_timestamp();
+        let good = key.mint(&claims(now + 60)).expect("mint");
+        assert_eq!(v.verify(&good).expect("verifies").sub, "svc");
+        let expired = key.mint(&claims(now - 120)).expect("mint");
+        assert_eq!(v.verify(&expired).unwrap_err().0, "the token has expired");
+        let other = SigningKey::from_pem(&SigningKey::generate_pem().expect("pem")).expect("key");
+        let mut forged = claims(now + 60);
+        forged.sub = "forged".into();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key.kid.clone());
+        let forged = jsonwebtoken::encode(&header, &forged, &other.encoding).expect("encode");
+        assert!(v.verify(&forged).is_err());
+    }
+}

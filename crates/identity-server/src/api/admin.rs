@@ -1,0 +1,309 @@
+//! `identity.v1.AdminService`: the people who operate the service and their tenants.
+//!
+//! Beyond the permission each RPC needs, two rules keep admins from climbing: only a
+//! SUPER_ADMIN creates SUPER_ADMINs or touches another tenant, and an admin never changes
+//! a SUPER_ADMIN unless it is one.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use identity_domain::admin::{admin_aggregate_id, admin_id, Admin, AdminCommand, AdminType};
+use identity_domain::values::{Email, Name, TenantId};
+use identity_domain::DomainError;
+use identity_proto::v1 as pb;
+use identity_proto::v1::admin_service_server::AdminService;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::context::RequestContext;
+use crate::convert::timestamp;
+use crate::core::Core;
+use crate::error::{ApiError, ApiResult};
+
+#[derive(Debug, Clone)]
+pub struct AdminApi {
+    core: Core,
+}
+
+fn type_to_pb(t: Option<AdminType>) -> i32 {
+    (match t {
+        Some(AdminType::SuperAdmin) => pb::AdminType::SuperAdmin,
+        Some(AdminType::TenantAdmin) => pb::AdminType::TenantAdmin,
+        Some(AdminType::Auditor) => pb::AdminType::Auditor,
+        None => pb::AdminType::Unspecified,
+    }) as i32
+}
+
+fn admin_to_pb(a: &Admin) -> pb::Admin {
+    pb::Admin {
+        admin_id: a.id.map(|i| i.to_string()).unwrap_or_default(),
+        email: a
+            .email
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        display_name: a
+            .display_name
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        admin_type: type_to_pb(a.admin_type),
+        tenants: a.tenants.iter().map(ToString::to_string).collect(),
+        removed: a.removed,
+        created_at: timestamp(a.created_at),
+    }
+}
+
+fn parse_admin_id(raw: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(raw.trim())
+        .map_err(|_| DomainError::invalid("admin_id", "must be a UUID").into())
+}
+
+fn parse_tenant(raw: &str) -> ApiResult<TenantId> {
+    TenantId::parse(raw.trim()).map_err(|e| e.at("tenant_id").into())
+}
+
+impl AdminApi {
+    pub fn new(core: Core) -> Self {
+        Self { core }
+    }
+
+    /// Refuses what only a SUPER_ADMIN may do: acting on another tenant than the call's, or
+    /// on a SUPER_ADMIN.
+    fn guard(
+        &self,
+        ctx: &RequestContext,
+        tenant: &TenantId,
+        target: Option<AdminType>,
+    ) -> ApiResult<()> {
+        if ctx.caller.is_super_admin() {
+            return Ok(());
+        }
+        if *tenant != ctx.tenant {
+            return Err(ApiError::Forbidden(format!(
+                "only a SUPER_ADMIN manages admins of another tenant ({tenant})"
+            )));
+        }
+        if target == Some(AdminType::SuperAdmin) {
+            return Err(ApiError::Forbidden(
+                "only a SUPER_ADMIN manages SUPER_ADMINs".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn change(
+        &self,
+        ctx: &RequestContext,
+        id: Uuid,
+        tenant: &TenantId,
+        command: AdminCommand,
+    ) -> ApiResult<Arc<Admin>> {
+        let current = self
+            .core
+            .access
+            .directory
+            .snapshot()
+            .admins
+            .get(&id)
+            .cloned();
+        let current = current.ok_or(ApiError::Domain(DomainError::AdminNotFound))?;
+        self.guard(ctx, tenant, current.admin_type)?;
+        if self
+            .core
+            .access
+            .directory
+            .snapshot()
+            .tenant(tenant.as_str())
+            .is_none()
+        {
+            return Err(DomainError::TenantNotFound.into());
+        }
+        let executed = self
+            .core
+            .execute_as::<Admin>(ctx.event_metadata(), &admin_aggregate_id(&id), command)
+            .await?;
+        self.core.access.directory.refresh().await?;
+        Ok(executed.aggregate)
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    #[tracing::instrument(name = "ListAdmins", skip_all)]
+    async fn list_admins(
+        &self,
+        request: Request<pb::ListAdminsRequest>,
+    ) -> Result<Response<pb::ListAdminsResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let snapshot = self.core.access.directory.snapshot();
+        let mut admins: Vec<pb::Admin> = snapshot
+            .admins
+            .values()
+            .filter(|a| a.tenants.contains(&ctx.tenant))
+            .map(|a| admin_to_pb(a))
+            .collect();
+        admins.sort_by(|a, b| a.email.cmp(&b.email));
+        Ok(Response::new(pb::ListAdminsResponse { admins }))
+    }
+
+    #[tracing::instrument(name = "CreateAdmin", skip_all)]
+    async fn create_admin(
+        &self,
+        request: Request<pb::CreateAdminRequest>,
+    ) -> Result<Response<pb::CreateAdminResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.get_ref();
+        let mut v = identity_domain::Violations::new();
+        let email = v.check("email", Email::parse(&req.email));
+        let display_name = v.check("display_name", Name::parse(&req.display_name));
+        let admin_type = match pb::AdminType::try_from(req.admin_type) {
+            Ok(pb::AdminType::SuperAdmin) => Some(AdminType::SuperAdmin),
+            Ok(pb::AdminType::TenantAdmin) => Some(AdminType::TenantAdmin),
+            Ok(pb::AdminType::Auditor) => Some(AdminType::Auditor),
+            _ => {
+                v.check::<()>(
+                    "admin_type",
+                    Err(identity_domain::ValueError::new(
+                        "must be ADMIN_TYPE_SUPER_ADMIN, ADMIN_TYPE_TENANT_ADMIN or ADMIN_TYPE_AUDITOR",
+                    )),
+                );
+                None
+            }
+        };
+        let mut tenants = BTreeSet::new();
+        for (i, t) in req.tenants.iter().enumerate() {
+            if let Some(t) = v.check(&format!("tenants[{i}]"), TenantId::parse(t.trim())) {
+                tenants.insert(t);
+            }
+        }
+        v.finish().map_err(ApiError::from)?;
+        let (Some(email), Some(display_name), Some(admin_type)) = (email, display_name, admin_type)
+        else {
+            return Err(ApiError::Internal("unparsed".into()).into());
+        };
+        if tenants.is_empty() {
+            tenants.insert(ctx.tenant.clone());
+        }
+        let snapshot = self.core.access.directory.snapshot();
+        for t in &tenants {
+            self.guard(&ctx, t, Some(admin_type))?;
+            if snapshot.tenant(t.as_str()).is_none() {
+                return Err(ApiError::from(DomainError::TenantNotFound).into());
+            }
+        }
+        let id = admin_id(&email);
+        let executed = self
+            .core
+            .execute_as::<Admin>(
+                ctx.event_metadata(),
+                &admin_aggregate_id(&id),
+                AdminCommand::Create {
+                    admin_id: id,
+                    email,
+                    display_name,
+                    admin_type,
+                    tenants,
+                    at: chrono::Utc::now(),
+                },
+            )
+            .await?;
+        self.core
+            .access
+            .directory
+            .refresh()
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(admin_id = %id, admin_type = admin_type.as_str(), "admin created");
+        Ok(Response::new(pb::CreateAdminResponse {
+            admin: Some(admin_to_pb(&executed.aggregate)),
+        }))
+    }
+
+    #[tracing::instrument(name = "AssignAdminToTenant", skip_all)]
+    async fn assign_admin_to_tenant(
+        &self,
+        request: Request<pb::AssignAdminToTenantRequest>,
+    ) -> Result<Response<pb::AssignAdminToTenantResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let id = parse_admin_id(&request.get_ref().admin_id)?;
+        let tenant = parse_tenant(&request.get_ref().tenant_id)?;
+        let at = chrono::Utc::now();
+        let admin = self
+            .change(
+                &ctx,
+                id,
+                &tenant,
+                AdminCommand::AssignTenant {
+                    tenant: tenant.clone(),
+                    at,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::AssignAdminToTenantResponse {
+            admin: Some(admin_to_pb(&admin)),
+        }))
+    }
+
+    #[tracing::instrument(name = "RemoveAdminFromTenant", skip_all)]
+    async fn remove_admin_from_tenant(
+        &self,
+        request: Request<pb::RemoveAdminFromTenantRequest>,
+    ) -> Result<Response<pb::RemoveAdminFromTenantResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let id = parse_admin_id(&request.get_ref().admin_id)?;
+        let tenant = parse_tenant(&request.get_ref().tenant_id)?;
+        let at = chrono::Utc::now();
+        let admin = self
+            .change(
+                &ctx,
+                id,
+                &tenant,
+                AdminCommand::RemoveTenant {
+                    tenant: tenant.clone(),
+                    at,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::RemoveAdminFromTenantResponse {
+            admin: Some(admin_to_pb(&admin)),
+        }))
+    }
+
+    #[tracing::instrument(name = "RemoveAdmin", skip_all)]
+    async fn remove_admin(
+        &self,
+        request: Request<pb::RemoveAdminRequest>,
+    ) -> Result<Response<pb::RemoveAdminResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let id = parse_admin_id(&request.get_ref().admin_id)?;
+        // An admin of several tenants is removed everywhere: a tenant admin may do that only
+        // when the admin belongs to its tenant alone.
+        let current = self
+            .core
+            .access
+            .directory
+            .snapshot()
+            .admins
+            .get(&id)
+            .cloned();
+        let current = current.ok_or(ApiError::Domain(DomainError::AdminNotFound))?;
+        for t in &current.tenants {
+            self.guard(&ctx, t, current.admin_type)?;
+        }
+        let tenant = ctx.tenant.clone();
+        let admin = self
+            .change(
+                &ctx,
+                id,
+                &tenant,
+                AdminCommand::Remove {
+                    at: chrono::Utc::now(),
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::RemoveAdminResponse {
+            admin: Some(admin_to_pb(&admin)),
+        }))
+    }
+}

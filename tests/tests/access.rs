@@ -1,0 +1,713 @@
+//! Callers prove who they are: every RPC refuses a missing or forged credential, tenants are
+//! real, permissions are checked, revocations reach every replica, and TLS works. Each test
+//! tries the attack and asserts it is refused.
+
+#[macro_use]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use identity_proto::v1 as pb;
+use identity_proto::v1::admin_service_client::AdminServiceClient;
+use identity_proto::v1::tenant_service_client::TenantServiceClient;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+/// Every `identity.v1` RPC path, from the descriptor set the server publishes.
+fn every_rpc() -> Vec<String> {
+    use identity_proto::prost::Message as _;
+    let files =
+        identity_proto::prost_types::FileDescriptorSet::decode(identity_proto::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
+    let mut paths = Vec::new();
+    for file in files.file {
+        let package = file.package.unwrap_or_default();
+        for service in file.service {
+            let name = service.name.unwrap_or_default();
+            for method in service.method {
+                paths.push(format!(
+                    "/{package}.{name}/{}",
+                    method.name.unwrap_or_default()
+                ));
+            }
+        }
+    }
+    assert!(paths.len() >= 60, "only {} RPCs found", paths.len());
+    paths
+}
+
+/// Calls `path` with an empty message (every request message decodes from no bytes).
+async fn raw_call(channel: Channel, path: &str, request: Request<()>) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec: tonic_prost::ProstCodec<(), ()> = tonic_prost::ProstCodec::default();
+    let path = http::uri::PathAndQuery::from_maybe_shared(path.to_string()).expect("path");
+    grpc.unary(request, path, codec).await.map(|_| ())
+}
+
+fn with_header<T>(mut r: Request<T>, key: &'static str, value: &str) -> Request<T> {
+    r.metadata_mut().insert(key, value.parse().expect("ascii"));
+    r
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn claims(tenant: &str) -> identity_server::access::Claims {
+    identity_server::access::Claims {
+        iss: "identity".into(),
+        sub: "billing".into(),
+        aud: "identity".into(),
+        exp: now_secs() + 600,
+        nbf: None,
+        iat: None,
+        tenant: Some(tenant.into()),
+        kind: "service".into(),
+        permissions: vec!["read:users".into(), "create:users".into()],
+    }
+}
+
+/// Tokens that must never pass: expired, not yet valid, wrong issuer, wrong audience,
+/// `alg: none`, HS256 keyed with the public key, a tampered payload, another key.
+fn forged_tokens() -> Vec<(&'static str, String)> {
+    let valid = mint_claims(claims("acme"));
+    let mut expired = claims("acme");
+    expired.exp = now_secs() - 120;
+    let mut early = claims("acme");
+    early.nbf = Some(now_secs() + 600);
+    let mut issuer = claims("acme");
+    issuer.iss = "evil".into();
+    let mut audience = claims("acme");
+    audience.aud = "another-service".into();
+    let mut raised = claims("acme");
+    raised.permissions = vec!["manage:projections".into()];
+    let payload = b64(&serde_json::to_vec(&raised).expect("json"));
+    let none = format!("{}.{payload}.", b64(br#"{"alg":"none","typ":"JWT"}"#));
+    let parts: Vec<&str> = valid.split('.').collect();
+    let tampered = format!("{}.{payload}.{}", parts[0], parts[2]);
+    let hs256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims("acme"),
+        &jsonwebtoken::EncodingKey::from_secret(kit_key().1.public_pem().as_bytes()),
+    )
+    .expect("hs256");
+    let other = identity_server::access::SigningKey::from_pem(
+        &identity_server::access::SigningKey::generate_pem().expect("pem"),
+    )
+    .expect("key");
+    let foreign = other.mint(&claims("acme")).expect("mint");
+    vec![
+        ("expired", mint_claims(expired)),
+        ("not yet valid", mint_claims(early)),
+        ("wrong issuer", mint_claims(issuer)),
+        ("wrong audience", mint_claims(audience)),
+        ("alg none", none),
+        ("HS256 with the public key", hs256),
+        ("tampered payload", tampered),
+        ("another key", foreign),
+        ("garbage", "not.a.jwt".into()),
+    ]
+}
+
+mod scenarios {
+    use super::*;
+
+    pub(super) async fn every_rpc_refuses_a_missing_or_forged_credential(store: Store) {
+        let app = spawn_app(store).await;
+        let forged = forged_tokens();
+        for path in every_rpc() {
+            let none = raw_call(app.channel(), &path, Request::new(())).await;
+            let status = none.expect_err(&format!("{path} answered without a credential"));
+            assert_eq!(status.code(), Code::Unauthenticated, "{path}: {status:?}");
+            assert_eq!(reason(&status), "UNAUTHENTICATED", "{path}");
+            let spoofed = with_header(
+                with_header(Request::new(()), "x-tenant-id", "acme"),
+                "x-actor",
+                "root",
+            );
+            let status = raw_call(app.channel(), &path, spoofed)
+                .await
+                .expect_err(&format!("{path} believed x-tenant-id alone"));
+            assert_eq!(status.code(), Code::Unauthenticated, "{path}: {status:?}");
+        }
+        // Every forgery, on a read and a write.
+        for path in [
+            "/identity.v1.UserService/GetUser",
+            "/identity.v1.WalletService/CreditTokens",
+            "/identity.v1.ProjectionService/RebuildProjection",
+        ] {
+            for (what, token) in &forged {
+                let r = with_token(token, Some("acme"), ());
+                let status = raw_call(app.channel(), path, r)
+                    .await
+                    .expect_err(&format!("{path} accepted a token that is {what}"));
+                assert_eq!(
+                    status.code(),
+                    Code::Unauthenticated,
+                    "{what} on {path}: {status:?}"
+                );
+            }
+        }
+        // The genuine token passes the gate (and then fails validation of the empty message).
+        let ok = raw_call(
+            app.channel(),
+            "/identity.v1.UserService/GetUser",
+            with_token(&mint_claims(claims("acme")), None, ()),
+        )
+        .await
+        .expect_err("an empty GetUser is invalid");
+        assert_eq!(ok.code(), Code::InvalidArgument, "{ok:?}");
+        // Health answers anyone.
+        let health = raw_call(
+            app.channel(),
+            "/grpc.health.v1.Health/Check",
+            Request::new(()),
+        )
+        .await;
+        assert!(health.is_ok(), "{health:?}");
+    }
+
+    pub(super) async fn tenants_come_from_the_credential(store: Store) {
+        let app = spawn_app(store).await;
+        let user = app.register("tenant-b", "bee@example.com").await;
+        let token = mint("service", "billing", Some("tenant-a"), &["read:users"]);
+        // Naming another tenant than the token's is refused.
+        let other = app
+            .users()
+            .get_user(with_token(
+                &token,
+                Some("tenant-b"),
+                pb::GetUserRequest {
+                    user_id: user.clone(),
+                },
+            ))
+            .await;
+        assert_error(other, Code::PermissionDenied, "TENANT_NOT_ALLOWED");
+        // Its own tenant does not hold the other's user.
+        let own = app
+            .users()
+            .get_user(with_token(
+                &token,
+                None,
+                pb::GetUserRequest {
+                    user_id: user.clone(),
+                },
+            ))
+            .await;
+        assert_error(own, Code::NotFound, "USER_NOT_FOUND");
+        // A token for a tenant that does not exist gets nothing.
+        let ghost = mint("service", "billing", Some("ghost"), &["read:users"]);
+        let status = app
+            .users()
+            .get_user(with_token(
+                &ghost,
+                None,
+                pb::GetUserRequest {
+                    user_id: user.clone(),
+                },
+            ))
+            .await;
+        assert_error(status, Code::NotFound, "TENANT_NOT_FOUND");
+        // A service without the permission is told which one it lacks.
+        let reader = mint("service", "billing", Some("tenant-b"), &["read:users"]);
+        let status = app
+            .wallets()
+            .credit_tokens(with_token(
+                &reader,
+                None,
+                credit("w", "340282366920938463463374607431768211455", "k"),
+            ))
+            .await
+            .expect_err("credit refused");
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(reason(&status), "PERMISSION_DENIED");
+        let info = tonic_types::StatusExt::get_error_details(&status)
+            .error_info()
+            .cloned()
+            .expect("error info");
+        assert_eq!(
+            info.metadata.get("permission").map(String::as_str),
+            Some("credit:wallets")
+        );
+        // Creating tenants is a SUPER_ADMIN's: a tenant-wide service cannot.
+        let everything = mint(
+            "service",
+            "ops",
+            Some("acme"),
+            &["create:users", "manage:admins"],
+        );
+        let status = TenantServiceClient::new(app.channel())
+            .create_tenant(with_token(
+                &everything,
+                None,
+                pb::CreateTenantRequest {
+                    tenant_id: "mine".into(),
+                    name: String::new(),
+                },
+            ))
+            .await;
+        assert_error(status, Code::PermissionDenied, "PERMISSION_DENIED");
+    }
+
+    pub(super) async fn a_project_key_reads_public_data_only_until_revoked_everywhere(
+        store: Store,
+    ) {
+        let app = spawn_app(store).await;
+        // A second replica on the same store.
+        let (addr2, _stop2, _server2) = start_server(app.db.url()).await;
+        let replica = Channel::from_shared(format!("http://{addr2}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let user = app.register("acme", "pk@example.com").await;
+        let issued = TenantServiceClient::new(app.channel())
+            .issue_project_key(req(
+                "acme",
+                pb::IssueProjectKeyRequest {
+                    name: "web shop".into(),
+                },
+            ))
+            .await
+            .expect("issues")
+            .into_inner();
+        let secret = issued.secret.clone();
+        let key_id = issued.key.expect("key").key_id;
+        let with_key = |msg| with_header(Request::new(msg), "x-project-key", &secret);
+        // Public data: yes.
+        let exists = app
+            .users()
+            .user_exists(with_key(pb::UserExistsRequest {
+                email: "pk@example.com".into(),
+                ..Default::default()
+            }))
+            .await;
+        assert!(exists.is_ok(), "{exists:?}");
+        // Personal data and writes: never.
+        let personal = app
+            .users()
+            .get_user(with_header(
+                Request::new(pb::GetUserRequest {
+                    user_id: user.clone(),
+                }),
+                "x-project-key",
+                &secret,
+            ))
+            .await;
+        assert_error(personal, Code::PermissionDenied, "PERMISSION_DENIED");
+        let email = app
+            .users()
+            .request_email_change(with_header(
+                Request::new(pb::RequestEmailChangeRequest {
+                    user_id: user.clone(),
+                    email: "evil@example.com".into(),
+                }),
+                "x-project-key",
+                &secret,
+            ))
+            .await;
+        assert_error(email, Code::PermissionDenied, "PERMISSION_DENIED");
+        // Its tenant only.
+        let elsewhere = app
+            .users()
+            .user_exists(with_header(
+                with_header(
+                    Request::new(pb::UserExistsRequest {
+                        email: "pk@example.com".into(),
+                        ..Default::default()
+                    }),
+                    "x-project-key",
+                    &secret,
+                ),
+                "x-tenant-id",
+                "tenant-b",
+            ))
+            .await;
+        assert_error(elsewhere, Code::PermissionDenied, "TENANT_NOT_ALLOWED");
+        // The second replica knows the key within a second too.
+        let exists_on_replica = || {
+            let mut users =
+                identity_proto::v1::user_service_client::UserServiceClient::new(replica.clone());
+            let r = with_header(
+                Request::new(pb::UserExistsRequest {
+                    email: "pk@example.com".into(),
+                    ..Default::default()
+                }),
+                "x-project-key",
+                &secret,
+            );
+            async move { users.user_exists(r).await }
+        };
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while exists_on_replica().await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the second replica never accepted the new key"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Revoked on the first replica: refused there at once, and on the second within 1 s.
+        TenantServiceClient::new(app.channel())
+            .revoke_project_key(req(
+                "acme",
+                pb::RevokeProjectKeyRequest {
+                    key_id: key_id.clone(),
+                },
+            ))
+            .await
+            .expect("revokes");
+        let revoked_at = Instant::now();
+        let here = app
+            .users()
+            .user_exists(with_key(pb::UserExistsRequest {
+                email: "pk@example.com".into(),
+                ..Default::default()
+            }))
+            .await;
+        assert_error(here, Code::Unauthenticated, "UNAUTHENTICATED");
+        loop {
+            match exists_on_replica().await {
+                Err(s) if s.code() == Code::Unauthenticated => break,
+                _ => {
+                    assert!(
+                        revoked_at.elapsed() < Duration::from_secs(1),
+                        "the second replica still accepts a key revoked {:?} ago",
+                        revoked_at.elapsed()
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        // The listing shows the revocation; the secret is never shown again.
+        let keys = TenantServiceClient::new(app.channel())
+            .list_project_keys(req("acme", pb::ListProjectKeysRequest {}))
+            .await
+            .expect("lists")
+            .into_inner()
+            .keys;
+        assert!(keys
+            .iter()
+            .any(|k| k.key_id == key_id && k.revoked_at.is_some()));
+    }
+
+    pub(super) async fn admins_act_in_their_tenants_with_their_types_permissions(store: Store) {
+        let app = spawn_app(store).await;
+        let (addr2, _stop2, _server2) = start_server(app.db.url()).await;
+        let replica = Channel::from_shared(format!("http://{addr2}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        let mut admins = AdminServiceClient::new(app.channel());
+        let create = |email: &str, t: pb::AdminType| pb::CreateAdminRequest {
+            email: email.into(),
+            display_name: "Someone".into(),
+            admin_type: t as i32,
+            tenants: vec!["acme".into()],
+        };
+        let tenant_admin = admins
+            .create_admin(req(
+                "acme",
+                create("ta@example.com", pb::AdminType::TenantAdmin),
+            ))
+            .await
+            .expect("creates")
+            .into_inner()
+            .admin
+            .expect("admin");
+        let auditor = admins
+            .create_admin(req(
+                "acme",
+                create("au@example.com", pb::AdminType::Auditor),
+            ))
+            .await
+            .expect("creates")
+            .into_inner()
+            .admin
+            .expect("admin");
+        let ta = mint("admin", &tenant_admin.admin_id, None, &[]);
+        let au = mint("admin", &auditor.admin_id, None, &[]);
+        let user = app.register("acme", "who@example.com").await;
+        // The tenant admin works in acme (its only tenant, so no header is needed)…
+        let got = app
+            .users()
+            .get_user(with_token(
+                &ta,
+                None,
+                pb::GetUserRequest {
+                    user_id: user.clone(),
+                },
+            ))
+            .await;
+        assert!(got.is_ok(), "{got:?}");
+        // …but not in another tenant, and cannot climb to SUPER_ADMIN or rebuild read models.
+        let other = app
+            .users()
+            .get_user(with_token(
+                &ta,
+                Some("tenant-b"),
+                pb::GetUserRequest {
+                    user_id: user.clone(),
+                },
+            ))
+            .await;
+        assert_error(other, Code::PermissionDenied, "TENANT_NOT_ALLOWED");
+        let climb = admins
+            .create_admin(with_token(
+                &ta,
+                None,
+                create("boss@example.com", pb::AdminType::SuperAdmin),
+            ))
+            .await;
+        assert_error(climb, Code::PermissionDenied, "FORBIDDEN");
+        let rebuild = app
+            .projection_admin()
+            .rebuild_projection(with_token(
+                &ta,
+                None,
+                pb::RebuildProjectionRequest {
+                    name: "directory".into(),
+                },
+            ))
+            .await;
+        assert_error(rebuild, Code::PermissionDenied, "PERMISSION_DENIED");
+        // The auditor reads the trail but never writes.
+        let wallet = app.active_wallet("acme", &user).await;
+        let credit = app
+            .wallets()
+            .credit_tokens(with_token(
+                &au,
+                None,
+                credit(&wallet, "340282366920938463463374607431768211455", "k1"),
+            ))
+            .await;
+        assert_error(credit, Code::PermissionDenied, "PERMISSION_DENIED");
+        let pep = app
+            .identification()
+            .set_pep_status(with_token(
+                &au,
+                None,
+                pb::SetPepStatusRequest {
+                    user_id: user.clone(),
+                    ..Default::default()
+                },
+            ))
+            .await;
+        assert_error(pep, Code::PermissionDenied, "PERMISSION_DENIED");
+        let trail =
+            identity_proto::v1::audit_service_client::AuditServiceClient::new(app.channel())
+                .verify_chain(with_token(&au, None, pb::VerifyChainRequest {}))
+                .await;
+        assert!(trail.is_ok(), "{trail:?}");
+        // ListAdmins shows acme's admins.
+        let listed = admins
+            .list_admins(req("acme", pb::ListAdminsRequest {}))
+            .await
+            .expect("lists")
+            .into_inner()
+            .admins;
+        assert!(listed.iter().any(|a| a.email == "au@example.com"));
+        // Detached on the first replica: refused on the second within a second.
+        let on_replica = || {
+            let mut users =
+                identity_proto::v1::user_service_client::UserServiceClient::new(replica.clone());
+            let r = with_token(
+                &ta,
+                None,
+                pb::GetUserRequest {
+                    user_id: user.clone(),
+                },
+            );
+            async move { users.get_user(r).await }
+        };
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while on_replica().await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the second replica never knew the admin"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        admins
+            .remove_admin_from_tenant(req(
+                "acme",
+                pb::RemoveAdminFromTenantRequest {
+                    admin_id: tenant_admin.admin_id.clone(),
+                    tenant_id: "acme".into(),
+                },
+            ))
+            .await
+            .expect("detaches");
+        let detached_at = Instant::now();
+        loop {
+            match on_replica().await {
+                Err(s) if s.code() != Code::NotFound => break,
+                _ => {
+                    assert!(
+                        detached_at.elapsed() < Duration::from_secs(1),
+                        "the second replica still lets a detached admin act after {:?}",
+                        detached_at.elapsed()
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        // A removed admin is refused everywhere.
+        admins
+            .remove_admin(req(
+                "acme",
+                pb::RemoveAdminRequest {
+                    admin_id: auditor.admin_id.clone(),
+                },
+            ))
+            .await
+            .expect("removes");
+        let gone = app
+            .users()
+            .get_user(with_token(
+                &au,
+                None,
+                pb::GetUserRequest {
+                    user_id: user.clone(),
+                },
+            ))
+            .await;
+        assert_error(gone, Code::Unauthenticated, "UNAUTHENTICATED");
+    }
+
+    pub(super) async fn users_hold_what_their_roles_grant_and_never_more(store: Store) {
+        let app = spawn_app(store).await;
+        let support = app.register("acme", "support@example.com").await;
+        let member = app.register("acme", "member@example.com").await;
+        for (user, role) in [(&support, "support"), (&member, "member")] {
+            app.users()
+                .set_user_roles(req(
+                    "acme",
+                    pb::SetUserRolesRequest {
+                        user_id: user.clone(),
+                        roles: vec![role.into()],
+                        replace: true,
+                    },
+                ))
+                .await
+                .expect("sets roles");
+        }
+        let support_token = mint("user", &support, Some("acme"), &[]);
+        let member_token = mint("user", &member, Some("acme"), &[]);
+        let read = app
+            .users()
+            .get_user(with_token(
+                &support_token,
+                None,
+                pb::GetUserRequest {
+                    user_id: member.clone(),
+                },
+            ))
+            .await;
+        assert!(read.is_ok(), "{read:?}");
+        let denied = app
+            .users()
+            .get_user(with_token(
+                &member_token,
+                None,
+                pb::GetUserRequest {
+                    user_id: support.clone(),
+                },
+            ))
+            .await;
+        assert_error(denied, Code::PermissionDenied, "PERMISSION_DENIED");
+        // A user-level caller never reaches the operators' RPCs, whatever its token claims.
+        let rebuild = app
+            .projection_admin()
+            .rebuild_projection(with_token(
+                &support_token,
+                None,
+                pb::RebuildProjectionRequest {
+                    name: "directory".into(),
+                },
+            ))
+            .await;
+        assert_error(rebuild, Code::PermissionDenied, "PERMISSION_DENIED");
+        // The tenant's role table decides: give members read:users, and they read.
+        TenantServiceClient::new(app.channel())
+            .set_role_permissions(req(
+                "acme",
+                pb::SetRolePermissionsRequest {
+                    role: "member".into(),
+                    permissions: vec!["read:public".into(), "read:users".into()],
+                },
+            ))
+            .await
+            .expect("sets the role");
+        let now_allowed = app
+            .users()
+            .get_user(with_token(
+                &member_token,
+                None,
+                pb::GetUserRequest {
+                    user_id: support.clone(),
+                },
+            ))
+            .await;
+        assert!(now_allowed.is_ok(), "{now_allowed:?}");
+        let global = TenantServiceClient::new(app.channel())
+            .set_role_permissions(req(
+                "acme",
+                pb::SetRolePermissionsRequest {
+                    role: "member".into(),
+                    permissions: vec!["manage:projections".into()],
+                },
+            ))
+            .await;
+        assert_error(global, Code::InvalidArgument, "INVALID_ARGUMENT");
+    }
+
+    pub(super) async fn the_recorded_actor_is_the_token_subject(store: Store) {
+        let app = spawn_app(store).await;
+        let user = app.register("acme", "act@example.com").await;
+        let wallet = app.active_wallet("acme", &user).await;
+        let billing = mint("service", "billing", Some("acme"), &["credit:wallets"]);
+        let r = with_header(
+            with_token(&billing, None, credit(&wallet, "5", "c1")),
+            "x-actor",
+            "someone-else",
+        );
+        app.wallets().credit_tokens(r).await.expect("credits");
+        let events = app
+            .event_log()
+            .events::<identity_domain::wallet::Wallet>(&format!("acme/{wallet}"))
+            .await
+            .expect("events");
+        let last = events.last().expect("the credit");
+        assert_eq!(
+            last.metadata.get("actor").map(String::as_str),
+            Some("service:billing")
+        );
+        assert_eq!(
+            last.metadata.get("principal_kind").map(String::as_str),
+            Some("service")
+        );
+        assert_eq!(
+            last.metadata.get("issuer").map(String::as_str),
+            Some("identity")
+        );
+        assert_eq!(
+            last.metadata.get("command").map(String::as_str),
+            Some("CreditTokens")
+        );
+    }
+}
+
+on_both_stores!(
+    every_rpc_refuses_a_missing_or_forged_credential,
+    tenants_come_from_the_credential,
+    a_project_key_reads_public_data_only_until_revoked_everywhere,
+    admins_act_in_their_tenants_with_their_types_permissions,
+    users_hold_what_their_roles_grant_and_never_more,
+    the_recorded_actor_is_the_token_subject,
+);
