@@ -114,6 +114,204 @@ fn forged_tokens() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A CA, a server certificate for localhost and 127.0.0.1 it signed, and a client
+/// certificate it signed, as PEM files in a fresh directory.
+struct Pki {
+    dir: std::path::PathBuf,
+}
+
+impl Pki {
+    fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let dir =
+            std::env::temp_dir().join(format!("identity-pki-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca =
+            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+        let leaf = |names: Vec<String>, stem: &str| {
+            let key = KeyPair::generate().expect("key");
+            let cert = CertificateParams::new(names)
+                .expect("params")
+                .signed_by(&key, &ca)
+                .expect("signed");
+            std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).expect("write");
+            std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).expect("write");
+        };
+        leaf(vec!["localhost".into(), "127.0.0.1".into()], "server");
+        leaf(vec!["client.internal".into()], "client");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(name)
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).expect("read")
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// grpcurl's health check against `addr` with `args`: whether it succeeded, and its output.
+fn grpcurl_health(addr: &std::net::SocketAddr, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(grpcurl())
+        .args(args)
+        .args([&addr.to_string(), "grpc.health.v1.Health/Check"])
+        .output()
+        .expect("run grpcurl");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+async fn tls_channel(
+    addr: std::net::SocketAddr,
+    pki: &Pki,
+    with_client_cert: bool,
+) -> Result<Channel, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pki.read("ca.pem")))
+        .domain_name("localhost");
+    if with_client_cert {
+        tls = tls.identity(Identity::from_pem(
+            pki.read("client.pem"),
+            pki.read("client.key"),
+        ));
+    }
+    Channel::from_shared(format!("https://localhost:{}", addr.port()))
+        .expect("uri")
+        .tls_config(tls)?
+        .connect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_serves_grpcurl_with_a_ca_and_refuses_plaintext() {
+    let pki = Pki::new();
+    let db = TestDb::create(Store::Sqlite).await;
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let (addr, _stop, _server, _, _) = start_server_with_settings(db.url(), |s| {
+        s.tls_cert_file = Some(cert);
+        s.tls_key_file = Some(key);
+    })
+    .await;
+    let ca = pki.path("ca.pem").display().to_string();
+    let auth = format!("authorization: Bearer {}", super_admin_token());
+    let (ok, out) = grpcurl_health(&addr, &["-cacert", &ca, "-H", &auth]);
+    assert!(ok && out.contains("SERVING"), "grpcurl -cacert: {out}");
+    let (ok, out) = grpcurl_health(&addr, &["-plaintext"]);
+    assert!(!ok, "plaintext against the TLS port answered: {out}");
+    let (ok, out) = grpcurl_health(&addr, &[]);
+    assert!(!ok, "a client that does not trust the CA connected: {out}");
+    // An authenticated call over TLS works as over plaintext.
+    let channel = tls_channel(addr, &pki, false).await.expect("TLS connects");
+    create_kit_tenants(channel.clone()).await;
+    let listed = TenantServiceClient::new(channel)
+        .list_tenants(operator(pb::ListTenantsRequest {}))
+        .await
+        .expect("lists")
+        .into_inner()
+        .tenants;
+    assert!(listed.iter().any(|t| t.tenant_id == "acme"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mutual_tls_refuses_a_client_without_a_certificate() {
+    let pki = Pki::new();
+    let db = TestDb::create(Store::Sqlite).await;
+    let (cert, key, ca) = (
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem"),
+    );
+    let (addr, _stop, _server, _, _) = start_server_with_settings(db.url(), |s| {
+        s.tls_cert_file = Some(cert);
+        s.tls_key_file = Some(key);
+        s.tls_client_ca_file = Some(ca);
+    })
+    .await;
+    let ca = pki.path("ca.pem").display().to_string();
+    let (ok, out) = grpcurl_health(&addr, &["-cacert", &ca]);
+    assert!(!ok, "mTLS let in a client without a certificate: {out}");
+    let (cert, key) = (
+        pki.path("client.pem").display().to_string(),
+        pki.path("client.key").display().to_string(),
+    );
+    let (ok, out) = grpcurl_health(&addr, &["-cacert", &ca, "-cert", &cert, "-key", &key]);
+    assert!(
+        ok && out.contains("SERVING"),
+        "mTLS with a client certificate: {out}"
+    );
+    let without = match tls_channel(addr, &pki, false).await {
+        Err(_) => true,
+        Ok(channel) => raw_call(channel, "/grpc.health.v1.Health/Check", Request::new(()))
+            .await
+            .is_err(),
+    };
+    assert!(
+        without,
+        "a tonic client without a certificate got an answer"
+    );
+    let with = tls_channel(addr, &pki, true)
+        .await
+        .expect("connects with a certificate");
+    raw_call(with, "/grpc.health.v1.Health/Check", Request::new(()))
+        .await
+        .expect("health over mTLS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outside_development_the_service_needs_keys_and_beyond_loopback_tls() {
+    let db = TestDb::create(Store::Sqlite).await;
+    let production = identity_server::Settings {
+        listen_addr: "127.0.0.1:0".parse().expect("addr"),
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        database_url: db.url().to_string(),
+        environment: identity_server::settings::Environment::Production,
+        ..identity_server::Settings::default()
+    };
+    let refused = identity_server::Application::build(production.clone())
+        .await
+        .expect_err("production started without a signing key or issuer");
+    assert!(
+        format!("{refused:#}").contains("IDENTITY_SIGNING_KEY_FILE"),
+        "{refused:#}"
+    );
+    let open = identity_server::Settings {
+        listen_addr: "0.0.0.0:0".parse().expect("addr"),
+        signing_key_file: Some(kit_key().0.clone()),
+        ..production.clone()
+    };
+    let refused = identity_server::Application::build(open.clone())
+        .await
+        .expect_err("listened beyond loopback without TLS");
+    assert!(
+        format!("{refused:#}").contains("IDENTITY_ALLOW_PLAINTEXT"),
+        "{refused:#}"
+    );
+    // With a key, production starts and bootstraps nothing: no tenant exists.
+    let keyed = identity_server::Settings {
+        signing_key_file: Some(kit_key().0.clone()),
+        ..production
+    };
+    let app = identity_server::Application::build(keyed)
+        .await
+        .expect("starts with a key");
+    assert!(
+        app.event_log().head_position().await.expect("head") == 0,
+        "production created something on its own"
+    );
+}
+
 mod scenarios {
     use super::*;
 

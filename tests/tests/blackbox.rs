@@ -12,13 +12,6 @@ use common::*;
 use identity_proto::v1 as pb;
 use serde_json::Value;
 
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
 fn server_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/blackbox-… → target/<profile>/identity-server
@@ -33,19 +26,6 @@ fn server_binary() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-fn grpcurl() -> PathBuf {
-    let local = workspace_root().join(".tools/bin/grpcurl");
-    if local.exists() {
-        return local;
-    }
-    let on_path = Command::new("grpcurl").arg("-version").output();
-    assert!(
-        on_path.is_ok(),
-        "grpcurl is missing: run scripts/setup-tools.sh (scripts/test.sh does)"
-    );
-    PathBuf::from("grpcurl")
 }
 
 /// The server binary, running as a child process.
@@ -645,7 +625,7 @@ async fn read_models_survive_a_crash_mid_stream_exactly_once() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let states = admin
-            .list_projections(pb::ListProjectionsRequest {})
+            .list_projections(operator(pb::ListProjectionsRequest {}))
             .await
             .expect("lists")
             .into_inner()
@@ -1230,7 +1210,7 @@ async fn two_servers_on_one_database_never_both_project() {
             .await
             .expect("connect");
         admin
-            .list_projections(pb::ListProjectionsRequest {})
+            .list_projections(operator(pb::ListProjectionsRequest {}))
             .await
             .expect("lists")
             .into_inner()

@@ -26,6 +26,9 @@ impl RequestContext {
         let tenant = caller.tenant.clone().ok_or_else(|| {
             ApiError::Internal(format!("{} admitted without a tenant", caller.method))
         })?;
+        let span = tracing::Span::current();
+        span.record("tenant", tenant.as_str());
+        span.record("request_id", caller.request_id.as_str());
         Ok(Self {
             tenant,
             rpc: caller.method,

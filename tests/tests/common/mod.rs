@@ -512,3 +512,27 @@ pub fn assert_error<T: std::fmt::Debug>(
     assert_eq!(reason(&status), why, "wrong reason: {status:?}");
     status
 }
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// grpcurl, as `scripts/setup-tools.sh` installs it (or from PATH).
+pub fn grpcurl() -> PathBuf {
+    let local = workspace_root().join(".tools/bin/grpcurl");
+    if local.exists() {
+        return local;
+    }
+    let on_path = std::process::Command::new("grpcurl")
+        .arg("-version")
+        .output();
+    assert!(
+        on_path.is_ok(),
+        "grpcurl is missing: run scripts/setup-tools.sh (scripts/test.sh does)"
+    );
+    PathBuf::from("grpcurl")
+}
