@@ -322,4 +322,42 @@ mod tests {
         let forged = jsonwebtoken::encode(&header, &forged, &other.encoding).expect("encode");
         assert!(v.verify(&forged).is_err());
     }
+
+    #[test]
+    fn trusted_issuers_verify_by_kid_and_only_for_their_own_issuer() {
+        use base64::Engine as _;
+        let pem = SigningKey::generate_pem().expect("pem");
+        let mut external = SigningKey::from_pem(&pem).expect("key");
+        external.kid = "idp-1".into();
+        let public = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem)
+            .expect("key")
+            .verifying_key()
+            .to_bytes();
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": "idp-1",
+            "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(public),
+        }]});
+        let path = std::env::temp_dir().join(format!("jwks-{}.json", uuid::Uuid::new_v4()));
+        std::fs::write(&path, jwks.to_string()).expect("write");
+        let v = Verifier::new(
+            None,
+            &[TrustedIssuer {
+                issuer: "https://idp.example".into(),
+                jwks_file: path.display().to_string(),
+            }],
+            "identity",
+        )
+        .expect("verifier");
+        let now = jsonwebtoken::get_current_timestamp();
+        let mut c = claims(now + 60);
+        c.iss = "https://idp.example".into();
+        assert!(v.verify(&external.mint(&c).expect("mint")).is_ok());
+        // The same key cannot speak for another issuer.
+        c.iss = "identity".into();
+        assert_eq!(
+            v.verify(&external.mint(&c).expect("mint")).unwrap_err().0,
+            "the token's issuer is not trusted"
+        );
+        let _ = std::fs::remove_file(path);
+    }
 }
