@@ -44,7 +44,7 @@ async fn raw_call(channel: Channel, path: &str, request: Request<()>) -> Result<
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let codec: tonic_prost::ProstCodec<(), ()> = tonic_prost::ProstCodec::default();
-    let path = http::uri::PathAndQuery::from_maybe_shared(path.to_string()).expect("path");
+    let path = http::uri::PathAndQuery::try_from(path).expect("path");
     grpc.unary(request, path, codec).await.map(|_| ())
 }
 

@@ -73,6 +73,53 @@ struct Args {
     /// Users in the directory for the ListUsers search.
     #[arg(long, default_value_t = 100_000)]
     users: u64,
+    /// The identity-server binary to drive (default: the one beside this harness). Point it
+    /// at another build to compare two versions in one run.
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+}
+
+/// The bearer token every request carries: a service token for the development tenant,
+/// minted once by `identity-admin token` with the harness's own signing key.
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// `--server-bin`.
+static SERVER_BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+/// Where every server of this run keeps its development signing key.
+static DATA_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// What the harness's calls need, and nothing else.
+const PERMISSIONS: &str =
+    "create:users,update:users,read:users,verify:passwords,manage:wallets,credit:wallets,read:wallets";
+
+fn mint_token() -> anyhow::Result<String> {
+    let dir =
+        std::env::temp_dir().join(format!("identity-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let bin = std::env::current_exe()?.with_file_name("identity-admin");
+    let out = Command::new(&bin)
+        .env("IDENTITY_DATA_DIR", &dir)
+        .env_remove("IDENTITY_SIGNING_KEY_FILE")
+        .args([
+            "token",
+            "--tenant",
+            "dev",
+            "--service",
+            "bench",
+            "--permissions",
+            PERMISSIONS,
+            "--ttl",
+            "86400",
+        ])
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "identity-admin token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = DATA_DIR.set(dir);
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -143,8 +190,14 @@ async fn load(name: &str, args: &Args, seconds: u64, op: Op) -> Outcome {
 
 fn req<T>(msg: T) -> Request<T> {
     let mut r = Request::new(msg);
+    // Both: a build from before authentication reads only the header.
     r.metadata_mut()
-        .insert("x-tenant-id", "bench".parse().expect("ascii"));
+        .insert("x-tenant-id", "dev".parse().expect("ascii"));
+    if let Some(token) = TOKEN.get() {
+        if let Ok(v) = format!("Bearer {token}").parse() {
+            r.metadata_mut().insert("authorization", v);
+        }
+    }
     r
 }
 
@@ -156,7 +209,10 @@ struct Server {
 impl Server {
     fn start(url: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
-        let bin: PathBuf = exe.with_file_name("identity-server");
+        let bin: PathBuf = SERVER_BIN
+            .get()
+            .cloned()
+            .unwrap_or_else(|| exe.with_file_name("identity-server"));
         if !bin.exists() {
             bail!(
                 "{} is missing: cargo build --release -p identity-server",
@@ -169,6 +225,10 @@ impl Server {
             .env("IDENTITY_ADMIN_ADDR", "127.0.0.1:0")
             .env("IDENTITY_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn,identity_server=info")
+            .env(
+                "IDENTITY_DATA_DIR",
+                DATA_DIR.get().cloned().unwrap_or_else(std::env::temp_dir),
+            )
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -971,6 +1031,10 @@ struct Row {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(bin) = &args.server_bin {
+        let _ = SERVER_BIN.set(bin.clone());
+    }
+    let _ = TOKEN.set(mint_token()?);
     let phases = Phases(
         args.phases
             .split(',')
