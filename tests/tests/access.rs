@@ -224,6 +224,120 @@ async fn tls_serves_grpcurl_with_a_ca_and_refuses_plaintext() {
     assert!(listed.iter().any(|t| t.tenant_id == "acme"));
 }
 
+/// An HTTP/1.1 GET over TLS (trusting the test CA) or plaintext: the status line, or the
+/// error that ended the attempt.
+async fn admin_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    ca: Option<&[u8]>,
+) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut response = Vec::new();
+    let read = async {
+        match ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                let cert = rustls::pki_types::CertificateDer::from_pem_slice(ca)
+                    .map_err(|e| e.to_string())?;
+                roots.add(cert).map_err(|e| e.to_string())?;
+                let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+                let name = rustls::pki_types::ServerName::try_from("localhost")
+                    .map_err(|e| e.to_string())?;
+                let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tls.write_all(request.as_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = tls.read_to_end(&mut response).await;
+            }
+            None => {
+                let mut tcp = tcp;
+                tcp.write_all(request.as_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = tcp.read_to_end(&mut response).await;
+            }
+        }
+        Ok::<(), String>(())
+    };
+    tokio::time::timeout(Duration::from_secs(15), read)
+        .await
+        .map_err(|_| "timed out".to_string())??;
+    let text = String::from_utf8_lossy(&response).to_string();
+    text.lines()
+        .next()
+        .filter(|l| l.starts_with("HTTP/1.1"))
+        .map(str::to_string)
+        .ok_or_else(|| format!("no HTTP answer: {text:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_port_serves_tls_with_the_same_certificate() {
+    let pki = Pki::new();
+    let db = TestDb::create(Store::Sqlite).await;
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let app = identity_server::Application::build(identity_server::Settings {
+        listen_addr: "127.0.0.1:0".parse().expect("addr"),
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        database_url: db.url().to_string(),
+        signing_key_file: Some(kit_key().0.clone()),
+        tls_cert_file: Some(cert),
+        tls_key_file: Some(key),
+        ..identity_server::Settings::default()
+    })
+    .await
+    .expect("builds");
+    let admin = app.admin_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let ca = pki.read("ca.pem");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        match admin_get(admin, "/healthz", Some(&ca)).await {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the admin port never answered over TLS: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(status.contains("200"), "{status}");
+    // A client that never starts its handshake does not hold up the next one.
+    let _silent = tokio::net::TcpStream::connect(admin)
+        .await
+        .expect("connect");
+    let again = admin_get(admin, "/healthz", Some(&ca))
+        .await
+        .expect("answers beside a silent client");
+    assert!(again.contains("200"), "{again}");
+    let plain = admin_get(admin, "/healthz", None).await;
+    assert!(
+        plain.is_err(),
+        "plaintext HTTP answered on the TLS admin port: {plain:?}"
+    );
+    let _ = stop.send(());
+    let _ = server.await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mutual_tls_refuses_a_client_without_a_certificate() {
     let pki = Pki::new();

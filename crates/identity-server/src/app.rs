@@ -197,8 +197,16 @@ impl Application {
         };
         let admin = crate::observability::admin_router(core.log.clone());
         let admin_listener = self.admin_listener;
+        let admin_tls = crate::tls::acceptor(&core.settings)?;
         let admin_task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(admin_listener, admin).await {
+            let served = match admin_tls {
+                Some(acceptor) => match crate::tls::TlsListener::new(admin_listener, acceptor) {
+                    Ok(listener) => axum::serve(listener, admin).await,
+                    Err(e) => Err(e),
+                },
+                None => axum::serve(admin_listener, admin).await,
+            };
+            if let Err(e) = served {
                 tracing::error!(error = %e, "admin HTTP server stopped");
             }
         });

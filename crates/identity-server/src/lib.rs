@@ -12,6 +12,8 @@
 //! - `error`: the one exhaustive error → `Status` mapping.
 //! - `limits`: bounds on expensive calls and event streams.
 //! - `stream`: one shared tail of the feed, fanned out to StreamEvents subscribers.
+//! - `access`: authentication, tenants and permissions, checked before any handler runs.
+//! - `tls`: TLS for the admin HTTP port.
 //! - `wire`: gRPC's codes for transport-level failures (oversized, undecodable messages).
 //!
 //! Domain rules live in `identity-domain`, storage in `identity-store`; this crate must not
@@ -33,6 +35,7 @@ pub mod observability;
 pub mod settings;
 pub mod stream;
 pub mod telemetry;
+pub mod tls;
 pub mod wire;
 
 pub use app::Application;

@@ -26,7 +26,7 @@
 //! | `IDENTITY_TRUSTED_ISSUERS` | none | a JSON file: `[{"issuer": "...", "jwks_file": "..."}]` of external issuers |
 //! | `IDENTITY_REFLECTION` | `true` | serve gRPC reflection (it describes the API, never data) |
 //! | `IDENTITY_ACCESS_REFRESH_MS` | `250` | how often each replica reloads changed tenants, keys and admins (revocations take effect within this) |
-//! | `IDENTITY_TLS_CERT_FILE`, `IDENTITY_TLS_KEY_FILE` | none | PEM certificate chain and key: the gRPC port serves TLS |
+//! | `IDENTITY_TLS_CERT_FILE`, `IDENTITY_TLS_KEY_FILE` | none | PEM certificate chain and key: the gRPC and admin ports serve TLS |
 //! | `IDENTITY_TLS_CLIENT_CA_FILE` | none | PEM CA: clients must present a certificate it signed (mutual TLS) |
 //! | `IDENTITY_ALLOW_PLAINTEXT` | `false` | allow listening beyond loopback without TLS (logs a warning) |
 //! | `IDENTITY_LOG_FORMAT` | `pretty` | `pretty` or `json` |

@@ -206,8 +206,7 @@ impl Access {
                     .verifier
                     .verify(token)
                     .map_err(|e| ApiError::Unauthenticated(e.0))?;
-                self.principal_of(&claims, &snapshot, requested.as_ref())
-                    .await?
+                self.principal_of(&claims, &snapshot).await?
             }
             (None, Some(k)) => {
                 let (key_id, _) = k
@@ -240,34 +239,31 @@ impl Access {
         let tenant = if rule.permission.is_global() {
             None
         } else {
-            let tenant = match (&principal, requested, home) {
-                // A super admin acts in any tenant that exists.
-                (
-                    Principal::Admin {
-                        admin_type: AdminType::SuperAdmin,
-                        ..
-                    },
-                    Some(r),
-                    _,
-                ) => r,
-                (Principal::Admin { id, .. }, Some(r), _) => {
-                    let acts = snapshot.admins.get(id).is_some_and(|a| a.acts_in(&r));
+            let unnamed = || ApiError::Metadata {
+                key: TENANT_HEADER,
+                message: "name the tenant to act in".into(),
+            };
+            let tenant = match &principal {
+                // An admin picks among its tenants (a SUPER_ADMIN: any that exists); without
+                // x-tenant-id, the token's tenant or its only one.
+                Principal::Admin { id, admin_type } => {
+                    let t = requested.or(home).ok_or_else(unnamed)?;
+                    let acts = *admin_type == AdminType::SuperAdmin
+                        || snapshot.admins.get(id).is_some_and(|a| a.acts_in(&t));
                     if !acts {
-                        return Err(ApiError::TenantNotAllowed(r.to_string()));
+                        return Err(ApiError::TenantNotAllowed(t.to_string()));
                     }
-                    r
+                    t
                 }
-                (_, Some(r), Some(h)) if r != h => {
-                    return Err(ApiError::TenantNotAllowed(r.to_string()))
-                }
-                (_, _, Some(h)) => h,
-                (_, Some(r), None) => return Err(ApiError::TenantNotAllowed(r.to_string())),
-                (_, None, None) => {
-                    return Err(ApiError::Metadata {
-                        key: TENANT_HEADER,
-                        message: "name the tenant to act in".into(),
-                    })
-                }
+                // Everyone else acts in the tenant of its credential, and only there.
+                _ => match (requested, home) {
+                    (Some(r), Some(h)) if r != h => {
+                        return Err(ApiError::TenantNotAllowed(r.to_string()))
+                    }
+                    (_, Some(h)) => h,
+                    (Some(r), None) => return Err(ApiError::TenantNotAllowed(r.to_string())),
+                    (None, None) => return Err(unnamed()),
+                },
             };
             if snapshot.tenant(tenant.as_str()).is_none() {
                 return Err(ApiError::Domain(
@@ -305,7 +301,6 @@ impl Access {
         &self,
         claims: &Claims,
         snapshot: &directory::Snapshot,
-        requested: Option<&TenantId>,
     ) -> Result<(Principal, Option<TenantId>, Permissions), ApiError> {
         let home = claims
             .tenant
@@ -331,15 +326,11 @@ impl Access {
                     .admin_type
                     .ok_or_else(|| ApiError::Internal("an admin without a type".into()))?;
                 // Without x-tenant-id: the token's tenant, else the admin's only tenant.
-                let home = match (requested, home) {
-                    (Some(_), _) => None,
-                    (None, Some(h)) => Some(h),
-                    (None, None) if admin.tenants.len() == 1 => {
-                        admin.tenants.iter().next().cloned()
-                    }
-                    (None, None) => None,
+                let home = match home {
+                    Some(h) => Some(h),
+                    None if admin.tenants.len() == 1 => admin.tenants.iter().next().cloned(),
+                    None => None,
                 };
-                let home = home.filter(|h| admin.acts_in(h));
                 Ok((
                     Principal::Admin { id, admin_type },
                     home,
