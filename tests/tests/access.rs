@@ -384,6 +384,28 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reflection_can_be_switched_off_and_health_stays_open() {
+    let db = TestDb::create(Store::Sqlite).await;
+    let (addr, _stop, _server, _, _) =
+        start_server_with_settings(db.url(), |s| s.reflection = false).await;
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let listed = std::process::Command::new(grpcurl())
+        .args(["-plaintext", &addr.to_string(), "list"])
+        .output()
+        .expect("run grpcurl");
+    assert!(
+        !listed.status.success(),
+        "reflection answered while switched off"
+    );
+    let health = raw_call(channel, "/grpc.health.v1.Health/Check", Request::new(())).await;
+    assert!(health.is_ok(), "{health:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outside_development_the_service_needs_keys_and_beyond_loopback_tls() {
     let db = TestDb::create(Store::Sqlite).await;
     let production = identity_server::Settings {

@@ -205,8 +205,8 @@ fn mint(
         sub,
         aud: settings.jwt_audience.clone(),
         exp: now + ttl.max(1),
-        nbf: Some(now),
-        iat: Some(now),
+        nbf: None,
+        iat: None,
         tenant: Some(tenant),
         kind: kind.to_string(),
         permissions: if kind == "service" {

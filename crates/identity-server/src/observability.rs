@@ -147,7 +147,6 @@ where
                 _ if open => Ok(()),
                 Some(rule) => match access.admit(rule, request.headers()).await {
                     Ok(caller) => {
-                        tracing::Span::current().record("principal", caller.principal.actor());
                         request.extensions_mut().insert(std::sync::Arc::new(caller));
                         Ok(())
                     }

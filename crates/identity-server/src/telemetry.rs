@@ -95,9 +95,6 @@ pub fn request_span(method: &str, headers: &http::HeaderMap) -> tracing::Span {
         "grpc.request",
         rpc.method = %method,
         otel.kind = "server",
-        tenant = tracing::field::Empty,
-        request_id = tracing::field::Empty,
-        principal = tracing::field::Empty,
     );
     if headers.contains_key("traceparent") {
         let parent = opentelemetry::global::get_text_map_propagator(|p| {

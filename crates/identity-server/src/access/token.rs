@@ -37,7 +37,7 @@ pub struct Claims {
     pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
-    #[serde(default = "service_kind")]
+    #[serde(default = "service_kind", skip_serializing_if = "is_service")]
     pub kind: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub permissions: Vec<String>,
@@ -45,6 +45,10 @@ pub struct Claims {
 
 fn service_kind() -> String {
     "service".into()
+}
+
+fn is_service(kind: &str) -> bool {
+    kind == "service"
 }
 
 /// Why a token was refused (the caller sees UNAUTHENTICATED with this text).
@@ -85,7 +89,9 @@ impl SigningKey {
             .verifying_key()
             .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
             .map_err(|e| anyhow::anyhow!("encoding the public key: {e}"))?;
-        let kid = hex::encode(&Sha256::digest(key.verifying_key().as_bytes())[..8]);
+        // Short: HTTP/2 never compresses `authorization` across calls (HPACK leaves it out of
+        // its table on purpose), so every byte of a token travels with every call.
+        let kid = hex::encode(&Sha256::digest(key.verifying_key().as_bytes())[..4]);
         Ok(Self {
             kid,
             encoding: EncodingKey::from_ed_pem(pem.as_bytes())?,
@@ -127,6 +133,7 @@ impl SigningKey {
     /// Signs claims.
     pub fn mint(&self, claims: &Claims) -> anyhow::Result<String> {
         let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = None;
         header.kid = Some(self.kid.clone());
         Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
     }
@@ -159,12 +166,26 @@ pub struct TrustedIssuer {
     pub jwks_file: String,
 }
 
+/// Verified tokens by signature: the entry keeps the whole token, and a hit must match it
+/// byte for byte (a signature alone proves nothing about another payload).
+type Cache = HashMap<Box<str>, (Box<str>, Arc<Verified>)>;
+
+/// A verified token, with what every later request with it needs already worked out.
+#[derive(Debug)]
+pub struct Verified {
+    pub claims: Claims,
+    /// The permissions a service token lists (unknown names dropped).
+    pub permissions: super::Permissions,
+    /// The token's tenant claim, parsed.
+    pub tenant: Option<identity_domain::values::TenantId>,
+}
+
 /// Checks bearer tokens.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     keys: Arc<Vec<VerifyKey>>,
     audience: String,
-    cache: Arc<Mutex<HashMap<[u8; 32], Arc<Claims>>>>,
+    cache: Arc<Mutex<Cache>>,
 }
 
 impl Verifier {
@@ -218,27 +239,48 @@ impl Verifier {
     }
 
     /// The claims of a valid token.
-    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, TokenRefused> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    pub fn verify(&self, token: &str) -> Result<Arc<Verified>, TokenRefused> {
+        let signature = token.rsplit('.').next().unwrap_or_default();
         let now = jsonwebtoken::get_current_timestamp();
         if let Ok(cache) = self.cache.lock() {
-            if let Some(c) = cache.get(&digest) {
-                if c.exp > now && c.nbf.is_none_or(|nbf| nbf <= now + LEEWAY_SECS) {
-                    return Ok(c.clone());
+            if let Some((whole, v)) = cache.get(signature) {
+                let c = &v.claims;
+                if **whole == *token
+                    && c.exp > now
+                    && c.nbf.is_none_or(|nbf| nbf <= now + LEEWAY_SECS)
+                {
+                    return Ok(v.clone());
                 }
             }
         }
-        let claims = Arc::new(self.check(token)?);
+        let claims = self.check(token)?;
+        let mut permissions = super::Permissions::default();
+        for name in &claims.permissions {
+            if let Some(p) = super::Permission::parse(name) {
+                permissions.insert(p);
+            }
+        }
+        let tenant = claims
+            .tenant
+            .as_deref()
+            .map(identity_domain::values::TenantId::parse)
+            .transpose()
+            .map_err(|_| TokenRefused("the token's tenant is malformed".into()))?;
+        let verified = Arc::new(Verified {
+            claims,
+            permissions,
+            tenant,
+        });
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= CACHE_CAPACITY {
-                cache.retain(|_, c| c.exp > now);
+                cache.retain(|_, (_, v)| v.claims.exp > now);
                 if cache.len() >= CACHE_CAPACITY {
                     cache.clear();
                 }
             }
-            cache.insert(digest, claims.clone());
+            cache.insert(signature.into(), (token.into(), verified.clone()));
         }
-        Ok(claims)
+        Ok(verified)
     }
 
     fn check(&self, token: &str) -> Result<Claims, TokenRefused> {
@@ -311,7 +353,21 @@ mod tests {
         let v = Verifier::new(Some((&key, "me")), &[], "identity").expect("verifier");
         let now = jsonwebtoken::get_current_timestamp();
         let good = key.mint(&claims(now + 60)).expect("mint");
-        assert_eq!(v.verify(&good).expect("verifies").sub, "svc");
+        assert_eq!(v.verify(&good).expect("verifies").claims.sub, "svc");
+        // A cached signature does not vouch for another payload.
+        let parts: Vec<&str> = good.split('.').collect();
+        let mut other_claims = claims(now + 60);
+        other_claims.sub = "admin".into();
+        let payload = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(serde_json::to_vec(&other_claims).expect("json"))
+        };
+        let spliced = format!("{}.{payload}.{}", parts[0], parts[2]);
+        assert!(
+            v.verify(&spliced).is_err(),
+            "a spliced payload passed on a cached signature"
+        );
         let expired = key.mint(&claims(now - 120)).expect("mint");
         assert_eq!(v.verify(&expired).unwrap_err().0, "the token has expired");
         let other = SigningKey::from_pem(&SigningKey::generate_pem().expect("pem")).expect("key");
