@@ -1417,3 +1417,87 @@ async fn rpc_spans_reach_an_otlp_receiver_inside_the_callers_trace() {
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Production's first steps, as an operator takes them: the server refuses to start without a
+/// key; `identity-admin bootstrap` creates the first tenant and SUPER_ADMIN; a token minted for
+/// that admin works, nothing else was created, and the development admin does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn production_starts_from_a_bootstrapped_admin_and_nothing_else() {
+    let db = TestDb::create(Store::Postgres).await;
+    let url = db.url().to_string();
+    let dir = std::env::temp_dir().join(format!("identity-prod-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let refused = Command::new(server_binary())
+        .current_dir(&dir)
+        .env("DATABASE_URL", &url)
+        .env("IDENTITY_ENVIRONMENT", "production")
+        .env("IDENTITY_LISTEN_ADDR", "127.0.0.1:0")
+        .env("IDENTITY_ADMIN_ADDR", "127.0.0.1:0")
+        .env_remove("IDENTITY_SIGNING_KEY_FILE")
+        .output()
+        .expect("run the server");
+    assert!(
+        !refused.status.success(),
+        "production started without a key"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("IDENTITY_SIGNING_KEY_FILE")
+            || String::from_utf8_lossy(&refused.stdout).contains("IDENTITY_SIGNING_KEY_FILE"),
+        "the refusal names the setting"
+    );
+    assert!(
+        !dir.join("data/signing-key.pem").exists(),
+        "production wrote a key"
+    );
+
+    let (ok, out, err) = admin(
+        &dir,
+        &url,
+        &[
+            "bootstrap",
+            "--tenant",
+            "acme",
+            "--email",
+            "ops@acme.example",
+        ],
+    );
+    assert!(ok, "bootstrap: {out} {err}");
+    let key = kit_key().0.display().to_string();
+    let mut server = Server::spawn(
+        &dir,
+        &[
+            ("DATABASE_URL", &url),
+            ("IDENTITY_ENVIRONMENT", "production"),
+            ("IDENTITY_SIGNING_KEY_FILE", &key),
+        ],
+    );
+    let minted = Command::new(admin_binary())
+        .current_dir(&dir)
+        .env("IDENTITY_ENVIRONMENT", "production")
+        .env("IDENTITY_SIGNING_KEY_FILE", &key)
+        .args(["token", "--tenant", "acme", "--admin", "ops@acme.example"])
+        .output()
+        .expect("mint");
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
+    server.token = String::from_utf8_lossy(&minted.stdout).trim().to_string();
+    let (ok, tenant) = server.call("identity.v1.TenantService/GetTenant", "{}");
+    assert!(ok, "{tenant}");
+    assert_eq!(tenant["tenant"]["tenantId"], "acme");
+    let (ok, tenants) = server.call("identity.v1.TenantService/ListTenants", "{}");
+    assert!(ok, "{tenants}");
+    assert_eq!(
+        tenants["tenants"].as_array().map(Vec::len),
+        Some(1),
+        "only acme: {tenants}"
+    );
+    // The development SUPER_ADMIN's token means nothing here.
+    server.token = super_admin_token().to_string();
+    let (ok, refused) = server.call("identity.v1.TenantService/ListTenants", "{}");
+    assert!(!ok);
+    assert_eq!(refused["code"], 16, "UNAUTHENTICATED: {refused}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
