@@ -128,6 +128,24 @@ impl AdminApi {
     }
 }
 
+impl AdminApi {
+    /// Attaches an admin to a tenant or detaches it (`make` says which).
+    async fn membership<T>(
+        &self,
+        request: &Request<T>,
+        admin_id: &str,
+        tenant_id: &str,
+        make: fn(TenantId, chrono::DateTime<chrono::Utc>) -> AdminCommand,
+    ) -> ApiResult<Option<pb::Admin>> {
+        let ctx = RequestContext::from_request(request)?;
+        let id = parse_admin_id(admin_id)?;
+        let tenant = parse_tenant(tenant_id)?;
+        let command = make(tenant.clone(), chrono::Utc::now());
+        let admin = self.change(&ctx, id, &tenant, command).await?;
+        Ok(Some(admin_to_pb(&admin)))
+    }
+}
+
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     #[tracing::instrument(name = "ListAdmins", skip_all)]
@@ -225,24 +243,13 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::AssignAdminToTenantRequest>,
     ) -> Result<Response<pb::AssignAdminToTenantResponse>, Status> {
-        let ctx = RequestContext::from_request(&request)?;
-        let id = parse_admin_id(&request.get_ref().admin_id)?;
-        let tenant = parse_tenant(&request.get_ref().tenant_id)?;
-        let at = chrono::Utc::now();
+        let (admin_id, tenant_id) = (&request.get_ref().admin_id, &request.get_ref().tenant_id);
         let admin = self
-            .change(
-                &ctx,
-                id,
-                &tenant,
-                AdminCommand::AssignTenant {
-                    tenant: tenant.clone(),
-                    at,
-                },
-            )
+            .membership(&request, admin_id, tenant_id, |tenant, at| {
+                AdminCommand::AssignTenant { tenant, at }
+            })
             .await?;
-        Ok(Response::new(pb::AssignAdminToTenantResponse {
-            admin: Some(admin_to_pb(&admin)),
-        }))
+        Ok(Response::new(pb::AssignAdminToTenantResponse { admin }))
     }
 
     #[tracing::instrument(name = "RemoveAdminFromTenant", skip_all)]
@@ -250,24 +257,13 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::RemoveAdminFromTenantRequest>,
     ) -> Result<Response<pb::RemoveAdminFromTenantResponse>, Status> {
-        let ctx = RequestContext::from_request(&request)?;
-        let id = parse_admin_id(&request.get_ref().admin_id)?;
-        let tenant = parse_tenant(&request.get_ref().tenant_id)?;
-        let at = chrono::Utc::now();
+        let (admin_id, tenant_id) = (&request.get_ref().admin_id, &request.get_ref().tenant_id);
         let admin = self
-            .change(
-                &ctx,
-                id,
-                &tenant,
-                AdminCommand::RemoveTenant {
-                    tenant: tenant.clone(),
-                    at,
-                },
-            )
+            .membership(&request, admin_id, tenant_id, |tenant, at| {
+                AdminCommand::RemoveTenant { tenant, at }
+            })
             .await?;
-        Ok(Response::new(pb::RemoveAdminFromTenantResponse {
-            admin: Some(admin_to_pb(&admin)),
-        }))
+        Ok(Response::new(pb::RemoveAdminFromTenantResponse { admin }))
     }
 
     #[tracing::instrument(name = "RemoveAdmin", skip_all)]
