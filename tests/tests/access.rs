@@ -278,11 +278,68 @@ async fn admin_get(
         .await
         .map_err(|_| "timed out".to_string())??;
     let text = String::from_utf8_lossy(&response).to_string();
-    text.lines()
-        .next()
-        .filter(|l| l.starts_with("HTTP/1.1"))
-        .map(str::to_string)
-        .ok_or_else(|| format!("no HTTP answer: {text:?}"))
+    if text.starts_with("HTTP/1.1") {
+        Ok(text)
+    } else {
+        Err(format!("no HTTP answer: {text:?}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn other_services_verify_tokens_with_the_published_jwks_alone() {
+    let db = TestDb::create(Store::Sqlite).await;
+    let app = identity_server::Application::build(identity_server::Settings {
+        listen_addr: "127.0.0.1:0".parse().expect("addr"),
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        database_url: db.url().to_string(),
+        signing_key_file: Some(kit_key().0.clone()),
+        ..identity_server::Settings::default()
+    })
+    .await
+    .expect("builds");
+    let admin = app.admin_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let response = loop {
+        match admin_get(admin, "/.well-known/jwks.json", None).await {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no JWKS: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(body).expect("a JWKS document");
+    // Only jsonwebtoken and the document: no key file, no call to this service.
+    let token = mint("service", "billing", Some("acme"), &["read:users"]);
+    let header = jsonwebtoken::decode_header(&token).expect("header");
+    let jwk = jwks
+        .find(header.kid.as_deref().expect("kid"))
+        .expect("the token's key is published");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_issuer(&["identity"]);
+    validation.set_audience(&["identity"]);
+    let verified = jsonwebtoken::decode::<serde_json::Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).expect("key"),
+        &validation,
+    )
+    .expect("verifies with the published key");
+    assert_eq!(verified.claims["sub"], "billing");
+    assert!(
+        !body.contains("\"d\""),
+        "the private key was published: {body}"
+    );
+    let _ = stop.send(());
+    let _ = server.await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

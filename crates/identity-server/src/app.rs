@@ -195,7 +195,7 @@ impl Application {
                 }
             })
         };
-        let admin = crate::observability::admin_router(core.log.clone());
+        let admin = crate::observability::admin_router(core.log.clone(), core.access.jwks.clone());
         let admin_listener = self.admin_listener;
         let admin_tls = crate::tls::acceptor(&core.settings)?;
         let admin_task = tokio::spawn(async move {

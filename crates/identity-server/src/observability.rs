@@ -1,5 +1,6 @@
 //! Metrics (Prometheus text on the admin HTTP port) and the admin endpoints `/metrics`,
-//! `/healthz` (the process is alive) and `/readyz` (the store answers).
+//! `/healthz` (the process is alive), `/readyz` (the store answers) and
+//! `/.well-known/jwks.json` (the public keys of the tokens the service signs).
 //!
 //! Metric names: `identity_grpc_requests_total` and `identity_grpc_request_duration_seconds`
 //! (per method and code), `identity_events_appended_total` (per aggregate and event type),
@@ -221,12 +222,19 @@ pub async fn readiness(log: &EventLog) -> Result<(), String> {
 }
 
 /// The admin HTTP router: `/metrics`, `/healthz`, `/readyz`.
-pub fn admin_router(log: EventLog) -> axum::Router {
-    use axum::http::StatusCode;
+pub fn admin_router(log: EventLog, jwks: String) -> axum::Router {
+    use axum::http::{header, StatusCode};
     use axum::routing::get;
     let handle = prometheus();
     axum::Router::new()
         .route("/metrics", get(move || std::future::ready(handle.render())))
+        // The public keys of the tokens this service signs: other services verify them alone.
+        .route(
+            "/.well-known/jwks.json",
+            get(move || {
+                std::future::ready(([(header::CONTENT_TYPE, "application/json")], jwks.clone()))
+            }),
+        )
         .route("/healthz", get(|| std::future::ready("ok\n")))
         .route(
             "/readyz",

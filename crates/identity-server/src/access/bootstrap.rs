@@ -69,6 +69,7 @@ pub async fn access(log: &EventLog, settings: &Settings) -> anyhow::Result<Acces
         directory,
         log.clone(),
         settings.reflection,
+        key.as_ref(),
     ))
 }
 

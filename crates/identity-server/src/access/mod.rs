@@ -129,6 +129,8 @@ pub struct Gate {
     log: EventLog,
     /// Whether gRPC reflection is served (to anyone: it describes the API, not data).
     pub reflection: bool,
+    /// The service's own public keys as a JWKS document (`/.well-known/jwks.json`).
+    pub jwks: String,
 }
 
 impl std::ops::Deref for Access {
@@ -186,12 +188,20 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl Access {
-    pub fn new(verifier: Verifier, directory: Directory, log: EventLog, reflection: bool) -> Self {
+    pub fn new(
+        verifier: Verifier,
+        directory: Directory,
+        log: EventLog,
+        reflection: bool,
+        own_key: Option<&SigningKey>,
+    ) -> Self {
+        let keys: Vec<serde_json::Value> = own_key.map(SigningKey::jwk).into_iter().collect();
         Self(Arc::new(Gate {
             verifier,
             directory,
             log,
             reflection,
+            jwks: serde_json::json!({ "keys": keys }).to_string(),
         }))
     }
 

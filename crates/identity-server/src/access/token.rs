@@ -70,6 +70,7 @@ pub struct SigningKey {
     pub kid: String,
     encoding: EncodingKey,
     public_pem: String,
+    public: [u8; 32],
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -96,12 +97,26 @@ impl SigningKey {
             kid,
             encoding: EncodingKey::from_ed_pem(pem.as_bytes())?,
             public_pem,
+            public: key.verifying_key().to_bytes(),
         })
     }
 
     /// The public key, as SPKI PEM (what a verifier of this service's tokens needs).
     pub fn public_pem(&self) -> &str {
         &self.public_pem
+    }
+
+    /// The public key as a JWK (RFC 8037), for other services to verify this one's tokens.
+    pub fn jwk(&self) -> serde_json::Value {
+        use base64::Engine as _;
+        serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "alg": "EdDSA",
+            "use": "sig",
+            "kid": self.kid,
+            "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.public),
+        })
     }
 
     /// A new random key, as PKCS#8 PEM.
