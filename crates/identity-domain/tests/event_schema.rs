@@ -9,9 +9,11 @@ use std::collections::BTreeSet;
 use chrono::NaiveDate;
 use common::*;
 use cqrs_es::DomainEvent;
+use identity_domain::admin::{AdminEvent, AdminType};
 use identity_domain::claim::ClaimEvent;
 use identity_domain::identification::*;
 use identity_domain::status_tier::StatusTierEvent;
+use identity_domain::tenant::TenantEvent;
 use identity_domain::user::{Credential, UserEvent};
 use identity_domain::values::*;
 use identity_domain::wallet::*;
@@ -221,6 +223,49 @@ fn samples() -> Vec<String> {
         ClaimEvent::ValueReleased { owner: user_id(1) },
     ];
     out.extend(claims.iter().map(line));
+    let tenants = [
+        TenantEvent::TenantCreated {
+            tenant: tenant(),
+            name: name("Acme"),
+            created_at: t(1),
+        },
+        TenantEvent::ProjectKeyIssued {
+            key_id: "0a1b2c3d4e5f".into(),
+            digest: "ab12".into(),
+            name: name("web shop"),
+            issued_at: t(2),
+        },
+        TenantEvent::ProjectKeyRevoked {
+            key_id: "0a1b2c3d4e5f".into(),
+            revoked_at: t(3),
+        },
+        TenantEvent::RolePermissionsSet {
+            role: "member".into(),
+            permissions: BTreeSet::from(["read:public".to_string(), "read:users".to_string()]),
+            at: t(4),
+        },
+    ];
+    out.extend(tenants.iter().map(line));
+    let admins = [
+        AdminEvent::AdminCreated {
+            admin_id: Uuid::from_u128(7),
+            email: email("ops@example.com"),
+            display_name: name("Ops"),
+            admin_type: AdminType::TenantAdmin,
+            tenants: BTreeSet::from([tenant()]),
+            created_at: t(1),
+        },
+        AdminEvent::AdminAssignedToTenant {
+            tenant: tenant(),
+            at: t(2),
+        },
+        AdminEvent::AdminRemovedFromTenant {
+            tenant: tenant(),
+            at: t(3),
+        },
+        AdminEvent::AdminRemoved { at: t(4) },
+    ];
+    out.extend(admins.iter().map(line));
     out
 }
 
