@@ -505,6 +505,24 @@ async fn outside_development_the_service_needs_keys_and_beyond_loopback_tls() {
     );
 }
 
+/// Polls `probe` every 20 ms until it holds, failing with `what` once `within` has passed
+/// since `since`; returns how long it took.
+async fn within<F, Fut>(since: Instant, within: Duration, what: &str, mut probe: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    while !probe().await {
+        assert!(
+            since.elapsed() < within,
+            "{what} after {:?}",
+            since.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    since.elapsed()
+}
+
 mod scenarios {
     use super::*;
 
@@ -725,14 +743,13 @@ mod scenarios {
             );
             async move { users.user_exists(r).await }
         };
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while exists_on_replica().await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the second replica never accepted the new key"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        within(
+            Instant::now(),
+            Duration::from_secs(1),
+            "the second replica never accepted the new key",
+            || async { exists_on_replica().await.is_ok() },
+        )
+        .await;
         // Revoked on the first replica: refused there at once, and on the second within 1 s.
         TenantServiceClient::new(app.channel())
             .revoke_project_key(req(
@@ -752,25 +769,16 @@ mod scenarios {
             }))
             .await;
         assert_error(here, Code::Unauthenticated, "UNAUTHENTICATED");
-        loop {
-            match exists_on_replica().await {
-                Err(s) if s.code() == Code::Unauthenticated => {
-                    eprintln!(
-                        "a revoked key reached the second replica after {:?}",
-                        revoked_at.elapsed()
-                    );
-                    break;
-                }
-                _ => {
-                    assert!(
-                        revoked_at.elapsed() < Duration::from_secs(1),
-                        "the second replica still accepts a key revoked {:?} ago",
-                        revoked_at.elapsed()
-                    );
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
+        let took = within(
+            revoked_at,
+            Duration::from_secs(1),
+            "the second replica still accepts a revoked key",
+            || async {
+                matches!(exists_on_replica().await, Err(s) if s.code() == Code::Unauthenticated)
+            },
+        )
+        .await;
+        eprintln!("a revoked key reached the second replica after {took:?}");
         // The listing shows the revocation; the secret is never shown again.
         let keys = TenantServiceClient::new(app.channel())
             .list_project_keys(req("acme", pb::ListProjectKeysRequest {}))
@@ -913,14 +921,13 @@ mod scenarios {
             );
             async move { users.get_user(r).await }
         };
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while on_replica().await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the second replica never knew the admin"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        within(
+            Instant::now(),
+            Duration::from_secs(1),
+            "the second replica never knew the admin",
+            || async { on_replica().await.is_ok() },
+        )
+        .await;
         admins
             .remove_admin_from_tenant(req(
                 "acme",
@@ -932,27 +939,17 @@ mod scenarios {
             .await
             .expect("detaches");
         let detached_at = Instant::now();
-        loop {
-            match on_replica().await {
-                Err(s)
-                    if s.code() == Code::PermissionDenied && reason(&s) == "TENANT_NOT_ALLOWED" =>
-                {
-                    eprintln!(
-                        "a detached admin reached the second replica after {:?}",
-                        detached_at.elapsed()
-                    );
-                    break;
-                }
-                other => {
-                    assert!(
-                        detached_at.elapsed() < Duration::from_secs(1),
-                        "the second replica still lets a detached admin act after {:?}: {other:?}",
-                        detached_at.elapsed()
-                    );
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
+        let took = within(
+            detached_at,
+            Duration::from_secs(1),
+            "the second replica still lets a detached admin act",
+            || async {
+                matches!(on_replica().await, Err(s)
+                    if s.code() == Code::PermissionDenied && reason(&s) == "TENANT_NOT_ALLOWED")
+            },
+        )
+        .await;
+        eprintln!("a detached admin reached the second replica after {took:?}");
         // A removed admin is refused everywhere.
         admins
             .remove_admin(req(

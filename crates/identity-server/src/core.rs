@@ -124,14 +124,8 @@ impl Core {
         A::Command: Clone + Send + Sync,
         A::Event: RecordsRejection,
     {
-        self.transact::<A, _>(ctx, id, |mut unit| {
-            let command = command.clone();
-            Box::pin(async move {
-                let decided = unit.decide::<A>(id, command, services).await?;
-                Ok((unit, decided))
-            })
-        })
-        .await
+        self.execute_as(ctx.event_metadata(), id, command, services)
+            .await
     }
 
     /// Runs a unit of work: `build` makes its decisions (claims, the command they guard,
@@ -159,16 +153,17 @@ impl Core {
         metadata: std::collections::HashMap<String, String>,
         id: &str,
         command: A::Command,
+        services: &A::Services,
     ) -> ApiResult<Executed<A>>
     where
-        A: Aggregate<Error = DomainError, Services = ()> + Clone + 'static,
+        A: Aggregate<Error = DomainError> + Clone + 'static,
         A::Command: Clone + Send + Sync,
         A::Event: RecordsRejection,
     {
         self.transact_as::<A, _>(metadata, id, |mut unit| {
             let command = command.clone();
             Box::pin(async move {
-                let decided = unit.decide::<A>(id, command, &()).await?;
+                let decided = unit.decide::<A>(id, command, services).await?;
                 Ok((unit, decided))
             })
         })

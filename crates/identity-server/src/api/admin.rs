@@ -121,7 +121,7 @@ impl AdminApi {
         }
         let executed = self
             .core
-            .execute_as::<Admin>(ctx.event_metadata(), &admin_aggregate_id(&id), command)
+            .execute_as::<Admin>(ctx.event_metadata(), &admin_aggregate_id(&id), command, &())
             .await?;
         self.core.access.directory.refresh().await?;
         Ok(executed.aggregate)
@@ -224,6 +224,7 @@ impl AdminService for AdminApi {
                     tenants,
                     at: chrono::Utc::now(),
                 },
+                &(),
             )
             .await?;
         self.core

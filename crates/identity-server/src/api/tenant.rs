@@ -53,6 +53,7 @@ impl TenantApi {
                 ctx.event_metadata(),
                 &tenant_aggregate_id(&ctx.tenant),
                 command,
+                &(),
             )
             .await?;
         self.core.access.directory.refresh().await?;
@@ -87,6 +88,7 @@ impl TenantService for TenantApi {
                     name,
                     at: chrono::Utc::now(),
                 },
+                &(),
             )
             .await?;
         self.core
