@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "identity/v1/projection.proto",
         "identity/v1/audit.proto",
         "identity/v1/access.proto",
+        "identity/v1/auth.proto",
     ];
     let fds = protox::compile(files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

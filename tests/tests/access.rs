@@ -69,6 +69,9 @@ fn claims(tenant: &str) -> identity_server::access::Claims {
         tenant: Some(tenant.into()),
         kind: "service".into(),
         permissions: vec!["read:users".into(), "create:users".into()],
+        sid: None,
+        roles: Vec::new(),
+        scopes: None,
     }
 }
 
@@ -199,7 +202,7 @@ async fn tls_serves_grpcurl_with_a_ca_and_refuses_plaintext() {
     let pki = Pki::new();
     let db = TestDb::create(Store::Sqlite).await;
     let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
-    let (addr, _stop, _server, _, _) = start_server_with_settings(db.url(), |s| {
+    let (addr, _stop, _server, _, _, _) = start_server_with_settings(db.url(), |s| {
         s.tls_cert_file = Some(cert);
         s.tls_key_file = Some(key);
     })
@@ -404,7 +407,7 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
         pki.path("server.key"),
         pki.path("ca.pem"),
     );
-    let (addr, _stop, _server, _, _) = start_server_with_settings(db.url(), |s| {
+    let (addr, _stop, _server, _, _, _) = start_server_with_settings(db.url(), |s| {
         s.tls_cert_file = Some(cert);
         s.tls_key_file = Some(key);
         s.tls_client_ca_file = Some(ca);
@@ -443,7 +446,7 @@ async fn mutual_tls_refuses_a_client_without_a_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reflection_can_be_switched_off_and_health_stays_open() {
     let db = TestDb::create(Store::Sqlite).await;
-    let (addr, _stop, _server, _, _) =
+    let (addr, _stop, _server, _, _, _) =
         start_server_with_settings(db.url(), |s| s.reflection = false).await;
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")

@@ -516,7 +516,7 @@ mod scenarios {
         let user = app.register("acme", "old@example.com").await;
         let mut u = app.users();
         let requested = u
-            .request_email_change(req(
+            .request_email_change(codes_req(
                 "acme",
                 pb::RequestEmailChangeRequest {
                     user_id: user.clone(),
@@ -563,10 +563,40 @@ mod scenarios {
             Code::ResourceExhausted,
             "RATE_LIMIT_EXCEEDED",
         );
-        // While locked, the new address was not kept: someone else may still take it... until
-        // our user confirms it with a fresh code.
-        let fresh = u
+        // The defect: a new request reset the five-attempt lock, so asking again and again
+        // gave unlimited guesses. Now it is refused, with when to retry.
+        let again = assert_error(
+            u.request_email_change(codes_req(
+                "acme",
+                pb::RequestEmailChangeRequest {
+                    user_id: user.clone(),
+                    email: "new@example.com".into(),
+                },
+            ))
+            .await,
+            Code::ResourceExhausted,
+            "RATE_LIMIT_EXCEEDED",
+        );
+        assert!(retry_after(&again) > 0, "{again:?}");
+        // An ordinary caller never sees the code: it goes to the person.
+        let other = app.register("acme", "other-old@example.com").await;
+        let hidden = u
             .request_email_change(req(
+                "acme",
+                pb::RequestEmailChangeRequest {
+                    user_id: other,
+                    email: "other-new@example.com".into(),
+                },
+            ))
+            .await
+            .expect("requests")
+            .into_inner();
+        assert!(hidden.code.is_empty(), "the code reached the caller");
+        // While locked, the new address was not kept: someone else may still take it... until
+        // a user confirms it with a code.
+        let user = app.register("acme", "old2@example.com").await;
+        let fresh = u
+            .request_email_change(codes_req(
                 "acme",
                 pb::RequestEmailChangeRequest {
                     user_id: user.clone(),
@@ -574,7 +604,7 @@ mod scenarios {
                 },
             ))
             .await
-            .expect("requests again")
+            .expect("requests")
             .into_inner();
         let confirmed = u
             .confirm_email(req(
@@ -603,7 +633,7 @@ mod scenarios {
         assert_eq!(got.email, "new@example.com");
         assert!(got.email_confirmed);
         // The old address is free again; the new one is taken.
-        app.register("acme", "old@example.com").await;
+        app.register("acme", "old2@example.com").await;
         assert_error(
             u.register_user(req(
                 "acme",

@@ -886,7 +886,7 @@ async fn admin_endpoints_report_health_and_metrics_and_logs_hold_no_personal_dat
         ))
         .await;
     let code = users
-        .request_email_change(req(
+        .request_email_change(codes_req(
             "acme",
             pb::RequestEmailChangeRequest {
                 user_id: user.clone(),

@@ -203,7 +203,7 @@ mod scenarios {
         // Claims: B releases an email by a confirmed change; A's cached claim must follow.
         let code = b
             .users()
-            .request_email_change(req(
+            .request_email_change(codes_req(
                 "acme",
                 pb::RequestEmailChangeRequest {
                     user_id: user.clone(),
@@ -371,7 +371,7 @@ mod scenarios {
                 .await;
             let code = app
                 .users()
-                .request_email_change(req(
+                .request_email_change(codes_req(
                     "acme",
                     pb::RequestEmailChangeRequest {
                         user_id: user.clone(),

@@ -214,6 +214,9 @@ fn mint(
         } else {
             Vec::new()
         },
+        sid: None,
+        roles: Vec::new(),
+        scopes: None,
     })
 }
 

@@ -84,6 +84,26 @@ pub enum DomainError {
     NoCredential,
     #[error("the password does not match")]
     InvalidCredentials,
+    #[error("too many wrong passwords; the account is locked for {retry_after_secs} s")]
+    AccountLocked { retry_after_secs: u64 },
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RetryLater { retry_after_secs: u64 },
+    #[error("the refresh token is not valid; sign in again")]
+    InvalidRefreshToken,
+    #[error("session not found")]
+    SessionNotFound,
+    #[error("the user already has a password; a legacy credential would replace it")]
+    CredentialExists,
+    #[error("too many passwords are being checked; retry shortly")]
+    CredentialsBusy,
+    #[error("passwords cannot be checked now; retry later")]
+    CredentialsUnavailable,
+    #[error("the person code does not match the user's identity")]
+    InvalidIdentity,
+    #[error("the password does not meet the policy: {0}")]
+    InvalidPassword(&'static str),
+    #[error("legacy password import is turned off (IDENTITY_LEGACY_IMPORT)")]
+    LegacyImportDisabled,
     #[error("wallet not found")]
     WalletNotFound,
     #[error("wallet already exists")]
@@ -159,6 +179,16 @@ impl DomainError {
             Self::MergeIntoSelf => "MERGE_INTO_SELF",
             Self::NoCredential => "NO_CREDENTIAL",
             Self::InvalidCredentials => "INVALID_CREDENTIALS",
+            Self::AccountLocked { .. } => "ACCOUNT_LOCKED",
+            Self::RetryLater { .. } => "RATE_LIMIT_EXCEEDED",
+            Self::InvalidRefreshToken => "INVALID_REFRESH_TOKEN",
+            Self::SessionNotFound => "SESSION_NOT_FOUND",
+            Self::CredentialExists => "CREDENTIAL_EXISTS",
+            Self::CredentialsBusy => "HASHING_BUSY",
+            Self::CredentialsUnavailable => "HASHING_UNAVAILABLE",
+            Self::LegacyImportDisabled => "LEGACY_IMPORT_DISABLED",
+            Self::InvalidPassword(_) => "INVALID_PASSWORD",
+            Self::InvalidIdentity => "INVALID_IDENTITY",
             Self::WalletNotFound => "WALLET_NOT_FOUND",
             Self::WalletAlreadyExists => "WALLET_ALREADY_EXISTS",
             Self::WalletNotUsable(_) => "WALLET_NOT_USABLE",
@@ -197,6 +227,9 @@ impl DomainError {
                 vec![("attempts_left", attempts_left.to_string())]
             }
             Self::UserMerged { into } => vec![("merged_into", into.clone())],
+            Self::AccountLocked { retry_after_secs } | Self::RetryLater { retry_after_secs } => {
+                vec![("retry_after_seconds", retry_after_secs.to_string())]
+            }
             _ => Vec::new(),
         }
     }

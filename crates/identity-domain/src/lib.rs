@@ -30,6 +30,7 @@ pub mod claim;
 pub mod derive;
 pub mod error;
 pub mod identification;
+pub mod session;
 pub mod status_tier;
 pub mod tenant;
 pub mod user;

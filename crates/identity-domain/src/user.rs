@@ -2,7 +2,7 @@
 //! credentials and merging. Uniqueness of email, phone and external id is not decided here
 //! but by `UniqueClaim` aggregates, which the server claims before it registers a user.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +15,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::derive::{identifier_email, IdentifierSource};
 use crate::error::DomainError;
-use crate::values::{Email, ExternalId, JsonObject, Locale, Name, Phone, Role, TenantId, UserId};
+use crate::session::{
+    lock_for, seconds_until, CodeChannel, Session, SessionEnd, CODE_ATTEMPT_WINDOW_SECS,
+    CODE_COOLDOWN_SECS, MAX_SESSIONS,
+};
+use crate::values::{
+    Email, ExternalId, JsonObject, Locale, Name, Phone, Role, SessionId, TenantId, UserId,
+};
 use crate::RecordsRejection;
 
 /// Wrong codes allowed before a pending change locks.
@@ -59,14 +65,22 @@ impl fmt::Debug for Credential {
     }
 }
 
-/// Checks a password against a stored credential. Lives outside the domain because hashing is
-/// slow and CPU-bound (the server runs it on dedicated low-priority threads).
+/// Checks a password against a stored credential, and hashes a new one. Lives outside the
+/// domain because hashing is slow and CPU-bound (the server runs it on dedicated low-priority
+/// threads). The aggregate calls it only after its own checks pass (not locked, old password
+/// right), so a refused attempt costs no hash.
 pub trait CredentialVerifier: Send + Sync {
     fn verify<'a>(
         &'a self,
         credential: &'a Credential,
         password: &'a Secret,
-    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<bool, DomainError>> + Send + 'a>>;
+
+    /// A modern PHC string for `password`.
+    fn hash<'a>(
+        &'a self,
+        password: &'a Secret,
+    ) -> Pin<Box<dyn Future<Output = Result<String, DomainError>> + Send + 'a>>;
 }
 
 #[derive(Clone)]
@@ -125,6 +139,7 @@ pub enum UserCommand {
         email: Email,
         code_hash: String,
         expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
     },
     ConfirmEmail {
         code_hash: String,
@@ -134,6 +149,7 @@ pub enum UserCommand {
         phone: Phone,
         code_hash: String,
         expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
     },
     ConfirmPhone {
         code_hash: String,
@@ -146,19 +162,55 @@ pub enum UserCommand {
     SetPassword {
         phc: String,
     },
+    /// Checks the old password (counted like any check) and only then hashes the new one.
     ChangePassword {
         old_password: Secret,
-        new_phc: String,
+        new_password: Secret,
+        at: DateTime<Utc>,
     },
     ImportLegacyCredential {
         salt: String,
         digest: String,
     },
-    /// Verifies a password. A legacy credential that verifies is replaced by `upgrade_phc`
-    /// (the server hashes the same password with the modern scheme beforehand).
+    /// Verifies a password. A legacy credential that verifies is replaced by a modern hash of
+    /// the same password.
     VerifyPassword {
         password: Secret,
-        upgrade_phc: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// Verifies the password and opens a session whose refresh token has `refresh_digest`.
+    SignIn {
+        password: Secret,
+        session: SessionId,
+        refresh_digest: String,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// Rotates a session's refresh token: `presented` must be the current one's digest; a
+    /// rotated-away one ends the session.
+    Refresh {
+        session: SessionId,
+        presented: String,
+        refresh_digest: String,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// Ends one session, or all of them (`None`).
+    EndSessions {
+        session: Option<SessionId>,
+        reason: SessionEnd,
+        at: DateTime<Utc>,
+    },
+    RequestPasswordReset {
+        channel: CodeChannel,
+        code_hash: String,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    ResetPassword {
+        code_hash: String,
+        new_password: Secret,
+        at: DateTime<Utc>,
     },
     MergeInto {
         survivor: UserId,
@@ -243,6 +295,64 @@ pub enum UserEvent {
         into: UserId,
         at: DateTime<Utc>,
     },
+    /// A wrong password; `locked_until` is set when this failure locks the account.
+    PasswordCheckFailed {
+        failed_attempts: u32,
+        locked_until: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    /// A right password after wrong ones: the count starts again.
+    PasswordFailuresCleared {
+        at: DateTime<Utc>,
+    },
+    SessionStarted {
+        session: SessionId,
+        refresh_digest: String,
+        started_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    },
+    SessionRefreshed {
+        session: SessionId,
+        refresh_digest: String,
+        at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    },
+    SessionsEnded {
+        sessions: Vec<SessionId>,
+        reason: SessionEnd,
+        at: DateTime<Utc>,
+    },
+    /// Supersedes `EmailChangeRequested` (still read): carries when it was asked and the wrong
+    /// attempts it inherits from the code before it.
+    EmailChangeStarted {
+        email: Email,
+        code_hash: String,
+        requested_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        failed_attempts: u32,
+    },
+    /// Supersedes `PhoneChangeRequested` (still read), as `EmailChangeStarted`.
+    PhoneChangeStarted {
+        phone: Phone,
+        code_hash: String,
+        requested_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        failed_attempts: u32,
+    },
+    PasswordResetStarted {
+        channel: CodeChannel,
+        code_hash: String,
+        requested_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        failed_attempts: u32,
+    },
+    PasswordResetFailed {
+        failed_attempts: u32,
+    },
+    PasswordReset {
+        credential: Credential,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -264,6 +374,16 @@ impl DomainEvent for UserEvent {
             Self::LegacyCredentialImported { .. } => "LegacyCredentialImported",
             Self::LegacyCredentialUpgraded { .. } => "LegacyCredentialUpgraded",
             Self::UserMerged { .. } => "UserMerged",
+            Self::PasswordCheckFailed { .. } => "PasswordCheckFailed",
+            Self::PasswordFailuresCleared { .. } => "PasswordFailuresCleared",
+            Self::SessionStarted { .. } => "SessionStarted",
+            Self::SessionRefreshed { .. } => "SessionRefreshed",
+            Self::SessionsEnded { .. } => "SessionsEnded",
+            Self::EmailChangeStarted { .. } => "EmailChangeStarted",
+            Self::PhoneChangeStarted { .. } => "PhoneChangeStarted",
+            Self::PasswordResetStarted { .. } => "PasswordResetStarted",
+            Self::PasswordResetFailed { .. } => "PasswordResetFailed",
+            Self::PasswordReset { .. } => "PasswordReset",
         }
         .to_string()
     }
@@ -277,9 +397,15 @@ impl RecordsRejection for UserEvent {
     fn rejection(&self) -> Option<DomainError> {
         match self {
             Self::EmailConfirmationFailed { failed_attempts }
-            | Self::PhoneConfirmationFailed { failed_attempts } => Some(DomainError::InvalidCode {
+            | Self::PhoneConfirmationFailed { failed_attempts }
+            | Self::PasswordResetFailed { failed_attempts } => Some(DomainError::InvalidCode {
                 attempts_left: MAX_CODE_ATTEMPTS.saturating_sub(*failed_attempts),
             }),
+            Self::PasswordCheckFailed { .. } => Some(DomainError::InvalidCredentials),
+            Self::SessionsEnded {
+                reason: SessionEnd::TokenReused,
+                ..
+            } => Some(DomainError::InvalidRefreshToken),
             _ => None,
         }
     }
@@ -292,6 +418,9 @@ pub struct PendingChange<T> {
     pub code_hash: String,
     pub expires_at: DateTime<Utc>,
     pub failed_attempts: u32,
+    /// When the code was asked for (unknown for changes recorded before this was kept).
+    #[serde(default)]
+    pub requested_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,6 +446,15 @@ pub struct User {
     pub merged_into: Option<UserId>,
     pub registered_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// Wrong passwords in a row.
+    #[serde(default)]
+    pub failed_password_checks: u32,
+    #[serde(default)]
+    pub locked_until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub sessions: BTreeMap<SessionId, Session>,
+    #[serde(default)]
+    pub pending_reset: Option<PendingChange<CodeChannel>>,
 }
 
 /// What confirming a code decided.
@@ -347,6 +485,47 @@ fn check_code<T>(
     }
 }
 
+/// The wrong attempts a new code inherits from the pending one, or why no code is due yet:
+/// not before [`CODE_COOLDOWN_SECS`] after the last, and not while the last one is locked by
+/// wrong attempts within [`CODE_ATTEMPT_WINDOW_SECS`].
+fn next_code<T>(pending: Option<&PendingChange<T>>, at: DateTime<Utc>) -> Result<u32, DomainError> {
+    let Some((pending, requested)) = pending.and_then(|p| Some((p, p.requested_at?))) else {
+        return Ok(0);
+    };
+    let cooldown_end = requested + chrono::Duration::seconds(CODE_COOLDOWN_SECS);
+    if at < cooldown_end {
+        return Err(DomainError::RetryLater {
+            retry_after_secs: seconds_until(cooldown_end, at),
+        });
+    }
+    let window_end = requested + chrono::Duration::seconds(CODE_ATTEMPT_WINDOW_SECS);
+    if at >= window_end {
+        return Ok(0);
+    }
+    if pending.failed_attempts >= MAX_CODE_ATTEMPTS {
+        return Err(DomainError::RetryLater {
+            retry_after_secs: seconds_until(window_end, at),
+        });
+    }
+    Ok(pending.failed_attempts)
+}
+
+fn pending<T>(
+    value: T,
+    code_hash: String,
+    requested_at: Option<DateTime<Utc>>,
+    expires_at: DateTime<Utc>,
+    failed_attempts: u32,
+) -> Option<PendingChange<T>> {
+    Some(PendingChange {
+        value,
+        code_hash,
+        expires_at,
+        failed_attempts,
+        requested_at,
+    })
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -371,6 +550,124 @@ impl User {
     /// Whether a password (verified or not yet) is stored in the legacy scheme.
     pub fn has_legacy_credential(&self) -> bool {
         matches!(self.credential, Some(Credential::LegacySha1 { .. }))
+    }
+
+    /// Seconds the account stays locked after `at`, if it is locked.
+    pub fn locked_for(&self, at: DateTime<Utc>) -> Option<u64> {
+        self.locked_until
+            .filter(|until| at < *until)
+            .map(|until| seconds_until(until, at))
+    }
+
+    /// The sessions still open at `at`.
+    pub fn live_sessions(&self, at: DateTime<Utc>) -> impl Iterator<Item = (&SessionId, &Session)> {
+        self.sessions.iter().filter(move |(_, s)| s.expires_at > at)
+    }
+
+    /// Checks a password unless the account is locked (then no hash is spent). A right one
+    /// clears the failure count and, when `upgrade` is set, replaces a legacy credential with
+    /// a modern hash; a wrong one is counted and may lock the account.
+    async fn check_password(
+        &self,
+        password: &Secret,
+        upgrade: bool,
+        at: DateTime<Utc>,
+        services: &UserServices,
+    ) -> Result<(bool, Vec<UserEvent>), DomainError> {
+        if let Some(retry_after_secs) = self.locked_for(at) {
+            return Err(DomainError::AccountLocked { retry_after_secs });
+        }
+        let current = self.credential.as_ref().ok_or(DomainError::NoCredential)?;
+        if !services.credentials.verify(current, password).await? {
+            let failed_attempts = self.failed_password_checks.saturating_add(1);
+            return Ok((
+                false,
+                vec![UserEvent::PasswordCheckFailed {
+                    failed_attempts,
+                    locked_until: lock_for(failed_attempts).map(|d| at + d),
+                    at,
+                }],
+            ));
+        }
+        let mut events = Vec::new();
+        if self.failed_password_checks > 0 {
+            events.push(UserEvent::PasswordFailuresCleared { at });
+        }
+        if upgrade && self.has_legacy_credential() {
+            let phc = services.credentials.hash(password).await?;
+            events.push(UserEvent::LegacyCredentialUpgraded {
+                credential: Credential::Modern { phc },
+            });
+        }
+        Ok((true, events))
+    }
+
+    /// Ends every open session (nothing when there is none).
+    fn end_all_sessions(&self, reason: SessionEnd, at: DateTime<Utc>) -> Option<UserEvent> {
+        let sessions: Vec<SessionId> = self.live_sessions(at).map(|(id, _)| *id).collect();
+        (!sessions.is_empty()).then_some(UserEvent::SessionsEnded {
+            sessions,
+            reason,
+            at,
+        })
+    }
+
+    /// A new session, ending the least recently used ones beyond [`MAX_SESSIONS`].
+    fn start_session(
+        &self,
+        session: SessionId,
+        refresh_digest: String,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Vec<UserEvent> {
+        let mut live: Vec<(&SessionId, &Session)> = self.live_sessions(at).collect();
+        let mut events = Vec::new();
+        if live.len() >= MAX_SESSIONS {
+            live.sort_by_key(|(_, s)| s.refreshed_at);
+            let excess = live.len() + 1 - MAX_SESSIONS;
+            events.push(UserEvent::SessionsEnded {
+                sessions: live.iter().take(excess).map(|(id, _)| **id).collect(),
+                reason: SessionEnd::Displaced,
+                at,
+            });
+        }
+        events.push(UserEvent::SessionStarted {
+            session,
+            refresh_digest,
+            started_at: at,
+            expires_at,
+        });
+        events
+    }
+
+    fn refresh(
+        &self,
+        session: SessionId,
+        presented: &str,
+        refresh_digest: String,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<UserEvent>, DomainError> {
+        let current = self
+            .sessions
+            .get(&session)
+            .filter(|s| s.expires_at > at)
+            .ok_or(DomainError::InvalidRefreshToken)?;
+        if !constant_time_eq(current.refresh_digest.as_bytes(), presented.as_bytes()) {
+            // Only the current token continues a session: an older one in use means it was
+            // copied, so the whole session ends (the caller is told the token is invalid).
+            return Ok(vec![UserEvent::SessionsEnded {
+                sessions: vec![session],
+                reason: SessionEnd::TokenReused,
+                at,
+            }]);
+        }
+        Ok(vec![UserEvent::SessionRefreshed {
+            session,
+            refresh_digest,
+            at,
+            expires_at,
+        }])
     }
 
     fn register(cmd: RegisterUser) -> Result<UserEvent, DomainError> {
@@ -435,7 +732,7 @@ impl User {
     ) -> Result<Vec<UserEvent>, DomainError> {
         use UserCommand as C;
         use UserEvent as E;
-        let allow_inactive = matches!(command, C::Reactivate { .. });
+        let allow_inactive = matches!(command, C::Reactivate { .. } | C::EndSessions { .. });
         if !matches!(command, C::Register(_)) {
             self.ensure_usable(allow_inactive)?;
         }
@@ -447,7 +744,9 @@ impl User {
                 vec![Self::register(*cmd)?]
             }
             C::UpdateProfile(update, at) => self.profile_changes(*update, at).into_iter().collect(),
-            C::Deactivate { at } => vec![E::UserDeactivated { at }],
+            C::Deactivate { at } => std::iter::once(E::UserDeactivated { at })
+                .chain(self.end_all_sessions(SessionEnd::Revoked, at))
+                .collect(),
             C::Reactivate { at } => {
                 if self.active {
                     vec![]
@@ -459,10 +758,13 @@ impl User {
                 email,
                 code_hash,
                 expires_at,
-            } => vec![E::EmailChangeRequested {
+                at,
+            } => vec![E::EmailChangeStarted {
                 email,
                 code_hash,
+                requested_at: at,
                 expires_at,
+                failed_attempts: next_code(self.pending_email.as_ref(), at)?,
             }],
             C::ConfirmEmail { code_hash, at } => {
                 match check_code(self.pending_email.as_ref(), "email", &code_hash, at)? {
@@ -486,10 +788,13 @@ impl User {
                 phone,
                 code_hash,
                 expires_at,
-            } => vec![E::PhoneChangeRequested {
+                at,
+            } => vec![E::PhoneChangeStarted {
                 phone,
                 code_hash,
+                requested_at: at,
                 expires_at,
+                failed_attempts: next_code(self.pending_phone.as_ref(), at)?,
             }],
             C::ConfirmPhone { code_hash, at } => {
                 match check_code(self.pending_phone.as_ref(), "phone", &code_hash, at)? {
@@ -525,36 +830,106 @@ impl User {
             }],
             C::ChangePassword {
                 old_password,
-                new_phc,
+                new_password,
+                at,
             } => {
-                let current = self.credential.as_ref().ok_or(DomainError::NoCredential)?;
-                if !services.credentials.verify(current, &old_password).await {
-                    return Err(DomainError::InvalidCredentials);
+                let (right, mut events) = self
+                    .check_password(&old_password, false, at, services)
+                    .await?;
+                if right {
+                    let phc = services.credentials.hash(&new_password).await?;
+                    events.push(E::PasswordChanged {
+                        credential: Credential::Modern { phc },
+                    });
                 }
-                vec![E::PasswordChanged {
-                    credential: Credential::Modern { phc: new_phc },
+                events
+            }
+            C::ImportLegacyCredential { salt, digest } => {
+                if matches!(self.credential, Some(Credential::Modern { .. })) {
+                    return Err(DomainError::CredentialExists);
+                }
+                vec![E::LegacyCredentialImported {
+                    credential: Credential::LegacySha1 { salt, digest },
                 }]
             }
-            C::ImportLegacyCredential { salt, digest } => vec![E::LegacyCredentialImported {
-                credential: Credential::LegacySha1 { salt, digest },
-            }],
-            C::VerifyPassword {
-                password,
-                upgrade_phc,
-            } => {
-                let current = self.credential.as_ref().ok_or(DomainError::NoCredential)?;
-                if !services.credentials.verify(current, &password).await {
-                    return Err(DomainError::InvalidCredentials);
-                }
-                match (current, upgrade_phc) {
-                    (Credential::LegacySha1 { .. }, Some(phc)) => {
-                        vec![E::LegacyCredentialUpgraded {
-                            credential: Credential::Modern { phc },
-                        }]
-                    }
-                    _ => vec![],
-                }
+            C::VerifyPassword { password, at } => {
+                self.check_password(&password, true, at, services).await?.1
             }
+            C::SignIn {
+                password,
+                session,
+                refresh_digest,
+                expires_at,
+                at,
+            } => {
+                let (right, mut events) =
+                    self.check_password(&password, true, at, services).await?;
+                if right {
+                    events.extend(self.start_session(session, refresh_digest, expires_at, at));
+                }
+                events
+            }
+            C::Refresh {
+                session,
+                presented,
+                refresh_digest,
+                expires_at,
+                at,
+            } => self.refresh(session, &presented, refresh_digest, expires_at, at)?,
+            C::EndSessions {
+                session: None,
+                reason,
+                at,
+            } => self.end_all_sessions(reason, at).into_iter().collect(),
+            C::EndSessions {
+                session: Some(session),
+                reason,
+                at,
+            } => {
+                if !self.live_sessions(at).any(|(id, _)| *id == session) {
+                    return Err(DomainError::SessionNotFound);
+                }
+                vec![E::SessionsEnded {
+                    sessions: vec![session],
+                    reason,
+                    at,
+                }]
+            }
+            C::RequestPasswordReset {
+                channel,
+                code_hash,
+                expires_at,
+                at,
+            } => vec![E::PasswordResetStarted {
+                channel,
+                code_hash,
+                requested_at: at,
+                expires_at,
+                failed_attempts: next_code(self.pending_reset.as_ref(), at)?,
+            }],
+            C::ResetPassword {
+                code_hash,
+                new_password,
+                at,
+            } => match check_code(
+                self.pending_reset.as_ref(),
+                "password reset",
+                &code_hash,
+                at,
+            )? {
+                CodeCheck::Matches => {
+                    let phc = services.credentials.hash(&new_password).await?;
+                    std::iter::once(E::PasswordReset {
+                        credential: Credential::Modern { phc },
+                        at,
+                    })
+                    .chain(self.end_all_sessions(SessionEnd::PasswordReset, at))
+                    .collect()
+                }
+                CodeCheck::Wrong { failed_attempts } => {
+                    vec![E::PasswordResetFailed { failed_attempts }]
+                }
+            },
             C::MergeInto { survivor, at } => {
                 if Some(survivor) == self.id {
                     return Err(DomainError::MergeIntoSelf);
@@ -657,13 +1032,21 @@ impl Aggregate for User {
                 email,
                 code_hash,
                 expires_at,
+            } => self.pending_email = pending(email, code_hash, None, expires_at, 0),
+            E::EmailChangeStarted {
+                email,
+                code_hash,
+                requested_at,
+                expires_at,
+                failed_attempts,
             } => {
-                self.pending_email = Some(PendingChange {
-                    value: email,
+                self.pending_email = pending(
+                    email,
                     code_hash,
+                    Some(requested_at),
                     expires_at,
-                    failed_attempts: 0,
-                });
+                    failed_attempts,
+                );
             }
             E::EmailConfirmationFailed { failed_attempts } => {
                 if let Some(p) = self.pending_email.as_mut() {
@@ -680,13 +1063,21 @@ impl Aggregate for User {
                 phone,
                 code_hash,
                 expires_at,
+            } => self.pending_phone = pending(phone, code_hash, None, expires_at, 0),
+            E::PhoneChangeStarted {
+                phone,
+                code_hash,
+                requested_at,
+                expires_at,
+                failed_attempts,
             } => {
-                self.pending_phone = Some(PendingChange {
-                    value: phone,
+                self.pending_phone = pending(
+                    phone,
                     code_hash,
+                    Some(requested_at),
                     expires_at,
-                    failed_attempts: 0,
-                });
+                    failed_attempts,
+                );
             }
             E::PhoneConfirmationFailed { failed_attempts } => {
                 if let Some(p) = self.pending_phone.as_mut() {
@@ -700,10 +1091,90 @@ impl Aggregate for User {
                 self.updated_at = Some(at);
             }
             E::RolesChanged { roles } => self.roles = roles,
-            E::PasswordSet { credential }
-            | E::PasswordChanged { credential }
-            | E::LegacyCredentialImported { credential }
+            E::PasswordSet { credential } | E::PasswordChanged { credential } => {
+                self.credential = Some(credential);
+                self.failed_password_checks = 0;
+                self.locked_until = None;
+            }
+            E::LegacyCredentialImported { credential }
             | E::LegacyCredentialUpgraded { credential } => self.credential = Some(credential),
+            E::PasswordCheckFailed {
+                failed_attempts,
+                locked_until,
+                ..
+            } => {
+                self.failed_password_checks = failed_attempts;
+                if locked_until.is_some() {
+                    self.locked_until = locked_until;
+                }
+            }
+            E::PasswordFailuresCleared { .. } => {
+                self.failed_password_checks = 0;
+                self.locked_until = None;
+            }
+            E::SessionStarted {
+                session,
+                refresh_digest,
+                started_at,
+                expires_at,
+            } => {
+                self.sessions.retain(|_, s| s.expires_at > started_at);
+                self.sessions.insert(
+                    session,
+                    Session {
+                        refresh_digest,
+                        started_at,
+                        refreshed_at: started_at,
+                        expires_at,
+                        rotations: 0,
+                    },
+                );
+            }
+            E::SessionRefreshed {
+                session,
+                refresh_digest,
+                at,
+                expires_at,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.refresh_digest = refresh_digest;
+                    s.refreshed_at = at;
+                    s.expires_at = expires_at;
+                    s.rotations += 1;
+                }
+            }
+            E::SessionsEnded { sessions, .. } => {
+                for id in sessions {
+                    self.sessions.remove(&id);
+                }
+            }
+            E::PasswordResetStarted {
+                channel,
+                code_hash,
+                requested_at,
+                expires_at,
+                failed_attempts,
+            } => {
+                self.pending_reset = pending(
+                    channel,
+                    code_hash,
+                    Some(requested_at),
+                    expires_at,
+                    failed_attempts,
+                );
+            }
+            E::PasswordResetFailed { failed_attempts } => {
+                if let Some(p) = self.pending_reset.as_mut() {
+                    p.failed_attempts = failed_attempts;
+                }
+            }
+            E::PasswordReset { credential, at } => {
+                self.credential = Some(credential);
+                self.failed_password_checks = 0;
+                self.locked_until = None;
+                self.pending_reset = None;
+                self.updated_at = Some(at);
+            }
             E::UserMerged { into, at } => {
                 self.merged_into = Some(into);
                 self.updated_at = Some(at);

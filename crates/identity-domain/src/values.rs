@@ -694,6 +694,10 @@ uuid_id!(
     /// An identity document's id, made by the server.
     DocumentId
 );
+uuid_id!(
+    /// A sign-in session's id, made by the server.
+    SessionId
+);
 
 #[cfg(test)]
 mod tests {

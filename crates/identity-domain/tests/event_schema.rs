@@ -266,6 +266,62 @@ fn samples() -> Vec<String> {
         AdminEvent::AdminRemoved { at: t(4) },
     ];
     out.extend(admins.iter().map(line));
+    // Added with sign-in, lockout and password reset (appended: no earlier line moves).
+    let session = SessionId(Uuid::from_u128(7));
+    let guarded = vec![
+        UserEvent::PasswordCheckFailed {
+            failed_attempts: 20,
+            locked_until: Some(t(60)),
+            at: t(0),
+        },
+        UserEvent::PasswordFailuresCleared { at: t(61) },
+        UserEvent::SessionStarted {
+            session,
+            refresh_digest: "ef56".into(),
+            started_at: t(62),
+            expires_at: t(1000),
+        },
+        UserEvent::SessionRefreshed {
+            session,
+            refresh_digest: "ab78".into(),
+            at: t(63),
+            expires_at: t(2000),
+        },
+        UserEvent::SessionsEnded {
+            sessions: vec![session],
+            reason: identity_domain::session::SessionEnd::TokenReused,
+            at: t(64),
+        },
+        UserEvent::EmailChangeStarted {
+            email: email("b@example.com"),
+            code_hash: "ab12".into(),
+            requested_at: t(65),
+            expires_at: t(665),
+            failed_attempts: 2,
+        },
+        UserEvent::PhoneChangeStarted {
+            phone: phone("37255551234"),
+            code_hash: "cd34".into(),
+            requested_at: t(66),
+            expires_at: t(666),
+            failed_attempts: 0,
+        },
+        UserEvent::PasswordResetStarted {
+            channel: identity_domain::session::CodeChannel::Email,
+            code_hash: "ee99".into(),
+            requested_at: t(67),
+            expires_at: t(667),
+            failed_attempts: 1,
+        },
+        UserEvent::PasswordResetFailed { failed_attempts: 2 },
+        UserEvent::PasswordReset {
+            credential: Credential::Modern {
+                phc: "$argon2id$x".into(),
+            },
+            at: t(68),
+        },
+    ];
+    out.extend(guarded.iter().map(line));
     out
 }
 

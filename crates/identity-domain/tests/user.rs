@@ -190,8 +190,210 @@ fn requesting_an_email_change_records_the_hashed_code() {
             email: email("new@example.com"),
             code_hash: "h1".into(),
             expires_at: t(600),
+            at: t(0),
         })
-        .then_expect_events(vec![email_requested("h1")]);
+        .then_expect_events(vec![email_started("h1", t(0), 0)]);
+}
+
+fn email_started(code: &str, at: chrono::DateTime<chrono::Utc>, failed: u32) -> UserEvent {
+    UserEvent::EmailChangeStarted {
+        email: email("new@example.com"),
+        code_hash: code.to_string(),
+        requested_at: at,
+        expires_at: at + chrono::Duration::seconds(600),
+        failed_attempts: failed,
+    }
+}
+
+fn request_email(code: &str, at: chrono::DateTime<chrono::Utc>) -> UserCommand {
+    UserCommand::RequestEmailChange {
+        email: email("new@example.com"),
+        code_hash: code.to_string(),
+        expires_at: at + chrono::Duration::seconds(600),
+        at,
+    }
+}
+
+/// The defect: a new code request reset the five wrong attempts, so asking again and again
+/// gave unlimited guesses. Now a new code comes only after a cooldown and inherits the count.
+#[test]
+fn a_new_code_neither_comes_before_the_cooldown_nor_resets_the_wrong_attempts() {
+    given_registered()
+        .and(vec![email_started("h1", t(0), 0)])
+        .when(request_email("h2", t(30)))
+        .then_expect_error(DomainError::RetryLater {
+            retry_after_secs: 30,
+        });
+    given_registered()
+        .and(vec![
+            email_started("h1", t(0), 0),
+            UserEvent::EmailConfirmationFailed { failed_attempts: 1 },
+            UserEvent::EmailConfirmationFailed { failed_attempts: 2 },
+        ])
+        .when(request_email("h2", t(61)))
+        .then_expect_events(vec![email_started("h2", t(61), 2)]);
+    // Locked by five wrong codes: no new code until the hour since the last one is over.
+    given_registered()
+        .and(vec![
+            email_started("h1", t(0), 4),
+            UserEvent::EmailConfirmationFailed { failed_attempts: 5 },
+        ])
+        .when(request_email("h2", t(120)))
+        .then_expect_error(DomainError::RetryLater {
+            retry_after_secs: 3480,
+        });
+    given_registered()
+        .and(vec![
+            email_started("h1", t(0), 4),
+            UserEvent::EmailConfirmationFailed { failed_attempts: 5 },
+        ])
+        .when(request_email("h2", t(3600)))
+        .then_expect_events(vec![email_started("h2", t(3600), 0)]);
+}
+
+fn with_password() -> Vec<UserEvent> {
+    vec![UserEvent::PasswordSet {
+        credential: Credential::Modern {
+            phc: "phc:right".into(),
+        },
+    }]
+}
+
+fn failures(n: u32) -> Vec<UserEvent> {
+    (1..=n)
+        .map(|i| UserEvent::PasswordCheckFailed {
+            failed_attempts: i,
+            locked_until: identity_domain::session::lock_for(i).map(|d| t(i as i64) + d),
+            at: t(i as i64),
+        })
+        .collect()
+}
+
+/// The defect: VerifyPassword answered any number of wrong guesses.
+#[test]
+fn twenty_wrong_passwords_lock_the_account_with_a_growing_back_off() {
+    given_registered()
+        .and(with_password())
+        .and(failures(19))
+        .when(UserCommand::VerifyPassword {
+            password: Secret::new("wrong"),
+            at: t(20),
+        })
+        .then_expect_events(vec![UserEvent::PasswordCheckFailed {
+            failed_attempts: 20,
+            locked_until: Some(t(80)),
+            at: t(20),
+        }]);
+    // Locked: even the right password is refused, before any hash.
+    given_registered()
+        .and(with_password())
+        .and(failures(20))
+        .when(UserCommand::VerifyPassword {
+            password: Secret::new("right"),
+            at: t(21),
+        })
+        .then_expect_error(DomainError::AccountLocked {
+            retry_after_secs: 59,
+        });
+    // After the lock, one more wrong password locks for twice as long.
+    given_registered()
+        .and(with_password())
+        .and(failures(20))
+        .when(UserCommand::VerifyPassword {
+            password: Secret::new("wrong"),
+            at: t(100),
+        })
+        .then_expect_events(vec![UserEvent::PasswordCheckFailed {
+            failed_attempts: 21,
+            locked_until: Some(t(220)),
+            at: t(100),
+        }]);
+    // A right one after the lock clears the count.
+    given_registered()
+        .and(with_password())
+        .and(failures(20))
+        .when(UserCommand::VerifyPassword {
+            password: Secret::new("right"),
+            at: t(100),
+        })
+        .then_expect_events(vec![UserEvent::PasswordFailuresCleared { at: t(100) }]);
+}
+
+#[test]
+fn a_refresh_token_rotates_and_a_reused_one_ends_the_session() {
+    let session = SessionId(uuid::Uuid::from_u128(9));
+    let started = UserEvent::SessionStarted {
+        session,
+        refresh_digest: "d1".into(),
+        started_at: t(0),
+        expires_at: t(1000),
+    };
+    given_registered()
+        .and(with_password())
+        .when(UserCommand::SignIn {
+            password: Secret::new("right"),
+            session,
+            refresh_digest: "d1".into(),
+            expires_at: t(1000),
+            at: t(0),
+        })
+        .then_expect_events(vec![started.clone()]);
+    given_registered()
+        .and(vec![started.clone()])
+        .when(UserCommand::Refresh {
+            session,
+            presented: "d1".into(),
+            refresh_digest: "d2".into(),
+            expires_at: t(1500),
+            at: t(10),
+        })
+        .then_expect_events(vec![UserEvent::SessionRefreshed {
+            session,
+            refresh_digest: "d2".into(),
+            at: t(10),
+            expires_at: t(1500),
+        }]);
+    let refreshed = UserEvent::SessionRefreshed {
+        session,
+        refresh_digest: "d2".into(),
+        at: t(10),
+        expires_at: t(1500),
+    };
+    given_registered()
+        .and(vec![started.clone(), refreshed])
+        .when(UserCommand::Refresh {
+            session,
+            presented: "d1".into(),
+            refresh_digest: "d3".into(),
+            expires_at: t(1500),
+            at: t(20),
+        })
+        .then_expect_events(vec![UserEvent::SessionsEnded {
+            sessions: vec![session],
+            reason: identity_domain::session::SessionEnd::TokenReused,
+            at: t(20),
+        }]);
+    given_registered()
+        .and(vec![started])
+        .when(UserCommand::Refresh {
+            session,
+            presented: "d1".into(),
+            refresh_digest: "d2".into(),
+            expires_at: t(3000),
+            at: t(1000),
+        })
+        .then_expect_error(DomainError::InvalidRefreshToken);
+}
+
+#[test]
+fn a_legacy_credential_cannot_replace_a_modern_one() {
+    given_registered()
+        .and(with_password())
+        .when(UserCommand::ImportLegacyCredential {
+            salt: "s".into(),
+            digest: "d".into(),
+        })
+        .then_expect_error(DomainError::CredentialExists);
 }
 
 #[test]
@@ -383,14 +585,20 @@ fn changing_the_password_needs_the_old_one() {
         .and(vec![set.clone()])
         .when(UserCommand::ChangePassword {
             old_password: Secret::new("wrong"),
-            new_phc: "phc:new".into(),
+            new_password: Secret::new("new"),
+            at: t(5),
         })
-        .then_expect_error(DomainError::InvalidCredentials);
+        .then_expect_events(vec![UserEvent::PasswordCheckFailed {
+            failed_attempts: 1,
+            locked_until: None,
+            at: t(5),
+        }]);
     given_registered()
         .and(vec![set])
         .when(UserCommand::ChangePassword {
             old_password: Secret::new("old"),
-            new_phc: "phc:new".into(),
+            new_password: Secret::new("new"),
+            at: t(5),
         })
         .then_expect_events(vec![UserEvent::PasswordChanged {
             credential: Credential::Modern {
@@ -404,7 +612,8 @@ fn changing_a_password_that_was_never_set_is_rejected() {
     given_registered()
         .when(UserCommand::ChangePassword {
             old_password: Secret::new("x"),
-            new_phc: "phc:new".into(),
+            new_password: Secret::new("new"),
+            at: t(5),
         })
         .then_expect_error(DomainError::NoCredential);
 }
@@ -429,7 +638,7 @@ fn a_legacy_credential_is_imported_then_upgraded_on_first_verification() {
         }])
         .when(UserCommand::VerifyPassword {
             password: Secret::new("pw"),
-            upgrade_phc: Some("phc:pw".into()),
+            at: t(5),
         })
         .then_expect_events(vec![UserEvent::LegacyCredentialUpgraded {
             credential: Credential::Modern {
@@ -442,9 +651,13 @@ fn a_legacy_credential_is_imported_then_upgraded_on_first_verification() {
         }])
         .when(UserCommand::VerifyPassword {
             password: Secret::new("bad"),
-            upgrade_phc: Some("phc:bad".into()),
+            at: t(5),
         })
-        .then_expect_error(DomainError::InvalidCredentials);
+        .then_expect_events(vec![UserEvent::PasswordCheckFailed {
+            failed_attempts: 1,
+            locked_until: None,
+            at: t(5),
+        }]);
 }
 
 #[test]
@@ -457,7 +670,7 @@ fn verifying_a_modern_password_records_nothing() {
         }])
         .when(UserCommand::VerifyPassword {
             password: Secret::new("pw"),
-            upgrade_phc: None,
+            at: t(5),
         })
         .then_expect_events(vec![]);
 }

@@ -908,7 +908,17 @@ async fn directory_user(
         | UserEvent::PasswordSet { .. }
         | UserEvent::PasswordChanged { .. }
         | UserEvent::LegacyCredentialImported { .. }
-        | UserEvent::LegacyCredentialUpgraded { .. } => {
+        | UserEvent::LegacyCredentialUpgraded { .. }
+        | UserEvent::PasswordCheckFailed { .. }
+        | UserEvent::PasswordFailuresCleared { .. }
+        | UserEvent::SessionStarted { .. }
+        | UserEvent::SessionRefreshed { .. }
+        | UserEvent::SessionsEnded { .. }
+        | UserEvent::EmailChangeStarted { .. }
+        | UserEvent::PhoneChangeStarted { .. }
+        | UserEvent::PasswordResetStarted { .. }
+        | UserEvent::PasswordResetFailed { .. }
+        | UserEvent::PasswordReset { .. } => {
             sqlx::query(&touch(""))
                 .bind(version)
                 .bind(&tenant)

@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use identity_proto::v1::admin_service_server::AdminServiceServer;
 use identity_proto::v1::audit_service_server::AuditServiceServer;
+use identity_proto::v1::auth_service_server::AuthServiceServer;
 use identity_proto::v1::identification_service_server::IdentificationServiceServer;
+use identity_proto::v1::me_service_server::MeServiceServer;
 use identity_proto::v1::projection_service_server::ProjectionServiceServer;
 use identity_proto::v1::status_tier_service_server::StatusTierServiceServer;
 use identity_proto::v1::tenant_service_server::TenantServiceServer;
@@ -20,6 +22,7 @@ use tonic::transport::Server;
 
 use crate::api::admin::AdminApi;
 use crate::api::audit::AuditApi;
+use crate::api::auth::{AuthApi, MeApi};
 use crate::api::identification::IdentificationApi;
 use crate::api::projection::ProjectionApi;
 use crate::api::status_tier::StatusTierApi;
@@ -119,6 +122,11 @@ impl Application {
     /// The read models and their projectors (for tests and admin tools).
     pub fn projections(&self) -> identity_projections::Projections {
         self.core.projections.clone()
+    }
+
+    /// The password hashers (their count of computations, for tests).
+    pub fn passwords(&self) -> crate::credentials::Passwords {
+        self.core.passwords.clone()
     }
 
     /// The event log.
@@ -258,6 +266,16 @@ impl Application {
             )
             .add_service(
                 AdminServiceServer::new(AdminApi::new(core.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max_out),
+            )
+            .add_service(
+                AuthServiceServer::new(AuthApi::new(core.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max_out),
+            )
+            .add_service(
+                MeServiceServer::new(MeApi::new(core.clone()))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max_out),
             )

@@ -22,7 +22,7 @@ pub const AGGREGATE_TYPES: [&str; 7] = [
 ];
 
 /// Keys whose values are hashes of secrets: never shown to auditors.
-const SECRET_KEYS: [&str; 3] = ["credential", "code_hash", "digest"];
+const SECRET_KEYS: [&str; 4] = ["credential", "code_hash", "digest", "refresh_digest"];
 
 /// Replaces secret hashes with a marker, anywhere in a JSON value.
 pub fn redact(mut v: Value) -> Value {

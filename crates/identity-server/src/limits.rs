@@ -1,6 +1,7 @@
 //! Bounds on what one caller can make the service spend: expensive calls run a few at a
 //! time, and event streams are capped per tenant and per client connection. A caller past a
-//! bound is told so (RESOURCE_EXHAUSTED), never queued forever.
+//! bound is told so (RESOURCE_EXHAUSTED), never queued forever. Sign-ins and one-time code
+//! requests are also counted per caller (principal and client address) per minute.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ const EXPENSIVE_WAIT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct Limits {
     expensive: Arc<Semaphore>,
+    sign_ins: Arc<PerMinute>,
+    code_requests: Arc<PerMinute>,
     streams: Arc<Mutex<StreamCounts>>,
     per_tenant: usize,
     per_connection: usize,
@@ -61,10 +64,22 @@ impl Limits {
     pub fn new(settings: &Settings) -> Self {
         Self {
             expensive: Arc::new(Semaphore::new(settings.expensive_calls.max(1))),
+            sign_ins: Arc::new(PerMinute::new(settings.sign_in_per_minute)),
+            code_requests: Arc::new(PerMinute::new(settings.code_requests_per_minute)),
             streams: Arc::default(),
             per_tenant: settings.streams_per_tenant.max(1),
             per_connection: settings.streams_per_connection.max(1),
         }
+    }
+
+    /// Counts a SignIn of `caller`; refused past the per-minute limit.
+    pub fn sign_in(&self, caller: &str) -> ApiResult<()> {
+        self.sign_ins.take(caller)
+    }
+
+    /// Counts a one-time code request of `caller`; refused past the per-minute limit.
+    pub fn code_request(&self, caller: &str) -> ApiResult<()> {
+        self.code_requests.take(caller)
     }
 
     /// A slot for an expensive call, held until the permit is dropped.
@@ -109,6 +124,51 @@ impl Limits {
     }
 }
 
+/// Calls per caller in the current minute (a fixed window: simple, and at most twice the
+/// limit across a window's edge).
+#[derive(Debug)]
+struct PerMinute {
+    limit: u32,
+    counts: Mutex<(u64, HashMap<String, u32>)>,
+}
+
+/// Callers remembered per window before the oldest window is forgotten early.
+const MAX_TRACKED_CALLERS: usize = 100_000;
+
+impl PerMinute {
+    fn new(limit: u32) -> Self {
+        Self {
+            limit: limit.max(1),
+            counts: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    fn take(&self, caller: &str) -> ApiResult<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let window = now / 60;
+        let mut guard = self
+            .counts
+            .lock()
+            .map_err(|_| ApiError::Internal("rate counts poisoned".into()))?;
+        let (current, counts) = &mut *guard;
+        if *current != window || counts.len() >= MAX_TRACKED_CALLERS {
+            *current = window;
+            counts.clear();
+        }
+        let n = counts.entry(caller.to_string()).or_default();
+        if *n >= self.limit {
+            return Err(ApiError::from(identity_domain::DomainError::RetryLater {
+                retry_after_secs: 60 - now % 60,
+            }));
+        }
+        *n += 1;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +193,27 @@ mod tests {
             .expensive("ListEvents")
             .await
             .expect("the slot is free again");
+    }
+
+    #[test]
+    fn a_caller_past_its_rate_is_refused_and_others_are_not() {
+        let l = Limits::new(&Settings {
+            sign_in_per_minute: 2,
+            ..Settings::default()
+        });
+        l.sign_in("a").expect("1");
+        l.sign_in("a").expect("2");
+        let refused = l.sign_in("a");
+        assert!(
+            matches!(
+                refused,
+                Err(ApiError::Domain(
+                    identity_domain::DomainError::RetryLater { .. }
+                ))
+            ),
+            "{refused:?}"
+        );
+        l.sign_in("b").expect("another caller");
     }
 
     #[test]

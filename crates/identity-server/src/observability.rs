@@ -147,7 +147,8 @@ where
             let admitted = match rule {
                 _ if open => Ok(()),
                 Some(rule) => match access.admit(rule, request.headers()).await {
-                    Ok(caller) => {
+                    Ok(mut caller) => {
+                        caller.client = client_ip(&request);
                         request.extensions_mut().insert(std::sync::Arc::new(caller));
                         Ok(())
                     }
@@ -251,6 +252,19 @@ pub fn admin_router(log: EventLog, jwks: String) -> axum::Router {
                 }
             }),
         )
+}
+
+/// The client's IP address, from the connection info tonic's transport attaches.
+fn client_ip<B>(request: &http::Request<B>) -> Option<std::net::IpAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let ext = request.extensions();
+    ext.get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|i| i.get_ref().remote_addr())
+        })
+        .map(|a| a.ip())
 }
 
 #[cfg(test)]

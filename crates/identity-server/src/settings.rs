@@ -29,6 +29,15 @@
 //! | `IDENTITY_TLS_CERT_FILE`, `IDENTITY_TLS_KEY_FILE` | none | PEM certificate chain and key: the gRPC and admin ports serve TLS |
 //! | `IDENTITY_TLS_CLIENT_CA_FILE` | none | PEM CA: clients must present a certificate it signed (mutual TLS) |
 //! | `IDENTITY_ALLOW_PLAINTEXT` | `false` | allow listening beyond loopback without TLS (logs a warning) |
+//! | `IDENTITY_PASSWORD_QUEUE` | `64` | password checks waiting for a hashing thread; more answer RESOURCE_EXHAUSTED |
+//! | `IDENTITY_ACCESS_TOKEN_TTL_SECS` | `900` | lifetime of the access tokens SignIn and Refresh issue |
+//! | `IDENTITY_REFRESH_TOKEN_TTL_SECS` | `2592000` | a session ends this long after its last refresh |
+//! | `IDENTITY_SIGN_IN_PER_MINUTE` | `30` | SignIn calls per minute per caller (client address) |
+//! | `IDENTITY_CODE_REQUESTS_PER_MINUTE` | `10` | one-time code requests per minute per caller |
+//! | `IDENTITY_LEGACY_IMPORT` | `true` | accept ImportLegacyPassword; turn off once migration is over |
+//! | `IDENTITY_NATS_URL` | none | NATS server whose JetStream receives one-time codes (e.g. `nats://127.0.0.1:4222`); unset keeps them in the outbox |
+//! | `IDENTITY_NATS_SUBJECT` | `identity.codes` | subject the codes are published on (`<subject>.<tenant>`) |
+//! | `IDENTITY_NATS_STREAM` | `IDENTITY_CODES` | JetStream stream created for that subject if missing |
 //! | `IDENTITY_LOG_FORMAT` | `pretty` | `pretty` or `json` |
 //! | `RUST_LOG` | `info` | log filter |
 
@@ -84,6 +93,17 @@ pub struct Settings {
     pub tls_key_file: Option<PathBuf>,
     pub tls_client_ca_file: Option<PathBuf>,
     pub allow_plaintext: bool,
+    /// Password checks waiting for a hashing thread before more are refused.
+    pub password_queue: usize,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: i64,
+    pub sign_in_per_minute: u32,
+    pub code_requests_per_minute: u32,
+    /// Whether ImportLegacyPassword is accepted (a migration tool).
+    pub legacy_import: bool,
+    pub nats_url: Option<String>,
+    pub nats_subject: String,
+    pub nats_stream: String,
 }
 
 impl Default for Settings {
@@ -118,6 +138,15 @@ impl Default for Settings {
             tls_key_file: None,
             tls_client_ca_file: None,
             allow_plaintext: false,
+            password_queue: 64,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            sign_in_per_minute: 30,
+            code_requests_per_minute: 10,
+            legacy_import: true,
+            nats_url: None,
+            nats_subject: "identity.codes".into(),
+            nats_stream: "IDENTITY_CODES".into(),
         }
     }
 }
@@ -177,6 +206,7 @@ impl Settings {
                 &mut s.streams_per_connection,
             ),
             ("IDENTITY_STREAM_BUFFER", &mut s.stream_buffer),
+            ("IDENTITY_PASSWORD_QUEUE", &mut s.password_queue),
         ] {
             if let Some(v) = parsed::<usize>(name, "a number")? {
                 *field = v.max(1);
@@ -216,6 +246,28 @@ impl Settings {
         s.tls_client_ca_file = var("IDENTITY_TLS_CLIENT_CA_FILE").map(PathBuf::from);
         if let Some(v) = parsed("IDENTITY_ALLOW_PLAINTEXT", "true or false")? {
             s.allow_plaintext = v;
+        }
+        if let Some(v) = parsed::<u64>("IDENTITY_ACCESS_TOKEN_TTL_SECS", "a number")? {
+            s.access_token_ttl_secs = v.max(1);
+        }
+        if let Some(v) = parsed::<i64>("IDENTITY_REFRESH_TOKEN_TTL_SECS", "a number")? {
+            s.refresh_token_ttl_secs = v.max(1);
+        }
+        if let Some(v) = parsed::<u32>("IDENTITY_SIGN_IN_PER_MINUTE", "a number")? {
+            s.sign_in_per_minute = v.max(1);
+        }
+        if let Some(v) = parsed::<u32>("IDENTITY_CODE_REQUESTS_PER_MINUTE", "a number")? {
+            s.code_requests_per_minute = v.max(1);
+        }
+        if let Some(v) = parsed("IDENTITY_LEGACY_IMPORT", "true or false")? {
+            s.legacy_import = v;
+        }
+        s.nats_url = var("IDENTITY_NATS_URL");
+        if let Some(v) = var("IDENTITY_NATS_SUBJECT") {
+            s.nats_subject = v;
+        }
+        if let Some(v) = var("IDENTITY_NATS_STREAM") {
+            s.nats_stream = v;
         }
         if let Some(v) = var("IDENTITY_LOG_FORMAT") {
             s.log_json = match v.as_str() {

@@ -167,6 +167,8 @@ pub struct TestApp {
     pub db: TestDb,
     projections: identity_projections::Projections,
     log: identity_store::EventLog,
+    /// The server's password hashers: their count of argon2 computations.
+    pub passwords: identity_server::credentials::Passwords,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
     channel: Channel,
@@ -175,7 +177,7 @@ pub struct TestApp {
 pub async fn start_server(
     url: &str,
 ) -> (SocketAddr, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let (addr, stop, server, _, _) = start_server_with_handles(url).await;
+    let (addr, stop, server, _, _, _) = start_server_with_handles(url).await;
     (addr, stop, server)
 }
 
@@ -188,6 +190,7 @@ pub async fn start_server_with_handles(
     tokio::task::JoinHandle<()>,
     identity_projections::Projections,
     identity_store::EventLog,
+    identity_server::credentials::Passwords,
 ) {
     start_server_with_settings(url, |_| {}).await
 }
@@ -202,6 +205,7 @@ pub async fn start_server_with_settings(
     tokio::task::JoinHandle<()>,
     identity_projections::Projections,
     identity_store::EventLog,
+    identity_server::credentials::Passwords,
 ) {
     let mut settings = Settings {
         listen_addr: "127.0.0.1:0".parse().expect("addr"),
@@ -209,6 +213,10 @@ pub async fn start_server_with_settings(
         db_max_connections: 8,
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         signing_key_file: Some(kit_key().0.clone()),
+        // Tests of one process share their callers (one token, one address): per-caller rates
+        // are tested on their own, with small limits.
+        sign_in_per_minute: 100_000,
+        code_requests_per_minute: 100_000,
         ..Settings::default()
     };
     adjust(&mut settings);
@@ -218,6 +226,7 @@ pub async fn start_server_with_settings(
     let addr = app.local_addr();
     let projections = app.projections();
     let log = app.event_log();
+    let passwords = app.passwords();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.run_until(async {
@@ -226,7 +235,7 @@ pub async fn start_server_with_settings(
         .await
         .expect("the server runs");
     });
-    (addr, tx, server, projections, log)
+    (addr, tx, server, projections, log, passwords)
 }
 
 /// The tenants every test server has (created through TenantService at start).
@@ -260,6 +269,9 @@ pub fn mint(kind: &str, sub: &str, tenant: Option<&str>, permissions: &[&str]) -
         tenant: tenant.map(str::to_string),
         kind: kind.into(),
         permissions: permissions.iter().map(|p| p.to_string()).collect(),
+        sid: None,
+        roles: Vec::new(),
+        scopes: None,
     })
 }
 
@@ -338,7 +350,8 @@ pub async fn spawn_app(store: Store) -> TestApp {
 /// [`spawn_app`] with settings changed by `adjust` (small limits, say).
 pub async fn spawn_app_with(store: Store, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let db = TestDb::create(store).await;
-    let (addr, stop, server, projections, log) = start_server_with_settings(db.url(), adjust).await;
+    let (addr, stop, server, projections, log, passwords) =
+        start_server_with_settings(db.url(), adjust).await;
     let channel = Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect()
@@ -350,6 +363,7 @@ pub async fn spawn_app_with(store: Store, adjust: impl FnOnce(&mut Settings)) ->
         db,
         projections,
         log,
+        passwords,
         stop: Some(stop),
         server: Some(server),
         channel,
@@ -467,6 +481,25 @@ pub fn req<T>(tenant: &str, msg: T) -> Request<T> {
     with_token(super_admin_token(), Some(tenant), msg)
 }
 
+/// A request in `tenant` by a trusted integration that delivers one-time codes itself: it
+/// holds what a TENANT_ADMIN holds plus the explicit `read:codes`, so codes come back to it.
+pub fn codes_req<T>(tenant: &str, msg: T) -> Request<T> {
+    let token = mint(
+        "service",
+        "code-courier",
+        Some(tenant),
+        &[
+            "read:users",
+            "create:users",
+            "update:users",
+            "verify:passwords",
+            "sign_in",
+            "read:codes",
+        ],
+    );
+    with_token(&token, Some(tenant), msg)
+}
+
 /// A request to a global RPC (ProjectionService, TenantService) by the SUPER_ADMIN.
 pub fn operator<T>(msg: T) -> Request<T> {
     with_token(super_admin_token(), None, msg)
@@ -499,6 +532,16 @@ pub fn reason(status: &Status) -> String {
         .error_info()
         .map(|i| i.reason.clone())
         .unwrap_or_default()
+}
+
+/// The `retry_after_seconds` an error names (0 when it names none).
+pub fn retry_after(status: &Status) -> u64 {
+    status
+        .get_error_details()
+        .error_info()
+        .and_then(|i| i.metadata.get("retry_after_seconds").cloned())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Asserts a call failed with `code` and `reason`.

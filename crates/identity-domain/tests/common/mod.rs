@@ -58,14 +58,24 @@ impl CredentialVerifier for FakeVerifier {
         &'a self,
         credential: &'a Credential,
         password: &'a Secret,
-    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<bool, identity_domain::DomainError>> + Send + 'a>> {
         let ok = match credential {
             Credential::Modern { phc } => *phc == format!("phc:{}", password.expose()),
             Credential::LegacySha1 { salt, digest } => {
                 *digest == format!("{salt}{}", password.expose())
             }
         };
-        Box::pin(async move { ok })
+        Box::pin(async move { Ok(ok) })
+    }
+
+    /// `phc:<password>`.
+    fn hash<'a>(
+        &'a self,
+        password: &'a Secret,
+    ) -> Pin<Box<dyn Future<Output = Result<String, identity_domain::DomainError>> + Send + 'a>>
+    {
+        let phc = format!("phc:{}", password.expose());
+        Box::pin(async move { Ok(phc) })
     }
 }
 

@@ -47,7 +47,12 @@ pub enum Principal {
     /// An internal service (token kind `service`), with the permissions its token lists.
     Service { name: String, issuer: String },
     /// A user (token kind `user`), with what the tenant's role table gives the user's roles.
-    User { user_id: String, issuer: String },
+    User {
+        user_id: String,
+        issuer: String,
+        /// The session of a token SignIn issued; checked on every call.
+        session: Option<String>,
+    },
     /// A project key alone: public data of its tenant.
     ProjectKey { key_id: String },
 }
@@ -100,6 +105,8 @@ pub struct Caller {
     pub method: &'static str,
     pub request_id: String,
     pub correlation_id: String,
+    /// The client's address, where the transport knows it (rate limits count by it).
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl Caller {
@@ -131,6 +138,8 @@ pub struct Gate {
     pub reflection: bool,
     /// The service's own public keys as a JWKS document (`/.well-known/jwks.json`).
     pub jwks: String,
+    /// The service's own signing key, for the tokens SignIn issues.
+    pub signer: Option<SigningKey>,
 }
 
 impl std::ops::Deref for Access {
@@ -202,6 +211,7 @@ impl Access {
             log,
             reflection,
             jwks: serde_json::json!({ "keys": keys }).to_string(),
+            signer: own_key.cloned(),
         }))
     }
 
@@ -318,8 +328,14 @@ impl Access {
             Some(tenant)
         };
         let permissions = match (&principal, &tenant) {
-            (Principal::User { user_id, .. }, Some(t)) => {
-                self.user_permissions(t, user_id, &snapshot).await?
+            (
+                Principal::User {
+                    user_id, session, ..
+                },
+                Some(t),
+            ) => {
+                self.user_permissions(t, user_id, session.as_deref(), &snapshot)
+                    .await?
             }
             _ => permissions,
         };
@@ -329,6 +345,7 @@ impl Access {
         // The handler's span records tenant and request id (`RequestContext`): each record
         // costs the JSON log format a re-serialization of the span's fields, so once only.
         Ok(Caller {
+            client: None,
             principal,
             tenant,
             permissions,
@@ -387,6 +404,7 @@ impl Access {
                 Principal::User {
                     user_id: claims.sub.clone(),
                     issuer: claims.iss.clone(),
+                    session: claims.sid.clone(),
                 },
                 home,
                 Permissions::default(),
@@ -402,6 +420,7 @@ impl Access {
         &self,
         tenant: &TenantId,
         user_id: &str,
+        session: Option<&str>,
         snapshot: &directory::Snapshot,
     ) -> Result<Permissions, ApiError> {
         let id = identity_domain::derive::aggregate_id(tenant, user_id);
@@ -411,10 +430,23 @@ impl Access {
                 "the user is unknown or inactive".into(),
             ));
         };
-        Ok(snapshot.permissions_of_roles(
-            tenant.as_str(),
-            user.aggregate.roles.iter().map(|r| r.as_str()),
-        ))
+        // A token from SignIn lives only as long as its session: signing out, a reused
+        // refresh token or a password reset end it on every replica at once.
+        if let Some(session) = session {
+            let now = chrono::Utc::now();
+            let live = identity_domain::values::SessionId::parse(session)
+                .ok()
+                .is_some_and(|id| user.aggregate.live_sessions(now).any(|(s, _)| *s == id));
+            if !live {
+                return Err(ApiError::Unauthenticated("the session has ended".into()));
+            }
+        }
+        Ok(snapshot
+            .permissions_of_roles(
+                tenant.as_str(),
+                user.aggregate.roles.iter().map(|r| r.as_str()),
+            )
+            .union(Permissions::of_self()))
     }
 }
 

@@ -67,7 +67,21 @@ permissions! {
     ReadProjections = "read:projections", global = true;
     ManageProjections = "manage:projections", global = true;
     ManageTenants = "manage:tenants", global = true;
+    /// SignIn, Refresh, SignOut and password reset: what an app's project key does for the
+    /// people who use it.
+    SignIn = "sign_in", global = false;
+    /// The signed-in person's own data (MeService).
+    ReadMe = "read:me", global = false;
+    UpdateMe = "update:me", global = false;
+    /// Finding a user by national person code.
+    LookupPersonCode = "lookup:person_code", global = false;
+    /// One-time codes in responses (for a trusted integration that delivers them itself).
+    /// Explicit: no admin type or default role holds it; only a token that names it.
+    ReadCodes = "read:codes", global = false;
 }
+
+/// Permissions that only a token naming them holds: never implied by an admin type.
+pub const EXPLICIT: &[Permission] = &[Permission::ReadCodes];
 
 /// What one RPC needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +180,22 @@ rules! {
         "SetRolePermissions" => ManageRoles,
         "ListRoles" => ReadTenant,
     }
+    "AuthService" {
+        "SignIn" => SignIn,
+        "Refresh" => SignIn,
+        "SignOut" => SignIn,
+        "RequestPasswordReset" => SignIn,
+        "ResetPassword" => SignIn,
+        "RevokeUserSessions" => UpdateUsers,
+    }
+    "MeService" {
+        "GetMe" => ReadMe,
+        "UpdateMe" => UpdateMe,
+        "GetMyBalances" => ReadMe,
+        "GetMyStatus" => ReadMe,
+        "ListMySessions" => ReadMe,
+        "EndMySession" => UpdateMe,
+    }
     "AdminService" {
         "ListAdmins" => ReadAdmins,
         "CreateAdmin" => ManageAdmins,
@@ -205,17 +235,30 @@ impl Permissions {
         s
     }
 
+    /// Every permission but the [`EXPLICIT`] ones.
     pub fn all() -> Self {
-        Self::of(Permission::ALL)
-    }
-
-    /// Every permission that acts inside one tenant.
-    pub fn tenant_wide() -> Self {
         let mut s = Self::default();
-        for p in Permission::ALL.iter().filter(|p| !p.is_global()) {
+        for p in Permission::ALL.iter().filter(|p| !EXPLICIT.contains(p)) {
             s.insert(*p);
         }
         s
+    }
+
+    /// Every permission that acts inside one tenant, but the [`EXPLICIT`] ones.
+    pub fn tenant_wide() -> Self {
+        let mut s = Self::default();
+        for p in Permission::ALL
+            .iter()
+            .filter(|p| !p.is_global() && !EXPLICIT.contains(p))
+        {
+            s.insert(*p);
+        }
+        s
+    }
+
+    /// What every signed-in person holds for themselves, whatever their roles.
+    pub fn of_self() -> Self {
+        Self::of(&[Permission::ReadMe, Permission::UpdateMe])
     }
 
     pub fn insert(&mut self, p: Permission) {
@@ -231,7 +274,15 @@ impl Permissions {
     }
 
     pub fn without_global(self) -> Self {
-        Self(self.0 & Self::tenant_wide().0)
+        let tenant =
+            Permission::ALL
+                .iter()
+                .filter(|p| !p.is_global())
+                .fold(Self::default(), |mut s, p| {
+                    s.insert(*p);
+                    s
+                });
+        Self(self.0 & tenant.0)
     }
 
     pub fn names(self) -> Vec<&'static str> {
@@ -264,7 +315,7 @@ pub fn of_admin(admin_type: AdminType) -> Permissions {
 
 /// What a project key alone holds: public data, never personal data.
 pub fn of_project_key() -> Permissions {
-    Permissions::of(&[Permission::ReadPublic])
+    Permissions::of(&[Permission::ReadPublic, Permission::SignIn])
 }
 
 /// The default role table: what a user role grants unless the tenant changed it
@@ -382,5 +433,8 @@ mod tests {
             assert!(perms.iter().all(|p| !p.is_global()), "role {role}");
         }
         assert!(!of_admin(AdminType::TenantAdmin).contains(Permission::ManageProjections));
+        for t in [AdminType::SuperAdmin, AdminType::TenantAdmin] {
+            assert!(!of_admin(t).contains(Permission::ReadCodes), "{t:?}");
+        }
     }
 }

@@ -41,6 +41,16 @@ pub struct Claims {
     pub kind: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub permissions: Vec<String>,
+    /// The session a SignIn token belongs to: ending the session ends the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// A user's roles when the token was issued (informational; the role table decides).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Which personal fields the bearer may read; absent means every field its permissions
+    /// reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
 }
 
 fn service_kind() -> String {
@@ -359,6 +369,9 @@ mod tests {
             tenant: Some("acme".into()),
             kind: "service".into(),
             permissions: vec!["read:users".into()],
+            sid: None,
+            roles: Vec::new(),
+            scopes: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod auth;
 pub mod identification;
 pub mod projection;
 pub mod status_tier;

@@ -3,8 +3,6 @@
 use std::collections::BTreeSet;
 
 use chrono::Utc;
-use identity_domain::claim::UniqueClaim;
-use identity_domain::derive::claim_id;
 use identity_domain::user::{
     RegisterUser, RolesMode, Secret, UpdateProfile, User, UserCommand, UserEvent,
 };
@@ -53,13 +51,18 @@ fn parse_user_id(field: &str, raw: &str) -> ApiResult<UserId> {
     id.ok_or_else(|| ApiError::Internal("unparsed id".into()))
 }
 
-fn parse_password(v: &mut Violations, field: &str, raw: &str) -> Option<Secret> {
+/// The password policy: 8 to 256 characters (any characters; no composition rules, after
+/// NIST SP 800-63B).
+pub(crate) fn password_policy(raw: &str) -> Result<Secret, &'static str> {
     let n = raw.chars().count();
     if !(8..=256).contains(&n) {
-        v.push(field, "password must be 8 to 256 characters");
-        return None;
+        return Err("password must be 8 to 256 characters");
     }
-    Some(Secret::new(raw))
+    Ok(Secret::new(raw))
+}
+
+fn parse_password(v: &mut Violations, field: &str, raw: &str) -> Option<Secret> {
+    password_policy(raw).map_err(|why| v.push(field, why)).ok()
 }
 
 /// The parsed fields of a `UserInput`, prefixed for bulk items (`users[3].email`).
@@ -145,22 +148,6 @@ impl UserApi {
             .await
     }
 
-    /// The owner of a unique value in the caller's tenant, if any.
-    async fn owner_of(
-        &self,
-        ctx: &RequestContext,
-        kind: ClaimKind,
-        value: &str,
-    ) -> ApiResult<Option<UserId>> {
-        let id = claim_id(&ctx.tenant, kind, value);
-        Ok(self
-            .core
-            .log
-            .load::<UniqueClaim>(&id)
-            .await?
-            .and_then(|c| c.aggregate.owner))
-    }
-
     async fn upsert_one(
         &self,
         ctx: &RequestContext,
@@ -171,7 +158,7 @@ impl UserApi {
         let cmd = parse_input(input, &prefix, UserId(Uuid::new_v4()), ctx)?;
         let mut existing = None;
         for (kind, value) in claims_of(&cmd) {
-            if let Some(owner) = self.owner_of(ctx, kind, &value).await? {
+            if let Some(owner) = self.core.owner_of(ctx, kind, &value).await? {
                 existing = Some(owner);
                 break;
             }
@@ -295,15 +282,22 @@ impl UserApi {
         user: UserId,
         kind: ClaimKind,
         value: &str,
-        command: impl FnOnce(String, chrono::DateTime<Utc>) -> UserCommand,
+        command: impl FnOnce(String, chrono::DateTime<Utc>, chrono::DateTime<Utc>) -> UserCommand,
     ) -> ApiResult<(String, chrono::DateTime<Utc>, u64)> {
-        if let Some(owner) = self.owner_of(ctx, kind, value).await? {
+        self.core.limits.code_request(&ctx.caller_key())?;
+        if let Some(owner) = self.core.owner_of(ctx, kind, value).await? {
             if owner != user {
                 return Err(ApiError::from(DomainError::AlreadyAssigned(kind)));
             }
         }
         let (code, hash, expires) = self.core.new_code(&ctx.aggregate_id(user));
-        let executed = self.run(ctx, user, command(hash, expires)).await?;
+        let executed = self
+            .run(ctx, user, command(hash, expires, Utc::now()))
+            .await?;
+        let code = self
+            .core
+            .deliver_code(ctx, user, kind.as_str(), value, code, expires)
+            .await?;
         Ok((code, expires, executed.position))
     }
 }
@@ -566,10 +560,11 @@ impl UserService for UserApi {
                 user,
                 ClaimKind::Email,
                 &value,
-                |code_hash, expires_at| UserCommand::RequestEmailChange {
+                |code_hash, expires_at, at| UserCommand::RequestEmailChange {
                     email,
                     code_hash,
                     expires_at,
+                    at,
                 },
             )
             .await?;
@@ -623,10 +618,11 @@ impl UserService for UserApi {
                 user,
                 ClaimKind::Phone,
                 &value,
-                |code_hash, expires_at| UserCommand::RequestPhoneChange {
+                |code_hash, expires_at, at| UserCommand::RequestPhoneChange {
                     phone,
                     code_hash,
                     expires_at,
+                    at,
                 },
             )
             .await?;
@@ -748,11 +744,12 @@ impl UserService for UserApi {
         let (user, new) = user
             .zip(new)
             .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
-        self.core.load_user(&ctx, user).await?;
-        let new_phc = self.core.passwords.hash(&new).await?;
+        // The aggregate checks the old password (counted, refused at once while locked)
+        // before it spends a hash on the new one.
         let command = UserCommand::ChangePassword {
             old_password: Secret::new(req.old_password),
-            new_phc,
+            new_password: new,
+            at: Utc::now(),
         };
         let executed = self.run(&ctx, user, command).await?;
         Ok(Response::new(pb::ChangePasswordResponse {
@@ -785,6 +782,9 @@ impl UserService for UserApi {
             ),
         }
         v.finish().map_err(ApiError::from)?;
+        if !self.core.settings.legacy_import {
+            return Err(ApiError::from(DomainError::LegacyImportDisabled).into());
+        }
         let user = user.ok_or_else(|| ApiError::Internal("unparsed id".into()))?;
         let command = UserCommand::ImportLegacyCredential {
             salt: req.salt,
@@ -816,27 +816,23 @@ impl UserService for UserApi {
             .into());
         }
         let password = Secret::new(req.password);
-        let loaded = self.core.load_user(&ctx, user).await?;
-        // A legacy credential is upgraded when it verifies: hash the modern form beforehand,
-        // since the aggregate makes no hashes itself.
-        let upgrade_phc = if loaded.aggregate.has_legacy_credential() {
-            Some(self.core.passwords.hash(&password).await?)
-        } else {
-            None
-        };
         let executed = self
             .run(
                 &ctx,
                 user,
                 UserCommand::VerifyPassword {
                     password,
-                    upgrade_phc,
+                    at: Utc::now(),
                 },
             )
             .await?;
+        let upgraded = executed
+            .events
+            .iter()
+            .any(|e| matches!(e, UserEvent::LegacyCredentialUpgraded { .. }));
         Ok(Response::new(pb::VerifyPasswordResponse {
             valid: true,
-            upgraded: !executed.events.is_empty(),
+            upgraded,
             position: executed.position,
         }))
     }
@@ -1190,6 +1186,7 @@ mod tests {
                 method: "RegisterUser",
                 request_id: "r".into(),
                 correlation_id: "r".into(),
+                client: None,
             }),
             rpc: "RegisterUser",
         };

@@ -1,0 +1,705 @@
+//! `identity.v1.AuthService` and `identity.v1.MeService`: people sign in with a password,
+//! keep a session with rotating refresh tokens, recover a forgotten password with a code,
+//! and act as themselves.
+
+use chrono::{DateTime, Utc};
+use identity_domain::session::{CodeChannel, SessionEnd};
+use identity_domain::user::{Credential, Secret, User, UserCommand, UserEvent};
+use identity_domain::values::{Email, ExternalId, PersonCode, Phone, SessionId, UserId};
+use identity_domain::{ClaimKind, DomainError};
+use identity_proto::v1 as pb;
+use identity_proto::v1::auth_service_server::AuthService;
+use identity_proto::v1::me_service_server::MeService;
+use identity_proto::v1::status_tier_service_server::StatusTierService;
+use identity_proto::v1::user_service_server::UserService;
+use rand::RngCore as _;
+use sha2::{Digest as _, Sha256};
+use tonic::{Request, Response, Status};
+
+use crate::access::{Claims, Principal};
+use crate::api::status_tier::StatusTierApi;
+use crate::api::user::{password_policy, UserApi};
+use crate::context::RequestContext;
+use crate::convert::{timestamp, user_to_pb};
+use crate::core::Core;
+use crate::error::{ApiError, ApiResult};
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+/// The prefix of this service's refresh tokens (`rt1.<tenant>.<user>.<session>.<secret>`).
+const REFRESH_PREFIX: &str = "rt1";
+
+#[derive(Debug, Clone)]
+pub struct AuthApi {
+    core: Core,
+}
+
+impl AuthApi {
+    pub fn new(core: Core) -> Self {
+        Self { core }
+    }
+}
+
+/// A refresh token, parsed: which session of which user it continues, and its digest.
+struct RefreshToken {
+    user: UserId,
+    session: SessionId,
+    digest: String,
+}
+
+fn digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A new refresh token for `session` and its digest.
+fn new_refresh_token(ctx: &RequestContext, user: UserId, session: SessionId) -> (String, String) {
+    use base64::Engine as _;
+    let mut secret = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut secret);
+    let token = format!(
+        "{REFRESH_PREFIX}.{}.{user}.{session}.{}",
+        ctx.tenant,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    );
+    let d = digest(&token);
+    (token, d)
+}
+
+fn parse_refresh(ctx: &RequestContext, raw: &str) -> ApiResult<RefreshToken> {
+    let invalid = || ApiError::from(DomainError::InvalidRefreshToken);
+    let raw = raw.trim();
+    let mut parts = raw.split('.');
+    let (Some(REFRESH_PREFIX), Some(tenant), Some(user), Some(session), Some(_), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(invalid());
+    };
+    if tenant != ctx.tenant.as_str() {
+        return Err(invalid());
+    }
+    Ok(RefreshToken {
+        user: UserId::parse(user).map_err(|_| invalid())?,
+        session: SessionId::parse(session).map_err(|_| invalid())?,
+        digest: digest(raw),
+    })
+}
+
+/// The account a person names: an email, a phone or a migrated username (external id).
+fn identifier(
+    email: Option<&str>,
+    phone: Option<&str>,
+    username: Option<&str>,
+) -> ApiResult<(ClaimKind, String)> {
+    let invalid = |field: &str, e: identity_domain::ValueError| {
+        ApiError::from(DomainError::invalid(field, e.to_string()))
+    };
+    match (email, phone, username) {
+        (Some(e), _, _) => Email::parse(e)
+            .map(|e| (ClaimKind::Email, e.to_string()))
+            .map_err(|e| invalid("email", e)),
+        (None, Some(p), _) => Phone::parse(p)
+            .map(|p| (ClaimKind::Phone, p.to_string()))
+            .map_err(|e| invalid("phone", e)),
+        (None, None, Some(u)) => ExternalId::parse(u)
+            .map(|u| (ClaimKind::ExternalId, u.to_string()))
+            .map_err(|e| invalid("username", e)),
+        (None, None, None) => Err(ApiError::from(DomainError::invalid(
+            "identifier",
+            "one of email, phone or username is required",
+        ))),
+    }
+}
+
+impl AuthApi {
+    /// Signs an access token for `user`'s `session` and wraps it with the refresh token.
+    fn tokens(
+        &self,
+        ctx: &RequestContext,
+        user: &User,
+        session: SessionId,
+        refresh_token: String,
+        refresh_expires: DateTime<Utc>,
+    ) -> ApiResult<pb::Tokens> {
+        issue_tokens(
+            &self.core,
+            ctx,
+            user,
+            session,
+            refresh_token,
+            refresh_expires,
+        )
+    }
+
+    fn refresh_expiry(&self, at: DateTime<Utc>) -> DateTime<Utc> {
+        at + chrono::Duration::seconds(self.core.settings.refresh_token_ttl_secs)
+    }
+
+    async fn run(
+        &self,
+        ctx: &RequestContext,
+        user: UserId,
+        command: UserCommand,
+    ) -> ApiResult<identity_store::Executed<User>> {
+        self.core
+            .execute::<User>(
+                ctx,
+                &ctx.aggregate_id(user),
+                command,
+                &self.core.user_services,
+            )
+            .await
+    }
+
+    /// The user a reset names (email or phone), if any.
+    async fn reset_target(
+        &self,
+        ctx: &RequestContext,
+        email: Option<&str>,
+        phone: Option<&str>,
+    ) -> ApiResult<(CodeChannel, String, Option<UserId>)> {
+        let (kind, value) = identifier(email, phone, None)?;
+        let channel = match kind {
+            ClaimKind::Phone => CodeChannel::Phone,
+            ClaimKind::Email | ClaimKind::ExternalId | ClaimKind::PersonCode => CodeChannel::Email,
+        };
+        let owner = self.core.owner_of(ctx, kind, &value).await?;
+        Ok((channel, value, owner))
+    }
+
+    /// A reset for a user with a submitted identity must name its person code.
+    async fn check_identity(
+        &self,
+        ctx: &RequestContext,
+        user: UserId,
+        person_code: &str,
+    ) -> ApiResult<()> {
+        let identification = self
+            .core
+            .log
+            .load::<identity_domain::identification::Identification>(&ctx.aggregate_id(user))
+            .await?;
+        let Some(identity) = identification.and_then(|i| i.aggregate.identity.clone()) else {
+            return Ok(());
+        };
+        if person_code.trim().is_empty() {
+            return Err(DomainError::IdentityRequired("password reset").into());
+        }
+        let given = person_code
+            .split_once(':')
+            .and_then(|(country, code)| PersonCode::parse(country, code).ok());
+        if given.as_ref() != Some(&identity.person_code) {
+            return Err(DomainError::InvalidIdentity.into());
+        }
+        Ok(())
+    }
+}
+
+/// Signs an access token for `user`'s `session`: subject, tenant, kind, roles and the
+/// permissions the tenant's role table gives them (the gate recomputes those on every call).
+pub(crate) fn issue_tokens(
+    core: &Core,
+    ctx: &RequestContext,
+    user: &User,
+    session: SessionId,
+    refresh_token: String,
+    refresh_expires: DateTime<Utc>,
+) -> ApiResult<pb::Tokens> {
+    let signer = core.access.signer.as_ref().ok_or_else(|| {
+        ApiError::Internal("no signing key configured: this service cannot issue tokens".into())
+    })?;
+    let user_id = user
+        .id
+        .ok_or_else(|| ApiError::from(DomainError::UserNotFound))?;
+    let now = Utc::now();
+    let ttl = core.settings.access_token_ttl_secs;
+    let exp = now.timestamp().max(0) as u64 + ttl;
+    let permissions = core
+        .access
+        .directory
+        .snapshot()
+        .permissions_of_roles(ctx.tenant.as_str(), user.roles.iter().map(|r| r.as_str()))
+        .union(crate::access::Permissions::of_self());
+    let claims = Claims {
+        iss: core.settings.jwt_issuer.clone(),
+        sub: user_id.to_string(),
+        aud: core.settings.jwt_audience.clone(),
+        exp,
+        nbf: None,
+        iat: Some(now.timestamp().max(0) as u64),
+        tenant: Some(ctx.tenant.to_string()),
+        kind: "user".into(),
+        permissions: permissions
+            .names()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        sid: Some(session.to_string()),
+        roles: user.roles.iter().map(|r| r.as_str().to_string()).collect(),
+        scopes: None,
+    };
+    let access_token = signer
+        .mint(&claims)
+        .map_err(|e| ApiError::Internal(format!("signing a token: {e}")))?;
+    Ok(pb::Tokens {
+        access_token,
+        access_token_expires_at: timestamp(DateTime::from_timestamp(exp as i64, 0)),
+        refresh_token,
+        refresh_token_expires_at: timestamp(Some(refresh_expires)),
+        token_type: "Bearer".into(),
+        session_id: session.to_string(),
+    })
+}
+
+/// A credential nobody's password matches, checked when no account matched so that an
+/// unknown account costs the same hash as a wrong password (no enumeration by timing).
+fn decoy() -> &'static Credential {
+    static DECOY: std::sync::OnceLock<Credential> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| Credential::Modern {
+        phc: "$argon2id$v=19$m=19456,t=2,p=1$ZGVjb3ktc2FsdC0xNmJ5dA$AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
+            .into(),
+    })
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthApi {
+    async fn sign_in(&self, request: Request<pb::SignInRequest>) -> Rpc<pb::SignInResponse> {
+        use pb::sign_in_request::Identifier;
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let (email, phone, username) = match &req.identifier {
+            Some(Identifier::Email(e)) => (Some(e.as_str()), None, None),
+            Some(Identifier::Phone(p)) => (None, Some(p.as_str()), None),
+            Some(Identifier::Username(u)) => (None, None, Some(u.as_str())),
+            None => (None, None, None),
+        };
+        let (kind, value) = identifier(email, phone, username)?;
+        if req.password.is_empty() || req.password.len() > 1024 {
+            return Err(ApiError::from(DomainError::invalid(
+                "password",
+                "password must be 1 to 1024 bytes",
+            ))
+            .into());
+        }
+        self.core.limits.sign_in(&ctx.caller_key())?;
+        let password = Secret::new(req.password);
+        let Some(user) = self.core.owner_of(&ctx, kind, &value).await? else {
+            use identity_domain::user::CredentialVerifier as _;
+            self.core
+                .passwords
+                .verify(decoy(), &password)
+                .await
+                .map_err(ApiError::from)?;
+            return Err(ApiError::from(DomainError::InvalidCredentials).into());
+        };
+        let at = Utc::now();
+        let session = SessionId(uuid::Uuid::new_v4());
+        let (refresh_token, refresh_digest) = new_refresh_token(&ctx, user, session);
+        let expires_at = self.refresh_expiry(at);
+        let executed = self
+            .run(
+                &ctx,
+                user,
+                UserCommand::SignIn {
+                    password,
+                    session,
+                    refresh_digest,
+                    expires_at,
+                    at,
+                },
+            )
+            .await?;
+        let tokens = self.tokens(
+            &ctx,
+            &executed.aggregate,
+            session,
+            refresh_token,
+            expires_at,
+        )?;
+        Ok(Response::new(pb::SignInResponse {
+            tokens: Some(tokens),
+            user_id: user.to_string(),
+            position: executed.position,
+        }))
+    }
+
+    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Rpc<pb::RefreshResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let presented = parse_refresh(&ctx, &request.get_ref().refresh_token)?;
+        let at = Utc::now();
+        let (refresh_token, refresh_digest) =
+            new_refresh_token(&ctx, presented.user, presented.session);
+        let expires_at = self.refresh_expiry(at);
+        let executed = self
+            .run(
+                &ctx,
+                presented.user,
+                UserCommand::Refresh {
+                    session: presented.session,
+                    presented: presented.digest,
+                    refresh_digest,
+                    expires_at,
+                    at,
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                // An unknown user says nothing more than an invalid token.
+                ApiError::Domain(DomainError::UserNotFound) => {
+                    ApiError::from(DomainError::InvalidRefreshToken)
+                }
+                e => e,
+            })?;
+        let tokens = self.tokens(
+            &ctx,
+            &executed.aggregate,
+            presented.session,
+            refresh_token,
+            expires_at,
+        )?;
+        Ok(Response::new(pb::RefreshResponse {
+            tokens: Some(tokens),
+            position: executed.position,
+        }))
+    }
+
+    async fn sign_out(&self, request: Request<pb::SignOutRequest>) -> Rpc<pb::SignOutResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let presented = parse_refresh(&ctx, &request.get_ref().refresh_token)?;
+        let loaded = self
+            .core
+            .load_user(&ctx, presented.user)
+            .await
+            .map_err(|_| ApiError::from(DomainError::InvalidRefreshToken))?;
+        let current = loaded
+            .aggregate
+            .live_sessions(Utc::now())
+            .find(|(id, _)| **id == presented.session)
+            .is_some_and(|(_, s)| s.refresh_digest == presented.digest);
+        if !current {
+            return Err(ApiError::from(DomainError::InvalidRefreshToken).into());
+        }
+        let executed = self
+            .run(
+                &ctx,
+                presented.user,
+                UserCommand::EndSessions {
+                    session: Some(presented.session),
+                    reason: SessionEnd::SignedOut,
+                    at: Utc::now(),
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::SignOutResponse {
+            position: executed.position,
+        }))
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Rpc<pb::RequestPasswordResetResponse> {
+        use pb::request_password_reset_request::Identifier;
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let (email, phone) = match &req.identifier {
+            Some(Identifier::Email(e)) => (Some(e.as_str()), None),
+            Some(Identifier::Phone(p)) => (None, Some(p.as_str())),
+            None => (None, None),
+        };
+        self.core.limits.code_request(&ctx.caller_key())?;
+        let (channel, destination, owner) = self.reset_target(&ctx, email, phone).await?;
+        let (code, hash, expires_at) = match owner {
+            Some(user) => self.core.new_code(&ctx.aggregate_id(user)),
+            None => self.core.new_code("nobody"),
+        };
+        let Some(user) = owner else {
+            // The same answer as for a real account: who is registered stays private.
+            return Ok(Response::new(pb::RequestPasswordResetResponse {
+                expires_at: timestamp(Some(expires_at)),
+                code: String::new(),
+            }));
+        };
+        self.check_identity(&ctx, user, &req.person_code).await?;
+        self.run(
+            &ctx,
+            user,
+            UserCommand::RequestPasswordReset {
+                channel,
+                code_hash: hash,
+                expires_at,
+                at: Utc::now(),
+            },
+        )
+        .await?;
+        let code = self
+            .core
+            .deliver_code(&ctx, user, "password_reset", &destination, code, expires_at)
+            .await?;
+        Ok(Response::new(pb::RequestPasswordResetResponse {
+            expires_at: timestamp(Some(expires_at)),
+            code,
+        }))
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Rpc<pb::ResetPasswordResponse> {
+        use pb::reset_password_request::Identifier;
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let (email, phone) = match &req.identifier {
+            Some(Identifier::Email(e)) => (Some(e.as_str()), None),
+            Some(Identifier::Phone(p)) => (None, Some(p.as_str())),
+            None => (None, None),
+        };
+        let new_password = password_policy(&req.new_password)
+            .map_err(|why| ApiError::from(DomainError::InvalidPassword(why)))?;
+        let wrong = || ApiError::from(DomainError::InvalidCode { attempts_left: 0 });
+        let (_, _, owner) = self.reset_target(&ctx, email, phone).await?;
+        let user = owner.ok_or_else(wrong)?;
+        let code_hash = self.core.hash_code(&ctx.aggregate_id(user), &req.code);
+        let executed = self
+            .run(
+                &ctx,
+                user,
+                UserCommand::ResetPassword {
+                    code_hash,
+                    new_password,
+                    at: Utc::now(),
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                ApiError::Domain(DomainError::NoPendingChange(_)) => wrong(),
+                e => e,
+            })?;
+        Ok(Response::new(pb::ResetPasswordResponse {
+            position: executed.position,
+        }))
+    }
+
+    async fn revoke_user_sessions(
+        &self,
+        request: Request<pb::RevokeUserSessionsRequest>,
+    ) -> Rpc<pb::RevokeUserSessionsResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let user = UserId::parse(&request.get_ref().user_id)
+            .map_err(|e| ApiError::from(DomainError::invalid("user_id", e.to_string())))?;
+        let executed = self
+            .run(
+                &ctx,
+                user,
+                UserCommand::EndSessions {
+                    session: None,
+                    reason: SessionEnd::Revoked,
+                    at: Utc::now(),
+                },
+            )
+            .await?;
+        let ended = executed
+            .events
+            .iter()
+            .map(|e| match e {
+                UserEvent::SessionsEnded { sessions, .. } => sessions.len() as u32,
+                _ => 0,
+            })
+            .sum();
+        Ok(Response::new(pb::RevokeUserSessionsResponse {
+            ended,
+            position: executed.position,
+        }))
+    }
+}
+
+/// The signed-in person's own calls, answered by the same handlers as the operators' calls
+/// for the user the token names.
+#[derive(Debug, Clone)]
+pub struct MeApi {
+    core: Core,
+    users: UserApi,
+    tiers: StatusTierApi,
+}
+
+impl MeApi {
+    pub fn new(core: Core) -> Self {
+        Self {
+            users: UserApi::new(core.clone()),
+            tiers: StatusTierApi::new(core.clone()),
+            core,
+        }
+    }
+}
+
+/// The user a user token names, and its session.
+fn me(ctx: &RequestContext) -> ApiResult<(UserId, Option<String>)> {
+    match &ctx.caller.principal {
+        Principal::User {
+            user_id, session, ..
+        } => Ok((
+            UserId::parse(user_id).map_err(|_| {
+                ApiError::Unauthenticated("the token's subject is not a user".into())
+            })?,
+            session.clone(),
+        )),
+        other => Err(ApiError::Forbidden(format!(
+            "{} is not a user: MeService needs a user access token (AuthService.SignIn)",
+            other.kind()
+        ))),
+    }
+}
+
+/// `request` as a call of another handler, with the same admitted caller.
+fn forward<T, U>(request: &Request<T>, message: U) -> Request<U> {
+    let mut forwarded = Request::new(message);
+    *forwarded.metadata_mut() = request.metadata().clone();
+    if let Some(caller) = request
+        .extensions()
+        .get::<std::sync::Arc<crate::access::Caller>>()
+    {
+        forwarded.extensions_mut().insert(caller.clone());
+    }
+    forwarded
+}
+
+#[tonic::async_trait]
+impl MeService for MeApi {
+    async fn get_me(&self, request: Request<pb::GetMeRequest>) -> Rpc<pb::GetMeResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let (user, session) = me(&ctx)?;
+        // The aggregate itself: always current, so any min_position is met.
+        let loaded = self.core.load_user(&ctx, user).await?;
+        Ok(Response::new(pb::GetMeResponse {
+            user: Some(user_to_pb(&loaded.aggregate, loaded.sequence)),
+            permissions: ctx
+                .caller
+                .permissions
+                .names()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+            session_id: session.unwrap_or_default(),
+        }))
+    }
+
+    async fn update_me(&self, request: Request<pb::UpdateMeRequest>) -> Rpc<pb::UpdateMeResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let (user, _) = me(&ctx)?;
+        let req = request.get_ref().clone();
+        let answer = self
+            .users
+            .update_user_profile(forward(
+                &request,
+                pb::UpdateUserProfileRequest {
+                    user_id: user.to_string(),
+                    profile: req.profile,
+                    update_mask: req.update_mask,
+                },
+            ))
+            .await?
+            .into_inner();
+        Ok(Response::new(pb::UpdateMeResponse {
+            user: answer.user,
+            position: answer.position,
+        }))
+    }
+
+    async fn get_my_balances(
+        &self,
+        request: Request<pb::GetMyBalancesRequest>,
+    ) -> Rpc<pb::GetMyBalancesResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let (user, _) = me(&ctx)?;
+        let answer = self
+            .users
+            .get_user_with_balances(forward(
+                &request,
+                pb::GetUserWithBalancesRequest {
+                    key: Some(pb::get_user_with_balances_request::Key::UserId(
+                        user.to_string(),
+                    )),
+                    min_position: request.get_ref().min_position,
+                },
+            ))
+            .await?
+            .into_inner();
+        Ok(Response::new(pb::GetMyBalancesResponse {
+            wallets: answer.wallets,
+        }))
+    }
+
+    async fn get_my_status(
+        &self,
+        request: Request<pb::GetMyStatusRequest>,
+    ) -> Rpc<pb::GetMyStatusResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let (user, _) = me(&ctx)?;
+        let answer = self
+            .tiers
+            .get_user_status(forward(
+                &request,
+                pb::GetUserStatusRequest {
+                    user_id: user.to_string(),
+                    min_position: request.get_ref().min_position,
+                },
+            ))
+            .await?
+            .into_inner();
+        Ok(Response::new(pb::GetMyStatusResponse {
+            qualifying: answer.qualifying,
+            highest: answer.highest,
+        }))
+    }
+
+    async fn list_my_sessions(
+        &self,
+        request: Request<pb::ListMySessionsRequest>,
+    ) -> Rpc<pb::ListMySessionsResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let (user, current) = me(&ctx)?;
+        let loaded = self.core.load_user(&ctx, user).await?;
+        let sessions = loaded
+            .aggregate
+            .live_sessions(Utc::now())
+            .map(|(id, s)| pb::Session {
+                session_id: id.to_string(),
+                started_at: timestamp(Some(s.started_at)),
+                refreshed_at: timestamp(Some(s.refreshed_at)),
+                expires_at: timestamp(Some(s.expires_at)),
+                current: current.as_deref() == Some(id.to_string().as_str()),
+            })
+            .collect();
+        Ok(Response::new(pb::ListMySessionsResponse { sessions }))
+    }
+
+    async fn end_my_session(
+        &self,
+        request: Request<pb::EndMySessionRequest>,
+    ) -> Rpc<pb::EndMySessionResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let (user, _) = me(&ctx)?;
+        let session = SessionId::parse(&request.get_ref().session_id)
+            .map_err(|e| ApiError::from(DomainError::invalid("session_id", e.to_string())))?;
+        let executed = self
+            .core
+            .execute::<User>(
+                &ctx,
+                &ctx.aggregate_id(user),
+                UserCommand::EndSessions {
+                    session: Some(session),
+                    reason: SessionEnd::SignedOut,
+                    at: Utc::now(),
+                },
+                &self.core.user_services,
+            )
+            .await?;
+        Ok(Response::new(pb::EndMySessionResponse {
+            position: executed.position,
+        }))
+    }
+}

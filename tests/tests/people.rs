@@ -1,0 +1,621 @@
+//! People's own access: sign-in with rotating refresh tokens, "me", bounded password
+//! guessing, password reset by code, codes that reach people and not callers, and legacy
+//! import as a migration tool. Every scenario runs on PostgreSQL and on SQLite.
+
+#[macro_use]
+mod common;
+
+use common::*;
+use identity_proto::v1 as pb;
+use identity_proto::v1::auth_service_client::AuthServiceClient;
+use identity_proto::v1::me_service_client::MeServiceClient;
+use identity_proto::v1::tenant_service_client::TenantServiceClient;
+use tonic::{Code, Request};
+
+on_both_stores!(
+    twenty_wrong_passwords_lock_the_account_and_a_locked_attempt_costs_no_hash,
+    a_wrong_old_password_costs_one_hash_and_changes_nothing,
+    signing_in_gives_tokens_that_act_as_the_person,
+    a_reused_refresh_token_ends_its_session_and_sign_out_ends_the_access_token,
+    a_password_is_reset_by_code_and_the_sessions_end,
+    legacy_import_refuses_a_modern_credential_and_can_be_turned_off,
+);
+
+/// A project key of `tenant` (what an app calls AuthService with).
+async fn project_key(app: &TestApp, tenant: &str) -> String {
+    TenantServiceClient::new(app.channel())
+        .issue_project_key(req(
+            tenant,
+            pb::IssueProjectKeyRequest { name: "app".into() },
+        ))
+        .await
+        .expect("issues a key")
+        .into_inner()
+        .secret
+}
+
+fn with_key<T>(key: &str, msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("x-project-key", key.parse().expect("ascii"));
+    r
+}
+
+fn bearer<T>(token: &str, msg: T) -> Request<T> {
+    with_token(token, None, msg)
+}
+
+fn sign_in(email: &str, password: &str) -> pb::SignInRequest {
+    pb::SignInRequest {
+        identifier: Some(pb::sign_in_request::Identifier::Email(email.into())),
+        password: password.into(),
+    }
+}
+
+async fn user_with_password(app: &TestApp, email: &str, password: &str) -> String {
+    let user = app.register("acme", email).await;
+    app.users()
+        .set_password(req(
+            "acme",
+            pb::SetPasswordRequest {
+                user_id: user.clone(),
+                password: password.into(),
+            },
+        ))
+        .await
+        .expect("sets the password");
+    user
+}
+
+fn verify(user: &str, password: &str) -> Request<pb::VerifyPasswordRequest> {
+    req(
+        "acme",
+        pb::VerifyPasswordRequest {
+            user_id: user.into(),
+            password: password.into(),
+        },
+    )
+}
+
+mod scenarios {
+    use super::*;
+
+    /// The defect: VerifyPassword answered any number of wrong guesses (12 in a row, then
+    /// the right one was accepted).
+    pub(super) async fn twenty_wrong_passwords_lock_the_account_and_a_locked_attempt_costs_no_hash(
+        store: Store,
+    ) {
+        let app = spawn_app(store).await;
+        let user = user_with_password(&app, "guessed@example.com", "right password").await;
+        let mut users = app.users();
+        for n in 1..=20 {
+            let s = assert_error(
+                users
+                    .verify_password(verify(&user, &format!("guess {n}")))
+                    .await,
+                Code::Unauthenticated,
+                "INVALID_CREDENTIALS",
+            );
+            assert_eq!(retry_after(&s), 0);
+        }
+        let before = app.passwords.computed();
+        let locked = assert_error(
+            users.verify_password(verify(&user, "right password")).await,
+            Code::ResourceExhausted,
+            "ACCOUNT_LOCKED",
+        );
+        let wait = retry_after(&locked);
+        assert!((1..=60).contains(&wait), "retry after {wait} s");
+        assert_eq!(
+            app.passwords.computed(),
+            before,
+            "a locked attempt must not hash"
+        );
+        // SignIn is locked the same way, and costs nothing either.
+        let key = project_key(&app, "acme").await;
+        let s = assert_error(
+            AuthServiceClient::new(app.channel())
+                .sign_in(with_key(
+                    &key,
+                    sign_in("guessed@example.com", "right password"),
+                ))
+                .await,
+            Code::ResourceExhausted,
+            "ACCOUNT_LOCKED",
+        );
+        assert!(retry_after(&s) > 0);
+        assert_eq!(app.passwords.computed(), before);
+        // Another user is not affected.
+        let other = user_with_password(&app, "bystander@example.com", "their password").await;
+        users
+            .verify_password(verify(&other, "their password"))
+            .await
+            .expect("another account still works");
+    }
+
+    /// The old password is checked before the new one is hashed: a wrong guess costs one
+    /// hash, not two, and counts toward the lock.
+    pub(super) async fn a_wrong_old_password_costs_one_hash_and_changes_nothing(store: Store) {
+        let app = spawn_app(store).await;
+        let user = user_with_password(&app, "changer@example.com", "old password").await;
+        let before = app.passwords.computed();
+        assert_error(
+            app.users()
+                .change_password(req(
+                    "acme",
+                    pb::ChangePasswordRequest {
+                        user_id: user.clone(),
+                        old_password: "not it at all".into(),
+                        new_password: "new password".into(),
+                    },
+                ))
+                .await,
+            Code::Unauthenticated,
+            "INVALID_CREDENTIALS",
+        );
+        assert_eq!(app.passwords.computed() - before, 1);
+        app.users()
+            .verify_password(verify(&user, "old password"))
+            .await
+            .expect("the old password still works");
+    }
+
+    pub(super) async fn signing_in_gives_tokens_that_act_as_the_person(store: Store) {
+        let app = spawn_app(store).await;
+        let user = user_with_password(&app, "me@example.com", "my password 1").await;
+        let wallet = app.active_wallet("acme", &user).await;
+        let credited = app
+            .wallets()
+            .credit_tokens(req("acme", credit(&wallet, "42", "me-1")))
+            .await
+            .expect("credits")
+            .into_inner();
+        let key = project_key(&app, "acme").await;
+        let mut auth = AuthServiceClient::new(app.channel());
+        assert_error(
+            auth.sign_in(with_key(&key, sign_in("me@example.com", "not my password")))
+                .await,
+            Code::Unauthenticated,
+            "INVALID_CREDENTIALS",
+        );
+        assert_error(
+            auth.sign_in(with_key(&key, sign_in("nobody@example.com", "whatever 1")))
+                .await,
+            Code::Unauthenticated,
+            "INVALID_CREDENTIALS",
+        );
+        let signed = auth
+            .sign_in(with_key(&key, sign_in("ME@example.com", "my password 1")))
+            .await
+            .expect("signs in")
+            .into_inner();
+        assert_eq!(signed.user_id, user);
+        let tokens = signed.tokens.expect("tokens");
+        assert_eq!(tokens.token_type, "Bearer");
+        assert!(tokens.refresh_token.starts_with("rt1.acme."));
+        let mut me = MeServiceClient::new(app.channel());
+        let got = me
+            .get_me(bearer(&tokens.access_token, pb::GetMeRequest::default()))
+            .await
+            .expect("GetMe")
+            .into_inner();
+        assert_eq!(got.user.expect("user").user_id, user);
+        assert!(got.permissions.contains(&"read:me".to_string()));
+        assert_eq!(got.session_id, tokens.session_id);
+        let balances = me
+            .get_my_balances(bearer(
+                &tokens.access_token,
+                pb::GetMyBalancesRequest {
+                    min_position: credited.position,
+                },
+            ))
+            .await
+            .expect("GetMyBalances")
+            .into_inner();
+        assert_eq!(balances.wallets.len(), 1);
+        assert_eq!(balances.wallets[0].balances[0].amount, "42");
+        me.get_my_status(bearer(
+            &tokens.access_token,
+            pb::GetMyStatusRequest {
+                min_position: credited.position,
+            },
+        ))
+        .await
+        .expect("GetMyStatus");
+        let updated = me
+            .update_me(bearer(
+                &tokens.access_token,
+                pb::UpdateMeRequest {
+                    profile: Some(pb::UserInput {
+                        first_name: "Ada".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(identity_proto::prost_types::FieldMask {
+                        paths: vec!["first_name".into()],
+                    }),
+                },
+            ))
+            .await
+            .expect("UpdateMe")
+            .into_inner();
+        assert_eq!(updated.user.expect("user").first_name, "Ada");
+        // The person's token is theirs alone: no operator calls, no one else's data.
+        assert_error(
+            app.users()
+                .get_user(bearer(
+                    &tokens.access_token,
+                    pb::GetUserRequest {
+                        user_id: user.clone(),
+                    },
+                ))
+                .await,
+            Code::PermissionDenied,
+            "PERMISSION_DENIED",
+        );
+        // An admin is not a person: MeService refuses it.
+        assert_error(
+            me.get_my_balances(req("acme", pb::GetMyBalancesRequest::default()))
+                .await,
+            Code::PermissionDenied,
+            "FORBIDDEN",
+        );
+        // The access token verifies with the published key alone (JWKS-shaped claims).
+        let claims = decode_unverified(&tokens.access_token);
+        assert_eq!(claims["sub"], user.as_str());
+        assert_eq!(claims["tenant"], "acme");
+        assert_eq!(claims["kind"], "user");
+        assert_eq!(claims["sid"], tokens.session_id.as_str());
+    }
+
+    pub(super) async fn a_reused_refresh_token_ends_its_session_and_sign_out_ends_the_access_token(
+        store: Store,
+    ) {
+        let app = spawn_app(store).await;
+        user_with_password(&app, "rotate@example.com", "my password 2").await;
+        let key = project_key(&app, "acme").await;
+        let mut auth = AuthServiceClient::new(app.channel());
+        let mut me = MeServiceClient::new(app.channel());
+        let first = auth
+            .sign_in(with_key(
+                &key,
+                sign_in("rotate@example.com", "my password 2"),
+            ))
+            .await
+            .expect("signs in")
+            .into_inner()
+            .tokens
+            .expect("tokens");
+        let second = auth
+            .refresh(with_key(
+                &key,
+                pb::RefreshRequest {
+                    refresh_token: first.refresh_token.clone(),
+                },
+            ))
+            .await
+            .expect("refreshes")
+            .into_inner()
+            .tokens
+            .expect("tokens");
+        assert_ne!(second.refresh_token, first.refresh_token, "rotated");
+        assert_eq!(second.session_id, first.session_id);
+        me.get_me(bearer(&second.access_token, pb::GetMeRequest::default()))
+            .await
+            .expect("the new access token works");
+        // The first refresh token again: a copy is in use, so the session ends.
+        assert_error(
+            auth.refresh(with_key(
+                &key,
+                pb::RefreshRequest {
+                    refresh_token: first.refresh_token.clone(),
+                },
+            ))
+            .await,
+            Code::Unauthenticated,
+            "INVALID_REFRESH_TOKEN",
+        );
+        assert_error(
+            auth.refresh(with_key(
+                &key,
+                pb::RefreshRequest {
+                    refresh_token: second.refresh_token.clone(),
+                },
+            ))
+            .await,
+            Code::Unauthenticated,
+            "INVALID_REFRESH_TOKEN",
+        );
+        assert_error(
+            me.get_me(bearer(&second.access_token, pb::GetMeRequest::default()))
+                .await,
+            Code::Unauthenticated,
+            "UNAUTHENTICATED",
+        );
+        // A fresh session, signed out: its access token stops at once.
+        let third = auth
+            .sign_in(with_key(
+                &key,
+                sign_in("rotate@example.com", "my password 2"),
+            ))
+            .await
+            .expect("signs in")
+            .into_inner()
+            .tokens
+            .expect("tokens");
+        let listed = me
+            .list_my_sessions(bearer(
+                &third.access_token,
+                pb::ListMySessionsRequest::default(),
+            ))
+            .await
+            .expect("lists")
+            .into_inner();
+        assert_eq!(listed.sessions.len(), 1);
+        assert!(listed.sessions[0].current);
+        auth.sign_out(with_key(
+            &key,
+            pb::SignOutRequest {
+                refresh_token: third.refresh_token.clone(),
+            },
+        ))
+        .await
+        .expect("signs out");
+        assert_error(
+            me.get_me(bearer(&third.access_token, pb::GetMeRequest::default()))
+                .await,
+            Code::Unauthenticated,
+            "UNAUTHENTICATED",
+        );
+        // Garbage and other tenants' tokens say nothing more than "invalid".
+        for bad in ["", "rt1", "rt1.acme.x.y.z", "rt1.other.a.b.c"] {
+            assert_error(
+                auth.refresh(with_key(
+                    &key,
+                    pb::RefreshRequest {
+                        refresh_token: bad.into(),
+                    },
+                ))
+                .await,
+                Code::Unauthenticated,
+                "INVALID_REFRESH_TOKEN",
+            );
+        }
+    }
+
+    pub(super) async fn a_password_is_reset_by_code_and_the_sessions_end(store: Store) {
+        let app = spawn_app(store).await;
+        user_with_password(&app, "forgot@example.com", "forgotten pw").await;
+        let key = project_key(&app, "acme").await;
+        let mut auth = AuthServiceClient::new(app.channel());
+        let session = auth
+            .sign_in(with_key(
+                &key,
+                sign_in("forgot@example.com", "forgotten pw"),
+            ))
+            .await
+            .expect("signs in")
+            .into_inner()
+            .tokens
+            .expect("tokens");
+        let by_email = || {
+            Some(pb::request_password_reset_request::Identifier::Email(
+                "forgot@example.com".into(),
+            ))
+        };
+        // The app (a project key) never sees the code.
+        let asked = auth
+            .request_password_reset(with_key(
+                &key,
+                pb::RequestPasswordResetRequest {
+                    identifier: by_email(),
+                    person_code: String::new(),
+                },
+            ))
+            .await
+            .expect("requests")
+            .into_inner();
+        assert!(asked.code.is_empty(), "the code reached an ordinary caller");
+        // Nor does it learn who is registered.
+        let unknown = auth
+            .request_password_reset(with_key(
+                &key,
+                pb::RequestPasswordResetRequest {
+                    identifier: Some(pb::request_password_reset_request::Identifier::Email(
+                        "stranger@example.com".into(),
+                    )),
+                    person_code: String::new(),
+                },
+            ))
+            .await
+            .expect("the same answer for nobody")
+            .into_inner();
+        assert!(unknown.code.is_empty() && unknown.expires_at.is_some());
+        // Too soon for another code.
+        assert_error(
+            auth.request_password_reset(codes_req(
+                "acme",
+                pb::RequestPasswordResetRequest {
+                    identifier: by_email(),
+                    person_code: String::new(),
+                },
+            ))
+            .await,
+            Code::ResourceExhausted,
+            "RATE_LIMIT_EXCEEDED",
+        );
+        let user = app.register("acme", "forgot2@example.com").await;
+        app.users()
+            .set_password(req(
+                "acme",
+                pb::SetPasswordRequest {
+                    user_id: user,
+                    password: "forgotten pw".into(),
+                },
+            ))
+            .await
+            .expect("sets");
+        let by_email2 = || {
+            Some(pb::reset_password_request::Identifier::Email(
+                "forgot2@example.com".into(),
+            ))
+        };
+        let code = auth
+            .request_password_reset(codes_req(
+                "acme",
+                pb::RequestPasswordResetRequest {
+                    identifier: Some(pb::request_password_reset_request::Identifier::Email(
+                        "forgot2@example.com".into(),
+                    )),
+                    person_code: String::new(),
+                },
+            ))
+            .await
+            .expect("requests")
+            .into_inner()
+            .code;
+        assert_eq!(code.len(), 6, "a read:codes holder gets the code");
+        let s = assert_error(
+            auth.reset_password(with_key(
+                &key,
+                pb::ResetPasswordRequest {
+                    identifier: by_email2(),
+                    code: code.clone(),
+                    new_password: "short".into(),
+                },
+            ))
+            .await,
+            Code::InvalidArgument,
+            "INVALID_PASSWORD",
+        );
+        {
+            use tonic_types::StatusExt as _;
+            let violations = s.get_error_details().bad_request().cloned();
+            assert!(
+                violations.is_some_and(|b| b.field_violations[0].field == "new_password"),
+                "{s:?}"
+            );
+        }
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        assert_error(
+            auth.reset_password(with_key(
+                &key,
+                pb::ResetPasswordRequest {
+                    identifier: by_email2(),
+                    code: wrong.into(),
+                    new_password: "brand new pw".into(),
+                },
+            ))
+            .await,
+            Code::InvalidArgument,
+            "INVALID_CODE",
+        );
+        let second_session = auth
+            .sign_in(with_key(
+                &key,
+                sign_in("forgot2@example.com", "forgotten pw"),
+            ))
+            .await
+            .expect("signs in")
+            .into_inner()
+            .tokens
+            .expect("tokens");
+        auth.reset_password(with_key(
+            &key,
+            pb::ResetPasswordRequest {
+                identifier: by_email2(),
+                code: code.clone(),
+                new_password: "brand new pw".into(),
+            },
+        ))
+        .await
+        .expect("resets");
+        assert_error(
+            MeServiceClient::new(app.channel())
+                .get_me(bearer(
+                    &second_session.access_token,
+                    pb::GetMeRequest::default(),
+                ))
+                .await,
+            Code::Unauthenticated,
+            "UNAUTHENTICATED",
+        );
+        assert_error(
+            auth.sign_in(with_key(
+                &key,
+                sign_in("forgot2@example.com", "forgotten pw"),
+            ))
+            .await,
+            Code::Unauthenticated,
+            "INVALID_CREDENTIALS",
+        );
+        auth.sign_in(with_key(
+            &key,
+            sign_in("forgot2@example.com", "brand new pw"),
+        ))
+        .await
+        .expect("the new password signs in");
+        // A used code is spent.
+        assert_error(
+            auth.reset_password(with_key(
+                &key,
+                pb::ResetPasswordRequest {
+                    identifier: by_email2(),
+                    code,
+                    new_password: "another pw 1".into(),
+                },
+            ))
+            .await,
+            Code::InvalidArgument,
+            "INVALID_CODE",
+        );
+        // The first user's session is untouched by the second user's reset.
+        MeServiceClient::new(app.channel())
+            .get_me(bearer(&session.access_token, pb::GetMeRequest::default()))
+            .await
+            .expect("still signed in");
+    }
+
+    pub(super) async fn legacy_import_refuses_a_modern_credential_and_can_be_turned_off(
+        store: Store,
+    ) {
+        let app = spawn_app(store).await;
+        let user = user_with_password(&app, "modern@example.com", "modern password").await;
+        let import = |user: &str| {
+            req(
+                "acme",
+                pb::ImportLegacyPasswordRequest {
+                    user_id: user.into(),
+                    salt: "s4lt".into(),
+                    sha1_base64: "+nZmB2ryNpTA6hMngzCgCPVJ16I=".into(),
+                },
+            )
+        };
+        assert_error(
+            app.users().import_legacy_password(import(&user)).await,
+            Code::FailedPrecondition,
+            "CREDENTIAL_EXISTS",
+        );
+        app.users()
+            .verify_password(verify(&user, "modern password"))
+            .await
+            .expect("the modern password is intact");
+        let off = spawn_app_with(Store::Sqlite, |s| s.legacy_import = false).await;
+        let fresh = off.register("acme", "late@example.com").await;
+        assert_error(
+            off.users().import_legacy_password(import(&fresh)).await,
+            Code::FailedPrecondition,
+            "LEGACY_IMPORT_DISABLED",
+        );
+    }
+}
+
+/// A JWT's claims, decoded without checking (the signature is checked by the server's own
+/// verifier and by the JWKS test in `access.rs`).
+fn decode_unverified(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("json")
+}
