@@ -596,6 +596,7 @@ mod scenarios {
                 Some("tenant-b"),
                 pb::GetUserRequest {
                     user_id: user.clone(),
+                    read_mask: None,
                 },
             ))
             .await;
@@ -607,6 +608,7 @@ mod scenarios {
                 None,
                 pb::GetUserRequest {
                     user_id: user.clone(),
+                    read_mask: None,
                 },
             );
             async move { users.get_user(r).await }
@@ -697,6 +699,7 @@ mod scenarios {
             .get_user(with_header(
                 Request::new(pb::GetUserRequest {
                     user_id: user.clone(),
+                    read_mask: None,
                 }),
                 "x-project-key",
                 &secret,
@@ -840,6 +843,7 @@ mod scenarios {
                 None,
                 pb::GetUserRequest {
                     user_id: user.clone(),
+                    read_mask: None,
                 },
             ))
             .await;
@@ -852,6 +856,7 @@ mod scenarios {
                 Some("tenant-b"),
                 pb::GetUserRequest {
                     user_id: user.clone(),
+                    read_mask: None,
                 },
             ))
             .await;
@@ -920,6 +925,7 @@ mod scenarios {
                 Some("acme"),
                 pb::GetUserRequest {
                     user_id: user.clone(),
+                    read_mask: None,
                 },
             );
             async move { users.get_user(r).await }
@@ -970,6 +976,7 @@ mod scenarios {
                 None,
                 pb::GetUserRequest {
                     user_id: user.clone(),
+                    read_mask: None,
                 },
             ))
             .await;
@@ -1002,6 +1009,7 @@ mod scenarios {
                 None,
                 pb::GetUserRequest {
                     user_id: member.clone(),
+                    read_mask: None,
                 },
             ))
             .await;
@@ -1013,6 +1021,7 @@ mod scenarios {
                 None,
                 pb::GetUserRequest {
                     user_id: support.clone(),
+                    read_mask: None,
                 },
             ))
             .await;
@@ -1047,6 +1056,7 @@ mod scenarios {
                 None,
                 pb::GetUserRequest {
                     user_id: support.clone(),
+                    read_mask: None,
                 },
             ))
             .await;

@@ -71,6 +71,7 @@ mod scenarios {
                 "acme",
                 pb::GetUserRequest {
                     user_id: user.user_id.clone(),
+                    read_mask: None,
                 },
             ))
             .await
@@ -97,6 +98,7 @@ mod scenarios {
                 "acme",
                 pb::GetUserRequest {
                     user_id: uuid::Uuid::new_v4().to_string(),
+                    read_mask: None,
                 },
             ))
             .await;
@@ -150,6 +152,7 @@ mod scenarios {
                     "acme",
                     pb::GetUserRequest {
                         user_id: "nope".into(),
+                        read_mask: None,
                     },
                 ))
                 .await,
@@ -224,7 +227,13 @@ mod scenarios {
         assert_ne!(a, b);
         let across = app
             .users()
-            .get_user(req("tenant-b", pb::GetUserRequest { user_id: a.clone() }))
+            .get_user(req(
+                "tenant-b",
+                pb::GetUserRequest {
+                    user_id: a.clone(),
+                    read_mask: None,
+                },
+            ))
             .await;
         assert_error(across, Code::NotFound, "USER_NOT_FOUND");
         let wallet = app.active_wallet("tenant-a", &a).await;
@@ -623,6 +632,7 @@ mod scenarios {
                 "acme",
                 pb::GetUserRequest {
                     user_id: user.clone(),
+                    read_mask: None,
                 },
             ))
             .await
@@ -837,7 +847,13 @@ mod scenarios {
         assert!(result[3].created && result[3].error.is_none());
         let known = app
             .users()
-            .get_user(req("acme", pb::GetUserRequest { user_id: existing }))
+            .get_user(req(
+                "acme",
+                pb::GetUserRequest {
+                    user_id: existing,
+                    read_mask: None,
+                },
+            ))
             .await
             .expect("reads")
             .into_inner()
@@ -972,6 +988,7 @@ mod scenarios {
                 "acme",
                 pb::GetUserRequest {
                     user_id: user.clone(),
+                    read_mask: None,
                 },
             ))
             .await

@@ -382,6 +382,7 @@ async fn nothing_acknowledged_is_lost(store: Store) {
                 "acme",
                 pb::GetUserRequest {
                     user_id: id.clone(),
+                    read_mask: None,
                 },
             ))
             .await
@@ -1284,6 +1285,7 @@ async fn two_servers_on_one_database_never_both_project() {
                     "takeover@example.com".into(),
                 )),
                 min_position: position,
+                read_mask: None,
             },
         ))
         .await

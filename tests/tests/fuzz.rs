@@ -293,6 +293,7 @@ fn arbitrary_requests_never_crash_the_server_or_corrupt_an_answer() {
             "acme",
             pb::GetUserRequest {
                 user_id: user.clone(),
+                read_mask: None,
             },
         )))
         .expect("the server still answers")

@@ -19,7 +19,26 @@ on_both_stores!(
     a_reused_refresh_token_ends_its_session_and_sign_out_ends_the_access_token,
     a_password_is_reset_by_code_and_the_sessions_end,
     legacy_import_refuses_a_modern_credential_and_can_be_turned_off,
+    a_token_without_the_email_scope_gets_users_without_their_email,
 );
+
+/// A service token of acme with `permissions` and, when given, `scopes`.
+fn scoped_token(permissions: &[&str], scopes: Option<&[&str]>) -> String {
+    mint_claims(identity_server::access::Claims {
+        iss: "identity".into(),
+        sub: "crm".into(),
+        aud: "identity".into(),
+        exp: now_secs() + 600,
+        nbf: None,
+        iat: None,
+        tenant: Some("acme".into()),
+        kind: "service".into(),
+        permissions: permissions.iter().map(|p| p.to_string()).collect(),
+        sid: None,
+        roles: Vec::new(),
+        scopes: scopes.map(|s| s.iter().map(|x| x.to_string()).collect()),
+    })
+}
 
 /// A project key of `tenant` (what an app calls AuthService with).
 async fn project_key(app: &TestApp, tenant: &str) -> String {
@@ -79,6 +98,150 @@ fn verify(user: &str, password: &str) -> Request<pb::VerifyPasswordRequest> {
 
 mod scenarios {
     use super::*;
+
+    pub(super) async fn a_token_without_the_email_scope_gets_users_without_their_email(
+        store: Store,
+    ) {
+        let app = spawn_app(store).await;
+        let registered = app
+            .users()
+            .register_user(req(
+                "acme",
+                pb::RegisterUserRequest {
+                    user: Some(pb::UserInput {
+                        email: "scoped@example.com".into(),
+                        phone: "+372 5555 0001".into(),
+                        first_name: "Grace".into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .expect("registers")
+            .into_inner();
+        let user = registered.user.expect("user").user_id;
+        let token = scoped_token(&["read:users"], Some(&["name", "phone"]));
+        let mut users = app.users();
+        let got = users
+            .get_user(bearer(
+                &token,
+                pb::GetUserRequest {
+                    user_id: user.clone(),
+                    read_mask: None,
+                },
+            ))
+            .await
+            .expect("reads")
+            .into_inner();
+        let u = got.user.expect("user");
+        assert_eq!(u.email, "", "the email is withheld");
+        assert_eq!(u.first_name, "Grace");
+        assert_eq!(u.phone, "37255550001");
+        assert!(
+            got.withheld_fields.contains(&"email".to_string()),
+            "{:?}",
+            got.withheld_fields
+        );
+        assert!(!got.withheld_fields.contains(&"phone".to_string()));
+        // Asking for it outright is refused, naming the field.
+        let s = assert_error(
+            users
+                .get_user(bearer(
+                    &token,
+                    pb::GetUserRequest {
+                        user_id: user.clone(),
+                        read_mask: Some(identity_proto::prost_types::FieldMask {
+                            paths: vec!["first_name".into(), "email".into()],
+                        }),
+                    },
+                ))
+                .await,
+            Code::PermissionDenied,
+            "FIELD_OUT_OF_SCOPE",
+        );
+        {
+            use tonic_types::StatusExt as _;
+            let info = s.get_error_details().error_info().cloned().expect("info");
+            assert_eq!(
+                info.metadata.get("field").map(String::as_str),
+                Some("email")
+            );
+        }
+        // The directory answers follow the same table.
+        let listed = users
+            .list_users(bearer(
+                &token,
+                pb::ListUsersRequest {
+                    search: "grace".into(),
+                    min_position: registered.position,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("lists")
+            .into_inner();
+        assert_eq!(listed.users.len(), 1);
+        assert_eq!(listed.users[0].email, "");
+        assert!(listed.withheld_fields.contains(&"email".to_string()));
+        let found = users
+            .lookup_user(bearer(
+                &token,
+                pb::LookupUserRequest {
+                    key: Some(pb::lookup_user_request::Key::Phone("+372 5555 0001".into())),
+                    min_position: registered.position,
+                    read_mask: None,
+                },
+            ))
+            .await
+            .expect("looks up")
+            .into_inner();
+        assert_eq!(found.user.expect("user").email, "");
+        // Lookup by national person code is its own permission.
+        let s = assert_error(
+            users
+                .lookup_user(bearer(
+                    &token,
+                    pb::LookupUserRequest {
+                        key: Some(pb::lookup_user_request::Key::PersonCode(
+                            "EE:38601010123".into(),
+                        )),
+                        ..Default::default()
+                    },
+                ))
+                .await,
+            Code::PermissionDenied,
+            "PERMISSION_DENIED",
+        );
+        assert!(s.message().contains("lookup:person_code"), "{s:?}");
+        // Without a scopes claim, every field the permissions reach.
+        let full = users
+            .get_user(bearer(
+                &scoped_token(&["read:users"], None),
+                pb::GetUserRequest {
+                    user_id: user.clone(),
+                    read_mask: None,
+                },
+            ))
+            .await
+            .expect("reads")
+            .into_inner();
+        assert_eq!(full.user.expect("user").email, "scoped@example.com");
+        assert!(full.withheld_fields.is_empty());
+        // An unknown scope is not quietly ignored.
+        assert_error(
+            users
+                .get_user(bearer(
+                    &scoped_token(&["read:users"], Some(&["emails"])),
+                    pb::GetUserRequest {
+                        user_id: user,
+                        read_mask: None,
+                    },
+                ))
+                .await,
+            Code::Unauthenticated,
+            "UNAUTHENTICATED",
+        );
+    }
 
     /// The defect: VerifyPassword answered any number of wrong guesses (12 in a row, then
     /// the right one was accepted).
@@ -246,6 +409,7 @@ mod scenarios {
                     &tokens.access_token,
                     pb::GetUserRequest {
                         user_id: user.clone(),
+                        read_mask: None,
                     },
                 ))
                 .await,

@@ -324,6 +324,7 @@ mod scenarios {
                             "lag@example.com".into(),
                         )),
                         min_position: far,
+                        read_mask: None,
                     },
                 ),
                 Duration::from_millis(300),
@@ -355,6 +356,7 @@ mod scenarios {
                         "lag@example.com".into(),
                     )),
                     min_position: registered.position,
+                    read_mask: None,
                 },
             ))
             .await
@@ -704,6 +706,7 @@ mod scenarios {
                     pb::LookupUserRequest {
                         key: Some(key.clone()),
                         min_position: position,
+                        read_mask: None,
                     },
                 ))
                 .await
@@ -721,6 +724,7 @@ mod scenarios {
                     pb::LookupUserRequest {
                         key: Some(Key::Email("nobody@example.com".into())),
                         min_position: 0,
+                        read_mask: None,
                     },
                 ))
                 .await,
@@ -831,6 +835,7 @@ mod scenarios {
                             "cross@example.com".into(),
                         )),
                         min_position: position,
+                        read_mask: None,
                     },
                 ))
                 .await,

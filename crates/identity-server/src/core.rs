@@ -331,6 +331,7 @@ fn outcome_of(e: &ApiError) -> &'static str {
         ApiError::TenantNotAllowed(_) => "TENANT_NOT_ALLOWED",
         ApiError::PermissionDenied(_) => "PERMISSION_DENIED",
         ApiError::Forbidden(_) => "FORBIDDEN",
+        ApiError::FieldOutOfScope { .. } => "FIELD_OUT_OF_SCOPE",
         ApiError::Conflict => "CONCURRENCY_CONFLICT",
         ApiError::Store(_) => "STORE_ERROR",
         ApiError::Internal(_) => "INTERNAL",

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// type above its own).
     #[error("{0}")]
     Forbidden(String),
+    /// A read mask asked for a field the caller's scopes do not reach.
+    #[error("the field {field} needs the scope {scope}")]
+    FieldOutOfScope { field: String, scope: &'static str },
     #[error("missing or invalid metadata {key}: {message}")]
     Metadata { key: &'static str, message: String },
     #[error("the aggregate kept changing under concurrent writes; retry")]
@@ -164,6 +167,14 @@ impl From<ApiError> for Status {
                 details_for(
                     "PERMISSION_DENIED",
                     vec![("permission", p.name().to_string())],
+                ),
+            ),
+            ApiError::FieldOutOfScope { field, scope } => Status::with_error_details(
+                Code::PermissionDenied,
+                message,
+                details_for(
+                    "FIELD_OUT_OF_SCOPE",
+                    vec![("field", field.clone()), ("scope", (*scope).to_string())],
                 ),
             ),
             ApiError::Forbidden(_) => Status::with_error_details(

@@ -16,6 +16,7 @@
 pub mod bootstrap;
 pub mod directory;
 pub mod permission;
+pub mod scope;
 pub mod token;
 
 use std::sync::Arc;
@@ -107,6 +108,8 @@ pub struct Caller {
     pub correlation_id: String,
     /// The client's address, where the transport knows it (rate limits count by it).
     pub client: Option<std::net::IpAddr>,
+    /// The personal fields the caller may read.
+    pub scopes: scope::Scopes,
 }
 
 impl Caller {
@@ -248,6 +251,7 @@ impl Access {
         };
         let key = header(headers, PROJECT_KEY_HEADER, 256)?;
         let snapshot = self.directory.snapshot();
+        let mut scopes = scope::Scopes::all();
         let (principal, home, permissions) = match (bearer, key) {
             (Some(b), _) => {
                 let token = b
@@ -261,6 +265,14 @@ impl Access {
                     .verifier
                     .verify(token)
                     .map_err(|e| ApiError::Unauthenticated(e.0))?;
+                if let Some(listed) = &verified.claims.scopes {
+                    scopes = scope::Scopes::parse_names(listed.iter().map(String::as_str))
+                        .map_err(|name| {
+                            ApiError::Unauthenticated(format!(
+                                "the token names an unknown scope {name:?}"
+                            ))
+                        })?;
+                }
                 self.principal_of(&verified, &snapshot).await?
             }
             (None, Some(k)) => {
@@ -277,6 +289,8 @@ impl Access {
                     .ok_or_else(|| {
                         ApiError::Unauthenticated("the project key is unknown or revoked".into())
                     })?;
+                // Public profiles only: no personal field at all.
+                scopes = scope::Scopes::none();
                 (
                     Principal::ProjectKey {
                         key_id: key_id.to_string(),
@@ -346,6 +360,7 @@ impl Access {
         // costs the JSON log format a re-serialization of the span's fields, so once only.
         Ok(Caller {
             client: None,
+            scopes,
             principal,
             tenant,
             permissions,

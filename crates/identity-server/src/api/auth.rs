@@ -18,9 +18,9 @@ use tonic::{Request, Response, Status};
 
 use crate::access::{Claims, Principal};
 use crate::api::status_tier::StatusTierApi;
-use crate::api::user::{password_policy, UserApi};
+use crate::api::user::{password_policy, scoped_user, UserApi};
 use crate::context::RequestContext;
-use crate::convert::{timestamp, user_to_pb};
+use crate::convert::timestamp;
 use crate::core::Core;
 use crate::error::{ApiError, ApiResult};
 
@@ -574,8 +574,10 @@ impl MeService for MeApi {
         let (user, session) = me(&ctx)?;
         // The aggregate itself: always current, so any min_position is met.
         let loaded = self.core.load_user(&ctx, user).await?;
+        let (user, withheld_fields) = scoped_user(&ctx, &loaded.aggregate, loaded.sequence);
         Ok(Response::new(pb::GetMeResponse {
-            user: Some(user_to_pb(&loaded.aggregate, loaded.sequence)),
+            user: Some(user),
+            withheld_fields,
             permissions: ctx
                 .caller
                 .permissions
@@ -606,6 +608,7 @@ impl MeService for MeApi {
         Ok(Response::new(pb::UpdateMeResponse {
             user: answer.user,
             position: answer.position,
+            withheld_fields: answer.withheld_fields,
         }))
     }
 
@@ -630,6 +633,11 @@ impl MeService for MeApi {
             .into_inner();
         Ok(Response::new(pb::GetMyBalancesResponse {
             wallets: answer.wallets,
+            withheld_fields: answer
+                .withheld_fields
+                .into_iter()
+                .filter(|f| f == "wallets")
+                .collect(),
         }))
     }
 

@@ -302,8 +302,16 @@ impl IdentificationService for IdentificationApi {
             Some(l) => (l.aggregate, l.sequence),
             None => (Identification::default(), 0),
         };
+        let mut identification = identification_to_pb(&user.to_string(), &state, version);
+        let mut withheld_fields = Vec::new();
+        crate::access::scope::cut_identification(
+            &mut identification,
+            ctx.caller.scopes,
+            &mut withheld_fields,
+        );
         Ok(Response::new(pb::GetIdentificationResponse {
-            identification: Some(identification_to_pb(&user.to_string(), &state, version)),
+            identification: Some(identification),
+            withheld_fields,
         }))
     }
 }

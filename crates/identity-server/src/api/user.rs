@@ -14,6 +14,7 @@ use identity_store::Executed;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
+use crate::access::{scope, Permission};
 use crate::context::RequestContext;
 use crate::convert::{
     directory_user_to_pb, json_object, json_to_struct, optional, required, timestamp, totals,
@@ -49,6 +50,27 @@ fn parse_user_id(field: &str, raw: &str) -> ApiResult<UserId> {
     let id = user_id(&mut v, field, raw);
     v.finish()?;
     id.ok_or_else(|| ApiError::Internal("unparsed id".into()))
+}
+
+/// Refuses a caller without `permission` (for a key that needs more than the RPC's own).
+fn require(ctx: &RequestContext, permission: Permission) -> ApiResult<()> {
+    if ctx.caller.holds(permission) {
+        Ok(())
+    } else {
+        Err(ApiError::PermissionDenied(permission))
+    }
+}
+
+/// A user cut to the caller's scopes, and the names of what was withheld.
+pub(crate) fn scoped_user(
+    ctx: &RequestContext,
+    user: &User,
+    version: usize,
+) -> (pb::User, Vec<String>) {
+    let mut out = user_to_pb(user, version);
+    let mut withheld = Vec::new();
+    scope::cut_user(&mut out, ctx.caller.scopes, &mut withheld);
+    (out, withheld)
 }
 
 /// The password policy: 8 to 256 characters (any characters; no composition rules, after
@@ -355,9 +377,11 @@ impl UserService for UserApi {
         let input = request.into_inner().user.unwrap_or_default();
         let cmd = parse_input(input, "user.", UserId(Uuid::new_v4()), &ctx)?;
         let executed = self.register(&ctx, cmd).await?;
+        let (user, withheld_fields) = scoped_user(&ctx, &executed.aggregate, executed.sequence);
         Ok(Response::new(pb::RegisterUserResponse {
-            user: Some(user_to_pb(&executed.aggregate, executed.sequence)),
+            user: Some(user),
             position: executed.position,
+            withheld_fields,
         }))
     }
 
@@ -491,9 +515,11 @@ impl UserService for UserApi {
                 UserCommand::UpdateProfile(Box::new(update), Utc::now()),
             )
             .await?;
+        let (user, withheld_fields) = scoped_user(&ctx, &executed.aggregate, executed.sequence);
         Ok(Response::new(pb::UpdateUserProfileResponse {
-            user: Some(user_to_pb(&executed.aggregate, executed.sequence)),
+            user: Some(user),
             position: executed.position,
+            withheld_fields,
         }))
     }
 
@@ -885,9 +911,16 @@ impl UserService for UserApi {
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Rpc<pb::GetUserResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let user = parse_user_id("user_id", &request.get_ref().user_id)?;
+        scope::check_mask(
+            "User",
+            request.get_ref().read_mask.as_ref(),
+            ctx.caller.scopes,
+        )?;
         let loaded = self.core.load_user(&ctx, user).await?;
+        let (user, withheld_fields) = scoped_user(&ctx, &loaded.aggregate, loaded.sequence);
         Ok(Response::new(pb::GetUserResponse {
-            user: Some(user_to_pb(&loaded.aggregate, loaded.sequence)),
+            user: Some(user),
+            withheld_fields,
         }))
     }
 
@@ -930,10 +963,24 @@ impl UserService for UserApi {
             .wallets_of(ctx.tenant.as_str(), "user", &user.user_id)
             .await
             .map_err(ApiError::from)?;
+        let mut withheld_fields = Vec::new();
+        let mut user = directory_user_to_pb(&user);
+        scope::cut_directory_user(&mut user, ctx.caller.scopes, &mut withheld_fields);
+        // The totals stay: they are amounts, not where the person keeps them.
+        let totals = totals(&wallets);
+        let mut wallets: Vec<pb::WalletBalances> =
+            wallets.iter().map(wallet_balances_to_pb).collect();
+        scope::Cut::new(
+            "GetUserWithBalancesResponse",
+            ctx.caller.scopes,
+            &mut withheld_fields,
+        )
+        .field("wallets", &mut wallets);
         Ok(Response::new(pb::GetUserWithBalancesResponse {
-            user: Some(directory_user_to_pb(&user)),
-            totals: totals(&wallets),
-            wallets: wallets.iter().map(wallet_balances_to_pb).collect(),
+            user: Some(user),
+            totals,
+            wallets,
+            withheld_fields,
         }))
     }
 
@@ -954,10 +1001,14 @@ impl UserService for UserApi {
             Some(Key::Email(v)) => user_key("email", &v)?,
             Some(Key::Phone(v)) => user_key("phone", &v)?,
             Some(Key::ExternalId(v)) => user_key("external_id", &v)?,
-            Some(Key::PersonCode(v)) => user_key("person_code", &v)?,
+            Some(Key::PersonCode(v)) => {
+                require(&ctx, Permission::LookupPersonCode)?;
+                user_key("person_code", &v)?
+            }
             Some(Key::WalletAddress(v)) => user_key("wallet_address", &v)?,
             None => return Err(missing_key("key").into()),
         };
+        scope::check_mask("DirectoryUser", req.read_mask.as_ref(), ctx.caller.scopes)?;
         self.core
             .catch_up(Projection::Directory, req.min_position, wait)
             .await?;
@@ -968,8 +1019,12 @@ impl UserService for UserApi {
             .await
             .map_err(ApiError::from)?
             .ok_or(ApiError::from(DomainError::UserNotFound))?;
+        let mut withheld_fields = Vec::new();
+        let mut user = directory_user_to_pb(&user);
+        scope::cut_directory_user(&mut user, ctx.caller.scopes, &mut withheld_fields);
         Ok(Response::new(pb::LookupUserResponse {
-            user: Some(directory_user_to_pb(&user)),
+            user: Some(user),
+            withheld_fields,
         }))
     }
 
@@ -985,6 +1040,9 @@ impl UserService for UserApi {
         let ctx = RequestContext::from_request(&request)?;
         let wait = deadline_of(&request);
         let req = request.into_inner();
+        if !req.person_code.trim().is_empty() {
+            require(&ctx, Permission::LookupPersonCode)?;
+        }
         let candidates = [
             ("email", req.email.as_str()),
             ("phone", req.phone.as_str()),
@@ -1085,10 +1143,21 @@ impl UserService for UserApi {
                     "not a cursor this service returned",
                 ))
             })?;
+        let mut withheld_fields = Vec::new();
+        let users = page
+            .users
+            .iter()
+            .map(|u| {
+                let mut u = directory_user_to_pb(u);
+                scope::cut_directory_user(&mut u, ctx.caller.scopes, &mut withheld_fields);
+                u
+            })
+            .collect();
         Ok(Response::new(pb::ListUsersResponse {
-            users: page.users.iter().map(directory_user_to_pb).collect(),
+            users,
             next_cursor: page.next_cursor.unwrap_or_default(),
             total: page.total,
+            withheld_fields,
         }))
     }
 
@@ -1187,6 +1256,7 @@ mod tests {
                 request_id: "r".into(),
                 correlation_id: "r".into(),
                 client: None,
+                scopes: crate::access::scope::Scopes::all(),
             }),
             rpc: "RegisterUser",
         };

@@ -1,0 +1,407 @@
+//! Field scopes: which personal fields a caller may read. One table ([`PERSONAL`]) says which
+//! scope covers each personal field of every message that describes a person; responses are
+//! cut to the caller's scopes and name what they withheld, and a read mask that asks for a
+//! field out of scope is refused, naming it. A test walks every response message of the API
+//! and fails on a field of a person message that the table does not classify.
+//!
+//! Tokens without a `scopes` claim reach every field their permissions reach (operators and
+//! services as before; a signed-in person sees all of their own data); a token that lists
+//! scopes gets those only.
+
+macro_rules! scopes {
+    ($($variant:ident = $name:literal,)*) => {
+        /// One scope. Its name is what a token's `scopes` claim lists.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Scope {
+            $($variant,)*
+        }
+
+        impl Scope {
+            pub const ALL: &'static [Scope] = &[$(Scope::$variant,)*];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Scope::$variant => $name,)*
+                }
+            }
+
+            pub fn parse(name: &str) -> Option<Self> {
+                match name {
+                    $($name => Some(Scope::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+scopes! {
+    Email = "email",
+    Phone = "phone",
+    Name = "name",
+    Profile = "profile",
+    ExternalId = "external_id",
+    Roles = "roles",
+    Identity = "identity",
+    Documents = "documents",
+    IdentificationLevel = "identification_level",
+    Pep = "pep",
+    WalletList = "wallet_list",
+}
+
+/// A set of scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scopes(u32);
+
+impl Default for Scopes {
+    fn default() -> Self {
+        Self::all()
+    }
+}
+
+impl Scopes {
+    pub fn all() -> Self {
+        Self::of(Scope::ALL)
+    }
+
+    pub fn none() -> Self {
+        Self(0)
+    }
+
+    pub fn of(list: &[Scope]) -> Self {
+        Self(list.iter().fold(0, |acc, s| acc | (1 << (*s as u32))))
+    }
+
+    pub fn contains(self, s: Scope) -> bool {
+        self.0 & (1 << (s as u32)) != 0
+    }
+
+    /// The scopes a token's claim lists; an unknown name is refused, named.
+    pub fn parse_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let list = names
+            .into_iter()
+            .map(|n| Scope::parse(n.trim()).ok_or_else(|| n.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::of(&list))
+    }
+}
+
+/// Every personal field of the person messages, and the scope that covers it.
+pub const PERSONAL: &[(&str, &str, Scope)] = &[
+    ("User", "email", Scope::Email),
+    ("User", "email_confirmed", Scope::Email),
+    ("User", "identifier_email", Scope::Email),
+    ("User", "phone", Scope::Phone),
+    ("User", "phone_confirmed", Scope::Phone),
+    ("User", "external_id", Scope::ExternalId),
+    ("User", "first_name", Scope::Name),
+    ("User", "last_name", Scope::Name),
+    ("User", "locale", Scope::Profile),
+    ("User", "custom_data", Scope::Profile),
+    ("User", "roles", Scope::Roles),
+    ("DirectoryUser", "email", Scope::Email),
+    ("DirectoryUser", "identifier_email", Scope::Email),
+    ("DirectoryUser", "phone", Scope::Phone),
+    ("DirectoryUser", "external_id", Scope::ExternalId),
+    ("DirectoryUser", "first_name", Scope::Name),
+    ("DirectoryUser", "last_name", Scope::Name),
+    ("DirectoryUser", "locale", Scope::Profile),
+    ("DirectoryUser", "roles", Scope::Roles),
+    ("DirectoryUser", "wallet_addresses", Scope::WalletList),
+    ("GetUserWithBalancesResponse", "wallets", Scope::WalletList),
+    ("GetMyBalancesResponse", "wallets", Scope::WalletList),
+    ("Identification", "identity", Scope::Identity),
+    ("Identification", "documents", Scope::Documents),
+    ("Identification", "pep", Scope::Pep),
+    ("Identification", "level", Scope::IdentificationLevel),
+];
+
+/// The other fields of the person messages: ids, flags, times, versions, what is public by
+/// the user's own choice, and the envelopes that carry person messages.
+pub const NOT_PERSONAL: &[(&str, &str)] = &[
+    ("User", "user_id"),
+    ("User", "public_profile"),
+    ("User", "active"),
+    ("User", "has_password"),
+    ("User", "merged_into"),
+    ("User", "created_at"),
+    ("User", "updated_at"),
+    ("User", "version"),
+    ("DirectoryUser", "user_id"),
+    ("DirectoryUser", "active"),
+    ("DirectoryUser", "merged_into"),
+    ("DirectoryUser", "created_at"),
+    ("DirectoryUser", "updated_at"),
+    ("DirectoryUser", "version"),
+    ("GetUserWithBalancesResponse", "user"),
+    ("GetUserWithBalancesResponse", "totals"),
+    ("GetUserWithBalancesResponse", "withheld_fields"),
+    ("GetMyBalancesResponse", "withheld_fields"),
+    ("Identification", "user_id"),
+    ("Identification", "updated_at"),
+    ("Identification", "version"),
+];
+
+/// The messages that describe a person: every field of theirs is classified above.
+pub const PERSON_MESSAGES: &[&str] = &[
+    "User",
+    "DirectoryUser",
+    "GetUserWithBalancesResponse",
+    "GetMyBalancesResponse",
+    "Identification",
+];
+
+/// Field names that are personal wherever they appear: a response message outside
+/// [`PERSON_MESSAGES`] that carries one fails the walk (it would escape the scopes).
+pub const PERSONAL_NAMES: &[&str] = &[
+    "email",
+    "phone",
+    "first_name",
+    "last_name",
+    "surname",
+    "person_code",
+    "date_of_birth",
+    "identity",
+    "documents",
+    "custom_data",
+    "external_id",
+    "wallet_addresses",
+    "pep",
+];
+
+/// Personal-looking fields outside the scopes, each for a stated reason: the value a caller
+/// just confirmed, echoed back (ConfirmEmail), and the staff accounts of AdminService (the
+/// operators' own logins, behind `read:admins`, not the people this service holds).
+pub const ECHOES: &[(&str, &str)] = &[
+    ("ConfirmEmailResponse", "email"),
+    ("ConfirmPhoneResponse", "phone"),
+    ("Admin", "email"),
+];
+
+fn scope_of(message: &str, field: &str) -> Option<Scope> {
+    PERSONAL
+        .iter()
+        .find(|(m, f, _)| *m == message && *f == field)
+        .map(|(_, _, s)| *s)
+}
+
+/// Whether `scopes` reach `field` of `message` (fields that are not personal always do).
+pub fn allows(scopes: Scopes, message: &str, field: &str) -> bool {
+    scope_of(message, field).is_none_or(|s| scopes.contains(s))
+}
+
+/// Clears what `scopes` do not reach; the cleared fields' names, for `withheld_fields`.
+#[derive(Debug)]
+pub struct Cut<'a> {
+    message: &'static str,
+    scopes: Scopes,
+    withheld: &'a mut Vec<String>,
+}
+
+impl<'a> Cut<'a> {
+    pub fn new(message: &'static str, scopes: Scopes, withheld: &'a mut Vec<String>) -> Self {
+        Self {
+            message,
+            scopes,
+            withheld,
+        }
+    }
+
+    /// Clears `value` unless the scopes reach `field`.
+    pub fn field<T: Default>(&mut self, field: &'static str, value: &mut T) {
+        if !allows(self.scopes, self.message, field) {
+            *value = T::default();
+            if !self.withheld.iter().any(|w| w == field) {
+                self.withheld.push(field.to_string());
+            }
+        }
+    }
+}
+
+/// Cuts a user to `scopes`.
+pub fn cut_user(u: &mut identity_proto::v1::User, scopes: Scopes, withheld: &mut Vec<String>) {
+    let mut c = Cut::new("User", scopes, withheld);
+    c.field("email", &mut u.email);
+    c.field("email_confirmed", &mut u.email_confirmed);
+    c.field("identifier_email", &mut u.identifier_email);
+    c.field("phone", &mut u.phone);
+    c.field("phone_confirmed", &mut u.phone_confirmed);
+    c.field("external_id", &mut u.external_id);
+    c.field("first_name", &mut u.first_name);
+    c.field("last_name", &mut u.last_name);
+    c.field("locale", &mut u.locale);
+    c.field("custom_data", &mut u.custom_data);
+    c.field("roles", &mut u.roles);
+}
+
+/// Cuts a directory user to `scopes`.
+pub fn cut_directory_user(
+    u: &mut identity_proto::v1::DirectoryUser,
+    scopes: Scopes,
+    withheld: &mut Vec<String>,
+) {
+    let mut c = Cut::new("DirectoryUser", scopes, withheld);
+    c.field("email", &mut u.email);
+    c.field("identifier_email", &mut u.identifier_email);
+    c.field("phone", &mut u.phone);
+    c.field("external_id", &mut u.external_id);
+    c.field("first_name", &mut u.first_name);
+    c.field("last_name", &mut u.last_name);
+    c.field("locale", &mut u.locale);
+    c.field("roles", &mut u.roles);
+    c.field("wallet_addresses", &mut u.wallet_addresses);
+}
+
+/// Cuts an identification to `scopes`.
+pub fn cut_identification(
+    i: &mut identity_proto::v1::Identification,
+    scopes: Scopes,
+    withheld: &mut Vec<String>,
+) {
+    let mut c = Cut::new("Identification", scopes, withheld);
+    c.field("identity", &mut i.identity);
+    c.field("documents", &mut i.documents);
+    c.field("pep", &mut i.pep);
+    c.field("level", &mut i.level);
+}
+
+/// A read mask's paths, checked against `scopes`: a path out of scope is refused, named.
+pub fn check_mask(
+    message: &'static str,
+    mask: Option<&prost_types::FieldMask>,
+    scopes: Scopes,
+) -> Result<(), crate::error::ApiError> {
+    for path in mask.map(|m| m.paths.as_slice()).unwrap_or_default() {
+        if !allows(scopes, message, path) {
+            return Err(crate::error::ApiError::FieldOutOfScope {
+                field: path.clone(),
+                scope: scope_of(message, path).map_or("", Scope::name),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use identity_proto::prost::Message as _;
+    use std::collections::{BTreeSet, HashMap};
+
+    fn messages() -> HashMap<String, identity_proto::prost_types::DescriptorProto> {
+        let files = identity_proto::prost_types::FileDescriptorSet::decode(
+            identity_proto::FILE_DESCRIPTOR_SET,
+        )
+        .expect("descriptor set");
+        let mut out = HashMap::new();
+        for file in files.file {
+            let package = file.package.clone().unwrap_or_default();
+            for m in file.message_type {
+                out.insert(format!(".{package}.{}", m.name()), m);
+            }
+        }
+        out
+    }
+
+    /// Walks every response message of the API (and every message reachable from one): each
+    /// field of a person message is classified, and a personal field name appears nowhere
+    /// else, so no personal field escapes the scopes.
+    #[test]
+    fn every_personal_field_of_every_response_has_a_scope() {
+        let files = identity_proto::prost_types::FileDescriptorSet::decode(
+            identity_proto::FILE_DESCRIPTOR_SET,
+        )
+        .expect("descriptor set");
+        let all = messages();
+        let mut todo: Vec<String> = files
+            .file
+            .iter()
+            .flat_map(|f| f.service.iter())
+            .flat_map(|s| s.method.iter())
+            .map(|m| m.output_type().to_string())
+            .collect();
+        let mut seen = BTreeSet::new();
+        let mut problems = Vec::new();
+        while let Some(name) = todo.pop() {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let Some(message) = all.get(&name) else {
+                continue; // google.protobuf types
+            };
+            let short = message.name();
+            let person = PERSON_MESSAGES.contains(&short);
+            for field in &message.field {
+                let f = field.name();
+                if person {
+                    let classified = PERSONAL.iter().any(|(m, n, _)| *m == short && *n == f)
+                        || NOT_PERSONAL.iter().any(|(m, n)| *m == short && *n == f);
+                    if !classified {
+                        problems.push(format!(
+                            "{short}.{f} has no scope and is not marked non-personal"
+                        ));
+                    }
+                } else if PERSONAL_NAMES.contains(&f)
+                    && !ECHOES.iter().any(|(m, n)| *m == short && *n == f)
+                {
+                    problems.push(format!(
+                        "{short}.{f} is personal outside the scoped messages"
+                    ));
+                }
+                // A scoped field is withheld whole: what is inside it needs no scope of its own.
+                if !field.type_name().is_empty() && scope_of(short, f).is_none() {
+                    todo.push(field.type_name().to_string());
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert!(
+            seen.len() > 50,
+            "the walk reached only {} messages",
+            seen.len()
+        );
+        for m in PERSON_MESSAGES {
+            assert!(
+                seen.contains(&format!(".identity.v1.{m}")),
+                "{m} is not in any response"
+            );
+        }
+    }
+
+    #[test]
+    fn each_cut_withholds_exactly_the_fields_its_scope_covers() {
+        for scope in Scope::ALL {
+            let others = Scopes::of(
+                &Scope::ALL
+                    .iter()
+                    .copied()
+                    .filter(|s| s != scope)
+                    .collect::<Vec<_>>(),
+            );
+            let mut withheld = Vec::new();
+            cut_user(&mut Default::default(), others, &mut withheld);
+            cut_directory_user(&mut Default::default(), others, &mut withheld);
+            cut_identification(&mut Default::default(), others, &mut withheld);
+            let expected: BTreeSet<&str> = PERSONAL
+                .iter()
+                .filter(|(m, _, s)| {
+                    s == scope && ["User", "DirectoryUser", "Identification"].contains(m)
+                })
+                .map(|(_, f, _)| *f)
+                .collect();
+            let got: BTreeSet<&str> = withheld.iter().map(String::as_str).collect();
+            assert_eq!(got, expected, "scope {}", scope.name());
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in Scope::ALL {
+            assert_eq!(Scope::parse(s.name()), Some(*s));
+        }
+        assert_eq!(
+            Scopes::parse_names(["email", "nope"]).unwrap_err(),
+            "nope".to_string()
+        );
+    }
+}
