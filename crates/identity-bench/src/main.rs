@@ -89,7 +89,7 @@ static DATA_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 /// What the harness's calls need, and nothing else.
 const PERMISSIONS: &str =
-    "create:users,update:users,read:users,verify:passwords,manage:wallets,credit:wallets,read:wallets";
+    "create:users,update:users,read:users,verify:passwords,manage:wallets,credit:wallets,read:wallets,sign_in";
 
 fn mint_token() -> anyhow::Result<String> {
     let dir =
@@ -497,6 +497,46 @@ struct ArgonRun {
     control: Option<Outcome>,
     beside: Outcome,
     logins_per_second: f64,
+    /// Credits beside callers of AuthService.SignIn (argon2id, a session event, a signed
+    /// token), and their sign-ins per second.
+    beside_sign_in: Outcome,
+    sign_ins_per_second: f64,
+}
+
+/// Runs `load` of credits beside 4 callers repeating `call`; returns it and calls/s.
+async fn beside_callers<F, Fut>(
+    name: &str,
+    args: &Args,
+    channels: &[Channel],
+    op: Op,
+    call: F,
+) -> (Outcome, f64)
+where
+    F: Fn(Channel, usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let done = std::sync::Arc::new(AtomicU64::new(0));
+    let mut callers = Vec::new();
+    for c in 0..4 {
+        let ch = channels[c % channels.len()].clone();
+        let (stop, done, call) = (stop.clone(), done.clone(), call.clone());
+        callers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if call(ch.clone(), c).await {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    let outcome = load(name, args, args.duration, op).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in callers {
+        let _ = c.await;
+    }
+    let per_second = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    (outcome, per_second)
 }
 
 /// Runs `load` beside `chrt -i 0` spinning in a shell; `None` when chrt cannot start.
@@ -522,10 +562,32 @@ async fn beside_idle_spinner(args: &Args, op: Op) -> Option<Outcome> {
 
 async fn argon(args: &Args) -> anyhow::Result<ArgonRun> {
     let (db, url) = fresh_database(&args.pg, "argon").await?;
-    let server = Server::start(&url, &[])?;
+    // One harness is one caller: the per-caller SignIn rate must not be what is measured.
+    let server = Server::start(&url, &[("IDENTITY_SIGN_IN_PER_MINUTE", "100000000")])?;
     let channels = server.channels(args.connections).await?;
     let seeded = wallets(&channels[0], args.wallets).await?;
     let password = "correct horse battery staple 42";
+    let sign_in_run = uuid::Uuid::new_v4().simple().to_string();
+    for i in 0..4 {
+        let user = UserServiceClient::new(channels[0].clone())
+            .register_user(req(pb::RegisterUserRequest {
+                user: Some(pb::UserInput {
+                    email: format!("signin{i}-{sign_in_run}@bench.example"),
+                    ..Default::default()
+                }),
+            }))
+            .await?
+            .into_inner()
+            .user
+            .map(|u| u.user_id)
+            .unwrap_or_default();
+        UserServiceClient::new(channels[0].clone())
+            .set_password(req(pb::SetPasswordRequest {
+                user_id: user,
+                password: password.into(),
+            }))
+            .await?;
+    }
     let mut users = UserServiceClient::new(channels[0].clone());
     for (user, _) in seeded.iter().take(8) {
         users
@@ -594,6 +656,25 @@ async fn argon(args: &Args) -> anyhow::Result<ArgonRun> {
         let _ = c.await;
     }
     let logins_per_second = logins.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let (beside_sign_in, sign_ins_per_second) = beside_callers(
+        "CreditTokens beside 4 SignIn callers",
+        args,
+        &channels,
+        credit_spread(&channels, &wallet_ids, &format!("s{run}")),
+        move |ch, c| {
+            let email = format!("signin{c}-{sign_in_run}@bench.example");
+            async move {
+                identity_proto::v1::auth_service_client::AuthServiceClient::new(ch)
+                    .sign_in(req(pb::SignInRequest {
+                        identifier: Some(pb::sign_in_request::Identifier::Email(email)),
+                        password: password.into(),
+                    }))
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
     beside.peak_rss_mib = server.peak_rss_mib();
     drop(server);
     drop_database(&args.pg, &db).await;
@@ -602,6 +683,8 @@ async fn argon(args: &Args) -> anyhow::Result<ArgonRun> {
         control,
         beside,
         logins_per_second,
+        beside_sign_in,
+        sign_ins_per_second,
     })
 }
 
@@ -1092,6 +1175,7 @@ async fn main() -> anyhow::Result<()> {
     if phases.has("argon") {
         let run = argon(&args).await?;
         let alone_p99 = run.alone.p99_ms.max(1e-9);
+        let credits_alone = run.alone.per_second.max(1e-9);
         rows.push(Row {
             ratios: ratios(&run.alone, &["(c)"]),
             outcome: run.alone,
@@ -1109,6 +1193,21 @@ async fn main() -> anyhow::Result<()> {
             "VerifyPassword (argon2id) beside the credits".into(),
             logins,
             "logins/s",
+        ));
+        let mut r = ratios(&run.beside_sign_in, &["(c)"]);
+        r.push(("p99 vs alone".into(), run.beside_sign_in.p99_ms / alone_p99));
+        r.push((
+            "credits/s vs alone".into(),
+            run.beside_sign_in.per_second / credits_alone,
+        ));
+        rows.push(Row {
+            ratios: r,
+            outcome: run.beside_sign_in,
+        });
+        figures.push(Figure::new(
+            "SignIn (argon2id, session event, signed token) beside the credits".into(),
+            run.sign_ins_per_second,
+            "sign-ins/s",
         ));
     }
     if phases.has("list_users") {
