@@ -273,6 +273,17 @@ impl Core {
         (code, hash, expires)
     }
 
+    /// Runs a command on a user of the caller's tenant.
+    pub async fn execute_user(
+        &self,
+        ctx: &RequestContext,
+        user: UserId,
+        command: identity_domain::user::UserCommand,
+    ) -> ApiResult<Executed<User>> {
+        self.execute::<User>(ctx, &ctx.aggregate_id(user), command, &self.user_services)
+            .await
+    }
+
     /// The owner of a unique value in the caller's tenant, if any.
     pub async fn owner_of(
         &self,

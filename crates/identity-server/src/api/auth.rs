@@ -145,14 +145,7 @@ impl AuthApi {
         user: UserId,
         command: UserCommand,
     ) -> ApiResult<identity_store::Executed<User>> {
-        self.core
-            .execute::<User>(
-                ctx,
-                &ctx.aggregate_id(user),
-                command,
-                &self.core.user_services,
-            )
-            .await
+        self.core.execute_user(ctx, user, command).await
     }
 
     /// The user a reset names (email or phone), if any.
@@ -695,15 +688,14 @@ impl MeService for MeApi {
             .map_err(|e| ApiError::from(DomainError::invalid("session_id", e.to_string())))?;
         let executed = self
             .core
-            .execute::<User>(
+            .execute_user(
                 &ctx,
-                &ctx.aggregate_id(user),
+                user,
                 UserCommand::EndSessions {
                     session: Some(session),
                     reason: SessionEnd::SignedOut,
                     at: Utc::now(),
                 },
-                &self.core.user_services,
             )
             .await?;
         Ok(Response::new(pb::EndMySessionResponse {

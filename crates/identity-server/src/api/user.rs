@@ -226,14 +226,7 @@ impl UserApi {
         user: UserId,
         command: UserCommand,
     ) -> ApiResult<Executed<User>> {
-        self.core
-            .execute::<User>(
-                ctx,
-                &ctx.aggregate_id(user),
-                command,
-                &self.core.user_services,
-            )
-            .await
+        self.core.execute_user(ctx, user, command).await
     }
 
     /// Confirms a pending email or phone change in one unit: the confirmation, the claim
