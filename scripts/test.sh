@@ -27,5 +27,19 @@ if ! pg_up; then
   exit 1
 fi
 
+# One-time codes are delivered through NATS JetStream (tests/tests/delivery.rs).
+NATS_HOST=127.0.0.1; NATS_PORT=4222
+nats_up() { (exec 3<>"/dev/tcp/$NATS_HOST/$NATS_PORT") 2>/dev/null; }
+if ! nats_up && command -v nats-server >/dev/null 2>&1; then
+  echo "test: NATS is not answering at $NATS_HOST:$NATS_PORT; starting nats-server with JetStream" >&2
+  mkdir -p target/nats
+  nohup nats-server -a "$NATS_HOST" -p "$NATS_PORT" -js -sd target/nats >target/nats/server.log 2>&1 &
+  for _ in $(seq 1 30); do nats_up && break; sleep 1; done
+fi
+if ! nats_up; then
+  echo "test: ERROR: NATS with JetStream is not reachable at $NATS_HOST:$NATS_PORT (install nats-server, or start it with -js)." >&2
+  exit 1
+fi
+
 cargo build --quiet -p identity-server -p identity-cli
 cargo test --workspace "$@"

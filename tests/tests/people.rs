@@ -9,7 +9,6 @@ use common::*;
 use identity_proto::v1 as pb;
 use identity_proto::v1::auth_service_client::AuthServiceClient;
 use identity_proto::v1::me_service_client::MeServiceClient;
-use identity_proto::v1::tenant_service_client::TenantServiceClient;
 use tonic::{Code, Request};
 
 on_both_stores!(
@@ -38,26 +37,6 @@ fn scoped_token(permissions: &[&str], scopes: Option<&[&str]>) -> String {
         roles: Vec::new(),
         scopes: scopes.map(|s| s.iter().map(|x| x.to_string()).collect()),
     })
-}
-
-/// A project key of `tenant` (what an app calls AuthService with).
-async fn project_key(app: &TestApp, tenant: &str) -> String {
-    TenantServiceClient::new(app.channel())
-        .issue_project_key(req(
-            tenant,
-            pb::IssueProjectKeyRequest { name: "app".into() },
-        ))
-        .await
-        .expect("issues a key")
-        .into_inner()
-        .secret
-}
-
-fn with_key<T>(key: &str, msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("x-project-key", key.parse().expect("ascii"));
-    r
 }
 
 fn bearer<T>(token: &str, msg: T) -> Request<T> {

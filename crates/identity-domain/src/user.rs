@@ -547,6 +547,17 @@ impl User {
         Ok(())
     }
 
+    /// Whether a pending change (email, phone or password reset) waits for the code stored
+    /// as `code_hash`: a code is worth sending only while this holds.
+    pub fn awaits_code(&self, code_hash: &str) -> bool {
+        let hashes = [
+            self.pending_email.as_ref().map(|p| p.code_hash.as_str()),
+            self.pending_phone.as_ref().map(|p| p.code_hash.as_str()),
+            self.pending_reset.as_ref().map(|p| p.code_hash.as_str()),
+        ];
+        hashes.into_iter().flatten().any(|h| h == code_hash)
+    }
+
     /// Whether a password (verified or not yet) is stored in the legacy scheme.
     pub fn has_legacy_credential(&self) -> bool {
         matches!(self.credential, Some(Credential::LegacySha1 { .. }))

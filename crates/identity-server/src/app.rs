@@ -203,6 +203,7 @@ impl Application {
                 }
             })
         };
+        let relay_task = tokio::spawn(core.delivery.clone().run());
         let admin = crate::observability::admin_router(core.log.clone(), core.access.jwks.clone());
         let admin_listener = self.admin_listener;
         let admin_tls = crate::tls::acceptor(&core.settings)?;
@@ -307,6 +308,7 @@ impl Application {
         };
         admin_task.abort();
         readiness_task.abort();
+        relay_task.abort();
         core.log.close().await;
         result.context("serving gRPC")
     }

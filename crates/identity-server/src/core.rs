@@ -32,6 +32,8 @@ pub struct Core {
     pub hub: crate::stream::FeedHub,
     /// The gate every request passes, and the access registry it reads.
     pub access: crate::access::Access,
+    /// The outbox writer and relay of one-time codes.
+    pub delivery: crate::delivery::Delivery,
 }
 
 /// The longest a query waits for its read model when the call sets no deadline.
@@ -77,6 +79,7 @@ impl Core {
         };
         Self {
             hub: crate::stream::FeedHub::start(log.clone(), settings.stream_buffer),
+            delivery: crate::delivery::Delivery::new(log.clone(), settings.clone()),
             log,
             passwords,
             user_services,
@@ -299,23 +302,29 @@ impl Core {
             .and_then(|c| c.aggregate.owner))
     }
 
-    /// Hands a one-time code to the delivery channel and returns what the response may
-    /// carry: the code itself only for a caller holding `read:codes`, else nothing.
-    pub async fn deliver_code(
+    /// Runs a command that starts a one-time code. The code goes to the delivery channel
+    /// (staged in the outbox before the command, sent once it took effect) and comes back in
+    /// the response only to callers holding `read:codes`; everyone else gets "".
+    pub async fn execute_with_code(
         &self,
         ctx: &RequestContext,
         user: UserId,
-        purpose: &'static str,
-        destination: &str,
-        code: String,
-        expires_at: DateTime<Utc>,
-    ) -> ApiResult<String> {
-        let _ = (user, purpose, destination, expires_at);
-        if ctx.caller.holds(crate::access::Permission::ReadCodes) {
-            Ok(code)
+        code: crate::delivery::Code<'_>,
+        command: identity_domain::user::UserCommand,
+    ) -> ApiResult<(Executed<User>, String)> {
+        let staged = self.delivery.stage(ctx, user, &code).await?;
+        let result = self.execute_user(ctx, user, command).await;
+        // Only a refusal is final; after any other failure the command may still have taken
+        // effect, and the relay decides from the log.
+        let refused = matches!(result, Err(ApiError::Domain(_)));
+        self.delivery.settle(staged, !refused).await;
+        let executed = result?;
+        let shown = if ctx.caller.holds(crate::access::Permission::ReadCodes) {
+            code.code.to_string()
         } else {
-            Ok(String::new())
-        }
+            String::new()
+        };
+        Ok((executed, shown))
     }
 
     /// The stored form of a code: SHA-256 over a server secret, the aggregate and the code,

@@ -29,6 +29,7 @@ pub mod context;
 pub mod convert;
 pub mod core;
 pub mod credentials;
+pub mod delivery;
 pub mod error;
 pub mod limits;
 pub mod observability;

@@ -35,7 +35,7 @@
 //! | `IDENTITY_SIGN_IN_PER_MINUTE` | `30` | SignIn calls per minute per caller (client address) |
 //! | `IDENTITY_CODE_REQUESTS_PER_MINUTE` | `10` | one-time code requests per minute per caller |
 //! | `IDENTITY_LEGACY_IMPORT` | `true` | accept ImportLegacyPassword; turn off once migration is over |
-//! | `IDENTITY_NATS_URL` | none | NATS server whose JetStream receives one-time codes (e.g. `nats://127.0.0.1:4222`); unset keeps them in the outbox |
+//! | `IDENTITY_NATS_URL` | none | NATS server whose JetStream receives one-time codes (e.g. `nats://127.0.0.1:4222`); unset: not delivered, only `read:codes` holders see them |
 //! | `IDENTITY_NATS_SUBJECT` | `identity.codes` | subject the codes are published on (`<subject>.<tenant>`) |
 //! | `IDENTITY_NATS_STREAM` | `IDENTITY_CODES` | JetStream stream created for that subject if missing |
 //! | `IDENTITY_LOG_FORMAT` | `pretty` | `pretty` or `json` |

@@ -22,11 +22,13 @@ mod audit;
 mod chain;
 mod feed;
 mod migrations;
+mod outbox;
 mod unit;
 
 pub use audit::{ChainBreak, ChainReport, EventFilter, MAX_REPORTED_BREAKS};
 pub use chain::{event_hash, HashInput};
 pub use feed::{FeedCursor, StoredEvent, NOTIFY_CHANNEL};
+pub use outbox::OutboxMessage;
 pub use unit::{widen, Built, Committed, Decided, Unit};
 
 use std::any::Any;

@@ -63,6 +63,22 @@ ALTER TABLE events ADD COLUMN hash text;
 ALTER TABLE events ADD CONSTRAINT events_hash_required CHECK (hash IS NOT NULL) NOT VALID;
 "#,
     ),
+    (
+        5,
+        r#"
+-- Messages for the delivery channel, written before the command that makes them due
+-- (outbox.rs); a row lives until it is sent or expires.
+CREATE TABLE outbox (
+    id           text        PRIMARY KEY,
+    aggregate_id text        NOT NULL,
+    code_hash    text        NOT NULL,
+    body         text        NOT NULL,
+    expires_at   bigint      NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX outbox_created_at ON outbox (created_at);
+"#,
+    ),
 ];
 
 const SQLITE: &[(i64, &str)] = &[
@@ -123,6 +139,22 @@ WHEN NEW.hash IS NULL
 BEGIN
     SELECT RAISE(ABORT, 'events.hash must not be NULL');
 END;
+"#,
+    ),
+    (
+        5,
+        r#"
+-- Messages for the delivery channel, written before the command that makes them due
+-- (outbox.rs); a row lives until it is sent or expires.
+CREATE TABLE outbox (
+    id           text    PRIMARY KEY,
+    aggregate_id text    NOT NULL,
+    code_hash    text    NOT NULL,
+    body         text    NOT NULL,
+    expires_at   integer NOT NULL,
+    created_at   text    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+) STRICT;
+CREATE INDEX outbox_created_at ON outbox (created_at);
 "#,
     ),
 ];

@@ -418,20 +418,23 @@ impl AuthService for AuthApi {
             }));
         };
         self.check_identity(&ctx, user, &req.person_code).await?;
-        self.run(
-            &ctx,
-            user,
-            UserCommand::RequestPasswordReset {
-                channel,
-                code_hash: hash,
-                expires_at,
-                at: Utc::now(),
-            },
-        )
-        .await?;
-        let code = self
+        let message = crate::delivery::Code {
+            purpose: crate::delivery::Purpose::PasswordReset,
+            channel: channel.as_str(),
+            destination: &destination,
+            code: &code,
+            code_hash: &hash,
+            expires_at,
+        };
+        let command = UserCommand::RequestPasswordReset {
+            channel,
+            code_hash: hash.clone(),
+            expires_at,
+            at: Utc::now(),
+        };
+        let (_, code) = self
             .core
-            .deliver_code(&ctx, user, "password_reset", &destination, code, expires_at)
+            .execute_with_code(&ctx, user, message, command)
             .await?;
         Ok(Response::new(pb::RequestPasswordResetResponse {
             expires_at: timestamp(Some(expires_at)),

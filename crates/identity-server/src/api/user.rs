@@ -21,6 +21,7 @@ use crate::convert::{
     user_to_pb, wallet_balances_to_pb,
 };
 use crate::core::{deadline_of, Core};
+use crate::delivery::{Code, Purpose};
 use crate::error::{code_name, ApiError, ApiResult};
 use identity_domain::values::PersonCode;
 use identity_projections::queries::{ListUsers, SortField, UserKey};
@@ -306,14 +307,30 @@ impl UserApi {
             }
         }
         let (code, hash, expires) = self.core.new_code(&ctx.aggregate_id(user));
-        let executed = self
-            .run(ctx, user, command(hash, expires, Utc::now()))
-            .await?;
-        let code = self
+        let purpose = match kind {
+            ClaimKind::Phone => Purpose::PhoneChange,
+            ClaimKind::Email | ClaimKind::ExternalId | ClaimKind::PersonCode => {
+                Purpose::EmailChange
+            }
+        };
+        let message = Code {
+            purpose,
+            channel: kind.as_str(),
+            destination: value,
+            code: &code,
+            code_hash: &hash,
+            expires_at: expires,
+        };
+        let (executed, shown) = self
             .core
-            .deliver_code(ctx, user, kind.as_str(), value, code, expires)
+            .execute_with_code(
+                ctx,
+                user,
+                message,
+                command(hash.clone(), expires, Utc::now()),
+            )
             .await?;
-        Ok((code, expires, executed.position))
+        Ok((shown, expires, executed.position))
     }
 }
 
