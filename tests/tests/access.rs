@@ -288,61 +288,251 @@ async fn admin_get(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn other_services_verify_tokens_with_the_published_jwks_alone() {
-    let db = TestDb::create(Store::Sqlite).await;
-    let app = identity_server::Application::build(identity_server::Settings {
-        listen_addr: "127.0.0.1:0".parse().expect("addr"),
-        admin_addr: "127.0.0.1:0".parse().expect("addr"),
-        database_url: db.url().to_string(),
-        signing_key_file: Some(kit_key().0.clone()),
-        ..identity_server::Settings::default()
-    })
-    .await
-    .expect("builds");
-    let admin = app.admin_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let response = loop {
-        match admin_get(admin, "/.well-known/jwks.json", None).await {
-            Ok(r) => break r,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "no JWKS: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+/// A server on `url` signing with `key` and still accepting the rotated-out `previous` keys.
+struct Served {
+    channel: Channel,
+    admin: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    async fn start(url: &str, key: std::path::PathBuf, previous: Vec<std::path::PathBuf>) -> Self {
+        let app = identity_server::Application::build(identity_server::Settings {
+            listen_addr: "127.0.0.1:0".parse().expect("addr"),
+            admin_addr: "127.0.0.1:0".parse().expect("addr"),
+            database_url: url.to_string(),
+            signing_key_file: Some(key),
+            previous_signing_keys: previous,
+            ..identity_server::Settings::default()
+        })
+        .await
+        .expect("builds");
+        let (admin, addr) = (app.admin_addr(), app.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            app.run_until(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("the server runs");
+        });
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connects");
+        Self {
+            channel,
+            admin,
+            stop,
+            server,
         }
-    };
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(body).expect("a JWKS document");
-    // Only jsonwebtoken and the document: no key file, no call to this service.
-    let token = mint("service", "billing", Some("acme"), &["read:users"]);
-    let header = jsonwebtoken::decode_header(&token).expect("header");
+    }
+
+    /// The published JWKS document (the admin port answers within 10 s).
+    async fn jwks(&self) -> (jsonwebtoken::jwk::JwkSet, String) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let response = loop {
+            match admin_get(self.admin, "/.well-known/jwks.json", None).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "no JWKS: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        let jwks = serde_json::from_str(&body).expect("a JWKS document");
+        (jwks, body)
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+    }
+}
+
+/// Verifies `token` with `jwks` and jsonwebtoken alone: what another service does.
+fn verify_with(jwks: &jsonwebtoken::jwk::JwkSet, token: &str) -> serde_json::Value {
+    let header = jsonwebtoken::decode_header(token).expect("header");
     let jwk = jwks
         .find(header.kid.as_deref().expect("kid"))
         .expect("the token's key is published");
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
     validation.set_issuer(&["identity"]);
     validation.set_audience(&["identity"]);
-    let verified = jsonwebtoken::decode::<serde_json::Value>(
-        &token,
+    jsonwebtoken::decode::<serde_json::Value>(
+        token,
         &jsonwebtoken::DecodingKey::from_jwk(jwk).expect("key"),
         &validation,
     )
-    .expect("verifies with the published key");
-    assert_eq!(verified.claims["sub"], "billing");
+    .expect("verifies with the published key")
+    .claims
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn other_services_verify_tokens_with_the_published_jwks_alone() {
+    let db = TestDb::create(Store::Sqlite).await;
+    let served = Served::start(db.url(), kit_key().0.clone(), Vec::new()).await;
+    let (jwks, body) = served.jwks().await;
+    // Only jsonwebtoken and the document: no key file, no call to this service.
+    let token = mint("service", "billing", Some("acme"), &["read:users"]);
+    assert_eq!(verify_with(&jwks, &token)["sub"], "billing");
     assert!(
         !body.contains("\"d\""),
         "the private key was published: {body}"
     );
-    let _ = stop.send(());
-    let _ = server.await;
+    served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_key_keeps_its_tokens_verifying_until_it_is_dropped_on_postgres() {
+    a_rotated_key_keeps_its_tokens_verifying_until_it_is_dropped(Store::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_key_keeps_its_tokens_verifying_until_it_is_dropped_on_sqlite() {
+    a_rotated_key_keeps_its_tokens_verifying_until_it_is_dropped(Store::Sqlite).await;
+}
+
+/// Signs in under the kit's key, rotates to a new key (the old one kept as previous), then
+/// drops the old key: its token works, and is published, exactly as long as it is kept.
+async fn a_rotated_key_keeps_its_tokens_verifying_until_it_is_dropped(store: Store) {
+    use identity_proto::v1::auth_service_client::AuthServiceClient;
+    use identity_proto::v1::me_service_client::MeServiceClient;
+    let db = TestDb::create(store).await;
+    let kit = kit_key().0.clone();
+    let before = Served::start(db.url(), kit.clone(), Vec::new()).await;
+    create_kit_tenants(before.channel.clone()).await;
+    let user =
+        identity_proto::v1::user_service_client::UserServiceClient::new(before.channel.clone())
+            .register_user(req(
+                "acme",
+                pb::RegisterUserRequest {
+                    user: Some(pb::UserInput {
+                        email: "rotate@example.com".into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .expect("registers")
+            .into_inner()
+            .user
+            .expect("user")
+            .user_id;
+    identity_proto::v1::user_service_client::UserServiceClient::new(before.channel.clone())
+        .set_password(req(
+            "acme",
+            pb::SetPasswordRequest {
+                user_id: user.clone(),
+                password: "rotation pw 1".into(),
+            },
+        ))
+        .await
+        .expect("sets the password");
+    let key = TenantServiceClient::new(before.channel.clone())
+        .issue_project_key(req(
+            "acme",
+            pb::IssueProjectKeyRequest { name: "app".into() },
+        ))
+        .await
+        .expect("a key")
+        .into_inner()
+        .secret;
+    let sign_in = |channel: Channel| {
+        let key = key.clone();
+        async move {
+            AuthServiceClient::new(channel)
+                .sign_in(with_key(
+                    &key,
+                    pb::SignInRequest {
+                        identifier: Some(pb::sign_in_request::Identifier::Email(
+                            "rotate@example.com".into(),
+                        )),
+                        password: "rotation pw 1".into(),
+                    },
+                ))
+                .await
+                .expect("signs in")
+                .into_inner()
+                .tokens
+                .expect("tokens")
+                .access_token
+        }
+    };
+    let old_token = sign_in(before.channel.clone()).await;
+    let old_kid = kit_key().1.kid.clone();
+    before.stop().await;
+
+    // The rotation, as `identity-admin rotate-signing-key` does it.
+    let dir = std::env::temp_dir().join(format!("rotate-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let current = dir.join("signing-key.pem");
+    std::fs::copy(&kit, &current).expect("copy");
+    let (kept, fresh) = identity_server::access::SigningKey::rotate(&current).expect("rotates");
+    assert_ne!(fresh.kid, old_kid);
+    let kept_pem = std::fs::read_to_string(&kept).expect("kept");
+    assert!(
+        !kept_pem.contains("PRIVATE"),
+        "only the public part is kept"
+    );
+
+    let me = |channel: Channel, token: String| async move {
+        MeServiceClient::new(channel)
+            .get_me(with_token(
+                &token,
+                None,
+                pb::GetMeRequest { min_position: 0 },
+            ))
+            .await
+    };
+    let during = Served::start(db.url(), current.clone(), vec![kept.clone()]).await;
+    let (jwks, _) = during.jwks().await;
+    let kids: Vec<_> = jwks
+        .keys
+        .iter()
+        .filter_map(|k| k.common.key_id.clone())
+        .collect();
+    assert_eq!(
+        kids,
+        vec![fresh.kid.clone(), old_kid.clone()],
+        "new first, old still published"
+    );
+    me(during.channel.clone(), old_token.clone())
+        .await
+        .expect("the old key's token still works");
+    let new_token = sign_in(during.channel.clone()).await;
+    let header = jsonwebtoken::decode_header(&new_token).expect("header");
+    assert_eq!(
+        header.kid.as_deref(),
+        Some(fresh.kid.as_str()),
+        "new tokens use the new key"
+    );
+    assert_eq!(verify_with(&jwks, &old_token)["sub"], user.as_str());
+    assert_eq!(verify_with(&jwks, &new_token)["sub"], user.as_str());
+    during.stop().await;
+
+    let after = Served::start(db.url(), current.clone(), Vec::new()).await;
+    let (jwks, _) = after.jwks().await;
+    assert!(
+        jwks.find(&old_kid).is_none(),
+        "the dropped key is no longer published"
+    );
+    let refused = me(after.channel.clone(), old_token)
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    me(after.channel.clone(), new_token)
+        .await
+        .expect("the new key's token works");
+    after.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -96,6 +96,10 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
     },
+    /// Rotates the service's signing key: keeps the current key's public part beside it,
+    /// writes a new key in its place, and prints the setting that keeps tokens signed with
+    /// the old key verifying (and its key published) until they expire.
+    RotateSigningKey,
     /// Creates a tenant and a SUPER_ADMIN attached to it, unless they exist.
     Bootstrap {
         #[arg(long)]
@@ -231,6 +235,30 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ttl,
         } => {
             println!("{}", mint(tenant, admin, service, user, permissions, ttl)?);
+        }
+        Command::RotateSigningKey => {
+            let settings = Settings::from_env()?;
+            let path = settings.signing_key_path().context(
+                "no signing key: set IDENTITY_SIGNING_KEY_FILE (development uses ./data/signing-key.pem)",
+            )?;
+            let (kept, fresh) = identity_server::access::SigningKey::rotate(&path)?;
+            let mut previous: Vec<String> = settings
+                .previous_signing_keys
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            previous.push(kept.display().to_string());
+            eprintln!(
+                "new signing key {} at {}; the previous key's public part is at {}",
+                fresh.kid,
+                path.display(),
+                kept.display()
+            );
+            eprintln!(
+                "restart every replica with the line below; drop the old key from it {} s later (IDENTITY_ACCESS_TOKEN_TTL_SECS), when its last tokens have expired",
+                settings.access_token_ttl_secs
+            );
+            println!("IDENTITY_PREVIOUS_SIGNING_KEYS={}", previous.join(","));
         }
         Command::Bootstrap { tenant, email } => {
             let tenant = identity_domain::values::TenantId::parse(&tenant)

@@ -21,6 +21,7 @@
 //! | `IDENTITY_ENVIRONMENT` | `development` | `development` creates a `dev` tenant, a SUPER_ADMIN `admin@dev.local` and a signing key under `IDENTITY_DATA_DIR` on first start; `production` refuses to start without a signing key file or trusted issuers |
 //! | `IDENTITY_DATA_DIR` | `./data` | where development keeps its signing key |
 //! | `IDENTITY_SIGNING_KEY_FILE` | `<data dir>/signing-key.pem` | the service's Ed25519 token signing key (PKCS#8 PEM) |
+//! | `IDENTITY_PREVIOUS_SIGNING_KEYS` | none | comma-separated PEM files of keys rotated out (public SPKI or private PKCS#8): their tokens still verify and their public keys stay in the JWKS; drop each once `IDENTITY_ACCESS_TOKEN_TTL_SECS` has passed since the rotation |
 //! | `IDENTITY_JWT_ISSUER` | `identity` | `iss` of the tokens the service signs |
 //! | `IDENTITY_JWT_AUDIENCE` | `identity` | `aud` every accepted token must carry |
 //! | `IDENTITY_TRUSTED_ISSUERS` | none | a JSON file: `[{"issuer": "...", "jwks_file": "..."}]` of external issuers |
@@ -84,6 +85,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The Ed25519 signing key; `None` means `<data_dir>/signing-key.pem` in development.
     pub signing_key_file: Option<PathBuf>,
+    /// Keys rotated out: they verify (and publish) but never sign.
+    pub previous_signing_keys: Vec<PathBuf>,
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub trusted_issuers_file: Option<PathBuf>,
@@ -129,6 +132,7 @@ impl Default for Settings {
             environment: Environment::Development,
             data_dir: PathBuf::from("data"),
             signing_key_file: None,
+            previous_signing_keys: Vec::new(),
             jwt_issuer: "identity".into(),
             jwt_audience: "identity".into(),
             trusted_issuers_file: None,
@@ -228,6 +232,14 @@ impl Settings {
             s.data_dir = PathBuf::from(v);
         }
         s.signing_key_file = var("IDENTITY_SIGNING_KEY_FILE").map(PathBuf::from);
+        if let Some(v) = var("IDENTITY_PREVIOUS_SIGNING_KEYS") {
+            s.previous_signing_keys = v
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect();
+        }
         if let Some(v) = var("IDENTITY_JWT_ISSUER") {
             s.jwt_issuer = v;
         }

@@ -10,7 +10,7 @@ use identity_domain::values::{Email, Name, TenantId};
 use identity_domain::DomainError;
 use identity_store::{EventLog, ExecuteError};
 
-use super::token::{SigningKey, TrustedIssuer, Verifier};
+use super::token::{PublicKey, SigningKey, TrustedIssuer, Verifier};
 use super::{Access, Directory};
 use crate::settings::{Environment, Settings};
 
@@ -50,8 +50,14 @@ pub async fn access(log: &EventLog, settings: &Settings) -> anyhow::Result<Acces
             "no way to authenticate callers: set IDENTITY_SIGNING_KEY_FILE or IDENTITY_TRUSTED_ISSUERS (or IDENTITY_ENVIRONMENT=development)"
         );
     }
+    let previous = settings
+        .previous_signing_keys
+        .iter()
+        .map(|p| PublicKey::load(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let verifier = Verifier::new(
         key.as_ref().map(|k| (k, settings.jwt_issuer.as_str())),
+        &previous,
         &trusted,
         &settings.jwt_audience,
     )?;
@@ -70,6 +76,7 @@ pub async fn access(log: &EventLog, settings: &Settings) -> anyhow::Result<Acces
         log.clone(),
         settings.reflection,
         key.as_ref(),
+        &previous,
     ))
 }
 

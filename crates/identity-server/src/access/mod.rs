@@ -206,8 +206,22 @@ impl Access {
         log: EventLog,
         reflection: bool,
         own_key: Option<&SigningKey>,
+        previous: &[token::PublicKey],
     ) -> Self {
-        let keys: Vec<serde_json::Value> = own_key.map(SigningKey::jwk).into_iter().collect();
+        // The current key first; rotated-out keys stay published until their tokens expire.
+        let keys: Vec<serde_json::Value> = own_key
+            .map(|k| k.public().clone())
+            .into_iter()
+            .chain(previous.iter().cloned())
+            .fold(Vec::<token::PublicKey>::new(), |mut all, k| {
+                if !all.iter().any(|x| x.kid == k.kid) {
+                    all.push(k);
+                }
+                all
+            })
+            .iter()
+            .map(token::PublicKey::jwk)
+            .collect();
         Self(Arc::new(Gate {
             verifier,
             directory,

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, EncodePublicKey as _};
+use ed25519_dalek::pkcs8::{
+    DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _, EncodePublicKey as _,
+};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -79,8 +81,7 @@ struct VerifyKey {
 pub struct SigningKey {
     pub kid: String,
     encoding: EncodingKey,
-    public_pem: String,
-    public: [u8; 32],
+    public: PublicKey,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -91,32 +92,54 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
-impl SigningKey {
-    /// Reads a PKCS#8 PEM Ed25519 private key.
-    pub fn from_pem(pem: &str) -> anyhow::Result<Self> {
-        let key = ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
-            .map_err(|e| anyhow::anyhow!("not a PKCS#8 Ed25519 private key: {e}"))?;
+/// A public key of the service's own: the current key's, or a previous key's kept after a
+/// rotation so the tokens it signed verify (and stay published) until they expire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    pub kid: String,
+    public_pem: String,
+    public: [u8; 32],
+}
+
+impl PublicKey {
+    fn of(key: &ed25519_dalek::VerifyingKey) -> anyhow::Result<Self> {
         let public_pem = key
-            .verifying_key()
             .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
             .map_err(|e| anyhow::anyhow!("encoding the public key: {e}"))?;
         // Short: HTTP/2 never compresses `authorization` across calls (HPACK leaves it out of
         // its table on purpose), so every byte of a token travels with every call.
-        let kid = hex::encode(&Sha256::digest(key.verifying_key().as_bytes())[..4]);
+        let kid = hex::encode(&Sha256::digest(key.as_bytes())[..4]);
         Ok(Self {
             kid,
-            encoding: EncodingKey::from_ed_pem(pem.as_bytes())?,
             public_pem,
-            public: key.verifying_key().to_bytes(),
+            public: key.to_bytes(),
         })
     }
 
-    /// The public key, as SPKI PEM (what a verifier of this service's tokens needs).
-    pub fn public_pem(&self) -> &str {
+    /// Reads an SPKI PEM public key, or takes the public part of a PKCS#8 private key.
+    pub fn from_pem(pem: &str) -> anyhow::Result<Self> {
+        if let Ok(key) = ed25519_dalek::SigningKey::from_pkcs8_pem(pem) {
+            return Self::of(&key.verifying_key());
+        }
+        let key = ed25519_dalek::VerifyingKey::from_public_key_pem(pem).map_err(|e| {
+            anyhow::anyhow!("not an Ed25519 public (SPKI) or private (PKCS#8) key: {e}")
+        })?;
+        Self::of(&key)
+    }
+
+    /// Reads [`PublicKey::from_pem`] from a file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the previous signing key {}", path.display()))?;
+        Self::from_pem(&pem).with_context(|| format!("the previous signing key {}", path.display()))
+    }
+
+    /// As SPKI PEM.
+    pub fn pem(&self) -> &str {
         &self.public_pem
     }
 
-    /// The public key as a JWK (RFC 8037), for other services to verify this one's tokens.
+    /// As a JWK (RFC 8037), for other services to verify this one's tokens.
     pub fn jwk(&self) -> serde_json::Value {
         use base64::Engine as _;
         serde_json::json!({
@@ -127,6 +150,44 @@ impl SigningKey {
             "kid": self.kid,
             "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.public),
         })
+    }
+
+    fn verify_key(&self, issuer: &str) -> anyhow::Result<VerifyKey> {
+        Ok(VerifyKey {
+            issuer: issuer.to_string(),
+            kid: Some(self.kid.clone()),
+            alg: Algorithm::EdDSA,
+            key: DecodingKey::from_ed_pem(self.public_pem.as_bytes())?,
+        })
+    }
+}
+
+impl SigningKey {
+    /// Reads a PKCS#8 PEM Ed25519 private key.
+    pub fn from_pem(pem: &str) -> anyhow::Result<Self> {
+        let key = ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
+            .map_err(|e| anyhow::anyhow!("not a PKCS#8 Ed25519 private key: {e}"))?;
+        let public = PublicKey::of(&key.verifying_key())?;
+        Ok(Self {
+            kid: public.kid.clone(),
+            encoding: EncodingKey::from_ed_pem(pem.as_bytes())?,
+            public,
+        })
+    }
+
+    /// The public key (what a verifier of this service's tokens needs).
+    pub fn public(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// The public key, as SPKI PEM.
+    pub fn public_pem(&self) -> &str {
+        self.public.pem()
+    }
+
+    /// The public key as a JWK (RFC 8037).
+    pub fn jwk(&self) -> serde_json::Value {
+        self.public.jwk()
     }
 
     /// A new random key, as PKCS#8 PEM.
@@ -153,6 +214,22 @@ impl SigningKey {
         let pem = std::fs::read_to_string(path)
             .with_context(|| format!("reading the signing key {}", path.display()))?;
         Self::from_pem(&pem).with_context(|| format!("the signing key {}", path.display()))
+    }
+
+    /// Rotates the key at `path`: keeps the current key's public part beside it
+    /// (`<stem>.<kid>.pub.pem`), then puts a new key in its place (written aside and renamed,
+    /// so a crash leaves one whole key). Returns the kept key's file and the new key.
+    pub fn rotate(path: &Path) -> anyhow::Result<(std::path::PathBuf, Self)> {
+        let current = Self::load_or_create(path, false)?;
+        let kept = path.with_extension(format!("{}.pub.pem", current.kid));
+        std::fs::write(&kept, current.public_pem())
+            .with_context(|| format!("writing {}", kept.display()))?;
+        let pem = Self::generate_pem()?;
+        let fresh = Self::from_pem(&pem)?;
+        let aside = path.with_extension(format!("{}.new", fresh.kid));
+        write_private(&aside, &pem)?;
+        std::fs::rename(&aside, path).with_context(|| format!("replacing {}", path.display()))?;
+        Ok((kept, fresh))
     }
 
     /// Signs claims.
@@ -214,20 +291,21 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// Accepts tokens of `own` (the service's key, for `issuer`) and of `trusted` issuers.
+    /// Accepts tokens of `own` (the service's key, for `issuer`), of the service's
+    /// `previous` keys (same issuer: tokens signed before a rotation), and of `trusted`
+    /// issuers.
     pub fn new(
         own: Option<(&SigningKey, &str)>,
+        previous: &[PublicKey],
         trusted: &[TrustedIssuer],
         audience: &str,
     ) -> anyhow::Result<Self> {
         let mut keys = Vec::new();
         if let Some((key, issuer)) = own {
-            keys.push(VerifyKey {
-                issuer: issuer.to_string(),
-                kid: Some(key.kid.clone()),
-                alg: Algorithm::EdDSA,
-                key: DecodingKey::from_ed_pem(key.public_pem.as_bytes())?,
-            });
+            keys.push(key.public.verify_key(issuer)?);
+            for old in previous.iter().filter(|p| p.kid != key.kid) {
+                keys.push(old.verify_key(issuer)?);
+            }
         }
         for t in trusted {
             let raw = std::fs::read_to_string(&t.jwks_file)
@@ -378,7 +456,7 @@ mod tests {
     #[test]
     fn own_tokens_verify_and_forgeries_do_not() {
         let key = SigningKey::from_pem(&SigningKey::generate_pem().expect("pem")).expect("key");
-        let v = Verifier::new(Some((&key, "me")), &[], "identity").expect("verifier");
+        let v = Verifier::new(Some((&key, "me")), &[], &[], "identity").expect("verifier");
         let now = jsonwebtoken::get_current_timestamp();
         let good = key.mint(&claims(now + 60)).expect("mint");
         assert_eq!(v.verify(&good).expect("verifies").claims.sub, "svc");
@@ -408,6 +486,30 @@ mod tests {
     }
 
     #[test]
+    fn a_previous_key_verifies_the_tokens_it_signed_and_signs_nothing_new() {
+        let old = SigningKey::from_pem(&SigningKey::generate_pem().expect("pem")).expect("key");
+        let new = SigningKey::from_pem(&SigningKey::generate_pem().expect("pem")).expect("key");
+        let now = jsonwebtoken::get_current_timestamp();
+        let before = old.mint(&claims(now + 60)).expect("mint");
+        // Only the public part is kept, as SPKI PEM.
+        let kept = PublicKey::from_pem(old.public_pem()).expect("public pem");
+        assert_eq!(kept, *old.public());
+        let rotated = Verifier::new(Some((&new, "me")), &[kept], &[], "identity").expect("v");
+        assert!(
+            rotated.verify(&before).is_ok(),
+            "a token of the previous key"
+        );
+        assert!(rotated
+            .verify(&new.mint(&claims(now + 60)).expect("mint"))
+            .is_ok());
+        let forgotten = Verifier::new(Some((&new, "me")), &[], &[], "identity").expect("v");
+        assert_eq!(
+            forgotten.verify(&before).unwrap_err().0,
+            "no key of a trusted issuer verifies this token"
+        );
+    }
+
+    #[test]
     fn trusted_issuers_verify_by_kid_and_only_for_their_own_issuer() {
         use base64::Engine as _;
         let pem = SigningKey::generate_pem().expect("pem");
@@ -425,6 +527,7 @@ mod tests {
         std::fs::write(&path, jwks.to_string()).expect("write");
         let v = Verifier::new(
             None,
+            &[],
             &[TrustedIssuer {
                 issuer: "https://idp.example".into(),
                 jwks_file: path.display().to_string(),
