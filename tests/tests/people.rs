@@ -19,6 +19,7 @@ on_both_stores!(
     a_password_is_reset_by_code_and_the_sessions_end,
     legacy_import_refuses_a_modern_credential_and_can_be_turned_off,
     a_token_without_the_email_scope_gets_users_without_their_email,
+    an_admin_signs_in_and_its_token_lives_as_long_as_its_session,
 );
 
 /// A service token of acme with `permissions` and, when given, `scopes`.
@@ -749,6 +750,168 @@ mod scenarios {
             Code::FailedPrecondition,
             "LEGACY_IMPORT_DISABLED",
         );
+    }
+
+    pub(super) async fn an_admin_signs_in_and_its_token_lives_as_long_as_its_session(store: Store) {
+        use identity_proto::v1::admin_service_client::AdminServiceClient;
+        let app = spawn_app(store).await;
+        let mut admins = AdminServiceClient::new(app.channel());
+        let created = |email: &str, admin_type: pb::AdminType| pb::CreateAdminRequest {
+            email: email.into(),
+            display_name: "Ops".into(),
+            admin_type: admin_type as i32,
+            tenants: vec!["acme".into()],
+        };
+        let auditor = admins
+            .create_admin(req(
+                "acme",
+                created("audit@acme.example", pb::AdminType::Auditor),
+            ))
+            .await
+            .expect("creates")
+            .into_inner()
+            .admin
+            .expect("admin")
+            .admin_id;
+        let ops = admins
+            .create_admin(req(
+                "acme",
+                created("ops@acme.example", pb::AdminType::TenantAdmin),
+            ))
+            .await
+            .expect("creates")
+            .into_inner()
+            .admin
+            .expect("admin")
+            .admin_id;
+        let set = |admin_id: &str, password: &str| pb::SetAdminPasswordRequest {
+            admin_id: admin_id.into(),
+            password: password.into(),
+        };
+        // An auditor sets its own password, never another admin's.
+        let as_auditor = mint("admin", &auditor, Some("acme"), &[]);
+        admins
+            .set_admin_password(with_token(&as_auditor, None, set(&auditor, "auditor pw 1")))
+            .await
+            .expect("an admin sets its own password");
+        assert_error(
+            admins
+                .set_admin_password(with_token(&as_auditor, None, set(&ops, "hijacked pw")))
+                .await,
+            Code::PermissionDenied,
+            "PERMISSION_DENIED",
+        );
+        admins
+            .set_admin_password(req("acme", set(&ops, "ops password 1")))
+            .await
+            .expect("a SUPER_ADMIN sets it");
+
+        let key = project_key(&app, "acme").await;
+        let mut auth = AuthServiceClient::new(app.channel());
+        let admin_sign_in = |email: &str, password: &str| pb::SignInRequest {
+            identifier: Some(pb::sign_in_request::Identifier::AdminEmail(email.into())),
+            password: password.into(),
+        };
+        assert_error(
+            auth.sign_in(with_key(
+                &key,
+                admin_sign_in("ops@acme.example", "wrong password"),
+            ))
+            .await,
+            Code::Unauthenticated,
+            "INVALID_CREDENTIALS",
+        );
+        // The same answer for an admin that does not act in the key's tenant.
+        let other_key = project_key(&app, "other").await;
+        assert_error(
+            auth.sign_in(with_key(
+                &other_key,
+                admin_sign_in("ops@acme.example", "ops password 1"),
+            ))
+            .await,
+            Code::Unauthenticated,
+            "INVALID_CREDENTIALS",
+        );
+        let tokens = auth
+            .sign_in(with_key(
+                &key,
+                admin_sign_in("ops@acme.example", "ops password 1"),
+            ))
+            .await
+            .expect("the admin signs in")
+            .into_inner()
+            .tokens
+            .expect("tokens");
+        let claims = decode_unverified(&tokens.access_token);
+        assert_eq!(claims["kind"], "admin");
+        assert_eq!(claims["sub"], ops.as_str());
+        assert_eq!(claims["tenant"], "acme");
+        assert_eq!(claims["roles"], serde_json::json!(["TENANT_ADMIN"]));
+        assert!(claims["sid"].is_string());
+        let list = |token: &str| {
+            let token = token.to_string();
+            let channel = app.channel();
+            async move {
+                AdminServiceClient::new(channel)
+                    .list_admins(bearer(&token, pb::ListAdminsRequest::default()))
+                    .await
+            }
+        };
+        list(&tokens.access_token).await.expect("acts as the admin");
+
+        // Rotation: the new refresh token continues, the old one replayed ends the session.
+        let refreshed = auth
+            .refresh(with_key(
+                &key,
+                pb::RefreshRequest {
+                    refresh_token: tokens.refresh_token.clone(),
+                },
+            ))
+            .await
+            .expect("refreshes")
+            .into_inner()
+            .tokens
+            .expect("tokens");
+        list(&refreshed.access_token)
+            .await
+            .expect("the refreshed token acts");
+        assert_error(
+            auth.refresh(with_key(
+                &key,
+                pb::RefreshRequest {
+                    refresh_token: tokens.refresh_token,
+                },
+            ))
+            .await,
+            Code::Unauthenticated,
+            "INVALID_REFRESH_TOKEN",
+        );
+        let ended = list(&refreshed.access_token)
+            .await
+            .expect_err("the session ended");
+        assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+
+        // Signing out ends the session and its access token at once.
+        let again = auth
+            .sign_in(with_key(
+                &key,
+                admin_sign_in("ops@acme.example", "ops password 1"),
+            ))
+            .await
+            .expect("signs in again")
+            .into_inner()
+            .tokens
+            .expect("tokens");
+        auth.sign_out(with_key(
+            &key,
+            pb::SignOutRequest {
+                refresh_token: again.refresh_token,
+            },
+        ))
+        .await
+        .expect("signs out");
+        let ended = list(&again.access_token).await.expect_err("signed out");
+        assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
     }
 }
 

@@ -95,6 +95,10 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
+        /// Comma-separated field scopes (`name,phone`): personal fields outside them are
+        /// withheld. Without it the token reaches every field its permissions do.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
     },
     /// Rotates the service's signing key: keeps the current key's public part beside it,
     /// writes a new key in its place, and prints the setting that keeps tokens signed with
@@ -173,6 +177,7 @@ fn mint(
     user: Option<String>,
     permissions: Vec<String>,
     ttl: u64,
+    scopes: Option<Vec<String>>,
 ) -> anyhow::Result<String> {
     use identity_server::access::bootstrap::{signing_key, DEV_ADMIN_EMAIL};
     let settings = Settings::from_env()?;
@@ -220,7 +225,7 @@ fn mint(
         },
         sid: None,
         roles: Vec::new(),
-        scopes: None,
+        scopes,
     })
 }
 
@@ -233,8 +238,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             user,
             permissions,
             ttl,
+            scopes,
         } => {
-            println!("{}", mint(tenant, admin, service, user, permissions, ttl)?);
+            if let Some(unknown) = scopes
+                .iter()
+                .flatten()
+                .find(|s| identity_server::access::scope::Scope::parse(s).is_none())
+            {
+                bail!("unknown scope {unknown:?}");
+            }
+            println!(
+                "{}",
+                mint(tenant, admin, service, user, permissions, ttl, scopes)?
+            );
         }
         Command::RotateSigningKey => {
             let settings = Settings::from_env()?;

@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::DomainError;
+use crate::session::{SessionEnd, SignInFact, SignInState};
 use crate::tenant::SYSTEM_SCOPE;
-use crate::values::{Email, Name, TenantId};
+use crate::user::{Credential, Secret, UserServices};
+use crate::values::{Email, Name, SessionId, TenantId};
 use crate::RecordsRejection;
 
 /// What an admin is for; each type is a documented set of permissions (server side).
@@ -74,6 +76,32 @@ pub enum AdminCommand {
     Remove {
         at: DateTime<Utc>,
     },
+    /// Sets the password the admin signs in with (hashed here; the policy is checked before).
+    SetPassword {
+        password: Secret,
+        at: DateTime<Utc>,
+    },
+    /// Checks the password (unless locked) and, when right, opens a session.
+    SignIn {
+        password: Secret,
+        session: SessionId,
+        refresh_digest: String,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    Refresh {
+        session: SessionId,
+        presented: String,
+        refresh_digest: String,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// Ends one session, or all of them.
+    EndSessions {
+        session: Option<SessionId>,
+        reason: SessionEnd,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +125,13 @@ pub enum AdminEvent {
     AdminRemoved {
         at: DateTime<Utc>,
     },
+    /// A new password; every open session ends with it.
+    AdminPasswordSet {
+        credential: Credential,
+        at: DateTime<Utc>,
+    },
+    /// Failed checks, the lock and sessions, by the rules users sign in by.
+    AdminSignIn(SignInFact),
 }
 
 impl DomainEvent for AdminEvent {
@@ -106,6 +141,14 @@ impl DomainEvent for AdminEvent {
             Self::AdminAssignedToTenant { .. } => "AdminAssignedToTenant",
             Self::AdminRemovedFromTenant { .. } => "AdminRemovedFromTenant",
             Self::AdminRemoved { .. } => "AdminRemoved",
+            Self::AdminPasswordSet { .. } => "AdminPasswordSet",
+            Self::AdminSignIn(fact) => match fact {
+                SignInFact::CheckFailed { .. } => "AdminPasswordCheckFailed",
+                SignInFact::FailuresCleared { .. } => "AdminPasswordFailuresCleared",
+                SignInFact::Started { .. } => "AdminSessionStarted",
+                SignInFact::Refreshed { .. } => "AdminSessionRefreshed",
+                SignInFact::Ended { .. } => "AdminSessionsEnded",
+            },
         }
         .to_string()
     }
@@ -116,7 +159,16 @@ impl DomainEvent for AdminEvent {
 
 impl RecordsRejection for AdminEvent {
     fn rejection(&self) -> Option<DomainError> {
-        None
+        match self {
+            Self::AdminSignIn(SignInFact::CheckFailed { .. }) => {
+                Some(DomainError::InvalidCredentials)
+            }
+            Self::AdminSignIn(SignInFact::Ended {
+                reason: SessionEnd::TokenReused,
+                ..
+            }) => Some(DomainError::InvalidRefreshToken),
+            _ => None,
+        }
     }
 }
 
@@ -129,6 +181,10 @@ pub struct Admin {
     pub tenants: BTreeSet<TenantId>,
     pub removed: bool,
     pub created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub credential: Option<Credential>,
+    #[serde(default)]
+    pub sign_in: SignInState,
 }
 
 impl Admin {
@@ -184,7 +240,98 @@ impl Admin {
                 }
             }
             AdminCommand::Remove { at } => vec![E::AdminRemoved { at }],
+            AdminCommand::EndSessions {
+                session: None,
+                reason,
+                at,
+            } => self
+                .sign_in
+                .end_all(reason, at)
+                .map(E::AdminSignIn)
+                .into_iter()
+                .collect(),
+            AdminCommand::EndSessions {
+                session: Some(session),
+                reason,
+                at,
+            } => vec![E::AdminSignIn(self.sign_in.end_one(session, reason, at)?)],
+            AdminCommand::Refresh {
+                session,
+                presented,
+                refresh_digest,
+                expires_at,
+                at,
+            } => vec![E::AdminSignIn(self.sign_in.refresh(
+                session,
+                &presented,
+                refresh_digest,
+                expires_at,
+                at,
+            )?)],
+            AdminCommand::SetPassword { .. } | AdminCommand::SignIn { .. } => {
+                return Err(DomainError::invalid(
+                    "password",
+                    "passwords are hashed by the handler",
+                ))
+            }
         })
+    }
+
+    /// The commands that hash or verify a password.
+    async fn decide_with_password(
+        &self,
+        command: AdminCommand,
+        services: &UserServices,
+    ) -> Result<Vec<AdminEvent>, DomainError> {
+        use AdminEvent as E;
+        if self.id.is_none() {
+            return Err(DomainError::AdminNotFound);
+        }
+        if self.removed {
+            return Err(DomainError::AdminRemoved);
+        }
+        match command {
+            AdminCommand::SetPassword { password, at } => {
+                let phc = services.credentials.hash(&password).await?;
+                let mut events = vec![E::AdminPasswordSet {
+                    credential: Credential::Modern { phc },
+                    at,
+                }];
+                events.extend(
+                    self.sign_in
+                        .end_all(SessionEnd::PasswordChanged, at)
+                        .map(E::AdminSignIn),
+                );
+                Ok(events)
+            }
+            AdminCommand::SignIn {
+                password,
+                session,
+                refresh_digest,
+                expires_at,
+                at,
+            } => {
+                self.sign_in.ensure_unlocked(at)?;
+                let current = self.credential.as_ref().ok_or(DomainError::NoCredential)?;
+                let right = services.credentials.verify(current, &password).await?;
+                let mut events: Vec<AdminEvent> = self
+                    .sign_in
+                    .checked(right, at)
+                    .map(E::AdminSignIn)
+                    .into_iter()
+                    .collect();
+                if right {
+                    events.extend(
+                        self.sign_in
+                            .start(session, refresh_digest, expires_at, at)
+                            .into_iter()
+                            .map(E::AdminSignIn),
+                    );
+                }
+                Ok(events)
+            }
+            other => self.decide(other),
+        }
     }
 }
 
@@ -193,15 +340,22 @@ impl Aggregate for Admin {
     type Command = AdminCommand;
     type Event = AdminEvent;
     type Error = DomainError;
-    type Services = ();
+    /// The password hasher (the one users' passwords go through).
+    type Services = UserServices;
 
     async fn handle(
         &mut self,
         command: Self::Command,
-        _services: &Self::Services,
+        services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
+        let events = match command {
+            c @ (AdminCommand::SetPassword { .. } | AdminCommand::SignIn { .. }) => {
+                self.decide_with_password(c, services).await?
+            }
+            c => self.decide(c)?,
+        };
+        for event in events {
             sink.write(event, self).await;
         }
         Ok(())
@@ -226,6 +380,8 @@ impl Aggregate for Admin {
                     tenants,
                     removed: false,
                     created_at: Some(created_at),
+                    credential: None,
+                    sign_in: SignInState::default(),
                 };
             }
             E::AdminAssignedToTenant { tenant, .. } => {
@@ -235,6 +391,11 @@ impl Aggregate for Admin {
                 self.tenants.remove(&tenant);
             }
             E::AdminRemoved { .. } => self.removed = true,
+            E::AdminPasswordSet { credential, .. } => {
+                self.credential = Some(credential);
+                self.sign_in.clear_failures();
+            }
+            E::AdminSignIn(fact) => self.sign_in.apply(fact),
         }
     }
 }

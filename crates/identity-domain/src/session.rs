@@ -5,8 +5,13 @@
 //! Also the cadence of one-time codes: a new code comes no sooner than a cooldown and does
 //! not wipe the wrong attempts of the code before it.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::error::DomainError;
+use crate::values::SessionId;
 
 /// Wrong passwords in a row before the account locks.
 pub const LOCK_AFTER_FAILURES: u32 = 20;
@@ -92,6 +97,242 @@ impl CodeChannel {
         match self {
             Self::Email => "email",
             Self::Phone => "phone",
+        }
+    }
+}
+
+/// What signing in records of an account (a user's or an admin's). Each aggregate stores
+/// these under its own event names; the rules that produce them are written once here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignInFact {
+    /// A wrong password; `locked_until` is set when this failure locks the account.
+    CheckFailed {
+        failed_attempts: u32,
+        locked_until: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
+    /// A right password after wrong ones: the count starts again.
+    FailuresCleared { at: DateTime<Utc> },
+    Started {
+        session: SessionId,
+        refresh_digest: String,
+        started_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    },
+    Refreshed {
+        session: SessionId,
+        refresh_digest: String,
+        at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    },
+    Ended {
+        sessions: Vec<SessionId>,
+        reason: SessionEnd,
+        at: DateTime<Utc>,
+    },
+}
+
+/// The sign-in side of an account: wrong passwords in a row, the lock, and open sessions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignInState {
+    /// Wrong passwords in a row.
+    #[serde(default)]
+    pub failed_password_checks: u32,
+    #[serde(default)]
+    pub locked_until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub sessions: BTreeMap<SessionId, Session>,
+}
+
+fn same_digest(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+impl SignInState {
+    /// Seconds the account stays locked after `at`, if it is locked.
+    pub fn locked_for(&self, at: DateTime<Utc>) -> Option<u64> {
+        self.locked_until
+            .filter(|until| at < *until)
+            .map(|until| seconds_until(until, at))
+    }
+
+    /// Refuses a password check while locked: a locked attempt costs no hash.
+    pub fn ensure_unlocked(&self, at: DateTime<Utc>) -> Result<(), DomainError> {
+        match self.locked_for(at) {
+            Some(retry_after_secs) => Err(DomainError::AccountLocked { retry_after_secs }),
+            None => Ok(()),
+        }
+    }
+
+    /// What a verified password check records: a counted failure (which may lock), or the
+    /// end of a run of failures.
+    pub fn checked(&self, right: bool, at: DateTime<Utc>) -> Option<SignInFact> {
+        if !right {
+            let failed_attempts = self.failed_password_checks.saturating_add(1);
+            return Some(SignInFact::CheckFailed {
+                failed_attempts,
+                locked_until: lock_for(failed_attempts).map(|d| at + d),
+                at,
+            });
+        }
+        (self.failed_password_checks > 0).then_some(SignInFact::FailuresCleared { at })
+    }
+
+    /// The sessions still open at `at`.
+    pub fn live_sessions(&self, at: DateTime<Utc>) -> impl Iterator<Item = (&SessionId, &Session)> {
+        self.sessions.iter().filter(move |(_, s)| s.expires_at > at)
+    }
+
+    /// Whether `session` is open at `at`.
+    pub fn is_live(&self, session: SessionId, at: DateTime<Utc>) -> bool {
+        self.live_sessions(at).any(|(id, _)| *id == session)
+    }
+
+    /// Ends every open session (nothing when there is none).
+    pub fn end_all(&self, reason: SessionEnd, at: DateTime<Utc>) -> Option<SignInFact> {
+        let sessions: Vec<SessionId> = self.live_sessions(at).map(|(id, _)| *id).collect();
+        (!sessions.is_empty()).then_some(SignInFact::Ended {
+            sessions,
+            reason,
+            at,
+        })
+    }
+
+    /// Ends one open session.
+    pub fn end_one(
+        &self,
+        session: SessionId,
+        reason: SessionEnd,
+        at: DateTime<Utc>,
+    ) -> Result<SignInFact, DomainError> {
+        if !self.is_live(session, at) {
+            return Err(DomainError::SessionNotFound);
+        }
+        Ok(SignInFact::Ended {
+            sessions: vec![session],
+            reason,
+            at,
+        })
+    }
+
+    /// A new session, ending the least recently used ones beyond [`MAX_SESSIONS`].
+    pub fn start(
+        &self,
+        session: SessionId,
+        refresh_digest: String,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Vec<SignInFact> {
+        let mut live: Vec<(&SessionId, &Session)> = self.live_sessions(at).collect();
+        let mut facts = Vec::new();
+        if live.len() >= MAX_SESSIONS {
+            live.sort_by_key(|(_, s)| s.refreshed_at);
+            let excess = live.len() + 1 - MAX_SESSIONS;
+            facts.push(SignInFact::Ended {
+                sessions: live.iter().take(excess).map(|(id, _)| **id).collect(),
+                reason: SessionEnd::Displaced,
+                at,
+            });
+        }
+        facts.push(SignInFact::Started {
+            session,
+            refresh_digest,
+            started_at: at,
+            expires_at,
+        });
+        facts
+    }
+
+    /// Continues a session with a new refresh token. Only the current token continues it: an
+    /// older one in use means it was copied, so the whole session ends (and the caller is
+    /// told the token is invalid once that is recorded).
+    pub fn refresh(
+        &self,
+        session: SessionId,
+        presented: &str,
+        refresh_digest: String,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<SignInFact, DomainError> {
+        let current = self
+            .sessions
+            .get(&session)
+            .filter(|s| s.expires_at > at)
+            .ok_or(DomainError::InvalidRefreshToken)?;
+        if !same_digest(&current.refresh_digest, presented) {
+            return Ok(SignInFact::Ended {
+                sessions: vec![session],
+                reason: SessionEnd::TokenReused,
+                at,
+            });
+        }
+        Ok(SignInFact::Refreshed {
+            session,
+            refresh_digest,
+            at,
+            expires_at,
+        })
+    }
+
+    /// A new password: the failure count and the lock start again.
+    pub fn clear_failures(&mut self) {
+        self.failed_password_checks = 0;
+        self.locked_until = None;
+    }
+
+    pub fn apply(&mut self, fact: SignInFact) {
+        match fact {
+            SignInFact::CheckFailed {
+                failed_attempts,
+                locked_until,
+                ..
+            } => {
+                self.failed_password_checks = failed_attempts;
+                if locked_until.is_some() {
+                    self.locked_until = locked_until;
+                }
+            }
+            SignInFact::FailuresCleared { .. } => self.clear_failures(),
+            SignInFact::Started {
+                session,
+                refresh_digest,
+                started_at,
+                expires_at,
+            } => {
+                self.sessions.retain(|_, s| s.expires_at > started_at);
+                self.sessions.insert(
+                    session,
+                    Session {
+                        refresh_digest,
+                        started_at,
+                        refreshed_at: started_at,
+                        expires_at,
+                        rotations: 0,
+                    },
+                );
+            }
+            SignInFact::Refreshed {
+                session,
+                refresh_digest,
+                at,
+                expires_at,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.refresh_digest = refresh_digest;
+                    s.refreshed_at = at;
+                    s.expires_at = expires_at;
+                    s.rotations += 1;
+                }
+            }
+            SignInFact::Ended { sessions, .. } => {
+                for id in sessions {
+                    self.sessions.remove(&id);
+                }
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! credentials and merging. Uniqueness of email, phone and external id is not decided here
 //! but by `UniqueClaim` aggregates, which the server claims before it registers a user.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::derive::{identifier_email, IdentifierSource};
 use crate::error::DomainError;
 use crate::session::{
-    lock_for, seconds_until, CodeChannel, Session, SessionEnd, CODE_ATTEMPT_WINDOW_SECS,
-    CODE_COOLDOWN_SECS, MAX_SESSIONS,
+    seconds_until, CodeChannel, Session, SessionEnd, SignInFact, SignInState,
+    CODE_ATTEMPT_WINDOW_SECS, CODE_COOLDOWN_SECS,
 };
 use crate::values::{
     Email, ExternalId, JsonObject, Locale, Name, Phone, Role, SessionId, TenantId, UserId,
@@ -86,6 +86,35 @@ pub trait CredentialVerifier: Send + Sync {
 #[derive(Clone)]
 pub struct UserServices {
     pub credentials: Arc<dyn CredentialVerifier>,
+}
+
+/// Refuses every password operation: for commands that never touch one (bootstrap).
+struct NoCredentials;
+
+impl CredentialVerifier for NoCredentials {
+    fn verify<'a>(
+        &'a self,
+        _: &'a Credential,
+        _: &'a Secret,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, DomainError>> + Send + 'a>> {
+        Box::pin(async { Err(DomainError::CredentialsUnavailable) })
+    }
+
+    fn hash<'a>(
+        &'a self,
+        _: &'a Secret,
+    ) -> Pin<Box<dyn Future<Output = Result<String, DomainError>> + Send + 'a>> {
+        Box::pin(async { Err(DomainError::CredentialsUnavailable) })
+    }
+}
+
+impl UserServices {
+    /// Services without a password hasher, for commands that never use one.
+    pub fn without_credentials() -> Self {
+        Self {
+            credentials: Arc::new(NoCredentials),
+        }
+    }
 }
 
 impl fmt::Debug for UserServices {
@@ -393,6 +422,54 @@ impl DomainEvent for UserEvent {
     }
 }
 
+impl From<SignInFact> for UserEvent {
+    fn from(fact: SignInFact) -> Self {
+        match fact {
+            SignInFact::CheckFailed {
+                failed_attempts,
+                locked_until,
+                at,
+            } => Self::PasswordCheckFailed {
+                failed_attempts,
+                locked_until,
+                at,
+            },
+            SignInFact::FailuresCleared { at } => Self::PasswordFailuresCleared { at },
+            SignInFact::Started {
+                session,
+                refresh_digest,
+                started_at,
+                expires_at,
+            } => Self::SessionStarted {
+                session,
+                refresh_digest,
+                started_at,
+                expires_at,
+            },
+            SignInFact::Refreshed {
+                session,
+                refresh_digest,
+                at,
+                expires_at,
+            } => Self::SessionRefreshed {
+                session,
+                refresh_digest,
+                at,
+                expires_at,
+            },
+            SignInFact::Ended {
+                sessions,
+                reason,
+                at,
+            } => Self::SessionsEnded {
+                sessions,
+                reason,
+                at,
+            },
+        }
+    }
+}
+
 impl RecordsRejection for UserEvent {
     fn rejection(&self) -> Option<DomainError> {
         match self {
@@ -446,13 +523,9 @@ pub struct User {
     pub merged_into: Option<UserId>,
     pub registered_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
-    /// Wrong passwords in a row.
-    #[serde(default)]
-    pub failed_password_checks: u32,
-    #[serde(default)]
-    pub locked_until: Option<DateTime<Utc>>,
-    #[serde(default)]
-    pub sessions: BTreeMap<SessionId, Session>,
+    /// Wrong passwords in a row, the lock and the open sessions.
+    #[serde(flatten)]
+    pub sign_in: SignInState,
     #[serde(default)]
     pub pending_reset: Option<PendingChange<CodeChannel>>,
 }
@@ -565,14 +638,12 @@ impl User {
 
     /// Seconds the account stays locked after `at`, if it is locked.
     pub fn locked_for(&self, at: DateTime<Utc>) -> Option<u64> {
-        self.locked_until
-            .filter(|until| at < *until)
-            .map(|until| seconds_until(until, at))
+        self.sign_in.locked_for(at)
     }
 
     /// The sessions still open at `at`.
     pub fn live_sessions(&self, at: DateTime<Utc>) -> impl Iterator<Item = (&SessionId, &Session)> {
-        self.sessions.iter().filter(move |(_, s)| s.expires_at > at)
+        self.sign_in.live_sessions(at)
     }
 
     /// Checks a password unless the account is locked (then no hash is spent). A right one
@@ -585,100 +656,27 @@ impl User {
         at: DateTime<Utc>,
         services: &UserServices,
     ) -> Result<(bool, Vec<UserEvent>), DomainError> {
-        if let Some(retry_after_secs) = self.locked_for(at) {
-            return Err(DomainError::AccountLocked { retry_after_secs });
-        }
+        self.sign_in.ensure_unlocked(at)?;
         let current = self.credential.as_ref().ok_or(DomainError::NoCredential)?;
-        if !services.credentials.verify(current, password).await? {
-            let failed_attempts = self.failed_password_checks.saturating_add(1);
-            return Ok((
-                false,
-                vec![UserEvent::PasswordCheckFailed {
-                    failed_attempts,
-                    locked_until: lock_for(failed_attempts).map(|d| at + d),
-                    at,
-                }],
-            ));
-        }
-        let mut events = Vec::new();
-        if self.failed_password_checks > 0 {
-            events.push(UserEvent::PasswordFailuresCleared { at });
-        }
-        if upgrade && self.has_legacy_credential() {
+        let right = services.credentials.verify(current, password).await?;
+        let mut events: Vec<UserEvent> = self
+            .sign_in
+            .checked(right, at)
+            .map(Into::into)
+            .into_iter()
+            .collect();
+        if right && upgrade && self.has_legacy_credential() {
             let phc = services.credentials.hash(password).await?;
             events.push(UserEvent::LegacyCredentialUpgraded {
                 credential: Credential::Modern { phc },
             });
         }
-        Ok((true, events))
+        Ok((right, events))
     }
 
     /// Ends every open session (nothing when there is none).
     fn end_all_sessions(&self, reason: SessionEnd, at: DateTime<Utc>) -> Option<UserEvent> {
-        let sessions: Vec<SessionId> = self.live_sessions(at).map(|(id, _)| *id).collect();
-        (!sessions.is_empty()).then_some(UserEvent::SessionsEnded {
-            sessions,
-            reason,
-            at,
-        })
-    }
-
-    /// A new session, ending the least recently used ones beyond [`MAX_SESSIONS`].
-    fn start_session(
-        &self,
-        session: SessionId,
-        refresh_digest: String,
-        expires_at: DateTime<Utc>,
-        at: DateTime<Utc>,
-    ) -> Vec<UserEvent> {
-        let mut live: Vec<(&SessionId, &Session)> = self.live_sessions(at).collect();
-        let mut events = Vec::new();
-        if live.len() >= MAX_SESSIONS {
-            live.sort_by_key(|(_, s)| s.refreshed_at);
-            let excess = live.len() + 1 - MAX_SESSIONS;
-            events.push(UserEvent::SessionsEnded {
-                sessions: live.iter().take(excess).map(|(id, _)| **id).collect(),
-                reason: SessionEnd::Displaced,
-                at,
-            });
-        }
-        events.push(UserEvent::SessionStarted {
-            session,
-            refresh_digest,
-            started_at: at,
-            expires_at,
-        });
-        events
-    }
-
-    fn refresh(
-        &self,
-        session: SessionId,
-        presented: &str,
-        refresh_digest: String,
-        expires_at: DateTime<Utc>,
-        at: DateTime<Utc>,
-    ) -> Result<Vec<UserEvent>, DomainError> {
-        let current = self
-            .sessions
-            .get(&session)
-            .filter(|s| s.expires_at > at)
-            .ok_or(DomainError::InvalidRefreshToken)?;
-        if !constant_time_eq(current.refresh_digest.as_bytes(), presented.as_bytes()) {
-            // Only the current token continues a session: an older one in use means it was
-            // copied, so the whole session ends (the caller is told the token is invalid).
-            return Ok(vec![UserEvent::SessionsEnded {
-                sessions: vec![session],
-                reason: SessionEnd::TokenReused,
-                at,
-            }]);
-        }
-        Ok(vec![UserEvent::SessionRefreshed {
-            session,
-            refresh_digest,
-            at,
-            expires_at,
-        }])
+        self.sign_in.end_all(reason, at).map(Into::into)
     }
 
     fn register(cmd: RegisterUser) -> Result<UserEvent, DomainError> {
@@ -876,7 +874,12 @@ impl User {
                 let (right, mut events) =
                     self.check_password(&password, true, at, services).await?;
                 if right {
-                    events.extend(self.start_session(session, refresh_digest, expires_at, at));
+                    events.extend(
+                        self.sign_in
+                            .start(session, refresh_digest, expires_at, at)
+                            .into_iter()
+                            .map(UserEvent::from),
+                    );
                 }
                 events
             }
@@ -886,7 +889,10 @@ impl User {
                 refresh_digest,
                 expires_at,
                 at,
-            } => self.refresh(session, &presented, refresh_digest, expires_at, at)?,
+            } => vec![self
+                .sign_in
+                .refresh(session, &presented, refresh_digest, expires_at, at)?
+                .into()],
             C::EndSessions {
                 session: None,
                 reason,
@@ -896,16 +902,7 @@ impl User {
                 session: Some(session),
                 reason,
                 at,
-            } => {
-                if !self.live_sessions(at).any(|(id, _)| *id == session) {
-                    return Err(DomainError::SessionNotFound);
-                }
-                vec![E::SessionsEnded {
-                    sessions: vec![session],
-                    reason,
-                    at,
-                }]
-            }
+            } => vec![self.sign_in.end_one(session, reason, at)?.into()],
             C::RequestPasswordReset {
                 channel,
                 code_hash,
@@ -1104,61 +1101,53 @@ impl Aggregate for User {
             E::RolesChanged { roles } => self.roles = roles,
             E::PasswordSet { credential } | E::PasswordChanged { credential } => {
                 self.credential = Some(credential);
-                self.failed_password_checks = 0;
-                self.locked_until = None;
+                self.sign_in.clear_failures();
             }
             E::LegacyCredentialImported { credential }
             | E::LegacyCredentialUpgraded { credential } => self.credential = Some(credential),
             E::PasswordCheckFailed {
                 failed_attempts,
                 locked_until,
-                ..
-            } => {
-                self.failed_password_checks = failed_attempts;
-                if locked_until.is_some() {
-                    self.locked_until = locked_until;
-                }
-            }
-            E::PasswordFailuresCleared { .. } => {
-                self.failed_password_checks = 0;
-                self.locked_until = None;
+                at,
+            } => self.sign_in.apply(SignInFact::CheckFailed {
+                failed_attempts,
+                locked_until,
+                at,
+            }),
+            E::PasswordFailuresCleared { at } => {
+                self.sign_in.apply(SignInFact::FailuresCleared { at })
             }
             E::SessionStarted {
                 session,
                 refresh_digest,
                 started_at,
                 expires_at,
-            } => {
-                self.sessions.retain(|_, s| s.expires_at > started_at);
-                self.sessions.insert(
-                    session,
-                    Session {
-                        refresh_digest,
-                        started_at,
-                        refreshed_at: started_at,
-                        expires_at,
-                        rotations: 0,
-                    },
-                );
-            }
+            } => self.sign_in.apply(SignInFact::Started {
+                session,
+                refresh_digest,
+                started_at,
+                expires_at,
+            }),
             E::SessionRefreshed {
                 session,
                 refresh_digest,
                 at,
                 expires_at,
-            } => {
-                if let Some(s) = self.sessions.get_mut(&session) {
-                    s.refresh_digest = refresh_digest;
-                    s.refreshed_at = at;
-                    s.expires_at = expires_at;
-                    s.rotations += 1;
-                }
-            }
-            E::SessionsEnded { sessions, .. } => {
-                for id in sessions {
-                    self.sessions.remove(&id);
-                }
-            }
+            } => self.sign_in.apply(SignInFact::Refreshed {
+                session,
+                refresh_digest,
+                at,
+                expires_at,
+            }),
+            E::SessionsEnded {
+                sessions,
+                reason,
+                at,
+            } => self.sign_in.apply(SignInFact::Ended {
+                sessions,
+                reason,
+                at,
+            }),
             E::PasswordResetStarted {
                 channel,
                 code_hash,
@@ -1181,8 +1170,7 @@ impl Aggregate for User {
             }
             E::PasswordReset { credential, at } => {
                 self.credential = Some(credential);
-                self.failed_password_checks = 0;
-                self.locked_until = None;
+                self.sign_in.clear_failures();
                 self.pending_reset = None;
                 self.updated_at = Some(at);
             }

@@ -12,6 +12,7 @@ use cqrs_es::DomainEvent;
 use identity_domain::admin::{AdminEvent, AdminType};
 use identity_domain::claim::ClaimEvent;
 use identity_domain::identification::*;
+use identity_domain::session::SignInFact;
 use identity_domain::status_tier::StatusTierEvent;
 use identity_domain::tenant::TenantEvent;
 use identity_domain::user::{Credential, UserEvent};
@@ -322,6 +323,39 @@ fn samples() -> Vec<String> {
         },
     ];
     out.extend(guarded.iter().map(line));
+    // Added with admin sign-in (appended).
+    let admin_sign_in = [
+        AdminEvent::AdminPasswordSet {
+            credential: Credential::Modern {
+                phc: "$argon2id$y".into(),
+            },
+            at: t(70),
+        },
+        AdminEvent::AdminSignIn(SignInFact::CheckFailed {
+            failed_attempts: 1,
+            locked_until: None,
+            at: t(71),
+        }),
+        AdminEvent::AdminSignIn(SignInFact::FailuresCleared { at: t(72) }),
+        AdminEvent::AdminSignIn(SignInFact::Started {
+            session,
+            refresh_digest: "a1".into(),
+            started_at: t(73),
+            expires_at: t(1073),
+        }),
+        AdminEvent::AdminSignIn(SignInFact::Refreshed {
+            session,
+            refresh_digest: "a2".into(),
+            at: t(74),
+            expires_at: t(2074),
+        }),
+        AdminEvent::AdminSignIn(SignInFact::Ended {
+            sessions: vec![session],
+            reason: identity_domain::session::SessionEnd::SignedOut,
+            at: t(75),
+        }),
+    ];
+    out.extend(admin_sign_in.iter().map(line));
     out
 }
 

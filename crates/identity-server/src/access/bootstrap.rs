@@ -126,7 +126,7 @@ pub async fn ensure_registry(
                 tenants: BTreeSet::from([tenant.clone()]),
                 at,
             },
-            &(),
+            &identity_domain::user::UserServices::without_credentials(),
             &bootstrap_metadata(),
         )
         .await;

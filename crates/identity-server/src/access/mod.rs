@@ -44,7 +44,12 @@ pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// An admin (token kind `admin`); its type and tenants come from the registry.
-    Admin { id: Uuid, admin_type: AdminType },
+    Admin {
+        id: Uuid,
+        admin_type: AdminType,
+        /// The session of a token SignIn issued; checked on every call.
+        session: Option<String>,
+    },
     /// An internal service (token kind `service`), with the permissions its token lists.
     Service { name: String, issuer: String },
     /// A user (token kind `user`), with what the tenant's role table gives the user's roles.
@@ -329,7 +334,7 @@ impl Access {
             let tenant = match &principal {
                 // An admin picks among its tenants (a SUPER_ADMIN: any that exists); without
                 // x-tenant-id, the token's tenant or its only one.
-                Principal::Admin { id, admin_type } => {
+                Principal::Admin { id, admin_type, .. } => {
                     let t = requested.or(home).ok_or_else(unnamed)?;
                     let acts = *admin_type == AdminType::SuperAdmin
                         || snapshot.admins.get(id).is_some_and(|a| a.acts_in(&t));
@@ -364,6 +369,17 @@ impl Access {
             ) => {
                 self.user_permissions(t, user_id, session.as_deref(), &snapshot)
                     .await?
+            }
+            (
+                Principal::Admin {
+                    id,
+                    session: Some(session),
+                    ..
+                },
+                _,
+            ) => {
+                self.admin_session(id, session).await?;
+                permissions
             }
             _ => permissions,
         };
@@ -416,7 +432,11 @@ impl Access {
                     None => None,
                 };
                 Ok((
-                    Principal::Admin { id, admin_type },
+                    Principal::Admin {
+                        id,
+                        admin_type,
+                        session: claims.sid.clone(),
+                    },
                     home,
                     permission::of_admin(admin_type),
                 ))
@@ -441,6 +461,23 @@ impl Access {
             _ => Err(ApiError::Unauthenticated(
                 "the token's kind must be admin, service or user".into(),
             )),
+        }
+    }
+
+    /// A token from an admin's SignIn lives only as long as its session.
+    async fn admin_session(&self, id: &Uuid, session: &str) -> Result<(), ApiError> {
+        let admin = self
+            .log
+            .load::<identity_domain::admin::Admin>(&identity_domain::admin::admin_aggregate_id(id))
+            .await?;
+        let live = identity_domain::values::SessionId::parse(session)
+            .ok()
+            .zip(admin)
+            .is_some_and(|(s, a)| a.aggregate.sign_in.is_live(s, chrono::Utc::now()));
+        if live {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthenticated("the session has ended".into()))
         }
     }
 

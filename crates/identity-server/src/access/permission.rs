@@ -202,6 +202,8 @@ rules! {
         "AssignAdminToTenant" => ManageAdmins,
         "RemoveAdminFromTenant" => ManageAdmins,
         "RemoveAdmin" => ManageAdmins,
+        // The admin itself, or a holder of manage:admins (checked by the handler).
+        "SetAdminPassword" => ReadAdmins,
     }
 }
 

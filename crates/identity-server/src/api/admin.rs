@@ -121,7 +121,12 @@ impl AdminApi {
         }
         let executed = self
             .core
-            .execute_as::<Admin>(ctx.event_metadata(), &admin_aggregate_id(&id), command, &())
+            .execute_as::<Admin>(
+                ctx.event_metadata(),
+                &admin_aggregate_id(&id),
+                command,
+                &self.core.user_services,
+            )
             .await?;
         self.core.access.directory.refresh().await?;
         Ok(executed.aggregate)
@@ -224,7 +229,7 @@ impl AdminService for AdminApi {
                     tenants,
                     at: chrono::Utc::now(),
                 },
-                &(),
+                &self.core.user_services,
             )
             .await?;
         self.core
@@ -265,6 +270,62 @@ impl AdminService for AdminApi {
             })
             .await?;
         Ok(Response::new(pb::RemoveAdminFromTenantResponse { admin }))
+    }
+
+    #[tracing::instrument(name = "SetAdminPassword", skip_all)]
+    async fn set_admin_password(
+        &self,
+        request: Request<pb::SetAdminPasswordRequest>,
+    ) -> Result<Response<pb::SetAdminPasswordResponse>, Status> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let id = parse_admin_id(&req.admin_id)?;
+        let password = crate::api::user::password_policy(&req.password)
+            .map_err(|why| ApiError::from(DomainError::invalid("password", why)))?;
+        let itself = matches!(
+            &ctx.caller.principal,
+            crate::access::Principal::Admin { id: me, .. } if *me == id
+        );
+        if !itself {
+            use crate::access::Permission;
+            if !ctx.caller.holds(Permission::ManageAdmins) {
+                return Err(ApiError::PermissionDenied(Permission::ManageAdmins).into());
+            }
+            let current = self
+                .core
+                .access
+                .directory
+                .snapshot()
+                .admins
+                .get(&id)
+                .cloned();
+            let current = current.ok_or(ApiError::Domain(DomainError::AdminNotFound))?;
+            for t in &current.tenants {
+                self.guard(&ctx, t, current.admin_type)?;
+            }
+        }
+        let executed = self
+            .core
+            .execute_as::<Admin>(
+                ctx.event_metadata(),
+                &admin_aggregate_id(&id),
+                AdminCommand::SetPassword {
+                    password,
+                    at: chrono::Utc::now(),
+                },
+                &self.core.user_services,
+            )
+            .await?;
+        self.core
+            .access
+            .directory
+            .refresh()
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(admin_id = %id, "admin password set");
+        Ok(Response::new(pb::SetAdminPasswordResponse {
+            position: executed.position,
+        }))
     }
 
     #[tracing::instrument(name = "RemoveAdmin", skip_all)]

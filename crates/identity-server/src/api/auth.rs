@@ -26,8 +26,29 @@ use crate::error::{ApiError, ApiResult};
 
 type Rpc<T> = Result<Response<T>, Status>;
 
-/// The prefix of this service's refresh tokens (`rt1.<tenant>.<user>.<session>.<secret>`).
-const REFRESH_PREFIX: &str = "rt1";
+/// Whose session a refresh token continues. People's tokens read
+/// `rt1.<tenant>.<user>.<session>.<secret>`, admins' `rta1.<tenant>.<admin>.<session>.<secret>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Account {
+    User(UserId),
+    Admin(uuid::Uuid),
+}
+
+impl Account {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::User(_) => "rt1",
+            Self::Admin(_) => "rta1",
+        }
+    }
+
+    fn id(self) -> String {
+        match self {
+            Self::User(u) => u.to_string(),
+            Self::Admin(a) => a.to_string(),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct AuthApi {
@@ -40,11 +61,11 @@ impl AuthApi {
     }
 }
 
-/// A refresh token, parsed: which session of which user it continues, and its digest.
-struct RefreshToken {
-    user: UserId,
-    session: SessionId,
-    digest: String,
+/// A refresh token, parsed: which session of which account it continues, and its digest.
+pub(crate) struct RefreshToken {
+    pub(crate) account: Account,
+    pub(crate) session: SessionId,
+    pub(crate) digest: String,
 }
 
 fn digest(token: &str) -> String {
@@ -52,13 +73,19 @@ fn digest(token: &str) -> String {
 }
 
 /// A new refresh token for `session` and its digest.
-fn new_refresh_token(ctx: &RequestContext, user: UserId, session: SessionId) -> (String, String) {
+pub(crate) fn new_refresh_token(
+    ctx: &RequestContext,
+    account: Account,
+    session: SessionId,
+) -> (String, String) {
     use base64::Engine as _;
     let mut secret = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut secret);
     let token = format!(
-        "{REFRESH_PREFIX}.{}.{user}.{session}.{}",
+        "{}.{}.{}.{session}.{}",
+        account.prefix(),
         ctx.tenant,
+        account.id(),
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
     );
     let d = digest(&token);
@@ -69,7 +96,7 @@ fn parse_refresh(ctx: &RequestContext, raw: &str) -> ApiResult<RefreshToken> {
     let invalid = || ApiError::from(DomainError::InvalidRefreshToken);
     let raw = raw.trim();
     let mut parts = raw.split('.');
-    let (Some(REFRESH_PREFIX), Some(tenant), Some(user), Some(session), Some(_), None) = (
+    let (Some(prefix), Some(tenant), Some(id), Some(session), Some(_), None) = (
         parts.next(),
         parts.next(),
         parts.next(),
@@ -82,11 +109,27 @@ fn parse_refresh(ctx: &RequestContext, raw: &str) -> ApiResult<RefreshToken> {
     if tenant != ctx.tenant.as_str() {
         return Err(invalid());
     }
+    let account = match prefix {
+        "rt1" => Account::User(UserId::parse(id).map_err(|_| invalid())?),
+        "rta1" => Account::Admin(uuid::Uuid::parse_str(id).map_err(|_| invalid())?),
+        _ => return Err(invalid()),
+    };
     Ok(RefreshToken {
-        user: UserId::parse(user).map_err(|_| invalid())?,
+        account,
         session: SessionId::parse(session).map_err(|_| invalid())?,
         digest: digest(raw),
     })
+}
+
+/// The password as presented to SignIn (any text of sane length: the policy applies when set).
+fn presented_password(raw: String) -> ApiResult<Secret> {
+    if raw.is_empty() || raw.len() > 1024 {
+        return Err(ApiError::from(DomainError::invalid(
+            "password",
+            "password must be 1 to 1024 bytes",
+        )));
+    }
+    Ok(Secret::new(raw))
 }
 
 /// The account a person names: an email, a phone or a migrated username (external id).
@@ -202,37 +245,64 @@ pub(crate) fn issue_tokens(
     refresh_token: String,
     refresh_expires: DateTime<Utc>,
 ) -> ApiResult<pb::Tokens> {
-    let signer = core.access.signer.as_ref().ok_or_else(|| {
-        ApiError::Internal("no signing key configured: this service cannot issue tokens".into())
-    })?;
     let user_id = user
         .id
         .ok_or_else(|| ApiError::from(DomainError::UserNotFound))?;
-    let now = Utc::now();
-    let ttl = core.settings.access_token_ttl_secs;
-    let exp = now.timestamp().max(0) as u64 + ttl;
     let permissions = core
         .access
         .directory
         .snapshot()
         .permissions_of_roles(ctx.tenant.as_str(), user.roles.iter().map(|r| r.as_str()))
         .union(crate::access::Permissions::of_self());
+    let subject = Subject {
+        sub: user_id.to_string(),
+        kind: "user",
+        permissions,
+        roles: user.roles.iter().map(|r| r.as_str().to_string()).collect(),
+    };
+    sign_tokens(core, ctx, subject, session, refresh_token, refresh_expires)
+}
+
+/// Who an access token speaks for.
+pub(crate) struct Subject {
+    pub(crate) sub: String,
+    pub(crate) kind: &'static str,
+    /// Listed in the token for its reader; the gate works them out again on every call.
+    pub(crate) permissions: crate::access::Permissions,
+    pub(crate) roles: Vec<String>,
+}
+
+/// Signs a short-lived access token for a session and wraps it with the refresh token.
+pub(crate) fn sign_tokens(
+    core: &Core,
+    ctx: &RequestContext,
+    subject: Subject,
+    session: SessionId,
+    refresh_token: String,
+    refresh_expires: DateTime<Utc>,
+) -> ApiResult<pb::Tokens> {
+    let signer = core.access.signer.as_ref().ok_or_else(|| {
+        ApiError::Internal("no signing key configured: this service cannot issue tokens".into())
+    })?;
+    let now = Utc::now();
+    let exp = now.timestamp().max(0) as u64 + core.settings.access_token_ttl_secs;
     let claims = Claims {
         iss: core.settings.jwt_issuer.clone(),
-        sub: user_id.to_string(),
+        sub: subject.sub,
         aud: core.settings.jwt_audience.clone(),
         exp,
         nbf: None,
         iat: Some(now.timestamp().max(0) as u64),
         tenant: Some(ctx.tenant.to_string()),
-        kind: "user".into(),
-        permissions: permissions
+        kind: subject.kind.into(),
+        permissions: subject
+            .permissions
             .names()
             .into_iter()
             .map(str::to_string)
             .collect(),
         sid: Some(session.to_string()),
-        roles: user.roles.iter().map(|r| r.as_str().to_string()).collect(),
+        roles: subject.roles,
         scopes: None,
     };
     let access_token = signer
@@ -250,7 +320,7 @@ pub(crate) fn issue_tokens(
 
 /// A credential nobody's password matches, checked when no account matched so that an
 /// unknown account costs the same hash as a wrong password (no enumeration by timing).
-fn decoy() -> &'static Credential {
+pub(crate) fn decoy() -> &'static Credential {
     static DECOY: std::sync::OnceLock<Credential> = std::sync::OnceLock::new();
     DECOY.get_or_init(|| Credential::Modern {
         phc: "$argon2id$v=19$m=19456,t=2,p=1$ZGVjb3ktc2FsdC0xNmJ5dA$AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
@@ -268,18 +338,21 @@ impl AuthService for AuthApi {
             Some(Identifier::Email(e)) => (Some(e.as_str()), None, None),
             Some(Identifier::Phone(p)) => (None, Some(p.as_str()), None),
             Some(Identifier::Username(u)) => (None, None, Some(u.as_str())),
+            Some(Identifier::AdminEmail(e)) => {
+                let email = Email::parse(e).map_err(|err| {
+                    ApiError::from(DomainError::invalid("admin_email", err.to_string()))
+                })?;
+                let password = presented_password(req.password)?;
+                self.core.limits.sign_in(&ctx.caller_key())?;
+                let signed_in =
+                    super::auth_admin::sign_in(&self.core, &ctx, &email, password).await?;
+                return Ok(Response::new(signed_in));
+            }
             None => (None, None, None),
         };
         let (kind, value) = identifier(email, phone, username)?;
-        if req.password.is_empty() || req.password.len() > 1024 {
-            return Err(ApiError::from(DomainError::invalid(
-                "password",
-                "password must be 1 to 1024 bytes",
-            ))
-            .into());
-        }
+        let password = presented_password(req.password)?;
         self.core.limits.sign_in(&ctx.caller_key())?;
-        let password = Secret::new(req.password);
         let Some(user) = self.core.owner_of(&ctx, kind, &value).await? else {
             use identity_domain::user::CredentialVerifier as _;
             self.core
@@ -291,7 +364,7 @@ impl AuthService for AuthApi {
         };
         let at = Utc::now();
         let session = SessionId(uuid::Uuid::new_v4());
-        let (refresh_token, refresh_digest) = new_refresh_token(&ctx, user, session);
+        let (refresh_token, refresh_digest) = new_refresh_token(&ctx, Account::User(user), session);
         let expires_at = self.refresh_expiry(at);
         let executed = self
             .run(
@@ -323,14 +396,22 @@ impl AuthService for AuthApi {
     async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Rpc<pb::RefreshResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let presented = parse_refresh(&ctx, &request.get_ref().refresh_token)?;
+        let user = match presented.account {
+            Account::User(user) => user,
+            Account::Admin(admin) => {
+                let refreshed =
+                    super::auth_admin::refresh(&self.core, &ctx, admin, presented).await?;
+                return Ok(Response::new(refreshed));
+            }
+        };
         let at = Utc::now();
         let (refresh_token, refresh_digest) =
-            new_refresh_token(&ctx, presented.user, presented.session);
+            new_refresh_token(&ctx, presented.account, presented.session);
         let expires_at = self.refresh_expiry(at);
         let executed = self
             .run(
                 &ctx,
-                presented.user,
+                user,
                 UserCommand::Refresh {
                     session: presented.session,
                     presented: presented.digest,
@@ -363,9 +444,16 @@ impl AuthService for AuthApi {
     async fn sign_out(&self, request: Request<pb::SignOutRequest>) -> Rpc<pb::SignOutResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let presented = parse_refresh(&ctx, &request.get_ref().refresh_token)?;
+        let user = match presented.account {
+            Account::User(user) => user,
+            Account::Admin(admin) => {
+                let ended = super::auth_admin::sign_out(&self.core, &ctx, admin, presented).await?;
+                return Ok(Response::new(ended));
+            }
+        };
         let loaded = self
             .core
-            .load_user(&ctx, presented.user)
+            .load_user(&ctx, user)
             .await
             .map_err(|_| ApiError::from(DomainError::InvalidRefreshToken))?;
         let current = loaded
@@ -379,7 +467,7 @@ impl AuthService for AuthApi {
         let executed = self
             .run(
                 &ctx,
-                presented.user,
+                user,
                 UserCommand::EndSessions {
                     session: Some(presented.session),
                     reason: SessionEnd::SignedOut,

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+mod auth_admin;
 pub mod identification;
 pub mod projection;
 pub mod status_tier;

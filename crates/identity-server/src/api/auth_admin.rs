@@ -1,0 +1,202 @@
+//! Admins sign in through AuthService too (`admin_email`): the same lockout and rotating
+//! sessions as people (the rules are the domain's `SignInState`), ending in an admin token
+//! for the tenant of the app's key, which the admin must act in.
+
+use chrono::Utc;
+use identity_domain::admin::{admin_aggregate_id, admin_id, Admin, AdminCommand};
+use identity_domain::session::SessionEnd;
+use identity_domain::user::{CredentialVerifier as _, Secret};
+use identity_domain::values::{Email, SessionId};
+use identity_domain::DomainError;
+use identity_proto::v1 as pb;
+use uuid::Uuid;
+
+use super::auth::{new_refresh_token, sign_tokens, Account, RefreshToken, Subject};
+use crate::context::RequestContext;
+use crate::core::Core;
+use crate::error::{ApiError, ApiResult};
+
+async fn run(
+    core: &Core,
+    ctx: &RequestContext,
+    admin: Uuid,
+    command: AdminCommand,
+) -> ApiResult<identity_store::Executed<Admin>> {
+    core.execute_as::<Admin>(
+        ctx.event_metadata(),
+        &admin_aggregate_id(&admin),
+        command,
+        &core.user_services,
+    )
+    .await
+}
+
+fn tokens(
+    core: &Core,
+    ctx: &RequestContext,
+    admin: &Admin,
+    session: SessionId,
+    refresh_token: String,
+    refresh_expires: chrono::DateTime<Utc>,
+) -> ApiResult<pb::Tokens> {
+    let (Some(id), Some(admin_type)) = (admin.id, admin.admin_type) else {
+        return Err(DomainError::AdminNotFound.into());
+    };
+    let subject = Subject {
+        sub: id.to_string(),
+        kind: "admin",
+        permissions: crate::access::permission::of_admin(admin_type),
+        roles: vec![admin_type.as_str().to_string()],
+    };
+    sign_tokens(core, ctx, subject, session, refresh_token, refresh_expires)
+}
+
+fn refresh_expiry(core: &Core, at: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
+    at + chrono::Duration::seconds(core.settings.refresh_token_ttl_secs)
+}
+
+/// Signs an admin in. An unknown admin, or one that does not act in the key's tenant, costs
+/// the same hash as a wrong password and gets the same answer.
+pub(super) async fn sign_in(
+    core: &Core,
+    ctx: &RequestContext,
+    email: &Email,
+    password: Secret,
+) -> ApiResult<pb::SignInResponse> {
+    let id = admin_id(email);
+    let acts = core
+        .access
+        .directory
+        .snapshot()
+        .admins
+        .get(&id)
+        .is_some_and(|a| a.acts_in(&ctx.tenant) && a.credential.is_some());
+    if !acts {
+        core.passwords
+            .verify(super::auth::decoy(), &password)
+            .await
+            .map_err(ApiError::from)?;
+        return Err(DomainError::InvalidCredentials.into());
+    }
+    let at = Utc::now();
+    let session = SessionId(Uuid::new_v4());
+    let (refresh_token, refresh_digest) = new_refresh_token(ctx, Account::Admin(id), session);
+    let expires_at = refresh_expiry(core, at);
+    let executed = run(
+        core,
+        ctx,
+        id,
+        AdminCommand::SignIn {
+            password,
+            session,
+            refresh_digest,
+            expires_at,
+            at,
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        ApiError::Domain(DomainError::AdminRemoved | DomainError::NoCredential) => {
+            DomainError::InvalidCredentials.into()
+        }
+        e => e,
+    })?;
+    let tokens = tokens(
+        core,
+        ctx,
+        &executed.aggregate,
+        session,
+        refresh_token,
+        expires_at,
+    )?;
+    Ok(pb::SignInResponse {
+        tokens: Some(tokens),
+        user_id: String::new(),
+        position: executed.position,
+    })
+}
+
+/// Continues an admin's session with a new refresh token.
+pub(super) async fn refresh(
+    core: &Core,
+    ctx: &RequestContext,
+    admin: Uuid,
+    presented: RefreshToken,
+) -> ApiResult<pb::RefreshResponse> {
+    let at = Utc::now();
+    let (refresh_token, refresh_digest) =
+        new_refresh_token(ctx, presented.account, presented.session);
+    let expires_at = refresh_expiry(core, at);
+    let executed = run(
+        core,
+        ctx,
+        admin,
+        AdminCommand::Refresh {
+            session: presented.session,
+            presented: presented.digest,
+            refresh_digest,
+            expires_at,
+            at,
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        ApiError::Domain(DomainError::AdminNotFound | DomainError::AdminRemoved) => {
+            DomainError::InvalidRefreshToken.into()
+        }
+        e => e,
+    })?;
+    if !executed.aggregate.acts_in(&ctx.tenant) {
+        return Err(DomainError::InvalidRefreshToken.into());
+    }
+    let tokens = tokens(
+        core,
+        ctx,
+        &executed.aggregate,
+        presented.session,
+        refresh_token,
+        expires_at,
+    )?;
+    Ok(pb::RefreshResponse {
+        tokens: Some(tokens),
+        position: executed.position,
+    })
+}
+
+/// Ends the admin session the presented (current) refresh token continues.
+pub(super) async fn sign_out(
+    core: &Core,
+    ctx: &RequestContext,
+    admin: Uuid,
+    presented: RefreshToken,
+) -> ApiResult<pb::SignOutResponse> {
+    let invalid = || ApiError::from(DomainError::InvalidRefreshToken);
+    let loaded = core
+        .log
+        .load::<Admin>(&admin_aggregate_id(&admin))
+        .await?
+        .ok_or_else(invalid)?;
+    let current = loaded
+        .aggregate
+        .sign_in
+        .live_sessions(Utc::now())
+        .find(|(id, _)| **id == presented.session)
+        .is_some_and(|(_, s)| s.refresh_digest == presented.digest);
+    if !current {
+        return Err(invalid());
+    }
+    let executed = run(
+        core,
+        ctx,
+        admin,
+        AdminCommand::EndSessions {
+            session: Some(presented.session),
+            reason: SessionEnd::SignedOut,
+            at: Utc::now(),
+        },
+    )
+    .await?;
+    Ok(pb::SignOutResponse {
+        position: executed.position,
+    })
+}
