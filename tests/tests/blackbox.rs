@@ -146,11 +146,11 @@ impl Server {
     }
 
     /// Runs grpcurl with exactly these headers (a project key, another token).
-    fn call_with(&self, headers: &[String], method: &str, body: &str) -> (bool, Value) {
+    fn call_with(&self, headers: &[impl AsRef<str>], method: &str, body: &str) -> (bool, Value) {
         let mut cmd = Command::new(grpcurl());
         cmd.args(["-plaintext", "-format-error"]);
         for h in headers {
-            cmd.args(["-H", h]);
+            cmd.args(["-H", h.as_ref()]);
         }
         let out = cmd
             .args(["-d", body, &self.addr, method])
@@ -1594,7 +1594,7 @@ async fn a_person_signs_in_with_grpcurl(store: Store) {
 
     let sign_in = |password: &str| {
         server.call_with(
-            &[key.clone()],
+            &[&key],
             "identity.v1.AuthService/SignIn",
             &format!(r#"{{"email":"grace@example.com","password":"{password}"}}"#),
         )
@@ -1606,7 +1606,7 @@ async fn a_person_signs_in_with_grpcurl(store: Store) {
         .expect("token")
         .to_string();
     let me = format!("authorization: Bearer {access}");
-    let (ok, got) = server.call_with(&[me.clone()], "identity.v1.MeService/GetMe", "{}");
+    let (ok, got) = server.call_with(&[&me], "identity.v1.MeService/GetMe", "{}");
     assert!(ok, "{got}");
     assert_eq!(got["user"]["email"], "grace@example.com");
     let permissions: Vec<&str> = got["permissions"]
@@ -1618,7 +1618,7 @@ async fn a_person_signs_in_with_grpcurl(store: Store) {
     assert!(permissions.contains(&"read:me"), "{got}");
     let position = credit["position"].as_str().expect("position");
     let (ok, balances) = server.call_with(
-        &[me.clone()],
+        &[&me],
         "identity.v1.MeService/GetMyBalances",
         &format!(r#"{{"min_position":"{position}"}}"#),
     );
@@ -1708,7 +1708,7 @@ async fn a_person_signs_in_with_grpcurl(store: Store) {
 
     // A reset by code: the app gets no code; the person does, through NATS.
     let (ok, asked) = server.call_with(
-        &[key.clone()],
+        &[&key],
         "identity.v1.AuthService/RequestPasswordReset",
         r#"{"email":"grace@example.com"}"#,
     );
@@ -1721,7 +1721,7 @@ async fn a_person_signs_in_with_grpcurl(store: Store) {
     assert_eq!(sent["destination"], "grace@example.com");
     let code = sent["code"].as_str().expect("code");
     let (ok, reset) = server.call_with(
-        &[key.clone()],
+        &[&key],
         "identity.v1.AuthService/ResetPassword",
         &format!(
             r#"{{"email":"grace@example.com","code":"{code}","new_password":"battery staple 2"}}"#
@@ -1750,7 +1750,7 @@ async fn a_person_signs_in_with_grpcurl(store: Store) {
     );
     assert!(ok, "{out}");
     let (ok, admin) = server.call_with(
-        &[key.clone()],
+        &[&key],
         "identity.v1.AuthService/SignIn",
         r#"{"admin_email":"admin@dev.local","password":"admin password 1"}"#,
     );
