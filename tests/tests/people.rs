@@ -207,6 +207,50 @@ mod scenarios {
             .into_inner();
         assert_eq!(full.user.expect("user").email, "scoped@example.com");
         assert!(full.withheld_fields.is_empty());
+        // The audit trail shows payloads and states cut by the same scopes, and says what.
+        let auditor = scoped_token(&["read:audit"], Some(&["name", "phone"]));
+        let history =
+            identity_proto::v1::audit_service_client::AuditServiceClient::new(app.channel())
+                .get_aggregate_history(bearer(
+                    &auditor,
+                    pb::GetAggregateHistoryRequest {
+                        aggregate_type: "User".into(),
+                        aggregate_id: user.clone(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .expect("reads the history")
+                .into_inner();
+        let first = &history.entries[0];
+        let event = first.event.as_ref().expect("event");
+        let text = format!("{:?} {:?}", event.payload, first.state);
+        assert!(!text.contains("scoped@example.com"), "{text}");
+        assert!(text.contains("Grace"), "{text}");
+        assert!(
+            event.withheld_fields.contains(&"email".to_string()),
+            "{event:?}"
+        );
+        assert!(
+            first.withheld_fields.contains(&"email".to_string()),
+            "{first:?}"
+        );
+        let unscoped =
+            identity_proto::v1::audit_service_client::AuditServiceClient::new(app.channel())
+                .get_aggregate_history(bearer(
+                    &scoped_token(&["read:audit"], None),
+                    pb::GetAggregateHistoryRequest {
+                        aggregate_type: "User".into(),
+                        aggregate_id: user.clone(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .expect("reads the history")
+                .into_inner();
+        let event = unscoped.entries[0].event.as_ref().expect("event");
+        assert!(format!("{:?}", event.payload).contains("scoped@example.com"));
+        assert!(event.withheld_fields.is_empty());
         // An unknown scope is not quietly ignored.
         assert_error(
             users

@@ -116,6 +116,65 @@ pub const PERSONAL: &[(&str, &str, Scope)] = &[
     ("Identification", "level", Scope::IdentificationLevel),
 ];
 
+/// Keys of stored event payloads and aggregate states (what the audit trail shows) that hold
+/// personal data, wherever they appear in the JSON, and the scope that covers each.
+pub const STORED: &[(&str, Scope)] = &[
+    ("email", Scope::Email),
+    ("email_confirmed", Scope::Email),
+    ("identifier_email", Scope::Email),
+    ("pending_email", Scope::Email),
+    ("phone", Scope::Phone),
+    ("phone_confirmed", Scope::Phone),
+    ("pending_phone", Scope::Phone),
+    ("external_id", Scope::ExternalId),
+    ("first_name", Scope::Name),
+    ("last_name", Scope::Name),
+    ("display_name", Scope::Name),
+    ("locale", Scope::Profile),
+    ("custom_data", Scope::Profile),
+    ("roles", Scope::Roles),
+    ("identity", Scope::Identity),
+    ("documents", Scope::Documents),
+    ("document", Scope::Documents),
+    ("pep", Scope::Pep),
+    ("level", Scope::IdentificationLevel),
+    ("address", Scope::WalletList),
+];
+
+/// Removes the personal keys `scopes` do not cover from a stored payload or state, at any
+/// depth; returns the removed keys (sorted, once each).
+pub fn cut_stored(value: &mut serde_json::Value, scopes: Scopes) -> Vec<String> {
+    fn walk(
+        v: &mut serde_json::Value,
+        scopes: Scopes,
+        cut: &mut std::collections::BTreeSet<String>,
+    ) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.retain(|k, _| {
+                    let keep = STORED
+                        .iter()
+                        .find(|(key, _)| key == k)
+                        .is_none_or(|(_, scope)| scopes.contains(*scope));
+                    if !keep {
+                        cut.insert(k.clone());
+                    }
+                    keep
+                });
+                map.values_mut().for_each(|child| walk(child, scopes, cut));
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| walk(i, scopes, cut)),
+            _ => {}
+        }
+    }
+    if scopes == Scopes::all() {
+        return Vec::new();
+    }
+    let mut cut = std::collections::BTreeSet::new();
+    walk(value, scopes, &mut cut);
+    cut.into_iter().collect()
+}
+
 /// The other fields of the person messages: ids, flags, times, versions, what is public by
 /// the user's own choice, and the envelopes that carry person messages.
 pub const NOT_PERSONAL: &[(&str, &str)] = &[
@@ -285,6 +344,40 @@ pub fn check_mask(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_payloads_lose_the_personal_keys_out_of_scope_at_any_depth() {
+        let mut payload = serde_json::json!({"UserRegistered": {
+            "email": "a@example.com", "first_name": "Ada", "phone": "372",
+            "custom_data": {"tier": "gold"}, "user_id": "u1",
+            "pending": [{"email": "b@example.com"}]
+        }});
+        let cut = cut_stored(&mut payload, Scopes::of(&[Scope::Name, Scope::Phone]));
+        assert_eq!(cut, vec!["custom_data".to_string(), "email".to_string()]);
+        assert_eq!(
+            payload,
+            serde_json::json!({"UserRegistered": {
+                "first_name": "Ada", "phone": "372", "user_id": "u1", "pending": [{}]
+            }})
+        );
+        let mut untouched = payload.clone();
+        assert!(cut_stored(&mut untouched, Scopes::all()).is_empty());
+        assert_eq!(untouched, payload);
+    }
+
+    #[test]
+    fn every_personal_field_of_a_message_is_a_stored_key_too() {
+        for (message, field, scope) in PERSONAL {
+            if matches!(*field, "wallet_addresses" | "wallets") {
+                continue; // stored as each wallet's `address`
+            }
+            assert!(
+                STORED.iter().any(|(k, s)| k == field && s == scope),
+                "{message}.{field} ({}) is not cut from stored payloads",
+                scope.name()
+            );
+        }
+    }
     use identity_proto::prost::Message as _;
     use std::collections::{BTreeSet, HashMap};
 

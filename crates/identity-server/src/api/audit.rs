@@ -9,6 +9,7 @@ use identity_store::{EventFilter, FeedCursor, StoredEvent};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::access::scope::{cut_stored, Scopes};
 use crate::audit::{redact, state_at, states_after, AsOf, ReplayError, AGGREGATE_TYPES};
 use crate::context::RequestContext;
 use crate::convert::{json_to_struct, timestamp_text};
@@ -133,9 +134,12 @@ fn store_filter(ctx: &RequestContext, f: Option<pb::EventFilter>) -> ApiResult<E
     })
 }
 
-/// An event as auditors see it: tenant prefix removed, secrets redacted.
-fn event_to_pb(e: &StoredEvent) -> pb::Event {
-    let payload = match redact(e.payload.clone()) {
+/// An event as auditors see it: tenant prefix removed, secrets redacted, personal fields
+/// outside the caller's scopes removed (and named).
+fn event_to_pb(e: &StoredEvent, scopes: Scopes) -> pb::Event {
+    let mut payload = redact(e.payload.clone());
+    let withheld_fields = cut_stored(&mut payload, scopes);
+    let payload = match payload {
         serde_json::Value::Object(m) => Some(json_to_struct(&m)),
         other => {
             let mut m = serde_json::Map::new();
@@ -171,14 +175,21 @@ fn event_to_pb(e: &StoredEvent) -> pb::Event {
         metadata,
         recorded_at: timestamp_text(&e.recorded_at),
         hash: e.hash.clone().unwrap_or_default(),
+        withheld_fields,
     }
 }
 
-fn state_struct(v: serde_json::Value) -> Option<identity_proto::prost_types::Struct> {
-    match v {
+/// An aggregate's state cut to the caller's scopes, and what was cut.
+fn state_struct(
+    mut v: serde_json::Value,
+    scopes: Scopes,
+) -> (Option<identity_proto::prost_types::Struct>, Vec<String>) {
+    let withheld = cut_stored(&mut v, scopes);
+    let state = match v {
         serde_json::Value::Object(m) => Some(json_to_struct(&m)),
         _ => None,
-    }
+    };
+    (state, withheld)
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, Status>> + Send>>;
@@ -208,7 +219,7 @@ impl AuditService for AuditApi {
         let mut used = 0;
         let mut page = Vec::with_capacity(events.len());
         for e in &events {
-            let event = event_to_pb(e);
+            let event = event_to_pb(e, ctx.caller.scopes);
             used += identity_proto::prost::Message::encoded_len(&event);
             if used > budget && !page.is_empty() {
                 more = true;
@@ -259,11 +270,12 @@ impl AuditService for AuditApi {
         let hub = self.core.hub.clone();
         let tenant = ctx.tenant.to_string();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::StreamEventsResponse, Status>>(256);
+        let scopes = ctx.caller.scopes;
         tokio::spawn(async move {
             let _slot = slot;
             let send = |e: &StoredEvent| {
                 let tx = tx.clone();
-                let event = event_to_pb(e);
+                let event = event_to_pb(e, scopes);
                 async move {
                     tx.send(Ok(pb::StreamEventsResponse { event: Some(event) }))
                         .await
@@ -357,9 +369,11 @@ impl AuditService for AuditApi {
         let mut used = 0;
         let mut entries = Vec::with_capacity(states.len());
         for (e, s) in events[start..end].iter().zip(states) {
+            let (state, withheld_fields) = state_struct(s, ctx.caller.scopes);
             let entry = pb::HistoryEntry {
-                event: Some(event_to_pb(e)),
-                state: state_struct(s),
+                event: Some(event_to_pb(e, ctx.caller.scopes)),
+                state,
+                withheld_fields,
             };
             used += identity_proto::prost::Message::encoded_len(&entry);
             if used > budget && !entries.is_empty() {
@@ -404,12 +418,16 @@ impl AuditService for AuditApi {
         let (kind, events) = self.history_of(&ctx, &aggregate_kind, aggregate_id).await?;
         let found = replay(move || state_at(&kind, &events, &at)).await?;
         Ok(Response::new(match found {
-            Some((state, last)) => pb::GetAggregateStateAtResponse {
-                exists: true,
-                state: state_struct(state),
-                sequence: last.sequence,
-                position: last.position,
-            },
+            Some((state, last)) => {
+                let (state, withheld_fields) = state_struct(state, ctx.caller.scopes);
+                pb::GetAggregateStateAtResponse {
+                    exists: true,
+                    state,
+                    sequence: last.sequence,
+                    position: last.position,
+                    withheld_fields,
+                }
+            }
             None => pb::GetAggregateStateAtResponse::default(),
         }))
     }
