@@ -92,6 +92,20 @@ impl AdminApi {
         Ok(())
     }
 
+    /// [`AdminApi::guard`] in every tenant the admin belongs to: what acting on the admin as a
+    /// whole (removing it, setting its password) needs.
+    fn guard_everywhere(&self, ctx: &RequestContext, id: Uuid) -> ApiResult<()> {
+        let snapshot = self.core.access.directory.snapshot();
+        let current = snapshot
+            .admins
+            .get(&id)
+            .ok_or(ApiError::Domain(DomainError::AdminNotFound))?;
+        for t in &current.tenants {
+            self.guard(ctx, t, current.admin_type)?;
+        }
+        Ok(())
+    }
+
     async fn change(
         &self,
         ctx: &RequestContext,
@@ -291,18 +305,7 @@ impl AdminService for AdminApi {
             if !ctx.caller.holds(Permission::ManageAdmins) {
                 return Err(ApiError::PermissionDenied(Permission::ManageAdmins).into());
             }
-            let current = self
-                .core
-                .access
-                .directory
-                .snapshot()
-                .admins
-                .get(&id)
-                .cloned();
-            let current = current.ok_or(ApiError::Domain(DomainError::AdminNotFound))?;
-            for t in &current.tenants {
-                self.guard(&ctx, t, current.admin_type)?;
-            }
+            self.guard_everywhere(&ctx, id)?;
         }
         let executed = self
             .core
@@ -337,18 +340,7 @@ impl AdminService for AdminApi {
         let id = parse_admin_id(&request.get_ref().admin_id)?;
         // An admin of several tenants is removed everywhere: a tenant admin may do that only
         // when the admin belongs to its tenant alone.
-        let current = self
-            .core
-            .access
-            .directory
-            .snapshot()
-            .admins
-            .get(&id)
-            .cloned();
-        let current = current.ok_or(ApiError::Domain(DomainError::AdminNotFound))?;
-        for t in &current.tenants {
-            self.guard(&ctx, t, current.admin_type)?;
-        }
+        self.guard_everywhere(&ctx, id)?;
         let tenant = ctx.tenant.clone();
         let admin = self
             .change(
