@@ -219,7 +219,7 @@ impl From<ApiError> for Status {
                 }
             },
             ApiError::Projection(p) => match p {
-                ProjectionError::UnknownProjection(_) => {
+                ProjectionError::UnknownProjection { .. } => {
                     let mut details = details_for("UNKNOWN_PROJECTION", vec![]);
                     details.add_bad_request_violation("name", p.to_string());
                     Status::with_error_details(Code::InvalidArgument, message, details)

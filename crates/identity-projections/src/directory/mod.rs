@@ -1,0 +1,533 @@
+//! The directory read model: users for lookups, search, sorting and paging.
+
+pub(crate) mod queries;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use identity_domain::identification::IdentificationEvent;
+use identity_domain::user::UserEvent;
+use identity_domain::wallet::{OwnerType, WalletEvent};
+use identity_store::StoredEvent;
+use sqlx::{AnyConnection, Row};
+
+use crate::apply::Touched;
+use crate::apply::{
+    chrono_secs, decode, many, tenant_and_id, values_list, Result, Sql, ROWS_PER_STATEMENT,
+};
+use crate::read_model::{Fold, ReadModel, Writing};
+use crate::schema::Table;
+
+/// A user event other than a registration: changes the user's existing row and marks its
+/// search text for recomputation.
+pub(crate) async fn directory_user(
+    conn: &mut AnyConnection,
+    sql: &Sql<'_>,
+    e: &StoredEvent,
+    refresh: &mut BTreeSet<(String, String)>,
+) -> Result<()> {
+    let (tenant, user) = tenant_and_id(e)?;
+    let event: UserEvent = decode(e)?;
+    let version = e.sequence as i64;
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono_secs(), true);
+    let touch = |sets: &str| {
+        sql.text(&format!(
+            "UPDATE {{rm_users}} SET {sets}version = $1 WHERE tenant = $2 AND user_id = $3"
+        ))
+    };
+    match event {
+        UserEvent::UserRegistered { .. } => {
+            // Usually folded (DirectoryFold); one applied alone is written the same way.
+            if let Some(row) = UserRow::of(e, tenant.clone(), user.clone())? {
+                insert_users(conn, sql, &[row]).await?;
+            }
+            refresh.insert((tenant, user));
+        }
+        UserEvent::UserProfileUpdated {
+            first_name,
+            last_name,
+            locale,
+            public_profile,
+            updated_at,
+            ..
+        } => {
+            sqlx::query(&touch(
+                "first_name = COALESCE($4, first_name), last_name = COALESCE($5, last_name), locale = COALESCE($6, locale), public_profile = COALESCE($7, public_profile), updated_at = $8, ",
+            ))
+            .bind(version)
+            .bind(&tenant)
+            .bind(&user)
+            .bind(first_name.map(|v| v.to_string()))
+            .bind(last_name.map(|v| v.to_string()))
+            .bind(locale.map(|v| v.to_string()))
+            .bind(public_profile.map(|p| p.to_json_string()))
+            .bind(fmt(updated_at))
+            .execute(&mut *conn)
+            .await?;
+            refresh.insert((tenant.clone(), user.clone()));
+        }
+        UserEvent::UserDeactivated { at } | UserEvent::UserReactivated { at } => {
+            let active = i64::from(e.event_type == "UserReactivated");
+            sqlx::query(&touch("active = $4, updated_at = $5, "))
+                .bind(version)
+                .bind(&tenant)
+                .bind(&user)
+                .bind(active)
+                .bind(fmt(at))
+                .execute(&mut *conn)
+                .await?;
+        }
+        UserEvent::EmailConfirmed { email, at, .. } => {
+            sqlx::query(&touch("email = $4, updated_at = $5, "))
+                .bind(version)
+                .bind(&tenant)
+                .bind(&user)
+                .bind(email.to_string())
+                .bind(fmt(at))
+                .execute(&mut *conn)
+                .await?;
+            refresh.insert((tenant.clone(), user.clone()));
+        }
+        UserEvent::PhoneConfirmed { phone, at, .. } => {
+            sqlx::query(&touch("phone = $4, updated_at = $5, "))
+                .bind(version)
+                .bind(&tenant)
+                .bind(&user)
+                .bind(phone.to_string())
+                .bind(fmt(at))
+                .execute(&mut *conn)
+                .await?;
+            refresh.insert((tenant.clone(), user.clone()));
+        }
+        UserEvent::RolesChanged { roles } => {
+            let roles: Vec<String> = roles.iter().map(ToString::to_string).collect();
+            sqlx::query(&touch("roles = $4, "))
+                .bind(version)
+                .bind(&tenant)
+                .bind(&user)
+                .bind(serde_json::to_string(&roles).unwrap_or_else(|_| "[]".into()))
+                .execute(&mut *conn)
+                .await?;
+        }
+        UserEvent::UserMerged { into, at } => {
+            sqlx::query(&touch("merged_into = $4, updated_at = $5, "))
+                .bind(version)
+                .bind(&tenant)
+                .bind(&user)
+                .bind(into.to_string())
+                .bind(fmt(at))
+                .execute(&mut *conn)
+                .await?;
+        }
+        UserEvent::EmailChangeRequested { .. }
+        | UserEvent::EmailConfirmationFailed { .. }
+        | UserEvent::PhoneChangeRequested { .. }
+        | UserEvent::PhoneConfirmationFailed { .. }
+        | UserEvent::PasswordSet { .. }
+        | UserEvent::PasswordChanged { .. }
+        | UserEvent::LegacyCredentialImported { .. }
+        | UserEvent::LegacyCredentialUpgraded { .. }
+        | UserEvent::PasswordCheckFailed { .. }
+        | UserEvent::PasswordFailuresCleared { .. }
+        | UserEvent::SessionStarted { .. }
+        | UserEvent::SessionRefreshed { .. }
+        | UserEvent::SessionsEnded { .. }
+        | UserEvent::EmailChangeStarted { .. }
+        | UserEvent::PhoneChangeStarted { .. }
+        | UserEvent::PasswordResetStarted { .. }
+        | UserEvent::PasswordResetFailed { .. }
+        | UserEvent::PasswordReset { .. } => {
+            sqlx::query(&touch(""))
+                .bind(version)
+                .bind(&tenant)
+                .bind(&user)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// A directory row for a registered user. Its search text holds the user's own fields;
+/// [`DirectoryFold::refresh_search`] adds wallet addresses where there are any.
+#[derive(Debug)]
+struct UserRow {
+    tenant: String,
+    user: String,
+    email: Option<String>,
+    phone: Option<String>,
+    external_id: Option<String>,
+    identifier_email: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    locale: Option<String>,
+    public_profile: String,
+    registered_at: String,
+    version: i64,
+    search: String,
+}
+
+impl UserRow {
+    /// The row of a `UserRegistered` event; `None` for any other event.
+    fn of(e: &StoredEvent, tenant: String, user: String) -> Result<Option<Self>> {
+        let UserEvent::UserRegistered {
+            email,
+            phone,
+            external_id,
+            identifier_email,
+            first_name,
+            last_name,
+            locale,
+            public_profile,
+            registered_at,
+            ..
+        } = decode(e)?
+        else {
+            return Ok(None);
+        };
+        let email = email.map(|v| v.to_string());
+        let phone = phone.map(|v| v.to_string());
+        let external_id = external_id.map(|v| v.to_string());
+        let first_name = first_name.map(|v| v.to_string());
+        let last_name = last_name.map(|v| v.to_string());
+        let search = search_text(
+            [
+                &email,
+                &phone,
+                &external_id,
+                &Some(identifier_email.clone()),
+                &first_name,
+                &last_name,
+            ]
+            .into_iter()
+            .flatten()
+            .cloned(),
+        );
+        Ok(Some(Self {
+            tenant,
+            user,
+            email,
+            phone,
+            external_id,
+            identifier_email,
+            first_name,
+            last_name,
+            locale: locale.map(|v| v.to_string()),
+            public_profile: public_profile.to_json_string(),
+            registered_at: registered_at.to_rfc3339_opts(chrono_secs(), true),
+            version: i64::try_from(e.sequence).unwrap_or(i64::MAX),
+            search,
+        }))
+    }
+}
+
+/// The lowercased text ListUsers searches: contact fields, names, ids, wallet addresses.
+fn search_text(parts: impl IntoIterator<Item = String>) -> String {
+    parts
+        .into_iter()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+async fn insert_users(conn: &mut AnyConnection, sql: &Sql<'_>, rows: &[UserRow]) -> Result<()> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let text = sql.text(&format!(
+            "INSERT INTO {{rm_users}} (tenant, user_id, email, phone, external_id, identifier_email, first_name,
+                last_name, locale, public_profile, created_at, updated_at, version, active, roles, search)
+             VALUES {}",
+            values_list(chunk.len(), 16, &[])
+        ));
+        let mut q = many(&text);
+        for r in chunk {
+            q = q
+                .bind(&r.tenant)
+                .bind(&r.user)
+                .bind(r.email.as_deref())
+                .bind(r.phone.as_deref())
+                .bind(r.external_id.as_deref())
+                .bind(&r.identifier_email)
+                .bind(r.first_name.as_deref())
+                .bind(r.last_name.as_deref())
+                .bind(r.locale.as_deref())
+                .bind(&r.public_profile)
+                .bind(&r.registered_at)
+                .bind(&r.registered_at)
+                .bind(r.version)
+                .bind(1i64)
+                .bind("[]")
+                .bind(&r.search);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// What a span of events leaves of the directory: registrations, user wallets and person
+/// codes as multi-row inserts, and the users whose search text must be recomputed once all
+/// of it is written. Other user events are applied alone ([`directory_user`]).
+#[derive(Debug, Default)]
+pub(crate) struct DirectoryFold {
+    users: Vec<UserRow>,
+    wallets: Vec<(String, String, String, String)>,
+    person_codes: BTreeMap<(String, String), String>,
+    /// Users registered in the span: their search text is complete unless they have wallets.
+    registered: BTreeSet<(String, String)>,
+    /// Users whose search text must be recomputed.
+    pub(crate) refresh: BTreeSet<(String, String)>,
+}
+
+impl DirectoryFold {
+    pub(crate) fn rows(&self) -> usize {
+        self.users.len()
+            + self.wallets.len()
+            + self.person_codes.len()
+            + self.registered.len()
+            + self.refresh.len()
+    }
+
+    pub(crate) fn add(&mut self, e: &StoredEvent) -> Result<bool> {
+        match (e.aggregate_type.as_str(), e.event_type.as_str()) {
+            ("User", "UserRegistered") => {
+                let (tenant, user) = tenant_and_id(e)?;
+                if let Some(row) = UserRow::of(e, tenant.clone(), user.clone())? {
+                    self.users.push(row);
+                    self.registered.insert((tenant, user));
+                }
+                Ok(true)
+            }
+            ("User", _) => Ok(false),
+            ("Wallet", "WalletOpened") => {
+                let (tenant, wallet) = tenant_and_id(e)?;
+                if let WalletEvent::WalletOpened { owner, address, .. } = decode(e)? {
+                    if owner.owner_type == OwnerType::User {
+                        self.refresh
+                            .insert((tenant.clone(), owner.owner_id.clone()));
+                        self.wallets.push((tenant, wallet, owner.owner_id, address));
+                    }
+                }
+                Ok(true)
+            }
+            ("Identification", "IdentitySubmitted") => {
+                let (tenant, user) = tenant_and_id(e)?;
+                if let IdentificationEvent::IdentitySubmitted { identity, .. } = decode(e)? {
+                    self.person_codes
+                        .insert((tenant, user), identity.person_code.key());
+                }
+                Ok(true)
+            }
+            _ => Ok(true),
+        }
+    }
+
+    pub(crate) async fn write(&mut self, conn: &mut AnyConnection, sql: &Sql<'_>) -> Result<()> {
+        insert_users(conn, sql, &std::mem::take(&mut self.users)).await?;
+        for chunk in std::mem::take(&mut self.wallets).chunks(ROWS_PER_STATEMENT) {
+            let text = sql.text(&format!(
+                "INSERT INTO {{rm_user_wallets}} (tenant, wallet_id, user_id, address) VALUES {}",
+                values_list(chunk.len(), 4, &[])
+            ));
+            let mut q = many(&text);
+            for (tenant, wallet, user, address) in chunk {
+                q = q.bind(tenant).bind(wallet).bind(user).bind(address);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        let codes: Vec<_> = std::mem::take(&mut self.person_codes).into_iter().collect();
+        for chunk in codes.chunks(ROWS_PER_STATEMENT) {
+            let text = sql.text(&format!(
+                "INSERT INTO {{rm_person_codes}} (tenant, user_id, person_code) VALUES {}
+                 ON CONFLICT (tenant, user_id) DO UPDATE SET person_code = excluded.person_code",
+                values_list(chunk.len(), 3, &[])
+            ));
+            let mut q = many(&text);
+            for ((tenant, user), code) in chunk {
+                q = q.bind(tenant).bind(user).bind(code);
+            }
+            q.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes the lowercased text ListUsers searches (contact fields, names, ids and
+    /// wallet addresses) of every user marked since the last call.
+    pub(crate) async fn refresh_search(
+        &mut self,
+        conn: &mut AnyConnection,
+        sql: &Sql<'_>,
+    ) -> Result<()> {
+        // Registered users with a wallet (opened before they registered) need their addresses.
+        let mut registered: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (tenant, user) in std::mem::take(&mut self.registered) {
+            if !self.refresh.contains(&(tenant.clone(), user.clone())) {
+                registered.entry(tenant).or_default().push(user);
+            }
+        }
+        for (tenant, users) in &registered {
+            for chunk in users.chunks(ROWS_PER_STATEMENT) {
+                let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+                let text = sql.text(&format!(
+                    "SELECT DISTINCT user_id FROM {{rm_user_wallets}} WHERE tenant = $1 AND user_id IN ({})",
+                    marks.join(", ")
+                ));
+                let mut q = many(&text).bind(tenant);
+                for u in chunk {
+                    q = q.bind(u);
+                }
+                for row in q.fetch_all(&mut *conn).await? {
+                    self.refresh.insert((tenant.clone(), row.try_get(0)?));
+                }
+            }
+        }
+        let mut per_tenant: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (tenant, user) in std::mem::take(&mut self.refresh) {
+            per_tenant.entry(tenant).or_default().push(user);
+        }
+        for (tenant, users) in &per_tenant {
+            for chunk in users.chunks(ROWS_PER_STATEMENT) {
+                let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+                let marks = marks.join(", ");
+                let mut parts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                let text = sql.text(&format!(
+                    "SELECT user_id, email, phone, external_id, identifier_email, first_name, last_name
+                       FROM {{rm_users}} WHERE tenant = $1 AND user_id IN ({marks})"
+                ));
+                let mut q = many(&text).bind(tenant);
+                for u in chunk {
+                    q = q.bind(u);
+                }
+                for row in q.fetch_all(&mut *conn).await? {
+                    let mut fields = Vec::new();
+                    for i in 1..7 {
+                        fields.extend(row.try_get::<Option<String>, _>(i)?);
+                    }
+                    parts.insert(row.try_get(0)?, fields);
+                }
+                if parts.is_empty() {
+                    continue;
+                }
+                let text = sql.text(&format!(
+                    "SELECT user_id, address FROM {{rm_user_wallets}}
+                      WHERE tenant = $1 AND user_id IN ({marks}) ORDER BY user_id, wallet_id"
+                ));
+                let mut q = many(&text).bind(tenant);
+                for u in chunk {
+                    q = q.bind(u);
+                }
+                for row in q.fetch_all(&mut *conn).await? {
+                    let user: String = row.try_get(0)?;
+                    if let Some(fields) = parts.get_mut(&user) {
+                        fields.push(row.try_get(1)?);
+                    }
+                }
+                let text = sql.text(&format!(
+                    "UPDATE {{rm_users}} SET search = v.column1 FROM (VALUES {}) AS v
+                      WHERE {{rm_users}}.tenant = v.column2 AND {{rm_users}}.user_id = v.column3",
+                    values_list(parts.len(), 3, &[])
+                ));
+                let mut q = many(&text);
+                for (user, fields) in parts {
+                    q = q.bind(search_text(fields)).bind(tenant).bind(user);
+                }
+                q.execute(&mut *conn).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The directory read model.
+#[derive(Debug)]
+pub(crate) struct Directory;
+
+const RM_USERS: Table = Table {
+    name: "rm_users",
+    create: "CREATE TABLE IF NOT EXISTS {t} (
+        tenant TEXT NOT NULL, user_id TEXT NOT NULL, email TEXT, phone TEXT, external_id TEXT,
+        identifier_email TEXT NOT NULL, first_name TEXT, last_name TEXT, locale TEXT,
+        active BIGINT NOT NULL, roles TEXT NOT NULL, public_profile TEXT NOT NULL, merged_into TEXT,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version BIGINT NOT NULL,
+        search TEXT NOT NULL, PRIMARY KEY (tenant, user_id))",
+    indexes: &[
+        "CREATE INDEX IF NOT EXISTS {t}_email ON {t} (tenant, email)",
+        "CREATE INDEX IF NOT EXISTS {t}_phone ON {t} (tenant, phone)",
+        "CREATE INDEX IF NOT EXISTS {t}_external ON {t} (tenant, external_id)",
+        "CREATE INDEX IF NOT EXISTS {t}_created ON {t} (tenant, created_at, user_id)",
+    ],
+    key: "tenant, user_id",
+    trigram: Some("CREATE INDEX IF NOT EXISTS {t}_search ON {t} USING gin (search gin_trgm_ops)"),
+};
+
+const RM_USER_WALLETS: Table = Table {
+    name: "rm_user_wallets",
+    create: "CREATE TABLE IF NOT EXISTS {t} (
+        tenant TEXT NOT NULL, wallet_id TEXT NOT NULL, user_id TEXT NOT NULL, address TEXT NOT NULL,
+        PRIMARY KEY (tenant, wallet_id))",
+    indexes: &[
+        "CREATE INDEX IF NOT EXISTS {t}_address ON {t} (tenant, address)",
+        "CREATE INDEX IF NOT EXISTS {t}_user ON {t} (tenant, user_id)",
+    ],
+    key: "tenant, wallet_id",
+    trigram: None,
+};
+
+const RM_PERSON_CODES: Table = Table {
+    name: "rm_person_codes",
+    create: "CREATE TABLE IF NOT EXISTS {t} (
+        tenant TEXT NOT NULL, user_id TEXT NOT NULL, person_code TEXT NOT NULL,
+        PRIMARY KEY (tenant, user_id))",
+    indexes: &["CREATE INDEX IF NOT EXISTS {t}_code ON {t} (tenant, person_code)"],
+    key: "tenant, user_id",
+    trigram: None,
+};
+
+impl ReadModel for Directory {
+    fn name(&self) -> &'static str {
+        "directory"
+    }
+
+    fn tables(&self) -> &'static [Table] {
+        &[RM_USERS, RM_USER_WALLETS, RM_PERSON_CODES]
+    }
+
+    fn fold(&self) -> Box<dyn Fold> {
+        Box::<DirectoryFold>::default()
+    }
+}
+
+impl Fold for DirectoryFold {
+    fn fold_event(&mut self, e: &StoredEvent) -> Result<bool> {
+        self.add(e)
+    }
+
+    fn pending(&self) -> usize {
+        self.rows()
+    }
+
+    fn write_rows<'a>(
+        &'a mut self,
+        conn: &'a mut AnyConnection,
+        sql: &'a Sql<'a>,
+        _touched: Option<&'a mut Touched>,
+    ) -> Writing<'a> {
+        Box::pin(self.write(conn, sql))
+    }
+
+    fn apply_alone<'a>(
+        &'a mut self,
+        conn: &'a mut AnyConnection,
+        sql: &'a Sql<'a>,
+        e: &'a StoredEvent,
+    ) -> Writing<'a> {
+        Box::pin(async move {
+            if e.aggregate_type == "User" {
+                directory_user(conn, sql, e, &mut self.refresh).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The search texts, once everything they read is written.
+    fn finish<'a>(&'a mut self, conn: &'a mut AnyConnection, sql: &'a Sql<'a>) -> Writing<'a> {
+        Box::pin(self.refresh_search(conn, sql))
+    }
+}

@@ -1,0 +1,343 @@
+//! Reads of the directory read model: lookups, search, sorting and paging.
+
+use base64::Engine as _;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::queries::{Result, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::Projections;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    pub user_id: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub external_id: Option<String>,
+    pub identifier_email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub locale: Option<String>,
+    pub active: bool,
+    pub roles: Vec<String>,
+    pub public_profile: serde_json::Map<String, serde_json::Value>,
+    pub merged_into: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub version: u64,
+    pub wallet_addresses: Vec<String>,
+}
+
+/// How a caller names a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserKey {
+    Id(String),
+    Email(String),
+    Phone(String),
+    ExternalId(String),
+    /// `COUNTRY:CODE`, as `PersonCode::key` makes it.
+    PersonCode(String),
+    WalletAddress(String),
+}
+
+impl UserKey {
+    pub fn name(&self) -> &'static str {
+        match self {
+            UserKey::Id(_) => "user_id",
+            UserKey::Email(_) => "email",
+            UserKey::Phone(_) => "phone",
+            UserKey::ExternalId(_) => "external_id",
+            UserKey::PersonCode(_) => "person_code",
+            UserKey::WalletAddress(_) => "wallet_address",
+        }
+    }
+}
+
+/// The scalar fields ListUsers sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortField {
+    #[default]
+    CreatedAt,
+    UpdatedAt,
+    Email,
+    Phone,
+    ExternalId,
+    FirstName,
+    LastName,
+    IdentifierEmail,
+    UserId,
+}
+
+impl SortField {
+    fn column(self) -> &'static str {
+        match self {
+            SortField::CreatedAt => "created_at",
+            SortField::UpdatedAt => "updated_at",
+            SortField::Email => "email",
+            SortField::Phone => "phone",
+            SortField::ExternalId => "external_id",
+            SortField::FirstName => "first_name",
+            SortField::LastName => "last_name",
+            SortField::IdentifierEmail => "identifier_email",
+            SortField::UserId => "user_id",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListUsers {
+    pub search: Option<String>,
+    pub active: Option<bool>,
+    pub sort: SortField,
+    pub descending: bool,
+    pub limit: u32,
+    /// 1-based page; ignored when a cursor is given.
+    pub page: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UserPage {
+    pub users: Vec<DirectoryUser>,
+    /// Pass back to read the next page; `None` on the last one.
+    pub next_cursor: Option<String>,
+    /// Users matching the filters, over all pages.
+    pub total: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid cursor")]
+pub struct InvalidCursor;
+
+fn encode_cursor(value: &str, id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::json!([value, id]).to_string())
+}
+
+fn decode_cursor(c: &str) -> Option<(String, String)> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()?;
+    let v: (String, String) = serde_json::from_slice(&bytes).ok()?;
+    Some(v)
+}
+
+fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+const USER_COLUMNS: &str = "user_id, email, phone, external_id, identifier_email, first_name, last_name, locale, active, roles, public_profile, merged_into, created_at, updated_at, version";
+
+fn user_from_row(r: &AnyRow) -> Result<DirectoryUser> {
+    let roles: String = r.try_get("roles")?;
+    let profile: String = r.try_get("public_profile")?;
+    Ok(DirectoryUser {
+        user_id: r.try_get("user_id")?,
+        email: r.try_get("email")?,
+        phone: r.try_get("phone")?,
+        external_id: r.try_get("external_id")?,
+        identifier_email: r.try_get("identifier_email")?,
+        first_name: r.try_get("first_name")?,
+        last_name: r.try_get("last_name")?,
+        locale: r.try_get("locale")?,
+        active: r.try_get::<i64, _>("active")? != 0,
+        roles: serde_json::from_str(&roles).unwrap_or_default(),
+        public_profile: serde_json::from_str(&profile).unwrap_or_default(),
+        merged_into: r.try_get("merged_into")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        version: u64::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
+        wallet_addresses: Vec::new(),
+    })
+}
+
+impl Projections {
+    async fn with_addresses(
+        &self,
+        tenant: &str,
+        mut users: Vec<DirectoryUser>,
+    ) -> Result<Vec<DirectoryUser>> {
+        // One query for the whole page (at most MAX_LIMIT users), not one per user.
+        for chunk in users.chunks_mut(MAX_LIMIT as usize) {
+            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = self.q(&format!(
+                "SELECT user_id, address FROM rm_user_wallets WHERE tenant = $1 AND user_id IN ({})
+                  ORDER BY user_id, wallet_id",
+                marks.join(", ")
+            ));
+            let mut query = sqlx::query(&sql).persistent(false).bind(tenant);
+            for u in chunk.iter() {
+                query = query.bind(&u.user_id);
+            }
+            let mut addresses: std::collections::HashMap<String, Vec<String>> =
+                std::collections::HashMap::new();
+            for row in query.fetch_all(self.pool()).await? {
+                addresses
+                    .entry(row.try_get(0)?)
+                    .or_default()
+                    .push(row.try_get(1)?);
+            }
+            for u in chunk.iter_mut() {
+                u.wallet_addresses = addresses.remove(&u.user_id).unwrap_or_default();
+            }
+        }
+        Ok(users)
+    }
+
+    /// One user of the directory, by any of its keys.
+    pub async fn find_user(&self, tenant: &str, key: &UserKey) -> Result<Option<DirectoryUser>> {
+        let (filter, value) = match key {
+            UserKey::Id(v) => ("user_id = $2", v),
+            UserKey::Email(v) => ("email = $2", v),
+            UserKey::Phone(v) => ("phone = $2", v),
+            UserKey::ExternalId(v) => ("external_id = $2", v),
+            UserKey::PersonCode(v) => (
+                "user_id IN (SELECT user_id FROM rm_person_codes WHERE tenant = $1 AND person_code = $2)",
+                v,
+            ),
+            UserKey::WalletAddress(v) => (
+                "user_id IN (SELECT user_id FROM rm_user_wallets WHERE tenant = $1 AND address = $2)",
+                v,
+            ),
+        };
+        let row = sqlx::query(&self.q(&format!(
+            "SELECT {USER_COLUMNS} FROM rm_users WHERE tenant = $1 AND {filter} ORDER BY created_at, user_id LIMIT 1"
+        )))
+        .bind(tenant)
+        .bind(value)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let user = user_from_row(&row)?;
+        Ok(self.with_addresses(tenant, vec![user]).await?.pop())
+    }
+
+    /// A page of the directory: search, filter, sort, then page or cursor.
+    pub async fn list_users(
+        &self,
+        tenant: &str,
+        q: &ListUsers,
+    ) -> Result<std::result::Result<UserPage, InvalidCursor>> {
+        let limit = if q.limit == 0 {
+            DEFAULT_LIMIT
+        } else {
+            q.limit.min(MAX_LIMIT)
+        };
+        let col = q.sort.column();
+        let sort_expr = if col == "user_id" {
+            "user_id".to_string()
+        } else {
+            format!("COALESCE({col}, '')")
+        };
+        let (dir, cmp) = if q.descending {
+            ("DESC", "<")
+        } else {
+            ("ASC", ">")
+        };
+        let mut filters = vec!["tenant = $1".to_string()];
+        let mut args: Vec<String> = vec![tenant.to_string()];
+        if let Some(term) = q.search.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            args.push(format!("%{}%", escape_like(&term.to_lowercase())));
+            filters.push(format!("search LIKE ${} ESCAPE '\\'", args.len()));
+        }
+        if let Some(active) = q.active {
+            filters.push(format!("active = {}", i64::from(active)));
+        }
+        // The total counts the filtered users, before any cursor or page.
+        let count_sql = self.q(&format!(
+            "SELECT COUNT(*) FROM rm_users WHERE {}",
+            filters.join(" AND ")
+        ));
+        let count_args = args.clone();
+
+        let mut offset = 0u64;
+        if let Some(c) = q.cursor.as_deref().filter(|c| !c.is_empty()) {
+            let Some((value, id)) = decode_cursor(c) else {
+                return Ok(Err(InvalidCursor));
+            };
+            args.push(value);
+            let v = args.len();
+            args.push(id);
+            let i = args.len();
+            filters.push(format!(
+                "({sort_expr} {cmp} ${v} OR ({sort_expr} = ${v} AND user_id {cmp} ${i}))"
+            ));
+        } else if let Some(page) = q.page.filter(|p| *p > 1) {
+            offset = u64::from(page - 1) * u64::from(limit);
+        }
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM rm_users WHERE {} ORDER BY {sort_expr} {dir}, user_id {dir} LIMIT {} OFFSET {offset}",
+            filters.join(" AND "),
+            limit + 1
+        );
+        let sql = self.q(&sql);
+        let mut query = sqlx::query(&sql);
+        for a in &args {
+            query = query.bind(a.clone());
+        }
+        let rows = query.fetch_all(self.pool()).await?;
+        let mut users = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
+        let more = users.len() > limit as usize;
+        users.truncate(limit as usize);
+        let next_cursor = if more {
+            users.last().map(|u| {
+                let value = match q.sort {
+                    SortField::CreatedAt => u.created_at.clone(),
+                    SortField::UpdatedAt => u.updated_at.clone(),
+                    SortField::Email => u.email.clone().unwrap_or_default(),
+                    SortField::Phone => u.phone.clone().unwrap_or_default(),
+                    SortField::ExternalId => u.external_id.clone().unwrap_or_default(),
+                    SortField::FirstName => u.first_name.clone().unwrap_or_default(),
+                    SortField::LastName => u.last_name.clone().unwrap_or_default(),
+                    SortField::IdentifierEmail => u.identifier_email.clone(),
+                    SortField::UserId => u.user_id.clone(),
+                };
+                encode_cursor(&value, &u.user_id)
+            })
+        } else {
+            None
+        };
+        let first_page = offset == 0 && q.cursor.as_deref().is_none_or(str::is_empty);
+        let total = if first_page && !more {
+            // Everything the filters match is on this page: no need to count again.
+            users.len() as u64
+        } else {
+            let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+            for a in &count_args {
+                count = count.bind(a.clone());
+            }
+            u64::try_from(count.fetch_one(self.pool()).await?).unwrap_or(0)
+        };
+        let users = self.with_addresses(tenant, users).await?;
+        Ok(Ok(UserPage {
+            users,
+            next_cursor,
+            total,
+        }))
+    }
+
+    /// Public profiles of some users (unknown ids are left out).
+    pub async fn public_profiles(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> Result<Vec<(String, serde_json::Map<String, serde_json::Value>)>> {
+        let mut out = Vec::new();
+        for id in ids {
+            let row: Option<String> = sqlx::query_scalar(
+                &self.q("SELECT public_profile FROM rm_users WHERE tenant = $1 AND user_id = $2"),
+            )
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+            if let Some(p) = row {
+                out.push((id.clone(), serde_json::from_str(&p).unwrap_or_default()));
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,57 @@
+//! What a read model is. Each lives in its own module (`balances`, `status`, `directory`):
+//! its tables, how it folds a span of events into rows and writes them, and its queries.
+//! [`crate::Projection::model`] is the one list of them: adding a read model is its module
+//! plus a variant and a line there.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use identity_store::StoredEvent;
+use sqlx::AnyConnection;
+
+use crate::apply::{Result, Sql, Touched};
+use crate::schema::Table;
+
+/// A write in flight.
+pub(crate) type Writing<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
+/// One read model.
+pub(crate) trait ReadModel: Sync {
+    /// Its name, as checkpoints, ListProjections, RebuildProjection and the CLI know it.
+    fn name(&self) -> &'static str;
+    /// Its tables (the first is the one a leftover rebuild is recognized by).
+    fn tables(&self) -> &'static [Table];
+    /// An empty fold for a span of events.
+    fn fold(&self) -> Box<dyn Fold>;
+}
+
+/// The rows a span of events leaves of one read model, before they are written. Events carry
+/// their results, so most of them fold into one row per key (the last one wins); an event
+/// that depends on the rows before it is refused by [`Fold::fold_event`] and applied alone,
+/// in order, once the rows pending before it are written.
+pub(crate) trait Fold: Send + std::fmt::Debug {
+    /// Folds `e`; `false` (nothing folded) when it must go through [`Fold::apply_alone`].
+    fn fold_event(&mut self, e: &StoredEvent) -> Result<bool>;
+    /// Rows waiting to be written.
+    fn pending(&self) -> usize;
+    /// Writes the pending rows; notes the balance rows it changed when `touched` is given.
+    fn write_rows<'a>(
+        &'a mut self,
+        conn: &'a mut AnyConnection,
+        sql: &'a Sql<'a>,
+        touched: Option<&'a mut Touched>,
+    ) -> Writing<'a>;
+    /// Applies an event [`Fold::fold_event`] refused (the pending rows are written first).
+    fn apply_alone<'a>(
+        &'a mut self,
+        _conn: &'a mut AnyConnection,
+        _sql: &'a Sql<'a>,
+        _e: &'a StoredEvent,
+    ) -> Writing<'a> {
+        Box::pin(async { Ok(()) })
+    }
+    /// What follows the last write of a span.
+    fn finish<'a>(&'a mut self, _conn: &'a mut AnyConnection, _sql: &'a Sql<'a>) -> Writing<'a> {
+        Box::pin(async { Ok(()) })
+    }
+}
