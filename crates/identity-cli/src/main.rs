@@ -170,6 +170,15 @@ fn print_table(events: &[StoredEvent], states: &[serde_json::Value]) {
     }
 }
 
+/// A progress bar on stderr (drawn only on a terminal), counting to `len`.
+fn progress(len: u64, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("#> "));
+    }
+    bar
+}
+
 fn mint(
     tenant: String,
     admin: Option<String>,
@@ -383,20 +392,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let head = log.head_position().await?.max(1);
             let projections = Projections::open(log).await?;
             let started = Instant::now();
+            let bar = progress(head, "[{bar:40}] {pos}/{len} events, {per_sec}");
             let replayed = projections
-                .rebuild_with_progress(p, |n| {
-                    let width = 40;
-                    let done = ((n.min(head) * width) / head) as usize;
-                    let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-6);
-                    eprint!(
-                        "\r[{}{}] {n} events, {rate:.0} events/s",
-                        "#".repeat(done),
-                        " ".repeat(width as usize - done)
-                    );
-                })
+                .rebuild_with_progress(p, |n| bar.set_position(n))
                 .await?;
+            bar.finish_and_clear();
             let seconds = started.elapsed().as_secs_f64();
-            eprintln!();
             println!(
                 "rebuilt {} from position 0: {replayed} events in {seconds:.2} s ({:.0} events/s)",
                 p.name(),
@@ -407,10 +408,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let log = open_log().await?;
             let mut failed = false;
             let started = Instant::now();
-            let report = log
-                .verify_chains(None, |n| eprint!("\rchecked {n} events"))
-                .await?;
-            eprintln!();
+            let head = log.head_position().await?.max(1);
+            let bar = progress(head, "[{bar:40}] checked {pos} events");
+            let report = log.verify_chains(None, |n| bar.set_position(n)).await?;
+            bar.finish_and_clear();
             if report.intact() {
                 println!(
                     "hash chains: intact ({} events in {} aggregates) in {:.2} s",
