@@ -20,6 +20,7 @@ on_both_stores!(
     queries_never_cross_tenants,
     a_long_random_workload_leaves_read_models_equal_to_a_replay,
     an_event_a_projector_cannot_apply_is_reported,
+    a_read_model_row_no_event_could_write_is_an_error_not_a_default,
 );
 
 fn deadline<T>(mut r: tonic::Request<T>, d: Duration) -> tonic::Request<T> {
@@ -29,6 +30,59 @@ fn deadline<T>(mut r: tonic::Request<T>, d: Duration) -> tonic::Request<T> {
 
 mod scenarios {
     use super::*;
+
+    /// The house issue's finding: a bad stored balance read as zero. Text in a read-model row
+    /// that no event writes (an amount that is not a number, an unknown status) now fails the
+    /// query (INTERNAL, logged) instead of answering a default.
+    pub(super) async fn a_read_model_row_no_event_could_write_is_an_error_not_a_default(
+        store: Store,
+    ) {
+        let app = spawn_app(store).await;
+        let user = app.register("acme", "corrupt@example.com").await;
+        let wallet = app.active_wallet("acme", &user).await;
+        let position = credit(&app, &wallet, "5", "c-1").await;
+        let applied = app
+            .read_models()
+            .await
+            .wait_for(
+                identity_projections::Projection::Balances,
+                position,
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("waits");
+        assert!(applied, "the balances read model caught up");
+        let read = || {
+            let mut users = app.users();
+            let user = user.clone();
+            async move {
+                users
+                    .get_user_with_balances(req(
+                        "acme",
+                        pb::GetUserWithBalancesRequest {
+                            key: Some(pb::get_user_with_balances_request::Key::UserId(user)),
+                            min_position: position,
+                        },
+                    ))
+                    .await
+            }
+        };
+        // Nothing was read before: no cached answer hides the rows (errors are never cached).
+        for corruption in [
+            "UPDATE rm_balances SET amount = 'lots'",
+            "UPDATE rm_balances SET amount = '5'; UPDATE rm_wallets SET status = 'weird'",
+        ] {
+            app.db.sql(corruption).await.expect("corrupts");
+            let refused = read().await.expect_err("a corrupt row is not answered");
+            assert_eq!(refused.code(), Code::Internal, "{refused:?}");
+        }
+        app.db
+            .sql("UPDATE rm_wallets SET status = 'active'")
+            .await
+            .expect("repairs");
+        let fine = read().await.expect("a sound row answers").into_inner();
+        assert_eq!(fine.totals[0].amount, "5");
+    }
 
     /// An event the projectors cannot read (written behind the service's back) is retried,
     /// and reported where operators look: ListProjections and the failure count.

@@ -49,6 +49,9 @@ pub enum WalletStatus {
 }
 
 impl WalletStatus {
+    pub const ALL: [Self; 4] = [Self::Pending, Self::Active, Self::Suspended, Self::Closed];
+
+    /// The stable text read models store.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -56,6 +59,46 @@ impl WalletStatus {
             Self::Suspended => "suspended",
             Self::Closed => "closed",
         }
+    }
+
+    /// The status [`WalletStatus::as_str`] wrote; `None` for any other text.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl OwnerType {
+    pub const ALL: [Self; 3] = [Self::User, Self::Business, Self::Tenant];
+
+    /// The stable text read models store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Business => "business",
+            Self::Tenant => "tenant",
+        }
+    }
+
+    /// The owner type [`OwnerType::as_str`] wrote; `None` for any other text.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl WalletType {
+    pub const ALL: [Self; 2] = [Self::Internal, Self::External];
+
+    /// The stable text read models store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Internal => "internal",
+            Self::External => "external",
+        }
+    }
+
+    /// The wallet type [`WalletType::as_str`] wrote; `None` for any other text.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 }
 

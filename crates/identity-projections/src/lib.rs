@@ -63,6 +63,8 @@ pub enum ProjectionError {
     Event { position: u64, message: String },
     #[error("unknown read model {name:?}; known: {known}")]
     UnknownProjection { name: String, known: String },
+    #[error("a read-model row holds what no event writes: {0}")]
+    CorruptRow(String),
     #[error("a rebuild of {0} is already running")]
     RebuildRunning(String),
 }

@@ -12,6 +12,27 @@ pub use crate::status::queries::{TierView, UserStatusView};
 
 pub(crate) type Result<T> = std::result::Result<T, ProjectionError>;
 
+/// A column's stored text in its domain type: unknown text is a corrupt row, never a default.
+pub(crate) fn parsed<T>(
+    column: &str,
+    text: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<T> {
+    parse(text).ok_or_else(|| ProjectionError::CorruptRow(format!("{column} {text:?}")))
+}
+
+/// A JSON column in its type: unreadable JSON is a corrupt row, never a default.
+pub(crate) fn json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| ProjectionError::CorruptRow(format!("{column}: {e}")))
+}
+
+/// A count or version column (never negative).
+pub(crate) fn count(row: &sqlx::any::AnyRow, column: &str) -> Result<u64> {
+    use sqlx::Row as _;
+    let n: i64 = row.try_get(column)?;
+    u64::try_from(n).map_err(|_| ProjectionError::CorruptRow(format!("{column} {n}")))
+}
+
 /// Most rows one list call returns.
 pub const MAX_LIMIT: u32 = 200;
 

@@ -6,7 +6,7 @@ use identity_domain::error::ValueError;
 use identity_domain::identification::{Document, DocumentKind, Identification};
 use identity_domain::status_tier::StatusTier;
 use identity_domain::user::User;
-use identity_domain::values::{IdentificationLevel, JsonObject};
+use identity_domain::values::{IdentificationLevel, JsonObject, TokenAmount, TokenId};
 use identity_domain::wallet::{OwnerType, Wallet, WalletStatus, WalletType};
 use identity_domain::Violations;
 use identity_proto::prost_types::{self, value::Kind};
@@ -335,21 +335,11 @@ pub fn directory_user_to_pb(u: &identity_projections::queries::DirectoryUser) ->
     }
 }
 
-fn status_from_text(s: &str) -> pb::WalletStatus {
-    match s {
-        "pending" => pb::WalletStatus::Pending,
-        "active" => pb::WalletStatus::Active,
-        "suspended" => pb::WalletStatus::Suspended,
-        "closed" => pb::WalletStatus::Closed,
-        _ => pb::WalletStatus::Unspecified,
-    }
-}
-
-pub fn balances_to_pb(b: &[(String, String)]) -> Vec<pb::TokenBalance> {
+pub fn balances_to_pb(b: &[(TokenId, TokenAmount)]) -> Vec<pb::TokenBalance> {
     b.iter()
         .map(|(token, amount)| pb::TokenBalance {
-            token: token.clone(),
-            amount: amount.clone(),
+            token: token.to_string(),
+            amount: amount.to_string(),
         })
         .collect()
 }
@@ -357,19 +347,10 @@ pub fn balances_to_pb(b: &[(String, String)]) -> Vec<pb::TokenBalance> {
 pub fn wallet_view_to_pb(w: &identity_projections::queries::WalletView) -> pb::Wallet {
     pb::Wallet {
         wallet_id: w.wallet_id.clone(),
-        owner_type: match w.owner_type.as_str() {
-            "user" => pb::OwnerType::User,
-            "business" => pb::OwnerType::Business,
-            "tenant" => pb::OwnerType::Tenant,
-            _ => pb::OwnerType::Unspecified,
-        } as i32,
+        owner_type: owner_type_to_pb(w.owner_type) as i32,
         owner_id: w.owner_id.clone(),
-        wallet_type: match w.wallet_type.as_str() {
-            "internal" => pb::WalletType::Internal,
-            "external" => pb::WalletType::External,
-            _ => pb::WalletType::Unspecified,
-        } as i32,
-        status: status_from_text(&w.status) as i32,
+        wallet_type: wallet_type_to_pb(w.wallet_type) as i32,
+        status: wallet_status_to_pb(w.status) as i32,
         network: w.network.clone(),
         address: w.address.clone(),
         explorer_url: w.explorer_url.clone().unwrap_or_default(),
@@ -385,7 +366,7 @@ pub fn wallet_balances_to_pb(w: &identity_projections::queries::WalletView) -> p
         wallet_id: w.wallet_id.clone(),
         network: w.network.clone(),
         address: w.address.clone(),
-        status: status_from_text(&w.status) as i32,
+        status: wallet_status_to_pb(w.status) as i32,
         balances: balances_to_pb(&w.balances),
     }
 }
@@ -396,9 +377,8 @@ pub fn totals(wallets: &[identity_projections::queries::WalletView]) -> Vec<pb::
     let mut sums: std::collections::BTreeMap<&str, u128> = std::collections::BTreeMap::new();
     for w in wallets {
         for (token, amount) in &w.balances {
-            let a: u128 = amount.parse().unwrap_or(0);
             let e = sums.entry(token.as_str()).or_default();
-            *e = e.saturating_add(a);
+            *e = e.saturating_add(amount.value());
         }
     }
     sums.into_iter()

@@ -244,7 +244,8 @@ impl From<ApiError> for Status {
                 }
                 ProjectionError::Store(_)
                 | ProjectionError::Database(_)
-                | ProjectionError::Event { .. } => {
+                | ProjectionError::Event { .. }
+                | ProjectionError::CorruptRow(_) => {
                     tracing::error!(error = %p, "read model error");
                     Status::with_error_details(
                         Code::Internal,

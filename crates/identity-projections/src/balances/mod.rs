@@ -4,7 +4,7 @@ pub(crate) mod queries;
 
 use std::collections::BTreeMap;
 
-use identity_domain::wallet::{OwnerType, WalletEvent};
+use identity_domain::wallet::{WalletEvent, WalletStatus};
 use identity_store::StoredEvent;
 use sqlx::AnyConnection;
 
@@ -13,14 +13,6 @@ use crate::apply::{
 };
 use crate::read_model::{Fold, ReadModel, Writing};
 use crate::schema::Table;
-
-fn owner_type_str(t: OwnerType) -> &'static str {
-    match t {
-        OwnerType::User => "user",
-        OwnerType::Business => "business",
-        OwnerType::Tenant => "tenant",
-    }
-}
 
 /// A wallet row to insert: the wallet was opened within the batch.
 #[derive(Debug)]
@@ -80,30 +72,27 @@ impl BalanceFold {
                 ..
             } => {
                 change.opened = Some(OpenedWallet {
-                    owner_type: owner_type_str(owner.owner_type),
+                    owner_type: owner.owner_type.as_str(),
                     owner_id: owner.owner_id,
-                    wallet_type: match wallet_type {
-                        identity_domain::wallet::WalletType::Internal => "internal",
-                        identity_domain::wallet::WalletType::External => "external",
-                    },
+                    wallet_type: wallet_type.as_str(),
                     network: network.to_string(),
                     address,
                     explorer_url,
                     created_at: fmt(opened_at),
                 });
-                change.status = Some("pending");
+                change.status = Some(WalletStatus::Pending.as_str());
                 opened_at
             }
             WalletEvent::WalletActivated { at } => {
-                change.status = Some("active");
+                change.status = Some(WalletStatus::Active.as_str());
                 at
             }
             WalletEvent::WalletSuspended { at } => {
-                change.status = Some("suspended");
+                change.status = Some(WalletStatus::Suspended.as_str());
                 at
             }
             WalletEvent::WalletClosed { at } => {
-                change.status = Some("closed");
+                change.status = Some(WalletStatus::Closed.as_str());
                 at
             }
             WalletEvent::TokensCredited {
@@ -169,7 +158,7 @@ impl BalanceFold {
                     .bind(&o.network)
                     .bind(&o.address)
                     .bind(o.explorer_url.as_deref())
-                    .bind(c.status.unwrap_or("pending"))
+                    .bind(c.status.unwrap_or(WalletStatus::Pending.as_str()))
                     .bind(&o.created_at)
                     .bind(&c.updated_at)
                     .bind(c.version);

@@ -4,7 +4,10 @@ use std::sync::{Arc, Mutex};
 
 use sqlx::Row;
 
-use crate::queries::Result;
+use identity_domain::values::{TokenAmount, TokenId};
+use identity_domain::wallet::{OwnerType, WalletStatus, WalletType};
+
+use crate::queries::{parsed, Result};
 use crate::Projections;
 
 /// Recent answers of the balances read model. Before its cursor moves, the answers the move
@@ -107,18 +110,18 @@ impl ReadCache {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalletView {
     pub wallet_id: String,
-    pub owner_type: String,
+    pub owner_type: OwnerType,
     pub owner_id: String,
-    pub wallet_type: String,
+    pub wallet_type: WalletType,
     pub network: String,
     pub address: String,
     pub explorer_url: Option<String>,
-    pub status: String,
+    pub status: WalletStatus,
     pub created_at: String,
     pub updated_at: String,
     pub version: u64,
     /// (token, amount) in token order.
-    pub balances: Vec<(String, String)>,
+    pub balances: Vec<(TokenId, TokenAmount)>,
 }
 
 impl Projections {
@@ -165,7 +168,12 @@ impl Projections {
         for r in rows {
             let wallet_id: String = r.try_get("wallet_id")?;
             let balance = match r.try_get::<Option<String>, _>("token")? {
-                Some(token) => Some((token, r.try_get::<String, _>("amount")?)),
+                Some(token) => Some((
+                    parsed("token", &token, |t| TokenId::parse(t).ok())?,
+                    parsed("amount", &r.try_get::<String, _>("amount")?, |a| {
+                        TokenAmount::parse(a).ok()
+                    })?,
+                )),
                 None => None,
             };
             if let Some(last) = out.last_mut().filter(|w| w.wallet_id == wallet_id) {
@@ -174,16 +182,28 @@ impl Projections {
             }
             out.push(WalletView {
                 wallet_id,
-                owner_type: r.try_get("owner_type")?,
+                owner_type: parsed(
+                    "owner_type",
+                    &r.try_get::<String, _>("owner_type")?,
+                    OwnerType::parse,
+                )?,
                 owner_id: r.try_get("owner_id")?,
-                wallet_type: r.try_get("wallet_type")?,
+                wallet_type: parsed(
+                    "wallet_type",
+                    &r.try_get::<String, _>("wallet_type")?,
+                    WalletType::parse,
+                )?,
                 network: r.try_get("network")?,
                 address: r.try_get("address")?,
                 explorer_url: r.try_get("explorer_url")?,
-                status: r.try_get("status")?,
+                status: parsed(
+                    "status",
+                    &r.try_get::<String, _>("status")?,
+                    WalletStatus::parse,
+                )?,
                 created_at: r.try_get("created_at")?,
                 updated_at: r.try_get("updated_at")?,
-                version: u64::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
+                version: crate::queries::count(&r, "version")?,
                 balances: balance.into_iter().collect(),
             });
         }

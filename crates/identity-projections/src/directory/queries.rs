@@ -4,7 +4,7 @@ use base64::Engine as _;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::queries::{Result, DEFAULT_LIMIT, MAX_LIMIT};
+use crate::queries::{count, json, Result, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::Projections;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,12 +142,12 @@ fn user_from_row(r: &AnyRow) -> Result<DirectoryUser> {
         last_name: r.try_get("last_name")?,
         locale: r.try_get("locale")?,
         active: r.try_get::<i64, _>("active")? != 0,
-        roles: serde_json::from_str(&roles).unwrap_or_default(),
-        public_profile: serde_json::from_str(&profile).unwrap_or_default(),
+        roles: json("roles", &roles)?,
+        public_profile: json("public_profile", &profile)?,
         merged_into: r.try_get("merged_into")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
-        version: u64::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
+        version: count(r, "version")?,
         wallet_addresses: Vec::new(),
     })
 }
@@ -335,7 +335,7 @@ impl Projections {
             .fetch_optional(self.pool())
             .await?;
             if let Some(p) = row {
-                out.push((id.clone(), serde_json::from_str(&p).unwrap_or_default()));
+                out.push((id.clone(), json("public_profile", &p)?));
             }
         }
         Ok(out)

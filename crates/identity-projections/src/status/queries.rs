@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::queries::Result;
+use crate::queries::{count, json, Result};
 use crate::Projections;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,11 +36,11 @@ fn tier_from_row(r: &AnyRow) -> Result<TierView> {
         min_balance: r.try_get("min_balance")?,
         discount: r.try_get("discount")?,
         image_url: r.try_get("image_url")?,
-        eligible_tokens: serde_json::from_str(&eligible).unwrap_or_default(),
+        eligible_tokens: json("eligible_tokens", &eligible)?,
         retired: r.try_get::<i64, _>("retired")? != 0,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
-        version: u64::try_from(r.try_get::<i64, _>("version")?).unwrap_or(0),
+        version: count(r, "version")?,
     })
 }
 
