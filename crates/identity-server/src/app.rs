@@ -22,8 +22,9 @@ use tonic::transport::Server;
 
 use crate::api::admin::AdminApi;
 use crate::api::audit::AuditApi;
-use crate::api::auth::{AuthApi, MeApi};
+use crate::api::auth::AuthApi;
 use crate::api::identification::IdentificationApi;
+use crate::api::me::MeApi;
 use crate::api::projection::ProjectionApi;
 use crate::api::status_tier::StatusTierApi;
 use crate::api::tenant::TenantApi;

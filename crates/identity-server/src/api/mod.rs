@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 mod auth_admin;
 pub mod identification;
+pub mod me;
 pub mod projection;
 pub mod status_tier;
 pub mod tenant;

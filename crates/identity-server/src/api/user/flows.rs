@@ -1,0 +1,250 @@
+//! The use cases behind UserService's writes: registration with its claims, upsert, and
+//! contact changes confirmed by code.
+
+use super::*;
+
+impl UserApi {
+    /// Claims every unique value and registers, in one unit: the claims and the
+    /// registration commit together or not at all, whatever the caller does meanwhile.
+    pub(super) async fn register(
+        &self,
+        ctx: &RequestContext,
+        cmd: RegisterUser,
+    ) -> ApiResult<Executed<User>> {
+        let owner = cmd.user_id;
+        let claims = claims_of(&cmd);
+        let id = ctx.aggregate_id(owner);
+        let services = &self.core.user_services;
+        self.core
+            .transact::<User, _>(ctx, &id, |mut unit| {
+                let (claims, cmd, id) = (&claims, cmd.clone(), &id);
+                Box::pin(async move {
+                    for (kind, value) in claims {
+                        Core::claim_in(&mut unit, ctx, *kind, value, owner).await?;
+                    }
+                    let decided = unit
+                        .decide::<User>(id, UserCommand::Register(Box::new(cmd)), services)
+                        .await?;
+                    Ok((unit, decided))
+                })
+            })
+            .await
+    }
+
+    pub(super) async fn upsert_one(
+        &self,
+        ctx: &RequestContext,
+        index: usize,
+        input: pb::UserInput,
+    ) -> ApiResult<pb::UpsertUserResult> {
+        let prefix = format!("users[{index}].");
+        let cmd = parse_input(input, &prefix, UserId(Uuid::new_v4()), ctx)?;
+        let mut existing = None;
+        for (kind, value) in claims_of(&cmd) {
+            if let Some(owner) = self.core.owner_of(ctx, kind, &value).await? {
+                existing = Some(owner);
+                break;
+            }
+        }
+        let (user_id, executed, created) = match existing {
+            Some(owner) => {
+                let update = UpdateProfile {
+                    first_name: cmd.first_name,
+                    last_name: cmd.last_name,
+                    locale: cmd.locale,
+                    custom_data: (!cmd.custom_data.as_map().is_empty()).then_some(cmd.custom_data),
+                    public_profile: (!cmd.public_profile.as_map().is_empty())
+                        .then_some(cmd.public_profile),
+                };
+                let executed = self
+                    .core
+                    .execute::<User>(
+                        ctx,
+                        &ctx.aggregate_id(owner),
+                        UserCommand::UpdateProfile(Box::new(update), Utc::now()),
+                        &self.core.user_services,
+                    )
+                    .await?;
+                (owner, executed, false)
+            }
+            None => {
+                let id = cmd.user_id;
+                (id, self.register(ctx, cmd).await?, true)
+            }
+        };
+        Ok(pb::UpsertUserResult {
+            index: index as u32,
+            user_id: user_id.to_string(),
+            created,
+            position: executed.position,
+            error: None,
+        })
+    }
+
+    pub(super) async fn run(
+        &self,
+        ctx: &RequestContext,
+        user: UserId,
+        command: UserCommand,
+    ) -> ApiResult<Executed<User>> {
+        self.core.execute_user(ctx, user, command).await
+    }
+
+    /// Confirms a pending email or phone change in one unit: the confirmation, the claim
+    /// of the new value (so two users can never confirm the same one) and the release of
+    /// the old one commit together. A wrong code commits only its recorded attempt.
+    pub(super) async fn confirm_contact(
+        &self,
+        ctx: &RequestContext,
+        user: UserId,
+        kind: ClaimKind,
+        code: &str,
+    ) -> ApiResult<(String, u64)> {
+        let aggregate_id = ctx.aggregate_id(user);
+        let code_hash = self.core.hash_code(&aggregate_id, code);
+        let services = &self.core.user_services;
+        let executed = self
+            .core
+            .transact::<User, _>(ctx, &aggregate_id, |mut unit| {
+                let (id, code_hash) = (&aggregate_id, code_hash.clone());
+                Box::pin(async move {
+                    let at = Utc::now();
+                    let command = match kind {
+                        ClaimKind::Phone => UserCommand::ConfirmPhone { code_hash, at },
+                        ClaimKind::Email | ClaimKind::ExternalId | ClaimKind::PersonCode => {
+                            UserCommand::ConfirmEmail { code_hash, at }
+                        }
+                    };
+                    let decided = unit.decide::<User>(id, command, services).await?;
+                    for e in &decided.events {
+                        let (new, previous) = match e {
+                            UserEvent::EmailConfirmed {
+                                email, previous, ..
+                            } => (
+                                email.to_string(),
+                                previous.as_ref().map(ToString::to_string),
+                            ),
+                            UserEvent::PhoneConfirmed {
+                                phone, previous, ..
+                            } => (
+                                phone.to_string(),
+                                previous.as_ref().map(ToString::to_string),
+                            ),
+                            _ => continue,
+                        };
+                        Core::claim_in(&mut unit, ctx, kind, &new, user).await?;
+                        if let Some(old) = previous.filter(|old| *old != new) {
+                            Core::release_in(&mut unit, ctx, kind, &old, user).await?;
+                        }
+                    }
+                    Ok((unit, decided))
+                })
+            })
+            .await?;
+        let value = match kind {
+            ClaimKind::Phone => executed.aggregate.phone.as_ref().map(ToString::to_string),
+            ClaimKind::Email | ClaimKind::ExternalId | ClaimKind::PersonCode => {
+                executed.aggregate.email.as_ref().map(ToString::to_string)
+            }
+        };
+        Ok((value.unwrap_or_default(), executed.position))
+    }
+
+    /// Starts a contact change after checking (early, not finally) that nobody else holds
+    /// the value; the final decision is the claim made at confirmation.
+    pub(super) async fn request_contact(
+        &self,
+        ctx: &RequestContext,
+        user: UserId,
+        kind: ClaimKind,
+        value: &str,
+        command: impl FnOnce(String, chrono::DateTime<Utc>, chrono::DateTime<Utc>) -> UserCommand,
+    ) -> ApiResult<(String, chrono::DateTime<Utc>, u64)> {
+        self.core.limits.code_request(&ctx.caller_key())?;
+        if let Some(owner) = self.core.owner_of(ctx, kind, value).await? {
+            if owner != user {
+                return Err(ApiError::from(DomainError::AlreadyAssigned(kind)));
+            }
+        }
+        let (code, hash, expires) = self.core.new_code(&ctx.aggregate_id(user));
+        let purpose = match kind {
+            ClaimKind::Phone => Purpose::PhoneChange,
+            ClaimKind::Email | ClaimKind::ExternalId | ClaimKind::PersonCode => {
+                Purpose::EmailChange
+            }
+        };
+        let message = Code {
+            purpose,
+            channel: kind.as_str(),
+            destination: value,
+            code: &code,
+            code_hash: &hash,
+            expires_at: expires,
+        };
+        let (executed, shown) = self
+            .core
+            .execute_with_code(
+                ctx,
+                user,
+                message,
+                command(hash.clone(), expires, Utc::now()),
+            )
+            .await?;
+        Ok((shown, expires, executed.position))
+    }
+
+    pub(super) async fn answer_upsert_users(
+        &self,
+        request: Request<pb::UpsertUsersRequest>,
+    ) -> Rpc<pb::UpsertUsersResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let items = request.into_inner().users;
+        tracing::Span::current().record("items", items.len());
+        if items.len() > MAX_UPSERT_ITEMS {
+            return Err(ApiError::from(DomainError::invalid(
+                "users",
+                format!("at most {MAX_UPSERT_ITEMS} users per call"),
+            ))
+            .into());
+        }
+        let mut results = Vec::with_capacity(items.len());
+        for (index, input) in items.into_iter().enumerate() {
+            let result = match self.upsert_one(&ctx, index, input).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let (reason, violations) = match &e {
+                        ApiError::Domain(d) => (
+                            d.reason().to_string(),
+                            match d {
+                                DomainError::InvalidArgument(v) => v.clone(),
+                                _ => vec![],
+                            },
+                        ),
+                        _ => (String::new(), vec![]),
+                    };
+                    let status = Status::from(e);
+                    pb::UpsertUserResult {
+                        index: index as u32,
+                        user_id: String::new(),
+                        created: false,
+                        position: 0,
+                        error: Some(pb::ItemError {
+                            code: code_name(status.code()).to_string(),
+                            reason,
+                            message: status.message().to_string(),
+                            field_violations: violations
+                                .into_iter()
+                                .map(|v| pb::FieldViolation {
+                                    field: v.field,
+                                    description: v.description,
+                                })
+                                .collect(),
+                        }),
+                    }
+                }
+            };
+            results.push(result);
+        }
+        Ok(Response::new(pb::UpsertUsersResponse { results }))
+    }
+}

@@ -1,0 +1,144 @@
+//! Parsing UserService requests into domain values, and the lookup keys of queries.
+
+use super::*;
+
+pub(super) fn user_id(v: &mut Violations, field: &str, raw: &str) -> Option<UserId> {
+    required(v, field, raw, UserId::parse)
+}
+
+pub(super) fn parse_user_id(field: &str, raw: &str) -> ApiResult<UserId> {
+    let mut v = Violations::new();
+    let id = user_id(&mut v, field, raw);
+    v.finish()?;
+    id.ok_or_else(|| ApiError::Internal("unparsed id".into()))
+}
+
+/// Refuses a caller without `permission` (for a key that needs more than the RPC's own).
+pub(super) fn require(ctx: &RequestContext, permission: Permission) -> ApiResult<()> {
+    if ctx.caller.holds(permission) {
+        Ok(())
+    } else {
+        Err(ApiError::PermissionDenied(permission))
+    }
+}
+
+/// A user cut to the caller's scopes, and the names of what was withheld.
+pub(crate) fn scoped_user(
+    ctx: &RequestContext,
+    user: &User,
+    version: usize,
+) -> (pb::User, Vec<String>) {
+    let mut out = user_to_pb(user, version);
+    let mut withheld = Vec::new();
+    scope::cut_user(&mut out, ctx.caller.scopes, &mut withheld);
+    (out, withheld)
+}
+
+/// The password policy: 8 to 256 characters (any characters; no composition rules, after
+/// NIST SP 800-63B).
+pub(crate) fn password_policy(raw: &str) -> Result<Secret, &'static str> {
+    let n = raw.chars().count();
+    if !(8..=256).contains(&n) {
+        return Err("password must be 8 to 256 characters");
+    }
+    Ok(Secret::new(raw))
+}
+
+pub(super) fn parse_password(v: &mut Violations, field: &str, raw: &str) -> Option<Secret> {
+    password_policy(raw).map_err(|why| v.push(field, why)).ok()
+}
+
+/// The parsed fields of a `UserInput`, prefixed for bulk items (`users[3].email`).
+pub(super) fn parse_input(
+    input: pb::UserInput,
+    prefix: &str,
+    user_id: UserId,
+    ctx: &RequestContext,
+) -> ApiResult<RegisterUser> {
+    let mut v = Violations::new();
+    let f = |name: &str| format!("{prefix}{name}");
+    let email = optional(&mut v, &f("email"), &input.email, Email::parse);
+    let phone = optional(&mut v, &f("phone"), &input.phone, Phone::parse);
+    let external_id = optional(
+        &mut v,
+        &f("external_id"),
+        &input.external_id,
+        ExternalId::parse,
+    );
+    let first_name = optional(&mut v, &f("first_name"), &input.first_name, Name::parse);
+    let last_name = optional(&mut v, &f("last_name"), &input.last_name, Name::parse);
+    let locale = optional(&mut v, &f("locale"), &input.locale, Locale::parse);
+    let custom_data = json_object(&mut v, &f("custom_data"), input.custom_data);
+    let public_profile = json_object(&mut v, &f("public_profile"), input.public_profile);
+    if v.is_empty() && email.is_none() && phone.is_none() && external_id.is_none() {
+        v.push(
+            f("email"),
+            "at least one of email, phone or external_id is required",
+        );
+    }
+    v.finish()?;
+    Ok(RegisterUser {
+        user_id,
+        tenant: ctx.tenant.clone(),
+        email,
+        phone,
+        external_id,
+        first_name,
+        last_name,
+        locale,
+        custom_data: custom_data.unwrap_or_default(),
+        public_profile: public_profile.unwrap_or_default(),
+        at: Utc::now(),
+    })
+}
+
+/// The unique values of a registration, in the order they are claimed.
+pub(super) fn claims_of(cmd: &RegisterUser) -> Vec<(ClaimKind, String)> {
+    let mut out = Vec::new();
+    if let Some(x) = &cmd.external_id {
+        out.push((ClaimKind::ExternalId, x.to_string()));
+    }
+    if let Some(e) = &cmd.email {
+        out.push((ClaimKind::Email, e.to_string()));
+    }
+    if let Some(p) = &cmd.phone {
+        out.push((ClaimKind::Phone, p.to_string()));
+    }
+    out
+}
+
+/// Parses a lookup value into the normalized form the directory holds.
+pub(super) fn user_key(name: &'static str, raw: &str) -> ApiResult<UserKey> {
+    let mut v = Violations::new();
+    let key = match name {
+        "user_id" => required(&mut v, name, raw, UserId::parse).map(|x| UserKey::Id(x.to_string())),
+        "email" => required(&mut v, name, raw, Email::parse).map(|x| UserKey::Email(x.to_string())),
+        "phone" => required(&mut v, name, raw, Phone::parse).map(|x| UserKey::Phone(x.to_string())),
+        "external_id" => required(&mut v, name, raw, ExternalId::parse)
+            .map(|x| UserKey::ExternalId(x.to_string())),
+        "person_code" => required(&mut v, name, raw, |s| {
+            let (country, code) = s.split_once(':').ok_or_else(|| {
+                identity_domain::ValueError::new(
+                    "person code must be COUNTRY:CODE, e.g. EE:38601010123",
+                )
+            })?;
+            PersonCode::parse(country, code)
+        })
+        .map(|x| UserKey::PersonCode(x.key())),
+        _ => required(&mut v, name, raw, |s| {
+            let s = s.trim();
+            Ok(if s.starts_with("0x") || s.starts_with("0X") {
+                s.to_ascii_lowercase()
+            } else {
+                s.to_string()
+            })
+        })
+        .map(UserKey::WalletAddress),
+    };
+    v.finish()?;
+    key.ok_or_else(|| ApiError::Internal("unparsed".into()))
+}
+
+pub(super) fn missing_key(field: &str) -> ApiError {
+    DomainError::invalid(field, "one lookup key is required").into()
+}

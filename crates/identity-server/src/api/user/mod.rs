@@ -1,0 +1,568 @@
+//! `identity.v1.UserService`.
+
+use std::collections::BTreeSet;
+
+use chrono::Utc;
+use identity_domain::user::{
+    RegisterUser, RolesMode, Secret, UpdateProfile, User, UserCommand, UserEvent,
+};
+use identity_domain::values::{Email, ExternalId, JsonObject, Locale, Name, Phone, Role, UserId};
+use identity_domain::{ClaimKind, DomainError, Violations};
+use identity_proto::v1 as pb;
+use identity_proto::v1::user_service_server::UserService;
+use identity_store::Executed;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::access::{scope, Permission};
+use crate::context::RequestContext;
+use crate::convert::{
+    directory_user_to_pb, json_object, json_to_struct, optional, required, timestamp, totals,
+    user_to_pb, wallet_balances_to_pb,
+};
+use crate::core::{deadline_of, Core};
+use crate::delivery::{Code, Purpose};
+use crate::error::{code_name, ApiError, ApiResult};
+use identity_domain::values::PersonCode;
+use identity_projections::queries::{ListUsers, SortField, UserKey};
+use identity_projections::Projection;
+
+/// Most items one UpsertUsers call takes.
+pub const MAX_UPSERT_ITEMS: usize = 500;
+const MAX_ROLES: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct UserApi {
+    core: Core,
+}
+
+impl UserApi {
+    pub fn new(core: Core) -> Self {
+        Self { core }
+    }
+}
+
+mod flows;
+mod input;
+mod passwords;
+mod queries;
+
+use input::*;
+pub(crate) use input::{password_policy, scoped_user};
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl UserService for UserApi {
+    #[tracing::instrument(
+        name = "RegisterUser",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn register_user(
+        &self,
+        request: Request<pb::RegisterUserRequest>,
+    ) -> Rpc<pb::RegisterUserResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let input = request.into_inner().user.unwrap_or_default();
+        let cmd = parse_input(input, "user.", UserId(Uuid::new_v4()), &ctx)?;
+        let executed = self.register(&ctx, cmd).await?;
+        let (user, withheld_fields) = scoped_user(&ctx, &executed.aggregate, executed.sequence);
+        Ok(Response::new(pb::RegisterUserResponse {
+            user: Some(user),
+            position: executed.position,
+            withheld_fields,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "UpsertUsers",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome, items)
+    )]
+    async fn upsert_users(
+        &self,
+        request: Request<pb::UpsertUsersRequest>,
+    ) -> Rpc<pb::UpsertUsersResponse> {
+        self.answer_upsert_users(request).await
+    }
+
+    #[tracing::instrument(
+        name = "UpdateUserProfile",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn update_user_profile(
+        &self,
+        request: Request<pb::UpdateUserProfileRequest>,
+    ) -> Rpc<pb::UpdateUserProfileResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let user = user_id(&mut v, "user_id", &req.user_id);
+        let p = req.profile.unwrap_or_default();
+        let paths: Vec<String> = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        const ALLOWED: [&str; 5] = [
+            "first_name",
+            "last_name",
+            "locale",
+            "custom_data",
+            "public_profile",
+        ];
+        for path in &paths {
+            if !ALLOWED.contains(&path.as_str()) {
+                v.push(
+                    "update_mask",
+                    format!("unknown path {path:?}; allowed: {}", ALLOWED.join(", ")),
+                );
+            }
+        }
+        // An empty mask updates every field the request sets.
+        let wants = |name: &str| paths.is_empty() || paths.iter().any(|p| p == name);
+        let update = UpdateProfile {
+            first_name: if wants("first_name") {
+                optional(&mut v, "profile.first_name", &p.first_name, Name::parse)
+            } else {
+                None
+            },
+            last_name: if wants("last_name") {
+                optional(&mut v, "profile.last_name", &p.last_name, Name::parse)
+            } else {
+                None
+            },
+            locale: if wants("locale") {
+                optional(&mut v, "profile.locale", &p.locale, Locale::parse)
+            } else {
+                None
+            },
+            custom_data: if wants("custom_data") {
+                json_object(&mut v, "profile.custom_data", p.custom_data)
+                    .or_else(|| (!paths.is_empty()).then(JsonObject::default))
+            } else {
+                None
+            },
+            public_profile: if wants("public_profile") {
+                json_object(&mut v, "profile.public_profile", p.public_profile)
+                    .or_else(|| (!paths.is_empty()).then(JsonObject::default))
+            } else {
+                None
+            },
+        };
+        v.finish().map_err(ApiError::from)?;
+        let user = user.ok_or_else(|| ApiError::Internal("unparsed id".into()))?;
+        let executed = self
+            .run(
+                &ctx,
+                user,
+                UserCommand::UpdateProfile(Box::new(update), Utc::now()),
+            )
+            .await?;
+        let (user, withheld_fields) = scoped_user(&ctx, &executed.aggregate, executed.sequence);
+        Ok(Response::new(pb::UpdateUserProfileResponse {
+            user: Some(user),
+            position: executed.position,
+            withheld_fields,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "DeactivateUser",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn deactivate_user(
+        &self,
+        request: Request<pb::DeactivateUserRequest>,
+    ) -> Rpc<pb::DeactivateUserResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let user = parse_user_id("user_id", &request.get_ref().user_id)?;
+        let executed = self
+            .run(&ctx, user, UserCommand::Deactivate { at: Utc::now() })
+            .await?;
+        Ok(Response::new(pb::DeactivateUserResponse {
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "ReactivateUser",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn reactivate_user(
+        &self,
+        request: Request<pb::ReactivateUserRequest>,
+    ) -> Rpc<pb::ReactivateUserResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let user = parse_user_id("user_id", &request.get_ref().user_id)?;
+        let executed = self
+            .run(&ctx, user, UserCommand::Reactivate { at: Utc::now() })
+            .await?;
+        Ok(Response::new(pb::ReactivateUserResponse {
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "RequestEmailChange",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn request_email_change(
+        &self,
+        request: Request<pb::RequestEmailChangeRequest>,
+    ) -> Rpc<pb::RequestEmailChangeResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let user = user_id(&mut v, "user_id", &req.user_id);
+        let email = required(&mut v, "email", &req.email, Email::parse);
+        v.finish().map_err(ApiError::from)?;
+        let (user, email) = user
+            .zip(email)
+            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        let value = email.to_string();
+        let (code, expires, position) = self
+            .request_contact(
+                &ctx,
+                user,
+                ClaimKind::Email,
+                &value,
+                |code_hash, expires_at, at| UserCommand::RequestEmailChange {
+                    email,
+                    code_hash,
+                    expires_at,
+                    at,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::RequestEmailChangeResponse {
+            code,
+            expires_at: timestamp(Some(expires)),
+            position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "ConfirmEmail",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn confirm_email(
+        &self,
+        request: Request<pb::ConfirmEmailRequest>,
+    ) -> Rpc<pb::ConfirmEmailResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let user = parse_user_id("user_id", &req.user_id)?;
+        let (email, position) = self
+            .confirm_contact(&ctx, user, ClaimKind::Email, &req.code)
+            .await?;
+        Ok(Response::new(pb::ConfirmEmailResponse { email, position }))
+    }
+
+    #[tracing::instrument(
+        name = "RequestPhoneChange",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn request_phone_change(
+        &self,
+        request: Request<pb::RequestPhoneChangeRequest>,
+    ) -> Rpc<pb::RequestPhoneChangeResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let user = user_id(&mut v, "user_id", &req.user_id);
+        let phone = required(&mut v, "phone", &req.phone, Phone::parse);
+        v.finish().map_err(ApiError::from)?;
+        let (user, phone) = user
+            .zip(phone)
+            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        let value = phone.to_string();
+        let (code, expires, position) = self
+            .request_contact(
+                &ctx,
+                user,
+                ClaimKind::Phone,
+                &value,
+                |code_hash, expires_at, at| UserCommand::RequestPhoneChange {
+                    phone,
+                    code_hash,
+                    expires_at,
+                    at,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::RequestPhoneChangeResponse {
+            code,
+            expires_at: timestamp(Some(expires)),
+            position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "ConfirmPhone",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn confirm_phone(
+        &self,
+        request: Request<pb::ConfirmPhoneRequest>,
+    ) -> Rpc<pb::ConfirmPhoneResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let user = parse_user_id("user_id", &req.user_id)?;
+        let (phone, position) = self
+            .confirm_contact(&ctx, user, ClaimKind::Phone, &req.code)
+            .await?;
+        Ok(Response::new(pb::ConfirmPhoneResponse { phone, position }))
+    }
+
+    #[tracing::instrument(
+        name = "SetUserRoles",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn set_user_roles(
+        &self,
+        request: Request<pb::SetUserRolesRequest>,
+    ) -> Rpc<pb::SetUserRolesResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let user = user_id(&mut v, "user_id", &req.user_id);
+        if req.roles.len() > MAX_ROLES {
+            v.push("roles", format!("at most {MAX_ROLES} roles"));
+        }
+        let roles: BTreeSet<Role> = req
+            .roles
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| required(&mut v, &format!("roles[{i}]"), r, Role::parse))
+            .collect();
+        v.finish().map_err(ApiError::from)?;
+        let user = user.ok_or_else(|| ApiError::Internal("unparsed id".into()))?;
+        let mode = if req.replace {
+            RolesMode::Replace
+        } else {
+            RolesMode::Add
+        };
+        let executed = self
+            .run(&ctx, user, UserCommand::SetRoles { roles, mode })
+            .await?;
+        Ok(Response::new(pb::SetUserRolesResponse {
+            roles: executed
+                .aggregate
+                .roles
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "SetPassword",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn set_password(
+        &self,
+        request: Request<pb::SetPasswordRequest>,
+    ) -> Rpc<pb::SetPasswordResponse> {
+        self.answer_set_password(request).await
+    }
+
+    #[tracing::instrument(
+        name = "ChangePassword",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Rpc<pb::ChangePasswordResponse> {
+        self.answer_change_password(request).await
+    }
+
+    #[tracing::instrument(
+        name = "ImportLegacyPassword",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn import_legacy_password(
+        &self,
+        request: Request<pb::ImportLegacyPasswordRequest>,
+    ) -> Rpc<pb::ImportLegacyPasswordResponse> {
+        self.answer_import_legacy_password(request).await
+    }
+
+    #[tracing::instrument(
+        name = "VerifyPassword",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn verify_password(
+        &self,
+        request: Request<pb::VerifyPasswordRequest>,
+    ) -> Rpc<pb::VerifyPasswordResponse> {
+        self.answer_verify_password(request).await
+    }
+
+    #[tracing::instrument(
+        name = "MergeUsers",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn merge_users(
+        &self,
+        request: Request<pb::MergeUsersRequest>,
+    ) -> Rpc<pb::MergeUsersResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        let mut v = Violations::new();
+        let source = user_id(&mut v, "source_user_id", &req.source_user_id);
+        let target = user_id(&mut v, "target_user_id", &req.target_user_id);
+        v.finish().map_err(ApiError::from)?;
+        let (source, target) = source
+            .zip(target)
+            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        let survivor = self.core.load_user(&ctx, target).await?;
+        if let Some(into) = survivor.aggregate.merged_into {
+            return Err(ApiError::from(DomainError::UserMerged {
+                into: into.to_string(),
+            })
+            .into());
+        }
+        let executed = self
+            .run(
+                &ctx,
+                source,
+                UserCommand::MergeInto {
+                    survivor: target,
+                    at: Utc::now(),
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::MergeUsersResponse {
+            position: executed.position,
+        }))
+    }
+
+    #[tracing::instrument(
+        name = "GetUser",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Rpc<pb::GetUserResponse> {
+        self.answer_get_user(request).await
+    }
+
+    #[tracing::instrument(
+        name = "GetUserWithBalances",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn get_user_with_balances(
+        &self,
+        request: Request<pb::GetUserWithBalancesRequest>,
+    ) -> Rpc<pb::GetUserWithBalancesResponse> {
+        self.answer_get_user_with_balances(request).await
+    }
+
+    #[tracing::instrument(
+        name = "LookupUser",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn lookup_user(
+        &self,
+        request: Request<pb::LookupUserRequest>,
+    ) -> Rpc<pb::LookupUserResponse> {
+        self.answer_lookup_user(request).await
+    }
+
+    #[tracing::instrument(
+        name = "UserExists",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn user_exists(
+        &self,
+        request: Request<pb::UserExistsRequest>,
+    ) -> Rpc<pb::UserExistsResponse> {
+        self.answer_user_exists(request).await
+    }
+
+    #[tracing::instrument(
+        name = "ListUsers",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Rpc<pb::ListUsersResponse> {
+        self.answer_list_users(request).await
+    }
+
+    #[tracing::instrument(
+        name = "GetPublicProfile",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn get_public_profile(
+        &self,
+        request: Request<pb::GetPublicProfileRequest>,
+    ) -> Rpc<pb::GetPublicProfileResponse> {
+        self.answer_get_public_profile(request).await
+    }
+
+    #[tracing::instrument(
+        name = "ListPublicProfiles",
+        skip_all,
+        fields(tenant, request_id, aggregate_id, outcome)
+    )]
+    async fn list_public_profiles(
+        &self,
+        request: Request<pb::ListPublicProfilesRequest>,
+    ) -> Rpc<pb::ListPublicProfilesResponse> {
+        self.answer_list_public_profiles(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_claims_external_id_then_email_then_phone() {
+        let ctx = RequestContext {
+            tenant: identity_domain::values::TenantId::parse("t").unwrap(),
+            caller: std::sync::Arc::new(crate::access::Caller {
+                principal: crate::access::Principal::ProjectKey { key_id: "k".into() },
+                tenant: None,
+                permissions: crate::access::Permissions::default(),
+                method: "RegisterUser",
+                request_id: "r".into(),
+                correlation_id: "r".into(),
+                client: None,
+                scopes: crate::access::scope::Scopes::all(),
+            }),
+            rpc: "RegisterUser",
+        };
+        let input = pb::UserInput {
+            email: "A@x.io".into(),
+            phone: "+3725555123".into(),
+            external_id: "e1".into(),
+            ..Default::default()
+        };
+        let cmd = parse_input(input, "", UserId(Uuid::nil()), &ctx).unwrap();
+        let kinds: Vec<ClaimKind> = claims_of(&cmd).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            kinds,
+            vec![ClaimKind::ExternalId, ClaimKind::Email, ClaimKind::Phone]
+        );
+    }
+}
