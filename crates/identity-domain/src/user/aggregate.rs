@@ -1,0 +1,236 @@
+//! The User aggregate: deciding a command, and folding an event into the state.
+
+use super::*;
+
+impl Aggregate for User {
+    const TYPE: &'static str = "User";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = DomainError;
+    type Services = UserServices;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command, services).await? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        use UserEvent as E;
+        match event {
+            E::UserRegistered {
+                user_id,
+                tenant,
+                email,
+                phone,
+                external_id,
+                identifier_email,
+                first_name,
+                last_name,
+                locale,
+                custom_data,
+                public_profile,
+                registered_at,
+            } => {
+                *self = User {
+                    id: Some(user_id),
+                    tenant: Some(tenant),
+                    email,
+                    phone,
+                    external_id,
+                    identifier_email,
+                    first_name,
+                    last_name,
+                    locale,
+                    custom_data,
+                    public_profile,
+                    active: true,
+                    registered_at: Some(registered_at),
+                    updated_at: Some(registered_at),
+                    ..User::default()
+                };
+            }
+            E::UserProfileUpdated {
+                first_name,
+                last_name,
+                locale,
+                custom_data,
+                public_profile,
+                updated_at,
+            } => {
+                if first_name.is_some() {
+                    self.first_name = first_name;
+                }
+                if last_name.is_some() {
+                    self.last_name = last_name;
+                }
+                if locale.is_some() {
+                    self.locale = locale;
+                }
+                if let Some(c) = custom_data {
+                    self.custom_data = c;
+                }
+                if let Some(p) = public_profile {
+                    self.public_profile = p;
+                }
+                self.updated_at = Some(updated_at);
+            }
+            E::UserDeactivated { at } => {
+                self.active = false;
+                self.updated_at = Some(at);
+            }
+            E::UserReactivated { at } => {
+                self.active = true;
+                self.updated_at = Some(at);
+            }
+            E::EmailChangeRequested {
+                email,
+                code_hash,
+                expires_at,
+            } => self.pending_email = pending(email, code_hash, None, expires_at, 0),
+            E::EmailChangeStarted {
+                email,
+                code_hash,
+                requested_at,
+                expires_at,
+                failed_attempts,
+            } => {
+                self.pending_email = pending(
+                    email,
+                    code_hash,
+                    Some(requested_at),
+                    expires_at,
+                    failed_attempts,
+                );
+            }
+            E::EmailConfirmationFailed { failed_attempts } => {
+                if let Some(p) = self.pending_email.as_mut() {
+                    p.failed_attempts = failed_attempts;
+                }
+            }
+            E::EmailConfirmed { email, at, .. } => {
+                self.email = Some(email);
+                self.email_confirmed = true;
+                self.pending_email = None;
+                self.updated_at = Some(at);
+            }
+            E::PhoneChangeRequested {
+                phone,
+                code_hash,
+                expires_at,
+            } => self.pending_phone = pending(phone, code_hash, None, expires_at, 0),
+            E::PhoneChangeStarted {
+                phone,
+                code_hash,
+                requested_at,
+                expires_at,
+                failed_attempts,
+            } => {
+                self.pending_phone = pending(
+                    phone,
+                    code_hash,
+                    Some(requested_at),
+                    expires_at,
+                    failed_attempts,
+                );
+            }
+            E::PhoneConfirmationFailed { failed_attempts } => {
+                if let Some(p) = self.pending_phone.as_mut() {
+                    p.failed_attempts = failed_attempts;
+                }
+            }
+            E::PhoneConfirmed { phone, at, .. } => {
+                self.phone = Some(phone);
+                self.phone_confirmed = true;
+                self.pending_phone = None;
+                self.updated_at = Some(at);
+            }
+            E::RolesChanged { roles } => self.roles = roles,
+            E::PasswordSet { credential } | E::PasswordChanged { credential } => {
+                self.credential = Some(credential);
+                self.sign_in.clear_failures();
+            }
+            E::LegacyCredentialImported { credential }
+            | E::LegacyCredentialUpgraded { credential } => self.credential = Some(credential),
+            E::PasswordCheckFailed {
+                failed_attempts,
+                locked_until,
+                at,
+            } => self.sign_in.apply(SignInFact::CheckFailed {
+                failed_attempts,
+                locked_until,
+                at,
+            }),
+            E::PasswordFailuresCleared { at } => {
+                self.sign_in.apply(SignInFact::FailuresCleared { at })
+            }
+            E::SessionStarted {
+                session,
+                refresh_digest,
+                started_at,
+                expires_at,
+            } => self.sign_in.apply(SignInFact::Started {
+                session,
+                refresh_digest,
+                started_at,
+                expires_at,
+            }),
+            E::SessionRefreshed {
+                session,
+                refresh_digest,
+                at,
+                expires_at,
+            } => self.sign_in.apply(SignInFact::Refreshed {
+                session,
+                refresh_digest,
+                at,
+                expires_at,
+            }),
+            E::SessionsEnded {
+                sessions,
+                reason,
+                at,
+            } => self.sign_in.apply(SignInFact::Ended {
+                sessions,
+                reason,
+                at,
+            }),
+            E::PasswordResetStarted {
+                channel,
+                code_hash,
+                requested_at,
+                expires_at,
+                failed_attempts,
+            } => {
+                self.pending_reset = pending(
+                    channel,
+                    code_hash,
+                    Some(requested_at),
+                    expires_at,
+                    failed_attempts,
+                );
+            }
+            E::PasswordResetFailed { failed_attempts } => {
+                if let Some(p) = self.pending_reset.as_mut() {
+                    p.failed_attempts = failed_attempts;
+                }
+            }
+            E::PasswordReset { credential, at } => {
+                self.credential = Some(credential);
+                self.sign_in.clear_failures();
+                self.pending_reset = None;
+                self.updated_at = Some(at);
+            }
+            E::UserMerged { into, at } => {
+                self.merged_into = Some(into);
+                self.updated_at = Some(at);
+            }
+        }
+    }
+}

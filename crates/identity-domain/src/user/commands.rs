@@ -1,0 +1,127 @@
+//! What can be asked of a user.
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterUser {
+    pub user_id: UserId,
+    pub tenant: TenantId,
+    pub email: Option<Email>,
+    pub phone: Option<Phone>,
+    pub external_id: Option<ExternalId>,
+    pub first_name: Option<Name>,
+    pub last_name: Option<Name>,
+    pub locale: Option<Locale>,
+    pub custom_data: JsonObject,
+    pub public_profile: JsonObject,
+    pub at: DateTime<Utc>,
+}
+
+/// A partial profile update: `None` leaves a field as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpdateProfile {
+    pub first_name: Option<Name>,
+    pub last_name: Option<Name>,
+    pub locale: Option<Locale>,
+    pub custom_data: Option<JsonObject>,
+    pub public_profile: Option<JsonObject>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RolesMode {
+    Add,
+    Replace,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserCommand {
+    Register(Box<RegisterUser>),
+    UpdateProfile(Box<UpdateProfile>, DateTime<Utc>),
+    Deactivate {
+        at: DateTime<Utc>,
+    },
+    Reactivate {
+        at: DateTime<Utc>,
+    },
+    RequestEmailChange {
+        email: Email,
+        code_hash: String,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    ConfirmEmail {
+        code_hash: String,
+        at: DateTime<Utc>,
+    },
+    RequestPhoneChange {
+        phone: Phone,
+        code_hash: String,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    ConfirmPhone {
+        code_hash: String,
+        at: DateTime<Utc>,
+    },
+    SetRoles {
+        roles: BTreeSet<Role>,
+        mode: RolesMode,
+    },
+    SetPassword {
+        phc: String,
+    },
+    /// Checks the old password (counted like any check) and only then hashes the new one.
+    ChangePassword {
+        old_password: Secret,
+        new_password: Secret,
+        at: DateTime<Utc>,
+    },
+    ImportLegacyCredential {
+        salt: String,
+        digest: String,
+    },
+    /// Verifies a password. A legacy credential that verifies is replaced by a modern hash of
+    /// the same password.
+    VerifyPassword {
+        password: Secret,
+        at: DateTime<Utc>,
+    },
+    /// Verifies the password and opens a session whose refresh token has `refresh_digest`.
+    SignIn {
+        password: Secret,
+        session: SessionId,
+        refresh_digest: String,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// Rotates a session's refresh token: `presented` must be the current one's digest; a
+    /// rotated-away one ends the session.
+    Refresh {
+        session: SessionId,
+        presented: String,
+        refresh_digest: String,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// Ends one session, or all of them (`None`).
+    EndSessions {
+        session: Option<SessionId>,
+        reason: SessionEnd,
+        at: DateTime<Utc>,
+    },
+    RequestPasswordReset {
+        channel: CodeChannel,
+        code_hash: String,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    ResetPassword {
+        code_hash: String,
+        new_password: Secret,
+        at: DateTime<Utc>,
+    },
+    MergeInto {
+        survivor: UserId,
+        at: DateTime<Utc>,
+    },
+}
