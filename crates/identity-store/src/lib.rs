@@ -19,6 +19,7 @@
 
 mod append;
 mod audit;
+mod cache;
 mod chain;
 mod feed;
 mod migrations;
@@ -26,12 +27,13 @@ mod outbox;
 mod unit;
 
 pub use audit::{ChainBreak, ChainReport, EventFilter, MAX_REPORTED_BREAKS};
+pub use cache::DEFAULT_CACHE_CAPACITY;
+use cache::{AggregateCache, AggregateLock, CacheKey, Cached, CommandLocks};
 pub use chain::{event_hash, HashInput};
 pub use feed::{FeedCursor, StoredEvent, NOTIFY_CHANNEL};
 pub use outbox::OutboxMessage;
 pub use unit::{widen, Built, Committed, Decided, Unit};
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -117,98 +119,6 @@ pub struct Loaded<A> {
 enum Backend {
     Postgres(PgPool),
     Sqlite(SqlitePool),
-}
-
-/// One lock per aggregate with a command in flight; an entry lives while somebody holds or
-/// awaits it, so the map stays as small as the number of aggregates being worked on.
-type CommandLocks = std::sync::Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>;
-
-/// Holds one aggregate's command lock; removes the lock from the map on drop when nobody
-/// else wants it (also when the command's future is dropped midway).
-struct AggregateLock {
-    key: CacheKey,
-    lock: Arc<tokio::sync::Mutex<()>>,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-    locks: Arc<CommandLocks>,
-}
-
-impl AggregateLock {
-    async fn acquire(locks: &Arc<CommandLocks>, key: CacheKey) -> Self {
-        let lock = match locks.lock() {
-            Ok(mut map) => map.entry(key.clone()).or_default().clone(),
-            Err(_) => Arc::default(),
-        };
-        let guard = Some(lock.clone().lock_owned().await);
-        Self {
-            key,
-            lock,
-            guard,
-            locks: locks.clone(),
-        }
-    }
-}
-
-impl Drop for AggregateLock {
-    fn drop(&mut self) {
-        self.guard.take();
-        if let Ok(mut map) = self.locks.lock() {
-            // Ours and the map's: nobody else holds or awaits it.
-            if Arc::strong_count(&self.lock) == 2 {
-                map.remove(&self.key);
-            }
-        }
-    }
-}
-
-/// How many events the aggregate cache holds by default, counted over the cached aggregates'
-/// histories (an aggregate's memory grows with its history: a wallet remembers every
-/// idempotency key). About 30 MiB of wallets.
-pub const DEFAULT_CACHE_CAPACITY: usize = 100_000;
-
-/// An aggregate as the last command left it, with what the next append needs.
-#[derive(Debug)]
-struct Cached<A> {
-    aggregate: Arc<A>,
-    sequence: usize,
-    /// The hash of the aggregate's last event ("" when it has none).
-    hash: String,
-    /// The global position of the aggregate's last event (0 when it has none).
-    position: u64,
-}
-
-type CacheKey = (&'static str, String);
-
-/// Aggregates the last commands left behind, least recently used first out, within a
-/// budget of events. An entry is only taken or put back by a command holding its
-/// aggregate's command lock, so the short lock here never spans a command.
-#[derive(Debug)]
-struct AggregateCache {
-    entries: hashlink::LinkedHashMap<CacheKey, (usize, Box<dyn Any + Send + Sync>)>,
-    weight: usize,
-    budget: usize,
-}
-
-impl AggregateCache {
-    fn take<A: 'static>(&mut self, key: &CacheKey) -> Option<Cached<A>> {
-        let (weight, entry) = self.entries.remove(key)?;
-        self.weight -= weight;
-        entry.downcast::<Cached<A>>().ok().map(|c| *c)
-    }
-
-    fn put<A: Send + Sync + 'static>(&mut self, key: CacheKey, state: Cached<A>) {
-        let weight = state.sequence + 1;
-        if weight > self.budget / 4 {
-            return; // one huge history would push out everything else
-        }
-        self.entries.insert(key, (weight, Box::new(state)));
-        self.weight += weight;
-        while self.weight > self.budget {
-            match self.entries.pop_front() {
-                Some((_, (w, _))) => self.weight -= w,
-                None => break,
-            }
-        }
-    }
 }
 
 /// The event log. Cheap to clone: it holds a connection pool.
