@@ -268,6 +268,16 @@ impl Violations {
         self.0.is_empty()
     }
 
+    /// Adds `other`'s violations after these.
+    pub fn append(&mut self, other: Violations) {
+        self.0.extend(other.0);
+    }
+
+    /// The refusal these violations make (INVALID_ARGUMENT with each of them).
+    pub fn into_error(self) -> DomainError {
+        DomainError::InvalidArgument(self.0)
+    }
+
     /// `Ok(())` when nothing was refused.
     pub fn finish(self) -> Result<(), DomainError> {
         if self.0.is_empty() {

@@ -26,6 +26,76 @@ pub fn required<T>(
     v.check(field, parse(raw))
 }
 
+/// A request field that did not parse: its name and why.
+#[derive(Debug)]
+pub struct Refused {
+    pub field: String,
+    pub why: String,
+}
+
+/// A required field: empty is "is required", otherwise what `parse` makes of it.
+pub fn field<T>(
+    name: &str,
+    raw: &str,
+    parse: impl FnOnce(&str) -> Result<T, ValueError>,
+) -> Result<T, Refused> {
+    if raw.trim().is_empty() {
+        return Err(Refused {
+            field: name.to_string(),
+            why: "is required".into(),
+        });
+    }
+    checked(name, parse(raw))
+}
+
+/// An optional field: empty means absent.
+pub fn optional_field<T>(
+    name: &str,
+    raw: &str,
+    parse: impl FnOnce(&str) -> Result<T, ValueError>,
+) -> Result<Option<T>, Refused> {
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    checked(name, parse(raw)).map(Some)
+}
+
+/// A value already parsed, as the field `name`.
+pub fn checked<T>(name: &str, parsed: Result<T, ValueError>) -> Result<T, Refused> {
+    parsed.map_err(|e| Refused {
+        field: name.to_string(),
+        why: e.0,
+    })
+}
+
+/// Parses every field of a request at once and binds each in the caller's scope:
+/// `parse_fields! { wallet = field("wallet_id", raw, WalletId::parse), ... }`. When any field
+/// is refused, the handler returns INVALID_ARGUMENT naming every refused field (and, in the
+/// `parse_fields! { v; ... }` form, every violation already recorded in `v`, such as one per
+/// bad list item). The match is exhaustive: no field can be left unparsed.
+macro_rules! parse_fields {
+    ($v:ident; $($var:ident = $parsed:expr),+ $(,)?) => {
+        let ($($var,)+) = match ($($parsed,)+) {
+            ($(Ok($var),)+) if $v.is_empty() => ($($var,)+),
+            ($($var,)+) => {
+                let mut refused = identity_domain::Violations::new();
+                $(
+                    if let Err(e) = $var {
+                        refused.push(e.field, e.why);
+                    }
+                )+
+                refused.append($v);
+                return Err(crate::error::ApiError::from(refused.into_error()).into());
+            }
+        };
+    };
+    ($($var:ident = $parsed:expr),+ $(,)?) => {
+        let none = identity_domain::Violations::new();
+        $crate::convert::parse_fields! { none; $($var = $parsed),+ }
+    };
+}
+pub(crate) use parse_fields;
+
 /// Parses an optional field: empty means absent.
 pub fn optional<T>(
     v: &mut Violations,
@@ -402,5 +472,58 @@ pub fn tier_view_to_pb(t: &identity_projections::queries::TierView) -> pb::Statu
         created_at: timestamp_text(&t.created_at),
         updated_at: timestamp_text(&t.updated_at),
         version: t.version,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ApiResult;
+    use identity_domain::DomainError;
+
+    fn number(s: &str) -> Result<u8, ValueError> {
+        s.trim()
+            .parse()
+            .map_err(|_| ValueError::new("must be a number"))
+    }
+
+    fn request(a: &str, b: &str, list_ok: bool) -> ApiResult<(u8, Option<u8>)> {
+        let mut v = Violations::new();
+        if !list_ok {
+            v.push("items[2]", "is bad");
+        }
+        parse_fields! { v;
+            a = field("a", a, number),
+            b = optional_field("b", b, number),
+        }
+        Ok((a, b))
+    }
+
+    fn refused(r: ApiResult<(u8, Option<u8>)>) -> Vec<(String, String)> {
+        match r {
+            Err(crate::error::ApiError::Domain(DomainError::InvalidArgument(list))) => {
+                list.into_iter().map(|f| (f.field, f.description)).collect()
+            }
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_refused_field_is_reported_at_once_and_nothing_is_left_unparsed() {
+        assert_eq!(request("7", "", true).ok(), Some((7, None)));
+        assert_eq!(request("7", "8", true).ok(), Some((7, Some(8))));
+        assert_eq!(
+            refused(request("", "x", false)),
+            vec![
+                ("a".to_string(), "is required".to_string()),
+                ("b".to_string(), "must be a number".to_string()),
+                ("items[2]".to_string(), "is bad".to_string()),
+            ]
+        );
+        // Recorded violations refuse the request even when every field parsed.
+        assert_eq!(
+            refused(request("7", "8", false)),
+            vec![("items[2]".to_string(), "is bad".to_string())]
+        );
     }
 }

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::context::RequestContext;
 use crate::convert::timestamp;
+use crate::convert::{checked, parse_fields};
 use crate::core::Core;
 use crate::error::{ApiError, ApiResult};
 
@@ -192,33 +193,27 @@ impl AdminService for AdminApi {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.get_ref();
         let mut v = identity_domain::Violations::new();
-        let email = v.check("email", Email::parse(&req.email));
-        let display_name = v.check("display_name", Name::parse(&req.display_name));
-        let admin_type = match pb::AdminType::try_from(req.admin_type) {
-            Ok(pb::AdminType::SuperAdmin) => Some(AdminType::SuperAdmin),
-            Ok(pb::AdminType::TenantAdmin) => Some(AdminType::TenantAdmin),
-            Ok(pb::AdminType::Auditor) => Some(AdminType::Auditor),
-            _ => {
-                v.check::<()>(
-                    "admin_type",
-                    Err(identity_domain::ValueError::new(
-                        "must be ADMIN_TYPE_SUPER_ADMIN, ADMIN_TYPE_TENANT_ADMIN or ADMIN_TYPE_AUDITOR",
-                    )),
-                );
-                None
-            }
-        };
         let mut tenants = BTreeSet::new();
         for (i, t) in req.tenants.iter().enumerate() {
             if let Some(t) = v.check(&format!("tenants[{i}]"), TenantId::parse(t.trim())) {
                 tenants.insert(t);
             }
         }
-        v.finish().map_err(ApiError::from)?;
-        let (Some(email), Some(display_name), Some(admin_type)) = (email, display_name, admin_type)
-        else {
-            return Err(ApiError::Internal("unparsed".into()).into());
-        };
+        parse_fields! { v;
+            email = checked("email", Email::parse(&req.email)),
+            display_name = checked("display_name", Name::parse(&req.display_name)),
+            admin_type = checked(
+                "admin_type",
+                match pb::AdminType::try_from(req.admin_type) {
+                    Ok(pb::AdminType::SuperAdmin) => Ok(AdminType::SuperAdmin),
+                    Ok(pb::AdminType::TenantAdmin) => Ok(AdminType::TenantAdmin),
+                    Ok(pb::AdminType::Auditor) => Ok(AdminType::Auditor),
+                    _ => Err(identity_domain::ValueError::new(
+                        "must be ADMIN_TYPE_SUPER_ADMIN, ADMIN_TYPE_TENANT_ADMIN or ADMIN_TYPE_AUDITOR",
+                    )),
+                },
+            ),
+        }
         if tenants.is_empty() {
             tenants.insert(ctx.tenant.clone());
         }

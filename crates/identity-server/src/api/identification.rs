@@ -5,7 +5,7 @@ use identity_domain::identification::{
     Document, Identification, IdentificationCommand, Identity, Subject,
 };
 use identity_domain::values::{CountryCode, DocumentId, Name, PersonCode, Text, UserId};
-use identity_domain::{ClaimKind, Violations};
+use identity_domain::ClaimKind;
 use identity_proto::v1 as pb;
 use identity_proto::v1::identification_service_server::IdentificationService;
 use identity_store::Executed;
@@ -13,9 +13,9 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::context::RequestContext;
+use crate::convert::{checked, field, optional_field, parse_fields};
 use crate::convert::{
-    document_kind_from_pb, identification_to_pb, level_from_pb, level_to_pb, optional, parse_date,
-    required,
+    document_kind_from_pb, identification_to_pb, level_from_pb, level_to_pb, parse_date,
 };
 use crate::core::Core;
 use crate::error::{ApiError, ApiResult};
@@ -48,14 +48,6 @@ impl IdentificationApi {
     }
 }
 
-fn parse_user(v: &mut Violations, raw: &str) -> Option<UserId> {
-    required(v, "user_id", raw, UserId::parse)
-}
-
-fn unparsed() -> ApiError {
-    ApiError::Internal("unparsed".into())
-}
-
 type Rpc<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
@@ -71,39 +63,28 @@ impl IdentificationService for IdentificationApi {
     ) -> Rpc<pb::SubmitIdentityResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let user = parse_user(&mut v, &req.user_id);
         let i = req.identity.unwrap_or_default();
-        let first_name = required(&mut v, "identity.first_name", &i.first_name, Name::parse);
-        let surname = required(&mut v, "identity.surname", &i.surname, Name::parse);
-        let nationality = required(
-            &mut v,
-            "identity.nationality",
-            &i.nationality,
-            CountryCode::parse,
-        );
         let country = if i.person_code_country.trim().is_empty() {
             i.nationality.clone()
         } else {
             i.person_code_country.clone()
         };
-        let person_code = required(&mut v, "identity.person_code", &i.person_code, |code| {
-            PersonCode::parse(&country, code)
-        });
-        let date_of_birth = required(
-            &mut v,
-            "identity.date_of_birth",
-            &i.date_of_birth,
-            parse_date,
-        );
-        v.finish().map_err(ApiError::from)?;
-        let user = user.ok_or_else(unparsed)?;
+        parse_fields! {
+            user = field("user_id", &req.user_id, UserId::parse),
+            first_name = field("identity.first_name", &i.first_name, Name::parse),
+            surname = field("identity.surname", &i.surname, Name::parse),
+            nationality = field("identity.nationality", &i.nationality, CountryCode::parse),
+            person_code = field("identity.person_code", &i.person_code, |code| {
+                PersonCode::parse(&country, code)
+            }),
+            date_of_birth = field("identity.date_of_birth", &i.date_of_birth, parse_date),
+        }
         let identity = Identity {
-            first_name: first_name.ok_or_else(unparsed)?,
-            surname: surname.ok_or_else(unparsed)?,
-            nationality: nationality.ok_or_else(unparsed)?,
-            person_code: person_code.ok_or_else(unparsed)?,
-            date_of_birth: date_of_birth.ok_or_else(unparsed)?,
+            first_name,
+            surname,
+            nationality,
+            person_code,
+            date_of_birth,
         };
         let key = identity.person_code.key();
         self.core.load_user(&ctx, user).await?;
@@ -163,10 +144,10 @@ impl IdentificationService for IdentificationApi {
     ) -> Rpc<pb::AttachDocumentResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let user = parse_user(&mut v, &req.user_id);
-        let kind = v.check("kind", document_kind_from_pb(req.kind));
-        let number = required(&mut v, "number", &req.number, |s| {
+        parse_fields! {
+            user = field("user_id", &req.user_id, UserId::parse),
+            kind = checked("kind", document_kind_from_pb(req.kind)),
+            number = field("number", &req.number, |s| {
             let s = s.trim();
             if s.len() <= 64
                 && s.chars()
@@ -178,21 +159,21 @@ impl IdentificationService for IdentificationApi {
                     "number must be at most 64 letters, digits, spaces or dashes",
                 ))
             }
-        });
-        let issue_date = required(&mut v, "issue_date", &req.issue_date, parse_date);
-        let expiry_date = optional(&mut v, "expiry_date", &req.expiry_date, parse_date);
-        v.finish().map_err(ApiError::from)?;
+            }),
+            issue_date = field("issue_date", &req.issue_date, parse_date),
+            expiry_date = optional_field("expiry_date", &req.expiry_date, parse_date),
+        }
         let document_id = DocumentId(Uuid::new_v4());
         let document = Document {
             document_id,
-            kind: kind.ok_or_else(unparsed)?,
-            number: number.ok_or_else(unparsed)?,
-            issue_date: issue_date.ok_or_else(unparsed)?,
+            kind,
+            number,
+            issue_date,
             expiry_date,
         };
         let now = Utc::now();
         let executed = self
-            .run(&ctx, user.ok_or_else(unparsed)?, |subject| {
+            .run(&ctx, user, |subject| {
                 IdentificationCommand::AttachDocument {
                     subject,
                     document: Box::new(document),
@@ -218,20 +199,18 @@ impl IdentificationService for IdentificationApi {
     ) -> Rpc<pb::SetPepStatusResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let user = parse_user(&mut v, &req.user_id);
-        let reason = optional(&mut v, "reason", &req.reason, Text::parse);
-        v.finish().map_err(ApiError::from)?;
+        parse_fields! {
+            user = field("user_id", &req.user_id, UserId::parse),
+            reason = optional_field("reason", &req.reason, Text::parse),
+        }
         let by = ctx.caller.principal.actor();
         let executed = self
-            .run(&ctx, user.ok_or_else(unparsed)?, |subject| {
-                IdentificationCommand::SetPepStatus {
-                    subject,
-                    pep: req.pep,
-                    reason,
-                    by,
-                    at: Utc::now(),
-                }
+            .run(&ctx, user, |subject| IdentificationCommand::SetPepStatus {
+                subject,
+                pep: req.pep,
+                reason,
+                by,
+                at: Utc::now(),
             })
             .await?;
         Ok(Response::new(pb::SetPepStatusResponse {
@@ -250,24 +229,21 @@ impl IdentificationService for IdentificationApi {
     ) -> Rpc<pb::ChangeIdentificationLevelResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let user = parse_user(&mut v, &req.user_id);
-        let level = v.check("level", level_from_pb(req.level));
-        let reason = optional(&mut v, "reason", &req.reason, Text::parse);
-        v.finish().map_err(ApiError::from)?;
+        parse_fields! {
+            user = field("user_id", &req.user_id, UserId::parse),
+            level = checked("level", level_from_pb(req.level)),
+            reason = optional_field("reason", &req.reason, Text::parse),
+        }
         let by = ctx.caller.principal.actor();
         let now = Utc::now();
-        let level = level.ok_or_else(unparsed)?;
         let executed = self
-            .run(&ctx, user.ok_or_else(unparsed)?, |subject| {
-                IdentificationCommand::ChangeLevel {
-                    subject,
-                    level,
-                    reason,
-                    by,
-                    today: now.date_naive(),
-                    at: now,
-                }
+            .run(&ctx, user, |subject| IdentificationCommand::ChangeLevel {
+                subject,
+                level,
+                reason,
+                by,
+                today: now.date_naive(),
+                at: now,
             })
             .await?;
         Ok(Response::new(pb::ChangeIdentificationLevelResponse {
@@ -286,10 +262,9 @@ impl IdentificationService for IdentificationApi {
         request: Request<pb::GetIdentificationRequest>,
     ) -> Rpc<pb::GetIdentificationResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let mut v = Violations::new();
-        let user = parse_user(&mut v, &request.get_ref().user_id);
-        v.finish().map_err(ApiError::from)?;
-        let user = user.ok_or_else(unparsed)?;
+        parse_fields! {
+            user = field("user_id", &request.get_ref().user_id, UserId::parse),
+        }
         self.core.load_user(&ctx, user).await?;
         // A user with no identification events is `unidentified`.
         let (state, version) = match self

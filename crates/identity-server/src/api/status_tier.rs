@@ -13,7 +13,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::context::RequestContext;
-use crate::convert::{optional, required, tier_to_pb, tier_view_to_pb};
+use crate::convert::{checked, field, optional_field, parse_fields};
+use crate::convert::{required, tier_to_pb, tier_view_to_pb};
 use crate::core::{deadline_of, Core};
 use crate::error::{ApiError, ApiResult};
 use identity_domain::values::UserId;
@@ -50,13 +51,10 @@ impl StatusTierApi {
         token: &str,
         add: bool,
     ) -> ApiResult<(Vec<String>, u64)> {
-        let mut v = Violations::new();
-        let tier = required(&mut v, "tier_id", tier_id, TierId::parse);
-        let token = required(&mut v, "token", token, TokenId::parse);
-        v.finish()?;
-        let (tier, token) = tier
-            .zip(token)
-            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        parse_fields! {
+            tier = field("tier_id", tier_id, TierId::parse),
+            token = field("token", token, TokenId::parse),
+        }
         let at = Utc::now();
         let command = if add {
             StatusTierCommand::AddEligibleToken { token, at }
@@ -77,10 +75,10 @@ impl StatusTierApi {
 }
 
 fn parse_tier_id(raw: &str) -> ApiResult<TierId> {
-    let mut v = Violations::new();
-    let id = required(&mut v, "tier_id", raw, TierId::parse);
-    v.finish()?;
-    id.ok_or_else(|| ApiError::Internal("unparsed".into()))
+    parse_fields! {
+        id = field("tier_id", raw, TierId::parse),
+    }
+    Ok(id)
 }
 
 type Rpc<T> = Result<Response<T>, Status>;
@@ -99,18 +97,6 @@ impl StatusTierService for StatusTierApi {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        let name = required(&mut v, "name", &req.name, Name::parse);
-        let description = optional(&mut v, "description", &req.description, Text::parse);
-        let min_balance = required(&mut v, "min_balance", &req.min_balance, TokenAmount::parse);
-        let discount = if req.discount_percentage.trim().is_empty() {
-            Some(Percentage::ZERO)
-        } else {
-            v.check(
-                "discount_percentage",
-                Percentage::parse(&req.discount_percentage),
-            )
-        };
-        let image_url = optional(&mut v, "image_url", &req.image_url, Url::parse);
         if req.eligible_tokens.len() > MAX_ELIGIBLE_TOKENS {
             v.push(
                 "eligible_tokens",
@@ -125,11 +111,20 @@ impl StatusTierService for StatusTierApi {
                 required(&mut v, &format!("eligible_tokens[{i}]"), t, TokenId::parse)
             })
             .collect();
-        v.finish().map_err(ApiError::from)?;
-        let ((name, min_balance), discount) = name
-            .zip(min_balance)
-            .zip(discount)
-            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        parse_fields! { v;
+            name = field("name", &req.name, Name::parse),
+            description = optional_field("description", &req.description, Text::parse),
+            min_balance = field("min_balance", &req.min_balance, TokenAmount::parse),
+            discount = if req.discount_percentage.trim().is_empty() {
+                Ok(Percentage::ZERO)
+            } else {
+                checked(
+                    "discount_percentage",
+                    Percentage::parse(&req.discount_percentage),
+                )
+            },
+            image_url = optional_field("image_url", &req.image_url, Url::parse),
+        }
         let tier_id = TierId(Uuid::new_v4());
         let command = StatusTierCommand::Create(Box::new(CreateTier {
             tier_id,
@@ -160,32 +155,38 @@ impl StatusTierService for StatusTierApi {
     ) -> Rpc<pb::UpdateStatusTierResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let tier = required(&mut v, "tier_id", &req.tier_id, TierId::parse);
-        let update = UpdateTier {
-            name: req
-                .name
-                .as_deref()
-                .and_then(|s| required(&mut v, "name", s, Name::parse)),
-            description: req
+        // A field that is present must parse; an absent one is left as it is.
+        parse_fields! {
+            tier = field("tier_id", &req.tier_id, TierId::parse),
+            name = req.name.as_deref().map(|s| field("name", s, Name::parse)).transpose(),
+            description = req
                 .description
                 .as_deref()
-                .and_then(|s| required(&mut v, "description", s, Text::parse)),
-            min_balance: req
+                .map(|s| field("description", s, Text::parse))
+                .transpose(),
+            min_balance = req
                 .min_balance
                 .as_deref()
-                .and_then(|s| required(&mut v, "min_balance", s, TokenAmount::parse)),
-            discount: req
+                .map(|s| field("min_balance", s, TokenAmount::parse))
+                .transpose(),
+            discount = req
                 .discount_percentage
                 .as_deref()
-                .and_then(|s| required(&mut v, "discount_percentage", s, Percentage::parse)),
-            image_url: req
+                .map(|s| field("discount_percentage", s, Percentage::parse))
+                .transpose(),
+            image_url = req
                 .image_url
                 .as_deref()
-                .and_then(|s| required(&mut v, "image_url", s, Url::parse)),
+                .map(|s| field("image_url", s, Url::parse))
+                .transpose(),
+        }
+        let update = UpdateTier {
+            name,
+            description,
+            min_balance,
+            discount,
+            image_url,
         };
-        v.finish().map_err(ApiError::from)?;
-        let tier = tier.ok_or_else(|| ApiError::Internal("unparsed".into()))?;
         let executed = self
             .run(
                 &ctx,
@@ -314,12 +315,10 @@ impl StatusTierService for StatusTierApi {
         let ctx = RequestContext::from_request(&request)?;
         let wait = deadline_of(&request);
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let user = required(&mut v, "user_id", &req.user_id, UserId::parse);
-        v.finish().map_err(ApiError::from)?;
-        let user = user
-            .ok_or_else(|| ApiError::Internal("unparsed".into()))?
-            .to_string();
+        parse_fields! {
+            user = field("user_id", &req.user_id, UserId::parse),
+        }
+        let user = user.to_string();
         self.core
             .catch_up(Projection::Directory, req.min_position, wait)
             .await?;

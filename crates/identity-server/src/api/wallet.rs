@@ -15,8 +15,9 @@ use uuid::Uuid;
 
 use crate::context::RequestContext;
 use crate::convert::{balances_to_pb, totals, wallet_view_to_pb};
+use crate::convert::{checked, field, optional_field, parse_fields};
 use crate::convert::{
-    optional, owner_type_from_pb, required, wallet_status_to_pb, wallet_to_pb, wallet_type_from_pb,
+    owner_type_from_pb, required, wallet_status_to_pb, wallet_to_pb, wallet_type_from_pb,
 };
 use crate::core::{deadline_of, Core};
 use crate::error::{ApiError, ApiResult};
@@ -55,17 +56,12 @@ impl WalletApi {
         amount: &str,
         key: &str,
     ) -> ApiResult<(String, String, bool, u64)> {
-        let mut v = Violations::new();
-        let wallet = required(&mut v, "wallet_id", wallet_id, WalletId::parse);
-        let token = required(&mut v, "token", token, TokenId::parse);
-        let amount = required(&mut v, "amount", amount, TokenAmount::parse_positive);
-        let key = required(&mut v, "idempotency_key", key, IdempotencyKey::parse);
-        v.finish()?;
-        let (((wallet, token), amount), key) = wallet
-            .zip(token)
-            .zip(amount)
-            .zip(key)
-            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        parse_fields! {
+            wallet = field("wallet_id", wallet_id, WalletId::parse),
+            token = field("token", token, TokenId::parse),
+            amount = field("amount", amount, TokenAmount::parse_positive),
+            key = field("idempotency_key", key, IdempotencyKey::parse),
+        }
         let movement = TokenMovement {
             token: token.clone(),
             amount,
@@ -105,15 +101,9 @@ impl WalletApi {
         make: fn(chrono::DateTime<Utc>) -> WalletCommand,
     ) -> ApiResult<(i32, u64)> {
         let ctx = RequestContext::from_request(request)?;
-        let mut v = Violations::new();
-        let wallet = required(
-            &mut v,
-            "wallet_id",
-            request.get_ref().wallet_id(),
-            WalletId::parse,
-        );
-        v.finish()?;
-        let wallet = wallet.ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        parse_fields! {
+            wallet = field("wallet_id", request.get_ref().wallet_id(), WalletId::parse),
+        }
         let executed = self.run(&ctx, wallet, make(Utc::now())).await?;
         Ok((
             wallet_status_to_pb(executed.aggregate.status) as i32,
@@ -151,20 +141,13 @@ impl WalletService for WalletApi {
     ) -> Rpc<pb::OpenWalletResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let owner_type = v.check("owner_type", owner_type_from_pb(req.owner_type));
-        let wallet_type = v.check("wallet_type", wallet_type_from_pb(req.wallet_type));
-        let network = required(&mut v, "network", &req.network, Network::parse);
-        let owner_id = required(&mut v, "owner_id", &req.owner_id, ExternalId::parse);
-        let address = optional(&mut v, "address", &req.address, |s| {
-            Ok(s.trim().to_string())
-        });
-        v.finish().map_err(ApiError::from)?;
-        let (((owner_type, wallet_type), network), owner_id) = owner_type
-            .zip(wallet_type)
-            .zip(network)
-            .zip(owner_id)
-            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        parse_fields! {
+            owner_type = checked("owner_type", owner_type_from_pb(req.owner_type)),
+            wallet_type = checked("wallet_type", wallet_type_from_pb(req.wallet_type)),
+            network = field("network", &req.network, Network::parse),
+            owner_id = field("owner_id", &req.owner_id, ExternalId::parse),
+            address = optional_field("address", &req.address, |s| Ok(s.trim().to_string())),
+        }
         // A user's wallets are salted with the user's identifier email; other owners with a
         // stable identifier made from their type and id.
         let owner_identifier = match owner_type {
@@ -335,15 +318,9 @@ impl WalletService for WalletApi {
         request: Request<pb::GetWalletRequest>,
     ) -> Rpc<pb::GetWalletResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let mut v = Violations::new();
-        let wallet = required(
-            &mut v,
-            "wallet_id",
-            &request.get_ref().wallet_id,
-            WalletId::parse,
-        );
-        v.finish().map_err(ApiError::from)?;
-        let wallet = wallet.ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        parse_fields! {
+            wallet = field("wallet_id", &request.get_ref().wallet_id, WalletId::parse),
+        }
         let loaded = self
             .core
             .load::<Wallet>(&ctx.aggregate_id(wallet), DomainError::WalletNotFound)
@@ -365,13 +342,10 @@ impl WalletService for WalletApi {
         let ctx = RequestContext::from_request(&request)?;
         let wait = deadline_of(&request);
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let owner_type = v.check("owner_type", owner_type_from_pb(req.owner_type));
-        let owner_id = required(&mut v, "owner_id", &req.owner_id, ExternalId::parse);
-        v.finish().map_err(ApiError::from)?;
-        let (owner_type, owner_id) = owner_type
-            .zip(owner_id)
-            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        parse_fields! {
+            owner_type = checked("owner_type", owner_type_from_pb(req.owner_type)),
+            owner_id = field("owner_id", &req.owner_id, ExternalId::parse),
+        }
         let owner_type = match owner_type {
             OwnerType::User => "user",
             OwnerType::Business => "business",

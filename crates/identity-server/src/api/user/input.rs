@@ -6,11 +6,11 @@ pub(super) fn user_id(v: &mut Violations, field: &str, raw: &str) -> Option<User
     required(v, field, raw, UserId::parse)
 }
 
-pub(super) fn parse_user_id(field: &str, raw: &str) -> ApiResult<UserId> {
-    let mut v = Violations::new();
-    let id = user_id(&mut v, field, raw);
-    v.finish()?;
-    id.ok_or_else(|| ApiError::Internal("unparsed id".into()))
+pub(super) fn parse_user_id(name: &str, raw: &str) -> ApiResult<UserId> {
+    parse_fields! {
+        id = field(name, raw, UserId::parse),
+    }
+    Ok(id)
 }
 
 /// Refuses a caller without `permission` (for a key that needs more than the RPC's own).
@@ -44,8 +44,12 @@ pub(crate) fn password_policy(raw: &str) -> Result<Secret, &'static str> {
     Ok(Secret::new(raw))
 }
 
-pub(super) fn parse_password(v: &mut Violations, field: &str, raw: &str) -> Option<Secret> {
-    password_policy(raw).map_err(|why| v.push(field, why)).ok()
+/// A new password, held to the policy.
+pub(super) fn password_field(name: &str, raw: &str) -> Result<Secret, Refused> {
+    password_policy(raw).map_err(|why| Refused {
+        field: name.to_string(),
+        why: why.to_string(),
+    })
 }
 
 /// The parsed fields of a `UserInput`, prefixed for bulk items (`users[3].email`).
@@ -109,14 +113,14 @@ pub(super) fn claims_of(cmd: &RegisterUser) -> Vec<(ClaimKind, String)> {
 
 /// Parses a lookup value into the normalized form the directory holds.
 pub(super) fn user_key(name: &'static str, raw: &str) -> ApiResult<UserKey> {
-    let mut v = Violations::new();
     let key = match name {
-        "user_id" => required(&mut v, name, raw, UserId::parse).map(|x| UserKey::Id(x.to_string())),
-        "email" => required(&mut v, name, raw, Email::parse).map(|x| UserKey::Email(x.to_string())),
-        "phone" => required(&mut v, name, raw, Phone::parse).map(|x| UserKey::Phone(x.to_string())),
-        "external_id" => required(&mut v, name, raw, ExternalId::parse)
-            .map(|x| UserKey::ExternalId(x.to_string())),
-        "person_code" => required(&mut v, name, raw, |s| {
+        "user_id" => field(name, raw, UserId::parse).map(|x| UserKey::Id(x.to_string())),
+        "email" => field(name, raw, Email::parse).map(|x| UserKey::Email(x.to_string())),
+        "phone" => field(name, raw, Phone::parse).map(|x| UserKey::Phone(x.to_string())),
+        "external_id" => {
+            field(name, raw, ExternalId::parse).map(|x| UserKey::ExternalId(x.to_string()))
+        }
+        "person_code" => field(name, raw, |s| {
             let (country, code) = s.split_once(':').ok_or_else(|| {
                 identity_domain::ValueError::new(
                     "person code must be COUNTRY:CODE, e.g. EE:38601010123",
@@ -125,7 +129,7 @@ pub(super) fn user_key(name: &'static str, raw: &str) -> ApiResult<UserKey> {
             PersonCode::parse(country, code)
         })
         .map(|x| UserKey::PersonCode(x.key())),
-        _ => required(&mut v, name, raw, |s| {
+        _ => field(name, raw, |s| {
             let s = s.trim();
             Ok(if s.starts_with("0x") || s.starts_with("0X") {
                 s.to_ascii_lowercase()
@@ -135,8 +139,10 @@ pub(super) fn user_key(name: &'static str, raw: &str) -> ApiResult<UserKey> {
         })
         .map(UserKey::WalletAddress),
     };
-    v.finish()?;
-    key.ok_or_else(|| ApiError::Internal("unparsed".into()))
+    parse_fields! {
+        key = key,
+    }
+    Ok(key)
 }
 
 pub(super) fn missing_key(field: &str) -> ApiError {

@@ -17,8 +17,8 @@ use uuid::Uuid;
 use crate::access::{scope, Permission};
 use crate::context::RequestContext;
 use crate::convert::{
-    directory_user_to_pb, json_object, json_to_struct, optional, required, timestamp, totals,
-    user_to_pb, wallet_balances_to_pb,
+    directory_user_to_pb, field, json_object, json_to_struct, optional, parse_fields, required,
+    timestamp, totals, user_to_pb, wallet_balances_to_pb, Refused,
 };
 use crate::core::{deadline_of, Core};
 use crate::delivery::{Code, Purpose};
@@ -99,7 +99,6 @@ impl UserService for UserApi {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        let user = user_id(&mut v, "user_id", &req.user_id);
         let p = req.profile.unwrap_or_default();
         let paths: Vec<String> = req.update_mask.map(|m| m.paths).unwrap_or_default();
         const ALLOWED: [&str; 5] = [
@@ -148,8 +147,9 @@ impl UserService for UserApi {
                 None
             },
         };
-        v.finish().map_err(ApiError::from)?;
-        let user = user.ok_or_else(|| ApiError::Internal("unparsed id".into()))?;
+        parse_fields! { v;
+            user = field("user_id", &req.user_id, UserId::parse),
+        }
         let executed = self
             .run(
                 &ctx,
@@ -214,13 +214,10 @@ impl UserService for UserApi {
     ) -> Rpc<pb::RequestEmailChangeResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let user = user_id(&mut v, "user_id", &req.user_id);
-        let email = required(&mut v, "email", &req.email, Email::parse);
-        v.finish().map_err(ApiError::from)?;
-        let (user, email) = user
-            .zip(email)
-            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        parse_fields! {
+            user = field("user_id", &req.user_id, UserId::parse),
+            email = field("email", &req.email, Email::parse),
+        }
         let value = email.to_string();
         let (code, expires, position) = self
             .request_contact(
@@ -272,13 +269,10 @@ impl UserService for UserApi {
     ) -> Rpc<pb::RequestPhoneChangeResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let user = user_id(&mut v, "user_id", &req.user_id);
-        let phone = required(&mut v, "phone", &req.phone, Phone::parse);
-        v.finish().map_err(ApiError::from)?;
-        let (user, phone) = user
-            .zip(phone)
-            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        parse_fields! {
+            user = field("user_id", &req.user_id, UserId::parse),
+            phone = field("phone", &req.phone, Phone::parse),
+        }
         let value = phone.to_string();
         let (code, expires, position) = self
             .request_contact(
@@ -331,7 +325,6 @@ impl UserService for UserApi {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        let user = user_id(&mut v, "user_id", &req.user_id);
         if req.roles.len() > MAX_ROLES {
             v.push("roles", format!("at most {MAX_ROLES} roles"));
         }
@@ -341,8 +334,9 @@ impl UserService for UserApi {
             .enumerate()
             .filter_map(|(i, r)| required(&mut v, &format!("roles[{i}]"), r, Role::parse))
             .collect();
-        v.finish().map_err(ApiError::from)?;
-        let user = user.ok_or_else(|| ApiError::Internal("unparsed id".into()))?;
+        parse_fields! { v;
+            user = field("user_id", &req.user_id, UserId::parse),
+        }
         let mode = if req.replace {
             RolesMode::Replace
         } else {
@@ -421,13 +415,10 @@ impl UserService for UserApi {
     ) -> Rpc<pb::MergeUsersResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let source = user_id(&mut v, "source_user_id", &req.source_user_id);
-        let target = user_id(&mut v, "target_user_id", &req.target_user_id);
-        v.finish().map_err(ApiError::from)?;
-        let (source, target) = source
-            .zip(target)
-            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        parse_fields! {
+            source = field("source_user_id", &req.source_user_id, UserId::parse),
+            target = field("target_user_id", &req.target_user_id, UserId::parse),
+        }
         let survivor = self.core.load_user(&ctx, target).await?;
         if let Some(into) = survivor.aggregate.merged_into {
             return Err(ApiError::from(DomainError::UserMerged {

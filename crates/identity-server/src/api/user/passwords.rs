@@ -9,13 +9,10 @@ impl UserApi {
     ) -> Rpc<pb::SetPasswordResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
-        let mut v = Violations::new();
-        let user = user_id(&mut v, "user_id", &req.user_id);
-        let password = parse_password(&mut v, "password", &req.password);
-        v.finish().map_err(ApiError::from)?;
-        let (user, password) = user
-            .zip(password)
-            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        parse_fields! {
+            user = field("user_id", &req.user_id, UserId::parse),
+            password = password_field("password", &req.password),
+        }
         // Fail fast on an unknown user before spending a hash on it.
         self.core.load_user(&ctx, user).await?;
         let phc = self.core.passwords.hash(&password).await?;
@@ -34,15 +31,13 @@ impl UserApi {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        let user = user_id(&mut v, "user_id", &req.user_id);
-        let new = parse_password(&mut v, "new_password", &req.new_password);
         if req.old_password.is_empty() {
             v.push("old_password", "is required");
         }
-        v.finish().map_err(ApiError::from)?;
-        let (user, new) = user
-            .zip(new)
-            .ok_or_else(|| ApiError::Internal("unparsed".into()))?;
+        parse_fields! { v;
+            user = field("user_id", &req.user_id, UserId::parse),
+            new = password_field("new_password", &req.new_password),
+        }
         // The aggregate checks the old password (counted, refused at once while locked)
         // before it spends a hash on the new one.
         let command = UserCommand::ChangePassword {
@@ -64,7 +59,6 @@ impl UserApi {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let mut v = Violations::new();
-        let user = user_id(&mut v, "user_id", &req.user_id);
         if req.salt.is_empty() || req.salt.len() > 256 {
             v.push("salt", "salt must be 1 to 256 bytes");
         }
@@ -75,11 +69,12 @@ impl UserApi {
                 "must be the base64 of a 20-byte SHA-1 digest",
             ),
         }
-        v.finish().map_err(ApiError::from)?;
+        parse_fields! { v;
+            user = field("user_id", &req.user_id, UserId::parse),
+        }
         if !self.core.settings.legacy_import {
             return Err(ApiError::from(DomainError::LegacyImportDisabled).into());
         }
-        let user = user.ok_or_else(|| ApiError::Internal("unparsed id".into()))?;
         let command = UserCommand::ImportLegacyCredential {
             salt: req.salt,
             digest: req.sha1_base64.trim().to_string(),
