@@ -230,7 +230,46 @@ impl DomainError {
             Self::AccountLocked { retry_after_secs } | Self::RetryLater { retry_after_secs } => {
                 vec![("retry_after_seconds", retry_after_secs.to_string())]
             }
-            _ => Vec::new(),
+            // Listed, not `_`: a new variant must decide what its caller learns.
+            Self::InvalidArgument(_)
+            | Self::AlreadyAssigned(_)
+            | Self::RateLimitExceeded
+            | Self::CodeExpired
+            | Self::NoPendingChange(_)
+            | Self::UserNotFound
+            | Self::UserAlreadyExists
+            | Self::UserInactive
+            | Self::MergeIntoSelf
+            | Self::NoCredential
+            | Self::InvalidCredentials
+            | Self::InvalidRefreshToken
+            | Self::SessionNotFound
+            | Self::CredentialExists
+            | Self::CredentialsBusy
+            | Self::CredentialsUnavailable
+            | Self::InvalidIdentity
+            | Self::InvalidPassword(_)
+            | Self::LegacyImportDisabled
+            | Self::WalletNotFound
+            | Self::WalletAlreadyExists
+            | Self::WalletNotUsable(_)
+            | Self::InvalidWalletTransition { .. }
+            | Self::IdempotencyKeyReused
+            | Self::AmountOverflow
+            | Self::TierNotFound
+            | Self::TierAlreadyExists
+            | Self::TierRetired
+            | Self::IdentificationNotFound
+            | Self::IdentityRequired(_)
+            | Self::DocumentRequired(_)
+            | Self::DocumentAlreadyAttached
+            | Self::ReasonRequired
+            | Self::TenantNotFound
+            | Self::TenantAlreadyExists
+            | Self::ProjectKeyNotFound
+            | Self::AdminNotFound
+            | Self::AdminAlreadyExists
+            | Self::AdminRemoved => Vec::new(),
         }
     }
 

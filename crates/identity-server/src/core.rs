@@ -344,21 +344,5 @@ impl Core {
 }
 
 fn outcome_of(e: &ApiError) -> &'static str {
-    match e {
-        ApiError::Domain(d) => d.reason(),
-        ApiError::Metadata { .. } => "INVALID_METADATA",
-        ApiError::Unauthenticated(_) => "UNAUTHENTICATED",
-        ApiError::TenantNotAllowed(_) => "TENANT_NOT_ALLOWED",
-        ApiError::PermissionDenied(_) => "PERMISSION_DENIED",
-        ApiError::Forbidden(_) => "FORBIDDEN",
-        ApiError::FieldOutOfScope { .. } => "FIELD_OUT_OF_SCOPE",
-        ApiError::Conflict => "CONCURRENCY_CONFLICT",
-        ApiError::Store(_) => "STORE_ERROR",
-        ApiError::Internal(_) => "INTERNAL",
-        ApiError::Projection(_) => "READ_MODEL_ERROR",
-        ApiError::ReadModelBehind { .. } => "READ_MODEL_BEHIND",
-        ApiError::Busy { .. } => "CONCURRENCY_LIMIT",
-        ApiError::TooManyStreams { .. } => "TOO_MANY_STREAMS",
-        ApiError::SlowConsumer { .. } => "SLOW_CONSUMER",
-    }
+    e.classify().reason
 }

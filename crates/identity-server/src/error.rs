@@ -1,5 +1,8 @@
-//! The one place where errors become gRPC statuses. Both matches are exhaustive, with no `_`
-//! arm: a new error variant does not compile until someone decides its code and log level.
+//! The one place where errors are classified ([`ApiError::classify`]: code, reason, metadata,
+//! field violations, who is to blame and so how it is logged) and become gRPC statuses. Span
+//! outcomes and per-item errors of bulk calls use the same classification. The matches are
+//! exhaustive, with no `_` arm: a new error variant does not compile until someone decides
+//! its code and log level.
 
 use identity_domain::{ClaimKind, DomainError, FieldViolation};
 use identity_projections::ProjectionError;
@@ -130,188 +133,203 @@ fn details_for(reason: &str, metadata: Vec<(&'static str, String)>) -> ErrorDeta
     ErrorDetails::with_error_info(reason, ERROR_DOMAIN, map)
 }
 
-fn add_violations(details: &mut ErrorDetails, violations: &[FieldViolation]) {
-    for v in violations {
-        details.add_bad_request_violation(v.field.clone(), v.description.clone());
+/// Who has to act on an error, which decides how it is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The caller's input or rights: answered, not logged.
+    Caller,
+    /// Load or contention: logged as a warning.
+    Load,
+    /// Ours (a dependency down, a bug, corrupt data): logged as an error, its text hidden.
+    Service,
+}
+
+/// How the service answers an error: decided once per variant, here, and used by the
+/// Status mapping, span outcomes and per-item errors of bulk calls.
+#[derive(Debug)]
+pub struct Classified {
+    pub code: Code,
+    pub reason: &'static str,
+    pub metadata: Vec<(&'static str, String)>,
+    /// Field violations (BadRequest details).
+    pub violations: Vec<(String, String)>,
+    pub blame: Blame,
+    /// What the caller is told instead of the error's own text, when that must stay inside.
+    pub public_message: Option<&'static str>,
+}
+
+impl Classified {
+    fn new(code: Code, reason: &'static str, blame: Blame) -> Self {
+        Self {
+            code,
+            reason,
+            metadata: Vec::new(),
+            violations: Vec::new(),
+            blame,
+            public_message: None,
+        }
+    }
+
+    fn with(mut self, metadata: Vec<(&'static str, String)>) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    fn violation(mut self, field: impl Into<String>, why: impl Into<String>) -> Self {
+        self.violations.push((field.into(), why.into()));
+        self
+    }
+
+    fn hidden(mut self, message: &'static str) -> Self {
+        self.public_message = Some(message);
+        self
     }
 }
 
-impl From<ApiError> for Status {
-    fn from(e: ApiError) -> Self {
-        let message = e.to_string();
-        match &e {
+fn violations_of(list: &[FieldViolation]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|v| (v.field.clone(), v.description.clone()))
+        .collect()
+}
+
+fn internal() -> Classified {
+    Classified::new(Code::Internal, "INTERNAL", Blame::Service).hidden("internal error")
+}
+
+impl ApiError {
+    /// The one exhaustive classification (no `_` arm).
+    pub fn classify(&self) -> Classified {
+        use Blame::{Caller, Load, Service};
+        match self {
             ApiError::Domain(d) => {
-                let mut details = details_for(d.reason(), d.metadata());
-                if let DomainError::InvalidArgument(v) = d {
-                    add_violations(&mut details, v);
-                } else if let DomainError::ReasonRequired = d {
-                    details.add_bad_request_violation("reason", d.to_string());
-                } else if let DomainError::InvalidPassword(why) = d {
-                    details.add_bad_request_violation("new_password", *why);
+                let blame = match d {
+                    DomainError::CredentialsUnavailable => Service,
+                    DomainError::CredentialsBusy => Load,
+                    _ => Caller,
+                };
+                let mut c = Classified::new(domain_code(d), d.reason(), blame).with(d.metadata());
+                match d {
+                    DomainError::InvalidArgument(v) => c.violations = violations_of(v),
+                    DomainError::ReasonRequired => c = c.violation("reason", d.to_string()),
+                    DomainError::InvalidPassword(why) => c = c.violation("new_password", *why),
+                    _ => {}
                 }
-                Status::with_error_details(domain_code(d), message, details)
+                c
             }
-            ApiError::Unauthenticated(_) => Status::with_error_details(
-                Code::Unauthenticated,
-                message,
-                details_for("UNAUTHENTICATED", vec![]),
-            ),
-            ApiError::TenantNotAllowed(t) => Status::with_error_details(
-                Code::PermissionDenied,
-                message,
-                details_for("TENANT_NOT_ALLOWED", vec![("tenant", t.clone())]),
-            ),
-            ApiError::PermissionDenied(p) => Status::with_error_details(
-                Code::PermissionDenied,
-                message,
-                details_for(
-                    "PERMISSION_DENIED",
-                    vec![("permission", p.name().to_string())],
-                ),
-            ),
-            ApiError::FieldOutOfScope { field, scope } => Status::with_error_details(
-                Code::PermissionDenied,
-                message,
-                details_for(
-                    "FIELD_OUT_OF_SCOPE",
-                    vec![("field", field.clone()), ("scope", (*scope).to_string())],
-                ),
-            ),
-            ApiError::Forbidden(_) => Status::with_error_details(
-                Code::PermissionDenied,
-                message,
-                details_for("FORBIDDEN", vec![]),
-            ),
-            ApiError::Metadata { key, message: m } => {
-                let mut details = details_for("INVALID_METADATA", vec![]);
-                details.add_bad_request_violation(*key, m.clone());
-                Status::with_error_details(Code::InvalidArgument, message, details)
+            ApiError::Unauthenticated(_) => {
+                Classified::new(Code::Unauthenticated, "UNAUTHENTICATED", Caller)
             }
-            ApiError::Conflict => {
-                tracing::warn!("command gave up after repeated concurrency conflicts");
-                Status::with_error_details(
-                    Code::Aborted,
-                    message,
-                    details_for("CONCURRENCY_CONFLICT", vec![]),
-                )
+            ApiError::TenantNotAllowed(t) => {
+                Classified::new(Code::PermissionDenied, "TENANT_NOT_ALLOWED", Caller)
+                    .with(vec![("tenant", t.clone())])
             }
+            ApiError::PermissionDenied(p) => {
+                Classified::new(Code::PermissionDenied, "PERMISSION_DENIED", Caller)
+                    .with(vec![("permission", p.name().to_string())])
+            }
+            ApiError::FieldOutOfScope { field, scope } => {
+                Classified::new(Code::PermissionDenied, "FIELD_OUT_OF_SCOPE", Caller).with(vec![
+                    ("field", field.clone()),
+                    ("scope", (*scope).to_string()),
+                ])
+            }
+            ApiError::Forbidden(_) => Classified::new(Code::PermissionDenied, "FORBIDDEN", Caller),
+            ApiError::Metadata { key, message } => {
+                Classified::new(Code::InvalidArgument, "INVALID_METADATA", Caller)
+                    .violation(*key, message.clone())
+            }
+            ApiError::Conflict => Classified::new(Code::Aborted, "CONCURRENCY_CONFLICT", Load),
             ApiError::Store(s) => match s {
                 StoreError::Unavailable(_) => {
-                    tracing::error!(error = %s, "event store unavailable");
-                    Status::with_error_details(
-                        Code::Unavailable,
-                        "the event store is unavailable; retry later",
-                        details_for("STORE_UNAVAILABLE", vec![]),
-                    )
+                    Classified::new(Code::Unavailable, "STORE_UNAVAILABLE", Service)
+                        .hidden("the event store is unavailable; retry later")
                 }
-                StoreError::TooSlow => Status::with_error_details(
-                    Code::ResourceExhausted,
-                    message,
-                    details_for("QUERY_TOO_SLOW", vec![]),
-                ),
-                StoreError::Corrupt(_) | StoreError::Config(_) | StoreError::Other(_) => {
-                    tracing::error!(error = %s, "event store error");
-                    Status::with_error_details(
-                        Code::Internal,
-                        "internal error",
-                        details_for("INTERNAL", vec![]),
-                    )
+                StoreError::TooSlow => {
+                    Classified::new(Code::ResourceExhausted, "QUERY_TOO_SLOW", Caller)
                 }
+                StoreError::Corrupt(_) | StoreError::Config(_) | StoreError::Other(_) => internal(),
             },
             ApiError::Projection(p) => match p {
                 ProjectionError::UnknownProjection { .. } => {
-                    let mut details = details_for("UNKNOWN_PROJECTION", vec![]);
-                    details.add_bad_request_violation("name", p.to_string());
-                    Status::with_error_details(Code::InvalidArgument, message, details)
+                    Classified::new(Code::InvalidArgument, "UNKNOWN_PROJECTION", Caller)
+                        .violation("name", p.to_string())
                 }
-                ProjectionError::RebuildRunning(name) => Status::with_error_details(
-                    Code::FailedPrecondition,
-                    message,
-                    details_for("REBUILD_IN_PROGRESS", vec![("projection", name.clone())]),
-                ),
-                p if p.is_too_slow() => Status::with_error_details(
-                    Code::ResourceExhausted,
-                    "the query ran past its time limit; narrow it",
-                    details_for("QUERY_TOO_SLOW", vec![]),
-                ),
+                ProjectionError::RebuildRunning(name) => {
+                    Classified::new(Code::FailedPrecondition, "REBUILD_IN_PROGRESS", Caller)
+                        .with(vec![("projection", name.clone())])
+                }
+                p if p.is_too_slow() => {
+                    Classified::new(Code::ResourceExhausted, "QUERY_TOO_SLOW", Caller)
+                        .hidden("the query ran past its time limit; narrow it")
+                }
                 p if p.is_unavailable() => {
-                    tracing::error!(error = %p, "read models unavailable");
-                    Status::with_error_details(
-                        Code::Unavailable,
-                        "the read models are unavailable; retry later",
-                        details_for("STORE_UNAVAILABLE", vec![]),
-                    )
+                    Classified::new(Code::Unavailable, "STORE_UNAVAILABLE", Service)
+                        .hidden("the read models are unavailable; retry later")
                 }
                 ProjectionError::Store(_)
                 | ProjectionError::Database(_)
                 | ProjectionError::Event { .. }
-                | ProjectionError::CorruptRow(_) => {
-                    tracing::error!(error = %p, "read model error");
-                    Status::with_error_details(
-                        Code::Internal,
-                        "internal error",
-                        details_for("INTERNAL", vec![]),
-                    )
-                }
+                | ProjectionError::CorruptRow(_) => internal(),
             },
             ApiError::ReadModelBehind {
                 projection,
                 requested,
                 applied,
                 head,
-            } => {
-                let metadata = vec![
-                    ("projection", (*projection).to_string()),
-                    ("requested_position", requested.to_string()),
-                    ("applied_position", applied.to_string()),
-                    ("head_position", head.to_string()),
-                    ("behind_by", head.saturating_sub(*applied).to_string()),
-                ];
-                Status::with_error_details(
-                    Code::Unavailable,
-                    message,
-                    details_for("READ_MODEL_BEHIND", metadata),
-                )
+            } => Classified::new(Code::Unavailable, "READ_MODEL_BEHIND", Load).with(vec![
+                ("projection", (*projection).to_string()),
+                ("requested_position", requested.to_string()),
+                ("applied_position", applied.to_string()),
+                ("head_position", head.to_string()),
+                ("behind_by", head.saturating_sub(*applied).to_string()),
+            ]),
+            ApiError::Busy { what } => {
+                Classified::new(Code::ResourceExhausted, "CONCURRENCY_LIMIT", Load)
+                    .with(vec![("call", (*what).to_string())])
             }
-            ApiError::Busy { what } => Status::with_error_details(
-                Code::ResourceExhausted,
-                message,
-                details_for("CONCURRENCY_LIMIT", vec![("call", (*what).to_string())]),
-            ),
-            ApiError::TooManyStreams { scope, limit } => Status::with_error_details(
-                Code::ResourceExhausted,
-                message,
-                details_for(
-                    "TOO_MANY_STREAMS",
-                    vec![
-                        ("scope", (*scope).to_string()),
-                        ("limit", limit.to_string()),
-                    ],
-                ),
-            ),
+            ApiError::TooManyStreams { scope, limit } => {
+                Classified::new(Code::ResourceExhausted, "TOO_MANY_STREAMS", Caller).with(vec![
+                    ("scope", (*scope).to_string()),
+                    ("limit", limit.to_string()),
+                ])
+            }
             ApiError::SlowConsumer {
                 behind,
                 resume_after,
-            } => Status::with_error_details(
-                Code::ResourceExhausted,
-                message,
-                details_for(
-                    "SLOW_CONSUMER",
-                    vec![
-                        ("behind", behind.to_string()),
-                        ("resume_after_position", resume_after.to_string()),
-                    ],
-                ),
-            ),
-            ApiError::Internal(m) => {
-                tracing::error!(error = %m, "internal error");
-                Status::with_error_details(
-                    Code::Internal,
-                    "internal error",
-                    details_for("INTERNAL", vec![]),
-                )
-            }
+            } => Classified::new(Code::ResourceExhausted, "SLOW_CONSUMER", Load).with(vec![
+                ("behind", behind.to_string()),
+                ("resume_after_position", resume_after.to_string()),
+            ]),
+            ApiError::Internal(_) => internal(),
         }
+    }
+
+    /// What the caller is told (errors that are ours keep their text inside).
+    pub fn public_message(&self, c: &Classified) -> String {
+        c.public_message
+            .map_or_else(|| self.to_string(), str::to_string)
+    }
+}
+
+/// Logs an error as its blame says (errors of the caller are answered, not logged).
+pub fn report(e: &ApiError, c: &Classified) {
+    match c.blame {
+        Blame::Service => tracing::error!(error = %e, reason = c.reason, "request failed"),
+        Blame::Load => tracing::warn!(error = %e, reason = c.reason, "request refused under load"),
+        Blame::Caller => {}
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        let c = e.classify();
+        report(&e, &c);
+        let message = e.public_message(&c);
+        let mut details = details_for(c.reason, c.metadata);
+        for (field, why) in c.violations {
+            details.add_bad_request_violation(field, why);
+        }
+        Status::with_error_details(c.code, message, details)
     }
 }
 

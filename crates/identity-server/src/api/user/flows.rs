@@ -212,31 +212,23 @@ impl UserApi {
             let result = match self.upsert_one(&ctx, index, input).await {
                 Ok(r) => r,
                 Err(e) => {
-                    let (reason, violations) = match &e {
-                        ApiError::Domain(d) => (
-                            d.reason().to_string(),
-                            match d {
-                                DomainError::InvalidArgument(v) => v.clone(),
-                                _ => vec![],
-                            },
-                        ),
-                        _ => (String::new(), vec![]),
-                    };
-                    let status = Status::from(e);
+                    let c = e.classify();
+                    crate::error::report(&e, &c);
                     pb::UpsertUserResult {
                         index: index as u32,
                         user_id: String::new(),
                         created: false,
                         position: 0,
                         error: Some(pb::ItemError {
-                            code: code_name(status.code()).to_string(),
-                            reason,
-                            message: status.message().to_string(),
-                            field_violations: violations
+                            code: code_name(c.code).to_string(),
+                            reason: c.reason.to_string(),
+                            message: e.public_message(&c),
+                            field_violations: c
+                                .violations
                                 .into_iter()
-                                .map(|v| pb::FieldViolation {
-                                    field: v.field,
-                                    description: v.description,
+                                .map(|(field, description)| pb::FieldViolation {
+                                    field,
+                                    description,
                                 })
                                 .collect(),
                         }),
