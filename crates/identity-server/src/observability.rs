@@ -145,12 +145,12 @@ where
         let access = self.access.clone();
         Box::pin(async move {
             let admitted = match rule {
-                _ if open => Ok(()),
+                _ if open => Ok(None),
                 Some(rule) => match access.admit(rule, request.headers()).await {
                     Ok(mut caller) => {
                         caller.client = client_ip(&request);
                         request.extensions_mut().insert(std::sync::Arc::new(caller));
-                        Ok(())
+                        Ok(Some(rule.method))
                     }
                     Err(e) => Err(tonic::Status::from(e)),
                 },
@@ -158,7 +158,13 @@ where
                 None => Err(tonic::Status::unimplemented("no such method")),
             };
             let mut result = match admitted {
-                Ok(()) => inner.call(request).await,
+                Ok(Some(rpc)) => {
+                    inner
+                        .call(request)
+                        .instrument(crate::telemetry::rpc_span(rpc))
+                        .await
+                }
+                Ok(None) => inner.call(request).await,
                 Err(status) => Ok(status.into_http()),
             };
             if let Ok(r) = &mut result {

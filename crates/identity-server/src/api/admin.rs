@@ -168,7 +168,6 @@ impl AdminApi {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
-    #[tracing::instrument(name = "ListAdmins", skip_all)]
     async fn list_admins(
         &self,
         request: Request<pb::ListAdminsRequest>,
@@ -185,7 +184,6 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::ListAdminsResponse { admins }))
     }
 
-    #[tracing::instrument(name = "CreateAdmin", skip_all)]
     async fn create_admin(
         &self,
         request: Request<pb::CreateAdminRequest>,
@@ -253,7 +251,6 @@ impl AdminService for AdminApi {
         }))
     }
 
-    #[tracing::instrument(name = "AssignAdminToTenant", skip_all)]
     async fn assign_admin_to_tenant(
         &self,
         request: Request<pb::AssignAdminToTenantRequest>,
@@ -267,7 +264,6 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::AssignAdminToTenantResponse { admin }))
     }
 
-    #[tracing::instrument(name = "RemoveAdminFromTenant", skip_all)]
     async fn remove_admin_from_tenant(
         &self,
         request: Request<pb::RemoveAdminFromTenantRequest>,
@@ -281,7 +277,6 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::RemoveAdminFromTenantResponse { admin }))
     }
 
-    #[tracing::instrument(name = "SetAdminPassword", skip_all)]
     async fn set_admin_password(
         &self,
         request: Request<pb::SetAdminPasswordRequest>,
@@ -326,7 +321,6 @@ impl AdminService for AdminApi {
         }))
     }
 
-    #[tracing::instrument(name = "RemoveAdmin", skip_all)]
     async fn remove_admin(
         &self,
         request: Request<pb::RemoveAdminRequest>,

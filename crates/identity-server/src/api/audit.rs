@@ -196,7 +196,6 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, St
 
 #[tonic::async_trait]
 impl AuditService for AuditApi {
-    #[tracing::instrument(name = "ListEvents", skip_all, fields(tenant, request_id))]
     async fn list_events(
         &self,
         request: Request<pb::ListEventsRequest>,
@@ -242,7 +241,6 @@ impl AuditService for AuditApi {
 
     type StreamEventsStream = EventStream;
 
-    #[tracing::instrument(name = "StreamEvents", skip_all, fields(tenant, request_id))]
     async fn stream_events(
         &self,
         request: Request<pb::StreamEventsRequest>,
@@ -345,7 +343,6 @@ impl AuditService for AuditApi {
         ))
     }
 
-    #[tracing::instrument(name = "GetAggregateHistory", skip_all, fields(tenant, request_id))]
     async fn get_aggregate_history(
         &self,
         request: Request<pb::GetAggregateHistoryRequest>,
@@ -393,7 +390,6 @@ impl AuditService for AuditApi {
         }))
     }
 
-    #[tracing::instrument(name = "GetAggregateStateAt", skip_all, fields(tenant, request_id))]
     async fn get_aggregate_state_at(
         &self,
         request: Request<pb::GetAggregateStateAtRequest>,
@@ -432,7 +428,6 @@ impl AuditService for AuditApi {
         }))
     }
 
-    #[tracing::instrument(name = "VerifyChain", skip_all, fields(tenant, request_id))]
     async fn verify_chain(
         &self,
         request: Request<pb::VerifyChainRequest>,

@@ -52,11 +52,6 @@ type Rpc<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl IdentificationService for IdentificationApi {
-    #[tracing::instrument(
-        name = "SubmitIdentity",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn submit_identity(
         &self,
         request: Request<pb::SubmitIdentityRequest>,
@@ -133,11 +128,6 @@ impl IdentificationService for IdentificationApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "AttachDocument",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn attach_document(
         &self,
         request: Request<pb::AttachDocumentRequest>,
@@ -188,11 +178,6 @@ impl IdentificationService for IdentificationApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "SetPepStatus",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn set_pep_status(
         &self,
         request: Request<pb::SetPepStatusRequest>,
@@ -218,11 +203,6 @@ impl IdentificationService for IdentificationApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "ChangeIdentificationLevel",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn change_identification_level(
         &self,
         request: Request<pb::ChangeIdentificationLevelRequest>,
@@ -252,11 +232,6 @@ impl IdentificationService for IdentificationApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "GetIdentification",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn get_identification(
         &self,
         request: Request<pb::GetIdentificationRequest>,

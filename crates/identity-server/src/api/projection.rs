@@ -50,7 +50,6 @@ fn job_to_pb(j: &RebuildJob) -> pb::RebuildJob {
 
 #[tonic::async_trait]
 impl ProjectionService for ProjectionApi {
-    #[tracing::instrument(name = "ListProjections", skip_all)]
     async fn list_projections(
         &self,
         _request: Request<pb::ListProjectionsRequest>,
@@ -62,7 +61,6 @@ impl ProjectionService for ProjectionApi {
         Ok(Response::new(pb::ListProjectionsResponse { projections }))
     }
 
-    #[tracing::instrument(name = "RebuildProjection", skip_all, fields(projection))]
     async fn rebuild_projection(
         &self,
         request: Request<pb::RebuildProjectionRequest>,

@@ -85,11 +85,6 @@ type Rpc<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl StatusTierService for StatusTierApi {
-    #[tracing::instrument(
-        name = "CreateStatusTier",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn create_status_tier(
         &self,
         request: Request<pb::CreateStatusTierRequest>,
@@ -144,11 +139,6 @@ impl StatusTierService for StatusTierApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "UpdateStatusTier",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn update_status_tier(
         &self,
         request: Request<pb::UpdateStatusTierRequest>,
@@ -200,11 +190,6 @@ impl StatusTierService for StatusTierApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "RetireStatusTier",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn retire_status_tier(
         &self,
         request: Request<pb::RetireStatusTierRequest>,
@@ -219,11 +204,6 @@ impl StatusTierService for StatusTierApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "AddEligibleToken",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn add_eligible_token(
         &self,
         request: Request<pb::AddEligibleTokenRequest>,
@@ -238,11 +218,6 @@ impl StatusTierService for StatusTierApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "RemoveEligibleToken",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn remove_eligible_token(
         &self,
         request: Request<pb::RemoveEligibleTokenRequest>,
@@ -257,11 +232,6 @@ impl StatusTierService for StatusTierApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "GetStatusTier",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn get_status_tier(
         &self,
         request: Request<pb::GetStatusTierRequest>,
@@ -277,11 +247,6 @@ impl StatusTierService for StatusTierApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "ListStatusTiers",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn list_status_tiers(
         &self,
         request: Request<pb::ListStatusTiersRequest>,
@@ -303,11 +268,6 @@ impl StatusTierService for StatusTierApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "GetUserStatus",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn get_user_status(
         &self,
         request: Request<pb::GetUserStatusRequest>,

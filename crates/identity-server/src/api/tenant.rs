@@ -63,7 +63,6 @@ impl TenantApi {
 
 #[tonic::async_trait]
 impl TenantService for TenantApi {
-    #[tracing::instrument(name = "CreateTenant", skip_all)]
     async fn create_tenant(
         &self,
         request: Request<pb::CreateTenantRequest>,
@@ -102,7 +101,6 @@ impl TenantService for TenantApi {
         }))
     }
 
-    #[tracing::instrument(name = "GetTenant", skip_all)]
     async fn get_tenant(
         &self,
         request: Request<pb::GetTenantRequest>,
@@ -119,7 +117,6 @@ impl TenantService for TenantApi {
         }))
     }
 
-    #[tracing::instrument(name = "ListTenants", skip_all)]
     async fn list_tenants(
         &self,
         _request: Request<pb::ListTenantsRequest>,
@@ -131,7 +128,6 @@ impl TenantService for TenantApi {
         Ok(Response::new(pb::ListTenantsResponse { tenants }))
     }
 
-    #[tracing::instrument(name = "IssueProjectKey", skip_all)]
     async fn issue_project_key(
         &self,
         request: Request<pb::IssueProjectKeyRequest>,
@@ -168,7 +164,6 @@ impl TenantService for TenantApi {
         }))
     }
 
-    #[tracing::instrument(name = "RevokeProjectKey", skip_all)]
     async fn revoke_project_key(
         &self,
         request: Request<pb::RevokeProjectKeyRequest>,
@@ -193,7 +188,6 @@ impl TenantService for TenantApi {
         }))
     }
 
-    #[tracing::instrument(name = "ListProjectKeys", skip_all)]
     async fn list_project_keys(
         &self,
         request: Request<pb::ListProjectKeysRequest>,
@@ -207,7 +201,6 @@ impl TenantService for TenantApi {
         Ok(Response::new(pb::ListProjectKeysResponse { keys }))
     }
 
-    #[tracing::instrument(name = "SetRolePermissions", skip_all)]
     async fn set_role_permissions(
         &self,
         request: Request<pb::SetRolePermissionsRequest>,
@@ -265,7 +258,6 @@ impl TenantService for TenantApi {
         }))
     }
 
-    #[tracing::instrument(name = "ListRoles", skip_all)]
     async fn list_roles(
         &self,
         request: Request<pb::ListRolesRequest>,

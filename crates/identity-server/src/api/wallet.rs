@@ -130,11 +130,6 @@ type Rpc<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl WalletService for WalletApi {
-    #[tracing::instrument(
-        name = "OpenWallet",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn open_wallet(
         &self,
         request: Request<pb::OpenWalletRequest>,
@@ -199,11 +194,6 @@ impl WalletService for WalletApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "ActivateWallet",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn activate_wallet(
         &self,
         request: Request<pb::ActivateWalletRequest>,
@@ -217,11 +207,6 @@ impl WalletService for WalletApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "SuspendWallet",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn suspend_wallet(
         &self,
         request: Request<pb::SuspendWalletRequest>,
@@ -235,11 +220,6 @@ impl WalletService for WalletApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "CloseWallet",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn close_wallet(
         &self,
         request: Request<pb::CloseWalletRequest>,
@@ -250,11 +230,6 @@ impl WalletService for WalletApi {
         Ok(Response::new(pb::CloseWalletResponse { status, position }))
     }
 
-    #[tracing::instrument(
-        name = "CreditTokens",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn credit_tokens(
         &self,
         request: Request<pb::CreditTokensRequest>,
@@ -279,11 +254,6 @@ impl WalletService for WalletApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "DebitTokens",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn debit_tokens(
         &self,
         request: Request<pb::DebitTokensRequest>,
@@ -308,11 +278,6 @@ impl WalletService for WalletApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "GetWallet",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn get_wallet(
         &self,
         request: Request<pb::GetWalletRequest>,
@@ -330,11 +295,6 @@ impl WalletService for WalletApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "ListWallets",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn list_wallets(
         &self,
         request: Request<pb::ListWalletsRequest>,
@@ -365,11 +325,6 @@ impl WalletService for WalletApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "GetBalances",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn get_balances(
         &self,
         request: Request<pb::GetBalancesRequest>,

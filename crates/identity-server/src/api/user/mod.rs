@@ -54,11 +54,6 @@ type Rpc<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl UserService for UserApi {
-    #[tracing::instrument(
-        name = "RegisterUser",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn register_user(
         &self,
         request: Request<pb::RegisterUserRequest>,
@@ -75,11 +70,6 @@ impl UserService for UserApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "UpsertUsers",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome, items)
-    )]
     async fn upsert_users(
         &self,
         request: Request<pb::UpsertUsersRequest>,
@@ -87,11 +77,6 @@ impl UserService for UserApi {
         self.answer_upsert_users(request).await
     }
 
-    #[tracing::instrument(
-        name = "UpdateUserProfile",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn update_user_profile(
         &self,
         request: Request<pb::UpdateUserProfileRequest>,
@@ -165,11 +150,6 @@ impl UserService for UserApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "DeactivateUser",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn deactivate_user(
         &self,
         request: Request<pb::DeactivateUserRequest>,
@@ -184,11 +164,6 @@ impl UserService for UserApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "ReactivateUser",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn reactivate_user(
         &self,
         request: Request<pb::ReactivateUserRequest>,
@@ -203,11 +178,6 @@ impl UserService for UserApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "RequestEmailChange",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn request_email_change(
         &self,
         request: Request<pb::RequestEmailChangeRequest>,
@@ -240,11 +210,6 @@ impl UserService for UserApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "ConfirmEmail",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn confirm_email(
         &self,
         request: Request<pb::ConfirmEmailRequest>,
@@ -258,11 +223,6 @@ impl UserService for UserApi {
         Ok(Response::new(pb::ConfirmEmailResponse { email, position }))
     }
 
-    #[tracing::instrument(
-        name = "RequestPhoneChange",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn request_phone_change(
         &self,
         request: Request<pb::RequestPhoneChangeRequest>,
@@ -295,11 +255,6 @@ impl UserService for UserApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "ConfirmPhone",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn confirm_phone(
         &self,
         request: Request<pb::ConfirmPhoneRequest>,
@@ -313,11 +268,6 @@ impl UserService for UserApi {
         Ok(Response::new(pb::ConfirmPhoneResponse { phone, position }))
     }
 
-    #[tracing::instrument(
-        name = "SetUserRoles",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn set_user_roles(
         &self,
         request: Request<pb::SetUserRolesRequest>,
@@ -356,11 +306,6 @@ impl UserService for UserApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "SetPassword",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn set_password(
         &self,
         request: Request<pb::SetPasswordRequest>,
@@ -368,11 +313,6 @@ impl UserService for UserApi {
         self.answer_set_password(request).await
     }
 
-    #[tracing::instrument(
-        name = "ChangePassword",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn change_password(
         &self,
         request: Request<pb::ChangePasswordRequest>,
@@ -380,11 +320,6 @@ impl UserService for UserApi {
         self.answer_change_password(request).await
     }
 
-    #[tracing::instrument(
-        name = "ImportLegacyPassword",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn import_legacy_password(
         &self,
         request: Request<pb::ImportLegacyPasswordRequest>,
@@ -392,11 +327,6 @@ impl UserService for UserApi {
         self.answer_import_legacy_password(request).await
     }
 
-    #[tracing::instrument(
-        name = "VerifyPassword",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn verify_password(
         &self,
         request: Request<pb::VerifyPasswordRequest>,
@@ -404,11 +334,6 @@ impl UserService for UserApi {
         self.answer_verify_password(request).await
     }
 
-    #[tracing::instrument(
-        name = "MergeUsers",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn merge_users(
         &self,
         request: Request<pb::MergeUsersRequest>,
@@ -441,20 +366,10 @@ impl UserService for UserApi {
         }))
     }
 
-    #[tracing::instrument(
-        name = "GetUser",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Rpc<pb::GetUserResponse> {
         self.answer_get_user(request).await
     }
 
-    #[tracing::instrument(
-        name = "GetUserWithBalances",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn get_user_with_balances(
         &self,
         request: Request<pb::GetUserWithBalancesRequest>,
@@ -462,11 +377,6 @@ impl UserService for UserApi {
         self.answer_get_user_with_balances(request).await
     }
 
-    #[tracing::instrument(
-        name = "LookupUser",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn lookup_user(
         &self,
         request: Request<pb::LookupUserRequest>,
@@ -474,11 +384,6 @@ impl UserService for UserApi {
         self.answer_lookup_user(request).await
     }
 
-    #[tracing::instrument(
-        name = "UserExists",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn user_exists(
         &self,
         request: Request<pb::UserExistsRequest>,
@@ -486,11 +391,6 @@ impl UserService for UserApi {
         self.answer_user_exists(request).await
     }
 
-    #[tracing::instrument(
-        name = "ListUsers",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn list_users(
         &self,
         request: Request<pb::ListUsersRequest>,
@@ -498,11 +398,6 @@ impl UserService for UserApi {
         self.answer_list_users(request).await
     }
 
-    #[tracing::instrument(
-        name = "GetPublicProfile",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn get_public_profile(
         &self,
         request: Request<pb::GetPublicProfileRequest>,
@@ -510,11 +405,6 @@ impl UserService for UserApi {
         self.answer_get_public_profile(request).await
     }
 
-    #[tracing::instrument(
-        name = "ListPublicProfiles",
-        skip_all,
-        fields(tenant, request_id, aggregate_id, outcome)
-    )]
     async fn list_public_profiles(
         &self,
         request: Request<pb::ListPublicProfilesRequest>,
