@@ -4,8 +4,11 @@
 
 use sha2::{Digest, Sha256};
 
+use uuid::Uuid;
+
 use crate::error::ClaimKind;
-use crate::values::{Email, ExternalId, Network, Phone, TenantId};
+use crate::values::{Email, ExternalId, Network, Phone, TenantId, WalletId};
+use crate::wallet::{OwnerType, WalletType};
 
 fn sha256(parts: &[&str]) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -52,6 +55,51 @@ pub fn wallet_address(identifier: &str, network: Network, salt_index: u32) -> St
     } else {
         bs58::encode(digest).into_string()
     }
+}
+
+/// The identifier that salts the wallet addresses of an owner that is not a user (a user's
+/// wallets are salted with the user's identifier email).
+pub fn owner_identifier(
+    tenant: &TenantId,
+    owner_type: OwnerType,
+    owner_id: &str,
+) -> Option<String> {
+    match owner_type {
+        OwnerType::User => None,
+        OwnerType::Business => Some(format!("business:{owner_id}@{}", tenant.as_str())),
+        OwnerType::Tenant => Some(format!("tenant:{owner_id}@{}", tenant.as_str())),
+    }
+}
+
+const WALLET_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c2e_9b7d_4e51_8c0a_5d2f_7e4b_1a93);
+
+/// The id of a wallet (version 1): a UUIDv5 of the tenant, owner, network, wallet type and
+/// external address, so that opening the same wallet twice names the same aggregate. The
+/// type names are spelled out here, as version 1 first wrote them, rather than taken from
+/// the enums: renaming a variant must never move a wallet.
+pub fn wallet_id(
+    tenant: &TenantId,
+    owner_type: OwnerType,
+    owner_id: &str,
+    network: Network,
+    wallet_type: WalletType,
+    external_address: Option<&str>,
+) -> WalletId {
+    let owner_type = match owner_type {
+        OwnerType::User => "User",
+        OwnerType::Business => "Business",
+        OwnerType::Tenant => "Tenant",
+    };
+    let wallet_type = match wallet_type {
+        WalletType::Internal => "Internal",
+        WalletType::External => "External",
+    };
+    let name = format!(
+        "{}|{owner_type}|{owner_id}|{network}|{wallet_type}|{}",
+        tenant.as_str(),
+        external_address.unwrap_or_default().to_ascii_lowercase()
+    );
+    WalletId(Uuid::new_v5(&WALLET_NAMESPACE, name.as_bytes()))
 }
 
 /// The id of the claim aggregate guarding one unique value in one tenant. Hashed so that no
@@ -101,6 +149,49 @@ mod tests {
         assert_ne!(a, wallet_address("u1@acme.id", Network::Polygon, 1));
         let s = wallet_address("u1@acme.id", Network::Solana, 0);
         assert!((32..=44).contains(&s.len()));
+    }
+
+    #[test]
+    fn wallet_ids_are_pinned_forever() {
+        // Pinned: these are the ids wallets opened before the derivation moved here were
+        // given; if one changes, an existing wallet can be opened a second time.
+        let acme = tenant("acme");
+        let id = |ot, owner, net, wt, addr| wallet_id(&acme, ot, owner, net, wt, addr).to_string();
+        assert_eq!(
+            id(
+                OwnerType::User,
+                "0b6f2a4e-1c1d-4f7a-9a53-2f1d6f3c9e10",
+                Network::Polygon,
+                WalletType::Internal,
+                None
+            ),
+            "2d037bd6-e38d-5a09-b79b-545a22f48977"
+        );
+        assert_eq!(
+            id(
+                OwnerType::Business,
+                "shop-42",
+                Network::Evm(8453),
+                WalletType::External,
+                Some("0xABCDEF0000000000000000000000000000000001")
+            ),
+            "a6c330f3-34e7-5bca-94aa-679408772507"
+        );
+        assert_eq!(
+            id(
+                OwnerType::Tenant,
+                "treasury",
+                Network::Solana,
+                WalletType::Internal,
+                None
+            ),
+            "1c47eb8d-e6bd-591e-bfd5-3850d2e6e826"
+        );
+        assert_eq!(
+            owner_identifier(&acme, OwnerType::Business, "shop-42").as_deref(),
+            Some("business:shop-42@acme")
+        );
+        assert_eq!(owner_identifier(&acme, OwnerType::User, "x"), None);
     }
 
     #[test]

@@ -7,11 +7,10 @@ use identity_domain::values::{
 use identity_domain::wallet::{
     MovementKind, OpenWallet, Owner, OwnerType, TokenMovement, Wallet, WalletCommand,
 };
-use identity_domain::{DomainError, Violations};
+use identity_domain::{derive, DomainError, Violations};
 use identity_proto::v1 as pb;
 use identity_proto::v1::wallet_service_server::WalletService;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::context::RequestContext;
 use crate::convert::{balances_to_pb, totals, wallet_view_to_pb};
@@ -24,7 +23,6 @@ use crate::error::{ApiError, ApiResult};
 use identity_projections::Projection;
 
 /// Namespace of deterministic wallet ids: one owner, network, type and address is one wallet.
-const WALLET_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c2e_9b7d_4e51_8c0a_5d2f_7e4b_1a93);
 
 #[derive(Debug, Clone)]
 pub struct WalletApi {
@@ -143,37 +141,34 @@ impl WalletService for WalletApi {
             owner_id = field("owner_id", &req.owner_id, ExternalId::parse),
             address = optional_field("address", &req.address, |s| Ok(s.trim().to_string())),
         }
-        // A user's wallets are salted with the user's identifier email; other owners with a
-        // stable identifier made from their type and id.
-        let owner_identifier = match owner_type {
-            OwnerType::User => {
-                let user = UserId::parse(owner_id.as_str())
-                    .map_err(|e| ApiError::from(e.at("owner_id")))?;
-                let loaded = self.core.load_user(&ctx, user).await?;
-                if let Some(into) = loaded.aggregate.merged_into {
-                    return Err(ApiError::from(DomainError::UserMerged {
-                        into: into.to_string(),
-                    })
-                    .into());
+        // A user's wallets are salted with the user's identifier email.
+        let owner_identifier =
+            match derive::owner_identifier(&ctx.tenant, owner_type, owner_id.as_str()) {
+                Some(other) => other,
+                None => {
+                    let user = UserId::parse(owner_id.as_str())
+                        .map_err(|e| ApiError::from(e.at("owner_id")))?;
+                    let loaded = self.core.load_user(&ctx, user).await?;
+                    if let Some(into) = loaded.aggregate.merged_into {
+                        return Err(ApiError::from(DomainError::UserMerged {
+                            into: into.to_string(),
+                        })
+                        .into());
+                    }
+                    if !loaded.aggregate.active {
+                        return Err(ApiError::from(DomainError::UserInactive).into());
+                    }
+                    loaded.aggregate.identifier_email
                 }
-                if !loaded.aggregate.active {
-                    return Err(ApiError::from(DomainError::UserInactive).into());
-                }
-                loaded.aggregate.identifier_email
-            }
-            OwnerType::Business => format!("business:{owner_id}@{}", ctx.tenant),
-            OwnerType::Tenant => format!("tenant:{owner_id}@{}", ctx.tenant),
-        };
-        let name = format!(
-            "{}|{:?}|{}|{}|{:?}|{}",
-            ctx.tenant,
+            };
+        let wallet_id = derive::wallet_id(
+            &ctx.tenant,
             owner_type,
-            owner_id,
+            owner_id.as_str(),
             network,
             wallet_type,
-            address.as_deref().unwrap_or_default().to_ascii_lowercase()
+            address.as_deref(),
         );
-        let wallet_id = WalletId(Uuid::new_v5(&WALLET_NAMESPACE, name.as_bytes()));
         let command = WalletCommand::Open(Box::new(OpenWallet {
             wallet_id,
             tenant: ctx.tenant.clone(),
