@@ -21,8 +21,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
+use identity_projections::replay::{state_at, states_after_each, AsOf};
 use identity_projections::{Projection, Projections};
-use identity_server::audit::{state_at, states_after_each, AsOf};
 use identity_server::Settings;
 use identity_store::{EventFilter, EventLog, StoreConfig, StoredEvent};
 
@@ -114,12 +114,12 @@ enum Command {
 }
 
 fn known_type(aggregate_type: &str) -> anyhow::Result<()> {
-    if identity_server::audit::AGGREGATE_TYPES.contains(&aggregate_type) {
+    if identity_projections::replay::AGGREGATE_TYPES.contains(&aggregate_type) {
         Ok(())
     } else {
         bail!(
             "unknown aggregate type {aggregate_type:?}; known: {}",
-            identity_server::audit::AGGREGATE_TYPES.join(", ")
+            identity_projections::replay::AGGREGATE_TYPES.join(", ")
         )
     }
 }
@@ -319,7 +319,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         serde_json::json!({
                             "position": e.position, "sequence": e.sequence, "event_type": e.event_type,
                             "event_version": e.event_version, "recorded_at": e.recorded_at,
-                            "metadata": e.metadata, "payload": identity_server::audit::redact(e.payload.clone()),
+                            "metadata": e.metadata, "payload": identity_projections::replay::redact(e.payload.clone()),
                             "hash": e.hash, "state": s,
                         })
                     })

@@ -33,6 +33,7 @@ pub mod identification;
 pub mod session;
 pub mod status_tier;
 pub mod tenant;
+pub mod upcast;
 pub mod user;
 pub mod values;
 pub mod wallet;

@@ -48,10 +48,11 @@ pub(crate) fn tenant_and_id(e: &StoredEvent) -> Result<(String, String)> {
         })
 }
 
+/// The event as its type, through the store's decode point ([`StoredEvent::decode`]).
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(e: &StoredEvent) -> Result<T> {
-    T::deserialize(&e.payload).map_err(|err| ProjectionError::Event {
+    e.decode().map_err(|err| ProjectionError::Event {
         position: e.position,
-        message: format!("cannot read {} {}: {err}", e.event_type, e.event_version),
+        message: err.to_string(),
     })
 }
 

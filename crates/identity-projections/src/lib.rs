@@ -28,6 +28,7 @@ mod projector;
 pub mod queries;
 mod read_model;
 mod rebuild;
+pub mod replay;
 mod schema;
 mod status;
 

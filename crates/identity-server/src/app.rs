@@ -16,7 +16,7 @@ use identity_proto::v1::status_tier_service_server::StatusTierServiceServer;
 use identity_proto::v1::tenant_service_server::TenantServiceServer;
 use identity_proto::v1::user_service_server::UserServiceServer;
 use identity_proto::v1::wallet_service_server::WalletServiceServer;
-use identity_store::{EventLog, StoreConfig};
+use identity_store::{EventLog, StoreConfig, Upcasters};
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 
@@ -46,11 +46,23 @@ pub struct Application {
 impl Application {
     /// Opens the store (running migrations) and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let log = EventLog::open(&StoreConfig {
-            url: settings.database_url.clone(),
-            max_connections: settings.db_max_connections,
-            cache_capacity: settings.aggregate_cache,
-        })
+        Self::build_with_upcasters(settings, Upcasters::standard()).await
+    }
+
+    /// [`Application::build`] reading the log through these upcasters instead of the
+    /// domain's own (a test that stores an event in an old shape adds one).
+    pub async fn build_with_upcasters(
+        settings: Settings,
+        upcasters: Upcasters,
+    ) -> anyhow::Result<Self> {
+        let log = EventLog::open_with_upcasters(
+            &StoreConfig {
+                url: settings.database_url.clone(),
+                max_connections: settings.db_max_connections,
+                cache_capacity: settings.aggregate_cache,
+            },
+            upcasters,
+        )
         .await
         .with_context(|| {
             format!(

@@ -24,7 +24,6 @@
 pub mod access;
 pub mod api;
 pub mod app;
-pub mod audit;
 pub mod context;
 pub mod convert;
 pub mod core;

@@ -181,6 +181,14 @@ fn sqlite_time(t: &str) -> Option<String> {
 }
 
 impl EventLog {
+    /// A row read from the log, brought forward to its current shape (`decode.rs`).
+    pub(crate) fn read(
+        &self,
+        row: Result<StoredEvent, StoreError>,
+    ) -> Result<StoredEvent, StoreError> {
+        row.map(|e| self.upcasters.event(e))
+    }
+
     /// Events matching `filter` with a position above `after`, in position order.
     pub async fn list_events(
         &self,
@@ -281,7 +289,7 @@ impl EventLog {
                 }
                 let rows = q.fetch_all(&mut *tx).await?;
                 tx.commit().await?;
-                rows.iter().map(event_from_pg).collect()
+                rows.iter().map(|r| self.read(event_from_pg(r))).collect()
             }
             Backend::Sqlite(pool) => {
                 let mut q = sqlx::query(&sql);
@@ -291,7 +299,7 @@ impl EventLog {
                 q.fetch_all(pool)
                     .await?
                     .iter()
-                    .map(event_from_sqlite)
+                    .map(|r| self.read(event_from_sqlite(r)))
                     .collect()
             }
         }
@@ -312,7 +320,7 @@ impl EventLog {
             .fetch_all(pool)
             .await?
             .iter()
-            .map(event_from_pg)
+            .map(|r| self.read(event_from_pg(r)))
             .collect(),
             Backend::Sqlite(pool) => sqlx::query(&format!(
                 "SELECT {COLUMNS_SQLITE} FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence"
@@ -322,7 +330,7 @@ impl EventLog {
             .fetch_all(pool)
             .await?
             .iter()
-            .map(event_from_sqlite)
+            .map(|r| self.read(event_from_sqlite(r)))
             .collect(),
         }
     }

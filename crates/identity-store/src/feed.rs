@@ -104,7 +104,7 @@ impl EventLog {
             .fetch_all(pool)
             .await?
             .iter()
-            .map(crate::audit::event_from_pg)
+            .map(|r| self.read(crate::audit::event_from_pg(r)))
             .collect(),
             Backend::Sqlite(pool) => sqlx::query(&format!(
                 "SELECT {} FROM events WHERE global_position > ?1
@@ -118,7 +118,7 @@ impl EventLog {
             .fetch_all(pool)
             .await?
             .iter()
-            .map(crate::audit::event_from_sqlite)
+            .map(|r| self.read(crate::audit::event_from_sqlite(r)))
             .collect(),
         }
     }

@@ -1,8 +1,8 @@
 //! The identity service's event log, on PostgreSQL (production) or SQLite (the embedded
 //! default), behind one type: [`EventLog`].
 //!
-//! Events live in the table layout of cqrs-es's postgres-es / sqlite-es (their repositories
-//! still read it: audit history, replays), with more columns: `global_position`, a total
+//! Events live in the table layout of cqrs-es's postgres-es / sqlite-es (a test reads our
+//! log through their repositories, so the ecosystem's tools keep working), with more columns: `global_position`, a total
 //! order over all events, `recorded_at`, the chained `hash`, and on PostgreSQL the writing
 //! transaction (`xid`), for gap-safe readers of the global feed.
 //!
@@ -13,7 +13,9 @@
 //! (aggregate, sequence) still rejects a stale append: the entry is then evicted and the
 //! command re-run on fresh state, a bounded number of times.
 //!
-//! This crate knows nothing of gRPC and nothing of the domain's types beyond cqrs-es traits.
+//! Every event read from the log passes one decode point (`decode.rs`), which runs the
+//! domain's upcasters (`identity_domain::upcast`): the only thing this crate takes from the
+//! domain. It knows nothing of gRPC.
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +23,7 @@ mod append;
 mod audit;
 mod cache;
 mod chain;
+mod decode;
 mod feed;
 mod migrations;
 mod outbox;
@@ -30,6 +33,7 @@ pub use audit::{ChainBreak, ChainReport, EventFilter, MAX_REPORTED_BREAKS};
 pub use cache::DEFAULT_CACHE_CAPACITY;
 use cache::{AggregateCache, AggregateLock, CacheKey, Cached, CommandLocks};
 pub use chain::{event_hash, HashInput};
+pub use decode::Upcasters;
 pub use feed::{FeedCursor, StoredEvent, NOTIFY_CHANNEL};
 pub use outbox::OutboxMessage;
 pub use unit::{widen, Built, Committed, Decided, Unit};
@@ -39,11 +43,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{Aggregate, AggregateError, EventEnvelope, EventStore};
-use postgres_es::PostgresEventRepository;
+use cqrs_es::{Aggregate, EventEnvelope};
 use serde_json::Value;
-use sqlite_es::SqliteEventRepository;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row, SqlitePool};
@@ -141,6 +142,8 @@ pub struct EventLog {
     url: std::sync::Arc<str>,
     /// The statement timeout of event listings on PostgreSQL (none by default).
     query_timeout: Option<Duration>,
+    /// What brings every event read forward to its current shape (`decode.rs`).
+    upcasters: Upcasters,
 }
 
 /// Connection settings.
@@ -194,23 +197,18 @@ pub fn conflict_backoff(attempt: u32) -> Duration {
     Duration::from_micros(u64::from(attempt.min(8)) * 300 + jitter_us)
 }
 
-fn map_aggregate_error<E: std::error::Error>(e: AggregateError<E>) -> ExecuteError<E> {
-    match e {
-        AggregateError::UserError(e) => ExecuteError::Domain(e),
-        AggregateError::AggregateConflict => ExecuteError::Conflict,
-        AggregateError::DatabaseConnectionError(e) => {
-            ExecuteError::Store(StoreError::Unavailable(e.to_string()))
-        }
-        AggregateError::DeserializationError(e) => {
-            ExecuteError::Store(StoreError::Corrupt(e.to_string()))
-        }
-        AggregateError::UnexpectedError(e) => ExecuteError::Store(StoreError::Other(e.to_string())),
-    }
-}
-
 impl EventLog {
     /// Connects to the store named by `config.url` and brings its schema up to date.
     pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        Self::open_with_upcasters(config, Upcasters::standard()).await
+    }
+
+    /// [`EventLog::open`], running these upcasters on every event read instead of the
+    /// domain's own (a test that stores an event in an old shape registers one more).
+    pub async fn open_with_upcasters(
+        config: &StoreConfig,
+        upcasters: Upcasters,
+    ) -> Result<Self, StoreError> {
         let adjusted = loopback_without_tls(config.url.trim());
         let url = adjusted.as_str();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -261,6 +259,7 @@ impl EventLog {
             appended: std::sync::Arc::new(tokio::sync::Notify::new()),
             url: url.into(),
             query_timeout: None,
+            upcasters,
         };
         log.migrate().await?;
         log.spawn_listener();
@@ -346,33 +345,45 @@ impl EventLog {
         type Stored = (i64, Option<String>, i64);
         let mut aggregate = A::default();
         let mut last: Stored = (0, None, 0);
-        let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("{}/{id}: {e}", A::TYPE));
+        let apply = |aggregate: &mut A, event_type: &str, version: String, payload: Value| {
+            let (version, payload) =
+                self.upcasters
+                    .bring_forward(A::TYPE, event_type, version, payload);
+            aggregate.apply(decode::payload(A::TYPE, id, event_type, &version, payload)?);
+            Ok::<_, StoreError>(())
+        };
         match &self.backend {
             Backend::Postgres(pool) => {
                 let mut rows = sqlx::query(
-                    "SELECT sequence, payload, hash, global_position FROM events
-                     WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+                    "SELECT sequence, payload, hash, global_position, event_type, event_version
+                     FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
                 )
                 .bind(A::TYPE)
                 .bind(id)
                 .fetch(pool);
                 while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
-                    let payload: Value = row.try_get(1)?;
-                    aggregate.apply(serde_json::from_value(payload).map_err(corrupt)?);
+                    apply(
+                        &mut aggregate,
+                        row.try_get(4)?,
+                        row.try_get(5)?,
+                        row.try_get(1)?,
+                    )?;
                     last = (row.try_get(0)?, row.try_get(2)?, row.try_get(3)?);
                 }
             }
             Backend::Sqlite(pool) => {
                 let mut rows = sqlx::query(
-                    "SELECT sequence, payload, hash, global_position FROM events
-                     WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence",
+                    "SELECT sequence, payload, hash, global_position, event_type, event_version
+                     FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence",
                 )
                 .bind(A::TYPE)
                 .bind(id)
                 .fetch(pool);
                 while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
                     let payload: &str = row.try_get(1)?;
-                    aggregate.apply(serde_json::from_str(payload).map_err(corrupt)?);
+                    let payload = serde_json::from_str(payload)
+                        .map_err(|e| StoreError::Corrupt(format!("{}/{id}: {e}", A::TYPE)))?;
+                    apply(&mut aggregate, row.try_get(4)?, row.try_get(5)?, payload)?;
                     last = (row.try_get(0)?, row.try_get(2)?, row.try_get(3)?);
                 }
             }
@@ -387,24 +398,36 @@ impl EventLog {
         })
     }
 
-    /// Every event of one aggregate, in order.
+    /// Every event of one aggregate, in order, as its type (through the decode point).
     pub async fn events<A: Aggregate>(
         &self,
         id: &str,
     ) -> Result<Vec<EventEnvelope<A>>, StoreError> {
-        match &self.backend {
-            Backend::Postgres(pool) => {
-                let store: PersistedEventStore<_, A> = PersistedEventStore::new_event_store(
-                    PostgresEventRepository::new(pool.clone()),
-                );
-                store.load_events(id).await.map_err(store_error)
-            }
-            Backend::Sqlite(pool) => {
-                let store: PersistedEventStore<_, A> =
-                    PersistedEventStore::new_event_store(SqliteEventRepository::new(pool.clone()));
-                store.load_events(id).await.map_err(store_error)
-            }
-        }
+        self.aggregate_history(A::TYPE, id)
+            .await?
+            .into_iter()
+            .map(|e| {
+                let metadata = match &e.metadata {
+                    Value::Object(m) => m
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                            )
+                        })
+                        .collect(),
+                    _ => HashMap::new(),
+                };
+                Ok(EventEnvelope {
+                    aggregate_id: e.aggregate_id.clone(),
+                    sequence: usize::try_from(e.sequence)
+                        .map_err(|err| StoreError::Corrupt(err.to_string()))?,
+                    payload: e.decode()?,
+                    metadata,
+                })
+            })
+            .collect()
     }
 
     /// Runs a command: take the aggregate from the cache (or load it), decide, append; re-run
@@ -490,14 +513,6 @@ impl EventLog {
             Backend::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await?,
         };
         u64::try_from(head).map_err(|e| StoreError::Corrupt(e.to_string()))
-    }
-}
-
-fn store_error<E: std::error::Error>(e: AggregateError<E>) -> StoreError {
-    match map_aggregate_error(e) {
-        ExecuteError::Store(s) => s,
-        ExecuteError::Conflict => StoreError::Other("unexpected conflict while reading".into()),
-        ExecuteError::Domain(e) => StoreError::Other(e.to_string()),
     }
 }
 

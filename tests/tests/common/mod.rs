@@ -208,6 +208,22 @@ pub async fn start_server_with_settings(
     identity_store::EventLog,
     identity_server::credentials::Passwords,
 ) {
+    start_server_reading_through(url, adjust, identity_store::Upcasters::standard()).await
+}
+
+/// [`start_server_with_settings`] with the log read through these upcasters.
+pub async fn start_server_reading_through(
+    url: &str,
+    adjust: impl FnOnce(&mut Settings),
+    upcasters: identity_store::Upcasters,
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+    identity_projections::Projections,
+    identity_store::EventLog,
+    identity_server::credentials::Passwords,
+) {
     let mut settings = Settings {
         listen_addr: "127.0.0.1:0".parse().expect("addr"),
         database_url: url.to_string(),
@@ -221,7 +237,7 @@ pub async fn start_server_with_settings(
         ..Settings::default()
     };
     adjust(&mut settings);
-    let app = Application::build(settings)
+    let app = Application::build_with_upcasters(settings, upcasters)
         .await
         .expect("the server builds");
     let addr = app.local_addr();

@@ -10,11 +10,13 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::access::scope::{cut_stored, Scopes};
-use crate::audit::{redact, state_at, states_after, AsOf, ReplayError, AGGREGATE_TYPES};
 use crate::context::RequestContext;
 use crate::convert::{json_to_struct, timestamp_text};
 use crate::core::Core;
 use crate::error::{ApiError, ApiResult};
+use identity_projections::replay::{
+    redact, state_at, states_after, AsOf, ReplayError, AGGREGATE_TYPES,
+};
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;

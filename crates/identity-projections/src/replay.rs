@@ -1,5 +1,6 @@
 //! Replaying stored events into aggregate states for auditors (shared by the AuditService
-//! and the `identity-admin` CLI), and redaction of secrets from what auditors see.
+//! and the `identity-admin` CLI), and redaction of secrets from what auditors see. The
+//! events come through the store's decode point, in their current shape.
 
 use cqrs_es::Aggregate;
 use identity_domain::claim::UniqueClaim;
@@ -57,8 +58,9 @@ pub enum ReplayError {
     },
 }
 
+/// The event as its type, through the store's decode point ([`StoredEvent::decode`]).
 fn decode<A: Aggregate>(e: &StoredEvent) -> Result<A::Event, ReplayError> {
-    serde_json::from_value(e.payload.clone()).map_err(|err| ReplayError::Event {
+    e.decode().map_err(|err| ReplayError::Event {
         position: e.position,
         event_type: e.event_type.clone(),
         message: err.to_string(),
