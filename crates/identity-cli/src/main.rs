@@ -23,7 +23,7 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use identity_projections::replay::{state_at, states_after_each, AsOf};
 use identity_projections::{Projection, Projections};
-use identity_server::Settings;
+use identity_settings::Settings;
 use identity_store::{EventFilter, EventLog, StoreConfig, StoredEvent};
 
 #[derive(Debug, Parser)]
@@ -188,7 +188,7 @@ fn mint(
     ttl: u64,
     scopes: Option<Vec<String>>,
 ) -> anyhow::Result<String> {
-    use identity_server::access::bootstrap::{signing_key, DEV_ADMIN_EMAIL};
+    use identity_access::registry::{signing_key, DEV_ADMIN_EMAIL};
     let settings = Settings::from_env()?;
     let key = signing_key(&settings)?.context(
         "no signing key: set IDENTITY_SIGNING_KEY_FILE (development uses ./data/signing-key.pem)",
@@ -197,9 +197,9 @@ fn mint(
         .map_err(|e| anyhow::anyhow!("--tenant: {e}"))?;
     let (kind, sub) = match (admin, service, user) {
         (_, Some(name), _) => {
-            if let Err(unknown) = identity_server::access::permission::parse_names(
-                permissions.iter().map(String::as_str),
-            ) {
+            if let Err(unknown) =
+                identity_access::permission::parse_names(permissions.iter().map(String::as_str))
+            {
                 bail!("unknown permission {unknown:?}");
             }
             ("service", name)
@@ -218,7 +218,7 @@ fn mint(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    key.mint(&identity_server::access::Claims {
+    key.mint(&identity_access::Claims {
         iss: settings.jwt_issuer.clone(),
         sub,
         aud: settings.jwt_audience.clone(),
@@ -252,7 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(unknown) = scopes
                 .iter()
                 .flatten()
-                .find(|s| identity_server::access::scope::Scope::parse(s).is_none())
+                .find(|s| identity_access::scope::Scope::parse(s).is_none())
             {
                 bail!("unknown scope {unknown:?}");
             }
@@ -266,7 +266,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let path = settings.signing_key_path().context(
                 "no signing key: set IDENTITY_SIGNING_KEY_FILE (development uses ./data/signing-key.pem)",
             )?;
-            let (kept, fresh) = identity_server::access::SigningKey::rotate(&path)?;
+            let (kept, fresh) = identity_access::SigningKey::rotate(&path)?;
             let mut previous: Vec<String> = settings
                 .previous_signing_keys
                 .iter()
@@ -291,7 +291,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let email = identity_domain::values::Email::parse(&email)
                 .map_err(|e| anyhow::anyhow!("--email: {e}"))?;
             let log = open_log().await?;
-            identity_server::access::bootstrap::ensure_registry(&log, &tenant, &email).await?;
+            identity_access::registry::ensure_registry(&log, &tenant, &email).await?;
             println!(
                 "tenant {tenant} and SUPER_ADMIN {email} (id {}) exist",
                 identity_domain::admin::admin_id(&email)

@@ -32,7 +32,7 @@ pub mod delivery;
 pub mod error;
 pub mod limits;
 pub mod observability;
-pub mod settings;
+pub use identity_settings as settings;
 pub mod stream;
 pub mod telemetry;
 pub mod tls;

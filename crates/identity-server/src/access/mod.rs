@@ -15,9 +15,8 @@
 
 pub mod bootstrap;
 pub mod directory;
-pub mod permission;
 pub mod scope;
-pub mod token;
+pub use identity_access::{permission, token};
 
 use std::sync::Arc;
 

@@ -229,7 +229,7 @@ mod tests {
 
     /// The README's configuration table, row by row.
     fn readme_rows() -> Vec<Setting> {
-        let readme = include_str!("../../../../README.md");
+        let readme = include_str!("../../../README.md");
         let start = readme
             .find("## Configuration")
             .expect("a Configuration section");

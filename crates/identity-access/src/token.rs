@@ -277,7 +277,7 @@ type Cache = HashMap<Box<str>, (Box<str>, Arc<Verified>)>;
 pub struct Verified {
     pub claims: Claims,
     /// The permissions a service token lists (unknown names dropped).
-    pub permissions: super::Permissions,
+    pub permissions: crate::Permissions,
     /// The token's tenant claim, parsed.
     pub tenant: Option<identity_domain::values::TenantId>,
 }
@@ -357,9 +357,9 @@ impl Verifier {
             }
         }
         let claims = self.check(token)?;
-        let mut permissions = super::Permissions::default();
+        let mut permissions = crate::Permissions::default();
         for name in &claims.permissions {
-            if let Some(p) = super::Permission::parse(name) {
+            if let Some(p) = crate::Permission::parse(name) {
                 permissions.insert(p);
             }
         }
