@@ -1262,7 +1262,7 @@ mod scenarios {
             .into_inner();
         let position = user.position as i64;
         let metadata: String = match &app.db {
-            TestDb::Postgres { url, .. } => {
+            TestDb::Postgres(identity_testkit::PgDatabase { url, .. }) => {
                 let pool = sqlx::PgPool::connect(url).await.expect("connect");
                 let m: serde_json::Value =
                     sqlx::query_scalar("SELECT metadata FROM events WHERE global_position = $1")

@@ -58,7 +58,7 @@ fn audit(app: &TestApp) -> AuditServiceClient<tonic::transport::Channel> {
 
 async fn tamper(app: &TestApp, pg: &str, sqlite: &str) {
     match &app.db {
-        TestDb::Postgres { url, .. } => {
+        TestDb::Postgres(identity_testkit::PgDatabase { url, .. }) => {
             let pool = sqlx::PgPool::connect(url).await.expect("connect");
             sqlx::raw_sql(pg).execute(&pool).await.expect("tamper");
         }

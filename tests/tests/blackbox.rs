@@ -3,9 +3,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -30,14 +29,24 @@ fn server_binary() -> PathBuf {
 
 /// The server binary, running as a child process.
 struct Server {
-    child: Child,
-    addr: String,
-    admin: String,
+    process: identity_testkit::ServerProcess,
     /// The bearer token `call` sends, and the tenant it names (none: the token's own).
     token: String,
     tenant: Option<String>,
-    /// Every line the server logged so far.
-    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// The child process, its addresses and its logs.
+impl std::ops::Deref for Server {
+    type Target = identity_testkit::ServerProcess;
+    fn deref(&self) -> &Self::Target {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.process
+    }
 }
 
 impl Server {
@@ -63,63 +72,33 @@ impl Server {
 
     /// Starts the binary in `dir` with `env` only, and waits for its "ready" log line.
     fn spawn(dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
-        let mut cmd = Command::new(server_binary());
-        cmd.current_dir(dir)
-            .env("IDENTITY_LISTEN_ADDR", "127.0.0.1:0")
-            .env("IDENTITY_ADMIN_ADDR", "127.0.0.1:0")
-            .env("IDENTITY_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .env("IDENTITY_SHUTDOWN_GRACE_SECS", "5")
-            .env_remove("DATABASE_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start the server binary");
-        let stdout = child.stdout.take().expect("stdout");
-        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let kept = logs.clone();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                        if v["message"] == "identity service ready" {
-                            let addr = v["addr"].as_str().unwrap_or_default().to_string();
-                            let admin = v["admin_addr"].as_str().unwrap_or_default().to_string();
-                            let _ = tx.send((addr, admin));
-                            sent = true;
-                        }
-                    }
-                }
-                if let Ok(mut l) = kept.lock() {
-                    l.push(line);
-                }
-            }
-        });
-        let (addr, admin) = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server reports it is ready");
+        // The test's own settings come last, so that they win.
+        let mut all = vec![("RUST_LOG", "info"), ("IDENTITY_SHUTDOWN_GRACE_SECS", "5")];
+        all.extend_from_slice(env);
+        let process = identity_testkit::ServerProcess::spawn(
+            &server_binary(),
+            Some(dir),
+            &all,
+            Duration::from_secs(30),
+            true,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         Server {
-            child,
-            addr,
-            admin,
+            process,
             token: String::new(),
             tenant: None,
-            logs,
         }
     }
 
     /// An HTTP GET on the admin port: (status code, body).
     fn admin_get(&self, path: &str) -> (u16, String) {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&self.admin).expect("connect to the admin port");
+        let mut s =
+            std::net::TcpStream::connect(&self.admin_addr).expect("connect to the admin port");
         write!(
             s,
             "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.admin
+            self.admin_addr
         )
         .expect("send");
         let mut response = String::new();
@@ -205,16 +184,6 @@ impl Server {
     fn crash(mut self) {
         self.child.kill().expect("kill -9");
         let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    /// A test that fails half-way must not leave a server running.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

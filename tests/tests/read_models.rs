@@ -1290,7 +1290,7 @@ mod scenarios {
             .await
             .expect("a second start");
         let tables = match &app.db {
-            TestDb::Postgres { .. } => {
+            TestDb::Postgres(_) => {
                 "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'rm_balances__r123'"
             }
             TestDb::Sqlite { .. } => {
@@ -1303,7 +1303,7 @@ mod scenarios {
             "a killed rebuild's leftovers survived a start"
         );
         // And verification is not vacuous: a row edited behind the projector's back is found.
-        if let TestDb::Postgres { url, .. } = &app.db {
+        if let TestDb::Postgres(identity_testkit::PgDatabase { url, .. }) = &app.db {
             let pool = sqlx::PgPool::connect(url).await.expect("connect");
             // Swapped-in tables carry their indexes under the live names (a restart looks for
             // them by name), including the trigram index of the directory's search.

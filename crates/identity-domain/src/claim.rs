@@ -7,7 +7,7 @@
 //! model, no window.
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ClaimKind, DomainError};
@@ -27,18 +27,7 @@ pub enum ClaimEvent {
     ValueReleased { owner: UserId },
 }
 
-impl DomainEvent for ClaimEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::ValueClaimed { .. } => "ValueClaimed",
-            Self::ValueReleased { .. } => "ValueReleased",
-        }
-        .to_string()
-    }
-    fn event_version(&self) -> String {
-        "1.0".to_string()
-    }
-}
+domain_event!(ClaimEvent, "1.0", [ValueClaimed, ValueReleased,]);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UniqueClaim {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
@@ -114,27 +114,19 @@ pub enum IdentificationEvent {
     },
 }
 
-impl DomainEvent for IdentificationEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::IdentificationStarted { .. } => "IdentificationStarted",
-            Self::IdentitySubmitted { .. } => "IdentitySubmitted",
-            Self::DocumentAttached { .. } => "DocumentAttached",
-            Self::PepStatusSet { .. } => "PepStatusSet",
-            Self::IdentificationLevelChanged { .. } => "IdentificationLevelChanged",
-        }
-        .to_string()
-    }
-    fn event_version(&self) -> String {
-        "1.0".to_string()
-    }
-}
+domain_event!(
+    IdentificationEvent,
+    "1.0",
+    [
+        IdentificationStarted,
+        IdentitySubmitted,
+        DocumentAttached,
+        PepStatusSet,
+        IdentificationLevelChanged,
+    ]
+);
 
-impl RecordsRejection for IdentificationEvent {
-    fn rejection(&self) -> Option<DomainError> {
-        None
-    }
-}
+impl RecordsRejection for IdentificationEvent {}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identification {

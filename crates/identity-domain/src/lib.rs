@@ -25,6 +25,25 @@
 
 #![forbid(unsafe_code)]
 
+/// Implements cqrs-es's `DomainEvent` for an aggregate's event enum: every event's type is
+/// its variant's name (the compiler checks the list is complete), and the version is the one
+/// its current shape has (`upcast.rs` says what to do when it changes).
+macro_rules! domain_event {
+    ($enum:ty, $version:literal, [$($variant:ident),* $(,)?]) => {
+        impl cqrs_es::DomainEvent for $enum {
+            fn event_type(&self) -> String {
+                match self {
+                    $(Self::$variant { .. } => stringify!($variant),)*
+                }
+                .to_string()
+            }
+            fn event_version(&self) -> String {
+                $version.to_string()
+            }
+        }
+    };
+}
+
 pub mod admin;
 pub mod claim;
 pub mod derive;
@@ -43,5 +62,8 @@ pub use error::{ClaimKind, DomainError, FieldViolation, ValueError, Violations};
 /// Events that record a refused attempt (a wrong confirmation code): they are appended, so the
 /// attempt counts, and the caller still receives the error they stand for.
 pub trait RecordsRejection {
-    fn rejection(&self) -> Option<DomainError>;
+    /// The refusal this event records, if it records one; most events record none.
+    fn rejection(&self) -> Option<DomainError> {
+        None
+    }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
@@ -79,27 +79,19 @@ pub enum StatusTierEvent {
     },
 }
 
-impl DomainEvent for StatusTierEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::StatusTierCreated { .. } => "StatusTierCreated",
-            Self::StatusTierUpdated { .. } => "StatusTierUpdated",
-            Self::StatusTierRetired { .. } => "StatusTierRetired",
-            Self::EligibleTokenAdded { .. } => "EligibleTokenAdded",
-            Self::EligibleTokenRemoved { .. } => "EligibleTokenRemoved",
-        }
-        .to_string()
-    }
-    fn event_version(&self) -> String {
-        "1.0".to_string()
-    }
-}
+domain_event!(
+    StatusTierEvent,
+    "1.0",
+    [
+        StatusTierCreated,
+        StatusTierUpdated,
+        StatusTierRetired,
+        EligibleTokenAdded,
+        EligibleTokenRemoved,
+    ]
+);
 
-impl RecordsRejection for StatusTierEvent {
-    fn rejection(&self) -> Option<DomainError> {
-        None
-    }
-}
+impl RecordsRejection for StatusTierEvent {}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusTier {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
@@ -75,26 +75,18 @@ pub enum TenantEvent {
     },
 }
 
-impl DomainEvent for TenantEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::TenantCreated { .. } => "TenantCreated",
-            Self::ProjectKeyIssued { .. } => "ProjectKeyIssued",
-            Self::ProjectKeyRevoked { .. } => "ProjectKeyRevoked",
-            Self::RolePermissionsSet { .. } => "RolePermissionsSet",
-        }
-        .to_string()
-    }
-    fn event_version(&self) -> String {
-        "1.0".to_string()
-    }
-}
+domain_event!(
+    TenantEvent,
+    "1.0",
+    [
+        TenantCreated,
+        ProjectKeyIssued,
+        ProjectKeyRevoked,
+        RolePermissionsSet,
+    ]
+);
 
-impl RecordsRejection for TenantEvent {
-    fn rejection(&self) -> Option<DomainError> {
-        None
-    }
-}
+impl RecordsRejection for TenantEvent {}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProjectKey {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::derive::wallet_address;
@@ -189,28 +189,20 @@ pub enum WalletEvent {
     },
 }
 
-impl DomainEvent for WalletEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::WalletOpened { .. } => "WalletOpened",
-            Self::WalletActivated { .. } => "WalletActivated",
-            Self::WalletSuspended { .. } => "WalletSuspended",
-            Self::WalletClosed { .. } => "WalletClosed",
-            Self::TokensCredited { .. } => "TokensCredited",
-            Self::TokensDebited { .. } => "TokensDebited",
-        }
-        .to_string()
-    }
-    fn event_version(&self) -> String {
-        "1.0".to_string()
-    }
-}
+domain_event!(
+    WalletEvent,
+    "1.0",
+    [
+        WalletOpened,
+        WalletActivated,
+        WalletSuspended,
+        WalletClosed,
+        TokensCredited,
+        TokensDebited,
+    ]
+);
 
-impl RecordsRejection for WalletEvent {
-    fn rejection(&self) -> Option<DomainError> {
-        None
-    }
-}
+impl RecordsRejection for WalletEvent {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

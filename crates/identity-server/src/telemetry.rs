@@ -88,8 +88,6 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// A span for one incoming call, a child of the caller's trace when the call carries a W3C
-/// `traceparent`. The RPC's own span (named after the RPC) nests inside it.
 /// The span of one admitted RPC, nested in its request span: named after the route's RPC
 /// (`otel.name`), never typed by hand in a handler, with the fields handlers and the command
 /// path record (tenant, request id, aggregate id, outcome, ...).
@@ -98,7 +96,6 @@ pub fn rpc_span(rpc: &'static str) -> tracing::Span {
     tracing::info_span!(
         "rpc",
         otel.name = rpc,
-        rpc = rpc,
         tenant = Empty,
         request_id = Empty,
         aggregate_id = Empty,
@@ -108,6 +105,8 @@ pub fn rpc_span(rpc: &'static str) -> tracing::Span {
     )
 }
 
+/// A span for one incoming call, a child of the caller's trace when the call carries a W3C
+/// `traceparent`. The RPC's own span (named after the RPC) nests inside it.
 pub fn request_span(method: &str, headers: &http::HeaderMap) -> tracing::Span {
     let span = tracing::info_span!(
         "grpc.request",

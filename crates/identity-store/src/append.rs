@@ -30,7 +30,8 @@ use serde_json::Value;
 use sqlx::{PgPool, Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::{Backend, StoreError};
+use crate::backend::Backend;
+use crate::StoreError;
 
 /// The most events one transaction carries; more waiting appends go to the next batch.
 const MAX_BATCH_EVENTS: usize = 512;

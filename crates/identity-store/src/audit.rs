@@ -2,11 +2,11 @@
 //! of the hash chains.
 
 use futures::TryStreamExt;
-use sqlx::Row;
 
+use crate::backend::{on_pool, to_i64, Backend, EventRow as _};
 use crate::chain::{event_hash, HashInput};
 use crate::feed::StoredEvent;
-use crate::{Backend, EventLog, StoreError};
+use crate::{EventLog, StoreError};
 
 /// Which events a listing returns. Empty fields do not filter.
 #[derive(Debug, Clone, Default)]
@@ -120,57 +120,6 @@ impl ChainReport {
     }
 }
 
-pub(crate) const COLUMNS_PG: &str =
-    "global_position, xid::text::bigint AS xid, aggregate_type, aggregate_id, sequence,
-    event_type, event_version, payload, metadata, hash,
-    to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at";
-pub(crate) const COLUMNS_SQLITE: &str =
-    "global_position, 0 AS xid, aggregate_type, aggregate_id, sequence, event_type,
-    event_version, payload, metadata, hash, recorded_at";
-
-pub(crate) fn event_from_pg(r: &sqlx::postgres::PgRow) -> Result<StoredEvent, StoreError> {
-    Ok(StoredEvent {
-        position: to_u64(r.try_get("global_position")?)?,
-        xid: to_u64(r.try_get("xid")?)?,
-        aggregate_type: r.try_get("aggregate_type")?,
-        aggregate_id: r.try_get("aggregate_id")?,
-        sequence: to_u64(r.try_get("sequence")?)?,
-        event_type: r.try_get("event_type")?,
-        event_version: r.try_get("event_version")?,
-        payload: r.try_get("payload")?,
-        metadata: r.try_get("metadata")?,
-        hash: r.try_get("hash")?,
-        recorded_at: r.try_get("recorded_at")?,
-    })
-}
-
-pub(crate) fn event_from_sqlite(r: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent, StoreError> {
-    let payload: String = r.try_get("payload")?;
-    let metadata: String = r.try_get("metadata")?;
-    Ok(StoredEvent {
-        position: to_u64(r.try_get("global_position")?)?,
-        xid: 0,
-        aggregate_type: r.try_get("aggregate_type")?,
-        aggregate_id: r.try_get("aggregate_id")?,
-        sequence: to_u64(r.try_get("sequence")?)?,
-        event_type: r.try_get("event_type")?,
-        event_version: r.try_get("event_version")?,
-        payload: serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        metadata: serde_json::from_str(&metadata)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        hash: r.try_get("hash")?,
-        recorded_at: r.try_get("recorded_at")?,
-    })
-}
-
-fn to_u64(v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 /// SQLite keeps `recorded_at` as `YYYY-MM-DDTHH:MM:SS.sssZ` text; compare in that form.
 fn sqlite_time(t: &str) -> Option<String> {
     chrono::DateTime::parse_from_rfc3339(t).ok().map(|d| {
@@ -201,18 +150,10 @@ impl EventLog {
         let mut conds: Vec<String> = Vec::new();
         let arg = |v: String, args: &mut Vec<String>| {
             args.push(v);
-            if pg {
-                format!("${}", args.len())
-            } else {
-                format!("?{}", args.len())
-            }
+            format!("${}", args.len())
         };
         let pos = arg(to_i64(after).to_string(), &mut args);
-        conds.push(if pg {
-            format!("global_position > {pos}::bigint")
-        } else {
-            format!("global_position > CAST({pos} AS INTEGER)")
-        });
+        conds.push(format!("global_position > CAST({pos} AS BIGINT)"));
         if let Some(t) = &filter.tenant {
             let prefix = format!("{t}/");
             let len = prefix.len();
@@ -239,21 +180,11 @@ impl EventLog {
                 });
             }
         }
-        if let Some(p) = filter.from_position {
-            let a = arg(to_i64(p).to_string(), &mut args);
-            conds.push(if pg {
-                format!("global_position >= {a}::bigint")
-            } else {
-                format!("global_position >= CAST({a} AS INTEGER)")
-            });
-        }
-        if let Some(p) = filter.to_position {
-            let a = arg(to_i64(p).to_string(), &mut args);
-            conds.push(if pg {
-                format!("global_position <= {a}::bigint")
-            } else {
-                format!("global_position <= CAST({a} AS INTEGER)")
-            });
+        for (bound, op) in [(filter.from_position, ">="), (filter.to_position, "<=")] {
+            if let Some(p) = bound {
+                let a = arg(to_i64(p).to_string(), &mut args);
+                conds.push(format!("global_position {op} CAST({a} AS BIGINT)"));
+            }
         }
         for (t, op) in [(&filter.from_time, ">="), (&filter.to_time, "<")] {
             if let Some(t) = t {
@@ -270,7 +201,7 @@ impl EventLog {
         }
         let sql = format!(
             "SELECT {} FROM events WHERE {} ORDER BY global_position LIMIT {}",
-            if pg { COLUMNS_PG } else { COLUMNS_SQLITE },
+            self.backend.event_columns(),
             conds.join(" AND "),
             limit.max(1)
         );
@@ -289,7 +220,7 @@ impl EventLog {
                 }
                 let rows = q.fetch_all(&mut *tx).await?;
                 tx.commit().await?;
-                rows.iter().map(|r| self.read(event_from_pg(r))).collect()
+                rows.iter().map(|r| self.read(r.stored_event())).collect()
             }
             Backend::Sqlite(pool) => {
                 let mut q = sqlx::query(&sql);
@@ -299,7 +230,7 @@ impl EventLog {
                 q.fetch_all(pool)
                     .await?
                     .iter()
-                    .map(|r| self.read(event_from_sqlite(r)))
+                    .map(|r| self.read(r.stored_event()))
                     .collect()
             }
         }
@@ -311,28 +242,18 @@ impl EventLog {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        match &self.backend {
-            Backend::Postgres(pool) => sqlx::query(&format!(
-                "SELECT {COLUMNS_PG} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
-            ))
+        let sql = format!(
+            "SELECT {} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+            self.backend.event_columns()
+        );
+        on_pool!(&self.backend, pool => sqlx::query(&sql)
             .bind(aggregate_type)
             .bind(aggregate_id)
             .fetch_all(pool)
             .await?
             .iter()
-            .map(|r| self.read(event_from_pg(r)))
-            .collect(),
-            Backend::Sqlite(pool) => sqlx::query(&format!(
-                "SELECT {COLUMNS_SQLITE} FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence"
-            ))
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(|r| self.read(event_from_sqlite(r)))
-            .collect(),
-        }
+            .map(|r| self.read(r.stored_event()))
+            .collect())
     }
 
     /// Recomputes every hash chain (of one tenant, or all) and reports every broken link.
@@ -419,30 +340,20 @@ impl EventLog {
         // One tenant's events only, chosen in the database (the check above stays as a
         // guard); every tenant's when none is given.
         let prefix = tenant.map(|t| format!("{t}/"));
-        match &self.backend {
-            Backend::Postgres(pool) => {
-                let sql = format!(
-                    "SELECT {COLUMNS_PG} FROM events
-                      WHERE ($1::text IS NULL OR substr(aggregate_id, 1, length($1::text)) = $1::text)
-                      ORDER BY aggregate_type, aggregate_id, sequence"
-                );
-                let mut rows = sqlx::query(&sql).bind(prefix).fetch(pool);
-                while let Some(r) = rows.try_next().await? {
-                    check(event_from_pg(&r)?, &mut report);
-                }
+        let sql = format!(
+            "SELECT {} FROM events
+              WHERE (CAST($1 AS TEXT) IS NULL
+                     OR substr(aggregate_id, 1, length(CAST($1 AS TEXT))) = CAST($1 AS TEXT))
+              ORDER BY aggregate_type, aggregate_id, sequence",
+            self.backend.event_columns()
+        );
+        // As stored: the hashes cover the stored bytes, not an upcast shape.
+        on_pool!(&self.backend, pool => {
+            let mut rows = sqlx::query(&sql).bind(&prefix).fetch(pool);
+            while let Some(r) = rows.try_next().await? {
+                check(r.stored_event()?, &mut report);
             }
-            Backend::Sqlite(pool) => {
-                let sql = format!(
-                    "SELECT {COLUMNS_SQLITE} FROM events
-                      WHERE (?1 IS NULL OR substr(aggregate_id, 1, length(?1)) = ?1)
-                      ORDER BY aggregate_type, aggregate_id, sequence"
-                );
-                let mut rows = sqlx::query(&sql).bind(prefix).fetch(pool);
-                while let Some(r) = rows.try_next().await? {
-                    check(event_from_sqlite(&r)?, &mut report);
-                }
-            }
-        }
+        });
         Ok(report)
     }
 }

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Backend, EventLog, StoreError};
+use crate::backend::{to_i64, to_u64, Backend, EventRow as _};
+use crate::{EventLog, StoreError};
 
 /// Where a reader of the feed stands: everything at or before it has been read.
 #[derive(
@@ -56,10 +57,6 @@ impl StoredEvent {
     }
 }
 
-fn to_i64(v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|e| StoreError::Other(e.to_string()))
-}
-
 /// The Postgres channel notified on every commit that appends events.
 pub const NOTIFY_CHANNEL: &str = "identity_events";
 
@@ -90,10 +87,10 @@ impl EventLog {
                     AND ($4::text IS NULL OR substr(aggregate_id, 1, length($4::text)) = $4::text)
                   ORDER BY events.xid, events.global_position
                   LIMIT $3",
-                crate::audit::COLUMNS_PG
+                self.backend.event_columns()
             ))
-            .bind(to_i64(after.xid)?)
-            .bind(to_i64(after.position)?)
+            .bind(to_i64(after.xid))
+            .bind(to_i64(after.position))
             .bind(limit)
             .bind(prefix)
             // The table's columns, qualified: the bare `xid` in ORDER BY named the output
@@ -104,21 +101,21 @@ impl EventLog {
             .fetch_all(pool)
             .await?
             .iter()
-            .map(|r| self.read(crate::audit::event_from_pg(r)))
+            .map(|r| self.read(r.stored_event()))
             .collect(),
             Backend::Sqlite(pool) => sqlx::query(&format!(
-                "SELECT {} FROM events WHERE global_position > ?1
-                    AND (?3 IS NULL OR substr(aggregate_id, 1, length(?3)) = ?3)
-                  ORDER BY global_position LIMIT ?2",
-                crate::audit::COLUMNS_SQLITE
+                "SELECT {} FROM events WHERE global_position > $1
+                    AND ($3 IS NULL OR substr(aggregate_id, 1, length($3)) = $3)
+                  ORDER BY global_position LIMIT $2",
+                self.backend.event_columns()
             ))
-            .bind(to_i64(after.position)?)
+            .bind(to_i64(after.position))
             .bind(limit)
             .bind(prefix)
             .fetch_all(pool)
             .await?
             .iter()
-            .map(|r| self.read(crate::audit::event_from_sqlite(r)))
+            .map(|r| self.read(r.stored_event()))
             .collect(),
         }
     }
@@ -144,11 +141,10 @@ impl EventLog {
                 .fetch_optional(pool)
                 .await?,
             };
-        let number = |n: i64| u64::try_from(n).map_err(|e| StoreError::Corrupt(e.to_string()));
         Ok(match row {
             Some((xid, position)) => FeedCursor {
-                xid: number(xid)?,
-                position: number(position)?,
+                xid: to_u64(xid)?,
+                position: to_u64(position)?,
             },
             None => FeedCursor::default(),
         })
@@ -160,7 +156,7 @@ impl EventLog {
         if position == 0 {
             return Ok(Some(FeedCursor::default()));
         }
-        let pos = to_i64(position)?;
+        let pos = to_i64(position);
         match &self.backend {
             Backend::Postgres(pool) => {
                 let xid: Option<i64> = sqlx::query_scalar(
@@ -171,7 +167,7 @@ impl EventLog {
                 .await?;
                 xid.map(|x| {
                     Ok(FeedCursor {
-                        xid: u64::try_from(x).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        xid: to_u64(x)?,
                         position,
                     })
                 })
@@ -179,7 +175,7 @@ impl EventLog {
             }
             Backend::Sqlite(pool) => {
                 let found: Option<i64> = sqlx::query_scalar(
-                    "SELECT global_position FROM events WHERE global_position = ?1",
+                    "SELECT global_position FROM events WHERE global_position = $1",
                 )
                 .bind(pos)
                 .fetch_optional(pool)

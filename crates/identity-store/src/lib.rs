@@ -21,6 +21,7 @@
 
 mod append;
 mod audit;
+mod backend;
 mod cache;
 mod chain;
 mod decode;
@@ -47,7 +48,9 @@ use cqrs_es::{Aggregate, EventEnvelope};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, Row, SqlitePool};
+use sqlx::{PgPool, Row};
+
+use backend::{on_pool, Backend, EventRow as _};
 
 /// How many times a command is re-run after losing an optimistic-concurrency race.
 pub const MAX_CONFLICT_RETRIES: u32 = 16;
@@ -113,13 +116,6 @@ pub struct Executed<A: Aggregate> {
 pub struct Loaded<A> {
     pub aggregate: A,
     pub sequence: usize,
-}
-
-/// Which database holds the log.
-#[derive(Debug, Clone)]
-enum Backend {
-    Postgres(PgPool),
-    Sqlite(SqlitePool),
 }
 
 /// The event log. Cheap to clone: it holds a connection pool.
@@ -307,27 +303,18 @@ impl EventLog {
 
     /// Connections of the command path's pool: (open, idle).
     pub fn pool_stats(&self) -> (u32, usize) {
-        match &self.backend {
-            Backend::Postgres(p) => (p.size(), p.num_idle()),
-            Backend::Sqlite(p) => (p.size(), p.num_idle()),
-        }
+        on_pool!(&self.backend, p => (p.size(), p.num_idle()))
     }
 
     /// Checks that the store answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
-            Backend::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
-        }
-        .map_err(StoreError::from)
+        on_pool!(&self.backend, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))
+            .map_err(StoreError::from)
     }
 
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
-        match &self.backend {
-            Backend::Postgres(p) => p.close().await,
-            Backend::Sqlite(p) => p.close().await,
-        }
+        on_pool!(&self.backend, p => p.close().await)
     }
 
     /// Loads an aggregate's current state; `None` when it has no events.
@@ -352,42 +339,24 @@ impl EventLog {
             aggregate.apply(decode::payload(A::TYPE, id, event_type, &version, payload)?);
             Ok::<_, StoreError>(())
         };
-        match &self.backend {
-            Backend::Postgres(pool) => {
-                let mut rows = sqlx::query(
-                    "SELECT sequence, payload, hash, global_position, event_type, event_version
-                     FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
-                )
-                .bind(A::TYPE)
-                .bind(id)
-                .fetch(pool);
-                while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
-                    apply(
-                        &mut aggregate,
-                        row.try_get(4)?,
-                        row.try_get(5)?,
-                        row.try_get(1)?,
-                    )?;
-                    last = (row.try_get(0)?, row.try_get(2)?, row.try_get(3)?);
-                }
+        on_pool!(&self.backend, pool => {
+            let mut rows = sqlx::query(
+                "SELECT sequence, payload, hash, global_position, event_type, event_version
+                 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+            )
+            .bind(A::TYPE)
+            .bind(id)
+            .fetch(pool);
+            while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+                apply(
+                    &mut aggregate,
+                    row.try_get("event_type")?,
+                    row.try_get("event_version")?,
+                    row.json("payload")?,
+                )?;
+                last = (row.try_get(0)?, row.try_get(2)?, row.try_get(3)?);
             }
-            Backend::Sqlite(pool) => {
-                let mut rows = sqlx::query(
-                    "SELECT sequence, payload, hash, global_position, event_type, event_version
-                     FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence",
-                )
-                .bind(A::TYPE)
-                .bind(id)
-                .fetch(pool);
-                while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
-                    let payload: &str = row.try_get(1)?;
-                    let payload = serde_json::from_str(payload)
-                        .map_err(|e| StoreError::Corrupt(format!("{}/{id}: {e}", A::TYPE)))?;
-                    apply(&mut aggregate, row.try_get(4)?, row.try_get(5)?, payload)?;
-                    last = (row.try_get(0)?, row.try_get(2)?, row.try_get(3)?);
-                }
-            }
-        }
+        });
         let number = |n: i64| u64::try_from(n).map_err(|e| StoreError::Corrupt(e.to_string()));
         Ok(Cached {
             aggregate: Arc::new(aggregate),
@@ -475,28 +444,14 @@ impl EventLog {
             return Ok(0);
         }
         let seq = i64::try_from(sequence).map_err(|e| StoreError::Other(e.to_string()))?;
-        let position: Option<i64> = match &self.backend {
-            Backend::Postgres(pool) => sqlx::query(
-                "SELECT global_position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
-            )
-            .bind(aggregate_type)
-            .bind(id)
-            .bind(seq)
-            .fetch_optional(pool)
-            .await?
-            .map(|r| r.try_get::<i64, _>(0))
-            .transpose()?,
-            Backend::Sqlite(pool) => sqlx::query(
-                "SELECT global_position FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 AND sequence = ?3",
-            )
-            .bind(aggregate_type)
-            .bind(id)
-            .bind(seq)
-            .fetch_optional(pool)
-            .await?
-            .map(|r| r.try_get::<i64, _>(0))
-            .transpose()?,
-        };
+        let position: Option<i64> = on_pool!(&self.backend, pool => sqlx::query_scalar(
+            "SELECT global_position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+        )
+        .bind(aggregate_type)
+        .bind(id)
+        .bind(seq)
+        .fetch_optional(pool)
+        .await?);
         let position = position.ok_or_else(|| {
             StoreError::Other(format!(
                 "event {aggregate_type}/{id}#{sequence} has no position"
@@ -508,10 +463,7 @@ impl EventLog {
     /// The highest global position written so far (0 for an empty log).
     pub async fn head_position(&self) -> Result<u64, StoreError> {
         let sql = "SELECT COALESCE(MAX(global_position), 0) FROM events";
-        let head: i64 = match &self.backend {
-            Backend::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await?,
-            Backend::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await?,
-        };
+        let head: i64 = on_pool!(&self.backend, p => sqlx::query_scalar(sql).fetch_one(p).await?);
         u64::try_from(head).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 }

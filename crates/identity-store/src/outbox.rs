@@ -12,7 +12,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use crate::{Backend, EventLog, StoreError};
+use crate::backend::on_pool;
+use crate::{EventLog, StoreError};
 
 /// One message waiting to be sent.
 #[derive(Clone, PartialEq, Eq)]
@@ -63,70 +64,39 @@ impl EventLog {
     pub async fn outbox_put(&self, message: &OutboxMessage) -> Result<(), StoreError> {
         const COLUMNS: &str = "INSERT INTO outbox (id, aggregate_id, code_hash, body, expires_at)";
         let expires = message.expires_at.timestamp();
-        match &self.backend {
-            Backend::Postgres(pool) => {
-                sqlx::query(&format!("{COLUMNS} VALUES ($1, $2, $3, $4, $5)"))
-                    .bind(&message.id)
-                    .bind(&message.aggregate_id)
-                    .bind(&message.code_hash)
-                    .bind(&message.body)
-                    .bind(expires)
-                    .execute(pool)
-                    .await?;
-            }
-            Backend::Sqlite(pool) => {
-                sqlx::query(&format!("{COLUMNS} VALUES (?1, ?2, ?3, ?4, ?5)"))
-                    .bind(&message.id)
-                    .bind(&message.aggregate_id)
-                    .bind(&message.code_hash)
-                    .bind(&message.body)
-                    .bind(expires)
-                    .execute(pool)
-                    .await?;
-            }
-        }
+        on_pool!(&self.backend, pool => sqlx::query(&format!("{COLUMNS} VALUES ($1, $2, $3, $4, $5)"))
+            .bind(&message.id)
+            .bind(&message.aggregate_id)
+            .bind(&message.code_hash)
+            .bind(&message.body)
+            .bind(expires)
+            .execute(pool)
+            .await
+            .map(|_| ())?);
         Ok(())
     }
 
     /// The oldest waiting messages, at most `limit`.
     pub async fn outbox_waiting(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
         const SQL: &str = "SELECT id, aggregate_id, code_hash, body, expires_at FROM outbox ORDER BY created_at, id LIMIT";
-        let rows = match &self.backend {
-            Backend::Postgres(pool) => sqlx::query(&format!("{SQL} $1"))
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .map(|r| decode(r.get(0), r.get(1), r.get(2), r.get(3), r.get::<i64, _>(4)))
-                .collect::<Result<Vec<_>, _>>()?,
-            Backend::Sqlite(pool) => sqlx::query(&format!("{SQL} ?1"))
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .map(|r| decode(r.get(0), r.get(1), r.get(2), r.get(3), r.get::<i64, _>(4)))
-                .collect::<Result<Vec<_>, _>>()?,
-        };
+        let rows = on_pool!(&self.backend, pool => sqlx::query(&format!("{SQL} $1"))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| decode(r.get(0), r.get(1), r.get(2), r.get(3), r.get::<i64, _>(4)))
+            .collect::<Result<Vec<_>, _>>()?);
         Ok(rows)
     }
 
     /// Forgets a message: sent, superseded, refused or expired. Removing a missing one is fine.
     pub async fn outbox_remove(&self, id: &str) -> Result<(), StoreError> {
         const SQL: &str = "DELETE FROM outbox WHERE id =";
-        match &self.backend {
-            Backend::Postgres(pool) => {
-                sqlx::query(&format!("{SQL} $1"))
-                    .bind(id)
-                    .execute(pool)
-                    .await?;
-            }
-            Backend::Sqlite(pool) => {
-                sqlx::query(&format!("{SQL} ?1"))
-                    .bind(id)
-                    .execute(pool)
-                    .await?;
-            }
-        }
+        on_pool!(&self.backend, pool => sqlx::query(&format!("{SQL} $1"))
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|_| ())?);
         Ok(())
     }
 }

@@ -389,26 +389,13 @@ impl EventLog {
         aggregate_type: &str,
         id: &str,
     ) -> Result<usize, StoreError> {
-        let sequence: i64 = match &self.backend {
-            crate::Backend::Postgres(p) => {
-                sqlx::query_scalar(
-                    "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
-                )
-                .bind(aggregate_type)
-                .bind(id)
-                .fetch_one(p)
-                .await?
-            }
-            crate::Backend::Sqlite(p) => {
-                sqlx::query_scalar(
-                    "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2",
-                )
-                .bind(aggregate_type)
-                .bind(id)
-                .fetch_one(p)
-                .await?
-            }
-        };
+        let sequence: i64 = crate::backend::on_pool!(&self.backend, p => sqlx::query_scalar(
+            "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+        )
+        .bind(aggregate_type)
+        .bind(id)
+        .fetch_one(p)
+        .await?);
         usize::try_from(sequence).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 }
@@ -421,24 +408,12 @@ impl EventLog {
         &self,
         aggregate_type: &str,
     ) -> Result<Vec<(String, usize)>, StoreError> {
-        let rows: Vec<(String, i64)> = match &self.backend {
-            crate::Backend::Postgres(p) => {
-                sqlx::query_as(
-                    "SELECT aggregate_id, MAX(sequence) FROM events WHERE aggregate_type = $1 GROUP BY aggregate_id",
-                )
-                .bind(aggregate_type)
-                .fetch_all(p)
-                .await?
-            }
-            crate::Backend::Sqlite(p) => {
-                sqlx::query_as(
-                    "SELECT aggregate_id, MAX(sequence) FROM events WHERE aggregate_type = ?1 GROUP BY aggregate_id",
-                )
-                .bind(aggregate_type)
-                .fetch_all(p)
-                .await?
-            }
-        };
+        let rows: Vec<(String, i64)> = crate::backend::on_pool!(&self.backend, p => sqlx::query_as(
+            "SELECT aggregate_id, MAX(sequence) FROM events WHERE aggregate_type = $1 GROUP BY aggregate_id",
+        )
+        .bind(aggregate_type)
+        .fetch_all(p)
+        .await?);
         rows.into_iter()
             .map(|(id, seq)| {
                 usize::try_from(seq)

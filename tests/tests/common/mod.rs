@@ -35,17 +35,6 @@ macro_rules! on_both_stores {
     )*};
 }
 
-/// The PostgreSQL server tests create their databases on.
-pub fn admin_url() -> String {
-    std::env::var("IDENTITY_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
-}
-
-fn with_database(url: &str, db: &str) -> String {
-    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
-    format!("{base}/{db}")
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Store {
     Postgres,
@@ -55,7 +44,7 @@ pub enum Store {
 /// A database that exists for one test and is dropped after it.
 #[derive(Debug)]
 pub enum TestDb {
-    Postgres { name: String, url: String },
+    Postgres(identity_testkit::PgDatabase),
     Sqlite { dir: PathBuf, url: String },
 }
 
@@ -63,22 +52,11 @@ impl TestDb {
     pub async fn create(store: Store) -> Self {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         match store {
-            Store::Postgres => {
-                let name = format!("identity_test_{suffix}");
-                let admin = admin_url();
-                let pool = sqlx::PgPool::connect(&admin).await.unwrap_or_else(|e| {
-                    panic!(
-                        "PostgreSQL is not reachable at {admin} ({e}). Start it (see README) or set IDENTITY_TEST_PG_URL; PostgreSQL tests are never skipped."
-                    )
-                });
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&pool)
+            Store::Postgres => TestDb::Postgres(
+                identity_testkit::PgDatabase::create("identity_test")
                     .await
-                    .expect("create test database");
-                pool.close().await;
-                let url = with_database(&admin, &name);
-                TestDb::Postgres { name, url }
-            }
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ),
             Store::Sqlite => {
                 let dir = std::env::temp_dir().join(format!("identity-test-{suffix}"));
                 std::fs::create_dir_all(&dir).expect("temp dir");
@@ -90,7 +68,8 @@ impl TestDb {
 
     pub fn url(&self) -> &str {
         match self {
-            TestDb::Postgres { url, .. } | TestDb::Sqlite { url, .. } => url,
+            TestDb::Postgres(db) => &db.url,
+            TestDb::Sqlite { url, .. } => url,
         }
     }
 
@@ -98,7 +77,7 @@ impl TestDb {
     /// is; the database's answer, error included.
     pub async fn sql(&self, sql: &str) -> Result<(), sqlx::Error> {
         match self {
-            TestDb::Postgres { url, .. } => {
+            TestDb::Postgres(identity_testkit::PgDatabase { url, .. }) => {
                 let pool = sqlx::PgPool::connect(url).await?;
                 sqlx::raw_sql(sql).execute(&pool).await.map(|_| ())
             }
@@ -112,7 +91,7 @@ impl TestDb {
     /// The single integer a `SELECT COUNT(*) …` answers.
     pub async fn count(&self, sql: &str) -> i64 {
         match self {
-            TestDb::Postgres { url, .. } => {
+            TestDb::Postgres(identity_testkit::PgDatabase { url, .. }) => {
                 let pool = sqlx::PgPool::connect(url).await.expect("connect");
                 sqlx::query_scalar(sql)
                     .fetch_one(&pool)
@@ -133,24 +112,15 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         match self {
-            TestDb::Postgres { name, .. } => {
-                let name = name.clone();
+            TestDb::Postgres(db) => {
+                let db = db.clone();
                 // Drop runs outside async; a short-lived runtime on its own thread does the work.
                 let _ = std::thread::spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
                         .expect("runtime");
-                    rt.block_on(async move {
-                        if let Ok(pool) = sqlx::PgPool::connect(&admin_url()).await {
-                            let _ = sqlx::query(&format!(
-                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                            ))
-                            .execute(&pool)
-                            .await;
-                            pool.close().await;
-                        }
-                    });
+                    rt.block_on(db.drop());
                 })
                 .join();
             }

@@ -1,6 +1,8 @@
 //! Shared fixtures for the aggregate tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod users;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
