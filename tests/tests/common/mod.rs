@@ -2,6 +2,8 @@
 //! fresh SQLite file, and hands out real tonic clients.
 #![allow(dead_code, unreachable_pub, unused_macros)]
 
+pub mod binary;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,299 @@
+//! The built binaries as a user runs them: the server as a child process driven with real
+//! grpcurl ([`Server`]), and `identity-admin`. Used by the black-box test files.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use identity_proto::v1 as pb;
+use serde_json::Value;
+
+use super::*;
+
+pub fn server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/blackbox-… → target/<profile>/identity-server
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("identity-server"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p identity-server` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The server binary, running as a child process.
+pub struct Server {
+    pub process: identity_testkit::ServerProcess,
+    /// The bearer token `call` sends, and the tenant it names (none: the token's own).
+    pub token: String,
+    pub tenant: Option<String>,
+}
+
+/// The child process, its addresses and its logs.
+impl std::ops::Deref for Server {
+    type Target = identity_testkit::ServerProcess;
+    fn deref(&self) -> &Self::Target {
+        &self.process
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.process
+    }
+}
+
+impl Server {
+    /// Starts the binary in `dir` with `env` and the test kit's signing key, waits for its
+    /// "ready" log line, and creates the kit's tenants; `call` then acts in `acme` as the
+    /// development SUPER_ADMIN.
+    pub fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        let key = kit_key().0.display().to_string();
+        let mut env = env.to_vec();
+        env.push(("IDENTITY_SIGNING_KEY_FILE", &key));
+        let mut server = Self::spawn(dir, &env);
+        server.token = super_admin_token().to_string();
+        for t in KIT_TENANTS {
+            let (ok, out) = server.call(
+                "identity.v1.TenantService/CreateTenant",
+                &format!(r#"{{"tenant_id":"{t}"}}"#),
+            );
+            assert!(ok || out["code"] == 6, "creating tenant {t}: {out}");
+        }
+        server.tenant = Some("acme".into());
+        server
+    }
+
+    /// Starts the binary in `dir` with `env` only, and waits for its "ready" log line.
+    pub fn spawn(dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
+        // The test's own settings come last, so that they win.
+        let mut all = vec![("RUST_LOG", "info"), ("IDENTITY_SHUTDOWN_GRACE_SECS", "5")];
+        all.extend_from_slice(env);
+        let process = identity_testkit::ServerProcess::spawn(
+            &server_binary(),
+            Some(dir),
+            &all,
+            Duration::from_secs(30),
+            true,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        Server {
+            process,
+            token: String::new(),
+            tenant: None,
+        }
+    }
+
+    /// An HTTP GET on the admin port: (status code, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect(&self.admin_addr).expect("connect to the admin port");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.admin_addr
+        )
+        .expect("send");
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("read");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// Runs grpcurl against the server; returns (success, stdout JSON or error JSON).
+    pub fn call(&self, method: &str, body: &str) -> (bool, Value) {
+        let mut headers = vec![format!("authorization: Bearer {}", self.token)];
+        if let Some(t) = &self.tenant {
+            headers.push(format!("x-tenant-id: {t}"));
+        }
+        self.call_with(&headers, method, body)
+    }
+
+    /// Runs grpcurl with exactly these headers (a project key, another token).
+    pub fn call_with(
+        &self,
+        headers: &[impl AsRef<str>],
+        method: &str,
+        body: &str,
+    ) -> (bool, Value) {
+        let mut cmd = Command::new(grpcurl());
+        cmd.args(["-plaintext", "-format-error"]);
+        for h in headers {
+            cmd.args(["-H", h.as_ref()]);
+        }
+        let out = cmd
+            .args(["-d", body, &self.addr, method])
+            .output()
+            .expect("run grpcurl");
+        let text = if out.status.success() {
+            out.stdout
+        } else {
+            out.stdout.into_iter().chain(out.stderr).collect()
+        };
+        let text = String::from_utf8_lossy(&text);
+        let json = serde_json::from_str(text.trim()).unwrap_or(Value::String(text.to_string()));
+        (out.status.success(), json)
+    }
+
+    pub fn grpcurl_plain(&self, args: &[&str]) -> String {
+        let out = Command::new(grpcurl())
+            .arg("-plaintext")
+            .arg(&self.addr)
+            .args(args)
+            .output()
+            .expect("run grpcurl");
+        assert!(
+            out.status.success(),
+            "grpcurl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn crash(mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+}
+
+pub fn reason_of(error: &Value) -> String {
+    error["details"]
+        .as_array()
+        .and_then(|d| d.iter().find_map(|x| x["reason"].as_str()))
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub async fn register_many(addr: &str, n: usize) -> Vec<String> {
+    let mut client = identity_proto::v1::user_service_client::UserServiceClient::connect(format!(
+        "http://{addr}"
+    ))
+    .await
+    .expect("connect");
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let r = client
+            .register_user(req(
+                "acme",
+                pb::RegisterUserRequest {
+                    user: Some(pb::UserInput {
+                        email: format!("durable{i}@example.com"),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .expect("registers");
+        ids.push(r.into_inner().user.expect("user").user_id);
+    }
+    ids
+}
+
+/// Registers a user in tenant `acme` and opens an internal Polygon wallet for it.
+pub async fn user_with_wallet(
+    users: &mut identity_proto::v1::user_service_client::UserServiceClient<
+        tonic::transport::Channel,
+    >,
+    wallets: &mut identity_proto::v1::wallet_service_client::WalletServiceClient<
+        tonic::transport::Channel,
+    >,
+    email: &str,
+) -> String {
+    let user = users
+        .register_user(req(
+            "acme",
+            pb::RegisterUserRequest {
+                user: Some(pb::UserInput {
+                    email: email.into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("registers")
+        .into_inner()
+        .user
+        .expect("user")
+        .user_id;
+    wallets
+        .open_wallet(req(
+            "acme",
+            pb::OpenWalletRequest {
+                owner_type: pb::OwnerType::User as i32,
+                owner_id: user,
+                wallet_type: pb::WalletType::Internal as i32,
+                network: "polygon".into(),
+                address: String::new(),
+            },
+        ))
+        .await
+        .expect("opens")
+        .into_inner()
+        .wallet
+        .expect("wallet")
+        .wallet_id
+}
+
+pub fn admin_binary() -> PathBuf {
+    let bin = server_binary().with_file_name("identity-admin");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p identity-cli` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn admin(dir: &std::path::Path, url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(admin_binary())
+        .current_dir(dir)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .args(args)
+        .output()
+        .expect("run identity-admin");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+pub fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
