@@ -1,0 +1,514 @@
+//! Integration tests of what changes a user: email change by code, passwords, bulk upsert,
+//! profile updates, roles, deactivation and merge, on both stores.
+
+#[macro_use]
+mod common;
+
+use common::*;
+use identity_proto::v1 as pb;
+use tonic::Code;
+
+on_both_stores!(
+    email_change_is_confirmed_by_code_and_locks_after_five_wrong_codes,
+    passwords_are_verified_and_legacy_ones_upgraded,
+    bulk_upsert_reports_each_item_on_its_own,
+    profile_updates_roles_deactivation_and_merge,
+);
+
+mod scenarios {
+    use super::*;
+
+    fn user_input(email: &str) -> pb::UserInput {
+        pb::UserInput {
+            email: email.into(),
+            ..Default::default()
+        }
+    }
+
+    pub(super) async fn email_change_is_confirmed_by_code_and_locks_after_five_wrong_codes(
+        store: Store,
+    ) {
+        let app = spawn_app(store).await;
+        let user = app.register("acme", "old@example.com").await;
+        let mut u = app.users();
+        let requested = u
+            .request_email_change(codes_req(
+                "acme",
+                pb::RequestEmailChangeRequest {
+                    user_id: user.clone(),
+                    email: "new@example.com".into(),
+                },
+            ))
+            .await
+            .expect("requests")
+            .into_inner();
+        assert_eq!(requested.code.len(), 6);
+        let wrong = if requested.code == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        for attempt in 1..=5 {
+            let s = assert_error(
+                u.confirm_email(req(
+                    "acme",
+                    pb::ConfirmEmailRequest {
+                        user_id: user.clone(),
+                        code: wrong.into(),
+                    },
+                ))
+                .await,
+                Code::InvalidArgument,
+                "INVALID_CODE",
+            );
+            assert!(
+                s.message()
+                    .contains(&format!("{} attempts left", 5 - attempt)),
+                "{s:?}"
+            );
+        }
+        assert_error(
+            u.confirm_email(req(
+                "acme",
+                pb::ConfirmEmailRequest {
+                    user_id: user.clone(),
+                    code: requested.code.clone(),
+                },
+            ))
+            .await,
+            Code::ResourceExhausted,
+            "RATE_LIMIT_EXCEEDED",
+        );
+        // The defect: a new request reset the five-attempt lock, so asking again and again
+        // gave unlimited guesses. Now it is refused, with when to retry.
+        let again = assert_error(
+            u.request_email_change(codes_req(
+                "acme",
+                pb::RequestEmailChangeRequest {
+                    user_id: user.clone(),
+                    email: "new@example.com".into(),
+                },
+            ))
+            .await,
+            Code::ResourceExhausted,
+            "RATE_LIMIT_EXCEEDED",
+        );
+        assert!(retry_after(&again) > 0, "{again:?}");
+        // An ordinary caller never sees the code: it goes to the person.
+        let other = app.register("acme", "other-old@example.com").await;
+        let hidden = u
+            .request_email_change(req(
+                "acme",
+                pb::RequestEmailChangeRequest {
+                    user_id: other,
+                    email: "other-new@example.com".into(),
+                },
+            ))
+            .await
+            .expect("requests")
+            .into_inner();
+        assert!(hidden.code.is_empty(), "the code reached the caller");
+        // While locked, the new address was not kept: someone else may still take it... until
+        // a user confirms it with a code.
+        let user = app.register("acme", "old2@example.com").await;
+        let fresh = u
+            .request_email_change(codes_req(
+                "acme",
+                pb::RequestEmailChangeRequest {
+                    user_id: user.clone(),
+                    email: "new@example.com".into(),
+                },
+            ))
+            .await
+            .expect("requests")
+            .into_inner();
+        let confirmed = u
+            .confirm_email(req(
+                "acme",
+                pb::ConfirmEmailRequest {
+                    user_id: user.clone(),
+                    code: fresh.code,
+                },
+            ))
+            .await
+            .expect("confirms")
+            .into_inner();
+        assert_eq!(confirmed.email, "new@example.com");
+        let got = u
+            .get_user(req(
+                "acme",
+                pb::GetUserRequest {
+                    user_id: user.clone(),
+                    read_mask: None,
+                },
+            ))
+            .await
+            .expect("reads")
+            .into_inner()
+            .user
+            .expect("user");
+        assert_eq!(got.email, "new@example.com");
+        assert!(got.email_confirmed);
+        // The old address is free again; the new one is taken.
+        app.register("acme", "old2@example.com").await;
+        assert_error(
+            u.register_user(req(
+                "acme",
+                pb::RegisterUserRequest {
+                    user: Some(user_input("new@example.com")),
+                },
+            ))
+            .await,
+            Code::AlreadyExists,
+            "EMAIL_ALREADY_ASSIGNED",
+        );
+        assert_error(
+            u.confirm_phone(req(
+                "acme",
+                pb::ConfirmPhoneRequest {
+                    user_id: user,
+                    code: "123456".into(),
+                },
+            ))
+            .await,
+            Code::FailedPrecondition,
+            "NO_PENDING_CHANGE",
+        );
+    }
+
+    pub(super) async fn passwords_are_verified_and_legacy_ones_upgraded(store: Store) {
+        let app = spawn_app(store).await;
+        let user = app.register("acme", "pw@example.com").await;
+        let mut u = app.users();
+        assert_error(
+            u.verify_password(req(
+                "acme",
+                pb::VerifyPasswordRequest {
+                    user_id: user.clone(),
+                    password: "whatever1".into(),
+                },
+            ))
+            .await,
+            Code::FailedPrecondition,
+            "NO_CREDENTIAL",
+        );
+        assert_error(
+            u.set_password(req(
+                "acme",
+                pb::SetPasswordRequest {
+                    user_id: user.clone(),
+                    password: "short".into(),
+                },
+            ))
+            .await,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        );
+        u.set_password(req(
+            "acme",
+            pb::SetPasswordRequest {
+                user_id: user.clone(),
+                password: "correct horse".into(),
+            },
+        ))
+        .await
+        .expect("sets");
+        let ok = u
+            .verify_password(req(
+                "acme",
+                pb::VerifyPasswordRequest {
+                    user_id: user.clone(),
+                    password: "correct horse".into(),
+                },
+            ))
+            .await
+            .expect("verifies")
+            .into_inner();
+        assert!(ok.valid && !ok.upgraded);
+        assert_error(
+            u.verify_password(req(
+                "acme",
+                pb::VerifyPasswordRequest {
+                    user_id: user.clone(),
+                    password: "wrong horse".into(),
+                },
+            ))
+            .await,
+            Code::Unauthenticated,
+            "INVALID_CREDENTIALS",
+        );
+        assert_error(
+            u.change_password(req(
+                "acme",
+                pb::ChangePasswordRequest {
+                    user_id: user.clone(),
+                    old_password: "nope".into(),
+                    new_password: "battery staple".into(),
+                },
+            ))
+            .await,
+            Code::Unauthenticated,
+            "INVALID_CREDENTIALS",
+        );
+        u.change_password(req(
+            "acme",
+            pb::ChangePasswordRequest {
+                user_id: user.clone(),
+                old_password: "correct horse".into(),
+                new_password: "battery staple".into(),
+            },
+        ))
+        .await
+        .expect("changes");
+        u.verify_password(req(
+            "acme",
+            pb::VerifyPasswordRequest {
+                user_id: user.clone(),
+                password: "battery staple".into(),
+            },
+        ))
+        .await
+        .expect("new password works");
+
+        // A migrated credential: base64(sha1("s4lt" + "legacy-pass")).
+        let legacy = app.register("acme", "legacy@example.com").await;
+        u.import_legacy_password(req(
+            "acme",
+            pb::ImportLegacyPasswordRequest {
+                user_id: legacy.clone(),
+                salt: "s4lt".into(),
+                sha1_base64: "+nZmB2ryNpTA6hMngzCgCPVJ16I=".into(),
+            },
+        ))
+        .await
+        .expect("imports");
+        let first = u
+            .verify_password(req(
+                "acme",
+                pb::VerifyPasswordRequest {
+                    user_id: legacy.clone(),
+                    password: "legacy-pass".into(),
+                },
+            ))
+            .await
+            .expect("verifies")
+            .into_inner();
+        assert!(
+            first.upgraded,
+            "the legacy credential is upgraded on first success"
+        );
+        let second = u
+            .verify_password(req(
+                "acme",
+                pb::VerifyPasswordRequest {
+                    user_id: legacy,
+                    password: "legacy-pass".into(),
+                },
+            ))
+            .await
+            .expect("verifies")
+            .into_inner();
+        assert!(!second.upgraded);
+    }
+
+    pub(super) async fn bulk_upsert_reports_each_item_on_its_own(store: Store) {
+        let app = spawn_app(store).await;
+        let existing = app.register("acme", "known@example.com").await;
+        let result = app
+            .users()
+            .upsert_users(req(
+                "acme",
+                pb::UpsertUsersRequest {
+                    users: vec![
+                        pb::UserInput {
+                            email: "known@example.com".into(),
+                            first_name: "Known".into(),
+                            ..Default::default()
+                        },
+                        pb::UserInput {
+                            email: "fresh@example.com".into(),
+                            ..Default::default()
+                        },
+                        pb::UserInput {
+                            email: "broken".into(),
+                            ..Default::default()
+                        },
+                        pb::UserInput {
+                            external_id: "crm-9".into(),
+                            ..Default::default()
+                        },
+                    ],
+                },
+            ))
+            .await
+            .expect("the call succeeds")
+            .into_inner()
+            .results;
+        assert_eq!(result.len(), 4);
+        assert_eq!(result[0].user_id, existing);
+        assert!(!result[0].created && result[0].error.is_none());
+        assert!(result[1].created && result[1].error.is_none());
+        let err = result[2].error.as_ref().expect("item 2 fails");
+        assert_eq!(err.code, "INVALID_ARGUMENT");
+        assert_eq!(err.field_violations[0].field, "users[2].email");
+        assert!(result[3].created && result[3].error.is_none());
+        let known = app
+            .users()
+            .get_user(req(
+                "acme",
+                pb::GetUserRequest {
+                    user_id: existing,
+                    read_mask: None,
+                },
+            ))
+            .await
+            .expect("reads")
+            .into_inner()
+            .user
+            .expect("user");
+        assert_eq!(known.first_name, "Known");
+    }
+
+    pub(super) async fn profile_updates_roles_deactivation_and_merge(store: Store) {
+        let app = spawn_app(store).await;
+        let user = app.register("acme", "p@example.com").await;
+        let mut u = app.users();
+        let updated = u
+            .update_user_profile(req(
+                "acme",
+                pb::UpdateUserProfileRequest {
+                    user_id: user.clone(),
+                    profile: Some(pb::UserInput {
+                        first_name: "Grace".into(),
+                        last_name: "Ignored".into(),
+                        ..Default::default()
+                    }),
+                    update_mask: Some(identity_proto::prost_types::FieldMask {
+                        paths: vec!["first_name".into()],
+                    }),
+                },
+            ))
+            .await
+            .expect("updates")
+            .into_inner()
+            .user
+            .expect("user");
+        assert_eq!(updated.first_name, "Grace");
+        assert_eq!(updated.last_name, "");
+        assert_error(
+            u.update_user_profile(req(
+                "acme",
+                pb::UpdateUserProfileRequest {
+                    user_id: user.clone(),
+                    profile: None,
+                    update_mask: Some(identity_proto::prost_types::FieldMask {
+                        paths: vec!["email".into()],
+                    }),
+                },
+            ))
+            .await,
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        );
+        let roles = u
+            .set_user_roles(req(
+                "acme",
+                pb::SetUserRolesRequest {
+                    user_id: user.clone(),
+                    roles: vec!["admin".into()],
+                    replace: false,
+                },
+            ))
+            .await
+            .expect("roles")
+            .into_inner();
+        assert_eq!(roles.roles, vec!["admin"]);
+        let roles = u
+            .set_user_roles(req(
+                "acme",
+                pb::SetUserRolesRequest {
+                    user_id: user.clone(),
+                    roles: vec!["support".into()],
+                    replace: false,
+                },
+            ))
+            .await
+            .expect("roles")
+            .into_inner();
+        assert_eq!(roles.roles, vec!["admin", "support"]);
+        let roles = u
+            .set_user_roles(req(
+                "acme",
+                pb::SetUserRolesRequest {
+                    user_id: user.clone(),
+                    roles: vec!["viewer".into()],
+                    replace: true,
+                },
+            ))
+            .await
+            .expect("roles")
+            .into_inner();
+        assert_eq!(roles.roles, vec!["viewer"]);
+
+        u.deactivate_user(req(
+            "acme",
+            pb::DeactivateUserRequest {
+                user_id: user.clone(),
+            },
+        ))
+        .await
+        .expect("deactivates");
+        assert_error(
+            u.set_user_roles(req(
+                "acme",
+                pb::SetUserRolesRequest {
+                    user_id: user.clone(),
+                    roles: vec!["x".into()],
+                    replace: false,
+                },
+            ))
+            .await,
+            Code::FailedPrecondition,
+            "USER_INACTIVE",
+        );
+        u.reactivate_user(req(
+            "acme",
+            pb::ReactivateUserRequest {
+                user_id: user.clone(),
+            },
+        ))
+        .await
+        .expect("reactivates");
+
+        let survivor = app.register("acme", "s@example.com").await;
+        u.merge_users(req(
+            "acme",
+            pb::MergeUsersRequest {
+                source_user_id: user.clone(),
+                target_user_id: survivor.clone(),
+            },
+        ))
+        .await
+        .expect("merges");
+        let merged = u
+            .get_user(req(
+                "acme",
+                pb::GetUserRequest {
+                    user_id: user.clone(),
+                    read_mask: None,
+                },
+            ))
+            .await
+            .expect("reads")
+            .into_inner()
+            .user
+            .expect("user");
+        assert_eq!(merged.merged_into, survivor);
+        assert_error(
+            u.deactivate_user(req("acme", pb::DeactivateUserRequest { user_id: user }))
+                .await,
+            Code::FailedPrecondition,
+            "USER_MERGED",
+        );
+    }
+}
