@@ -1,271 +1,29 @@
-//! People's own access: sign-in with rotating refresh tokens, "me", bounded password
-//! guessing, password reset by code, codes that reach people and not callers, and legacy
-//! import as a migration tool. Every scenario runs on PostgreSQL and on SQLite.
+//! People's own passwords and data: bounded guessing, a wrong old password, reset by code,
+//! legacy import as a migration tool, and field scopes that keep an email from a token
+//! without the scope. Sessions and tokens are in `people_sessions.rs`. Every scenario
+//! runs on PostgreSQL and on SQLite.
 
 #[macro_use]
 mod common;
+mod people_support;
 
 use common::*;
 use identity_proto::v1 as pb;
 use identity_proto::v1::auth_service_client::AuthServiceClient;
 use identity_proto::v1::me_service_client::MeServiceClient;
-use tonic::{Code, Request};
+use people_support::*;
+use tonic::Code;
 
 on_both_stores!(
+    a_token_without_the_email_scope_gets_users_without_their_email,
     twenty_wrong_passwords_lock_the_account_and_a_locked_attempt_costs_no_hash,
     a_wrong_old_password_costs_one_hash_and_changes_nothing,
-    signing_in_gives_tokens_that_act_as_the_person,
-    a_reused_refresh_token_ends_its_session_and_sign_out_ends_the_access_token,
     a_password_is_reset_by_code_and_the_sessions_end,
     legacy_import_refuses_a_modern_credential_and_can_be_turned_off,
-    a_token_without_the_email_scope_gets_users_without_their_email,
-    an_admin_signs_in_and_its_token_lives_as_long_as_its_session,
 );
-
-/// A service token of acme with `permissions` and, when given, `scopes`.
-fn scoped_token(permissions: &[&str], scopes: Option<&[&str]>) -> String {
-    mint_claims(identity_server::access::Claims {
-        iss: "identity".into(),
-        sub: "crm".into(),
-        aud: "identity".into(),
-        exp: now_secs() + 600,
-        nbf: None,
-        iat: None,
-        tenant: Some("acme".into()),
-        kind: "service".into(),
-        permissions: permissions.iter().map(|p| p.to_string()).collect(),
-        sid: None,
-        roles: Vec::new(),
-        scopes: scopes.map(|s| s.iter().map(|x| x.to_string()).collect()),
-    })
-}
-
-fn bearer<T>(token: &str, msg: T) -> Request<T> {
-    with_token(token, None, msg)
-}
-
-fn sign_in(email: &str, password: &str) -> pb::SignInRequest {
-    pb::SignInRequest {
-        identifier: Some(pb::sign_in_request::Identifier::Email(email.into())),
-        password: password.into(),
-    }
-}
-
-async fn user_with_password(app: &TestApp, email: &str, password: &str) -> String {
-    let user = app.register("acme", email).await;
-    app.users()
-        .set_password(req(
-            "acme",
-            pb::SetPasswordRequest {
-                user_id: user.clone(),
-                password: password.into(),
-            },
-        ))
-        .await
-        .expect("sets the password");
-    user
-}
-
-fn verify(user: &str, password: &str) -> Request<pb::VerifyPasswordRequest> {
-    req(
-        "acme",
-        pb::VerifyPasswordRequest {
-            user_id: user.into(),
-            password: password.into(),
-        },
-    )
-}
 
 mod scenarios {
     use super::*;
-
-    pub(super) async fn a_token_without_the_email_scope_gets_users_without_their_email(
-        store: Store,
-    ) {
-        let app = spawn_app(store).await;
-        let registered = app
-            .users()
-            .register_user(req(
-                "acme",
-                pb::RegisterUserRequest {
-                    user: Some(pb::UserInput {
-                        email: "scoped@example.com".into(),
-                        phone: "+372 5555 0001".into(),
-                        first_name: "Grace".into(),
-                        ..Default::default()
-                    }),
-                },
-            ))
-            .await
-            .expect("registers")
-            .into_inner();
-        let user = registered.user.expect("user").user_id;
-        let token = scoped_token(&["read:users"], Some(&["name", "phone"]));
-        let mut users = app.users();
-        let got = users
-            .get_user(bearer(
-                &token,
-                pb::GetUserRequest {
-                    user_id: user.clone(),
-                    read_mask: None,
-                },
-            ))
-            .await
-            .expect("reads")
-            .into_inner();
-        let u = got.user.expect("user");
-        assert_eq!(u.email, "", "the email is withheld");
-        assert_eq!(u.first_name, "Grace");
-        assert_eq!(u.phone, "37255550001");
-        assert!(
-            got.withheld_fields.contains(&"email".to_string()),
-            "{:?}",
-            got.withheld_fields
-        );
-        assert!(!got.withheld_fields.contains(&"phone".to_string()));
-        // Asking for it outright is refused, naming the field.
-        let s = assert_error(
-            users
-                .get_user(bearer(
-                    &token,
-                    pb::GetUserRequest {
-                        user_id: user.clone(),
-                        read_mask: Some(identity_proto::prost_types::FieldMask {
-                            paths: vec!["first_name".into(), "email".into()],
-                        }),
-                    },
-                ))
-                .await,
-            Code::PermissionDenied,
-            "FIELD_OUT_OF_SCOPE",
-        );
-        {
-            use tonic_types::StatusExt as _;
-            let info = s.get_error_details().error_info().cloned().expect("info");
-            assert_eq!(
-                info.metadata.get("field").map(String::as_str),
-                Some("email")
-            );
-        }
-        // The directory answers follow the same table.
-        let listed = users
-            .list_users(bearer(
-                &token,
-                pb::ListUsersRequest {
-                    search: "grace".into(),
-                    min_position: registered.position,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("lists")
-            .into_inner();
-        assert_eq!(listed.users.len(), 1);
-        assert_eq!(listed.users[0].email, "");
-        assert!(listed.withheld_fields.contains(&"email".to_string()));
-        let found = users
-            .lookup_user(bearer(
-                &token,
-                pb::LookupUserRequest {
-                    key: Some(pb::lookup_user_request::Key::Phone("+372 5555 0001".into())),
-                    min_position: registered.position,
-                    read_mask: None,
-                },
-            ))
-            .await
-            .expect("looks up")
-            .into_inner();
-        assert_eq!(found.user.expect("user").email, "");
-        // Lookup by national person code is its own permission.
-        let s = assert_error(
-            users
-                .lookup_user(bearer(
-                    &token,
-                    pb::LookupUserRequest {
-                        key: Some(pb::lookup_user_request::Key::PersonCode(
-                            "EE:38601010123".into(),
-                        )),
-                        ..Default::default()
-                    },
-                ))
-                .await,
-            Code::PermissionDenied,
-            "PERMISSION_DENIED",
-        );
-        assert!(s.message().contains("lookup:person_code"), "{s:?}");
-        // Without a scopes claim, every field the permissions reach.
-        let full = users
-            .get_user(bearer(
-                &scoped_token(&["read:users"], None),
-                pb::GetUserRequest {
-                    user_id: user.clone(),
-                    read_mask: None,
-                },
-            ))
-            .await
-            .expect("reads")
-            .into_inner();
-        assert_eq!(full.user.expect("user").email, "scoped@example.com");
-        assert!(full.withheld_fields.is_empty());
-        // The audit trail shows payloads and states cut by the same scopes, and says what.
-        let auditor = scoped_token(&["read:audit"], Some(&["name", "phone"]));
-        let history =
-            identity_proto::v1::audit_service_client::AuditServiceClient::new(app.channel())
-                .get_aggregate_history(bearer(
-                    &auditor,
-                    pb::GetAggregateHistoryRequest {
-                        aggregate_type: "User".into(),
-                        aggregate_id: user.clone(),
-                        ..Default::default()
-                    },
-                ))
-                .await
-                .expect("reads the history")
-                .into_inner();
-        let first = &history.entries[0];
-        let event = first.event.as_ref().expect("event");
-        let text = format!("{:?} {:?}", event.payload, first.state);
-        assert!(!text.contains("scoped@example.com"), "{text}");
-        assert!(text.contains("Grace"), "{text}");
-        assert!(
-            event.withheld_fields.contains(&"email".to_string()),
-            "{event:?}"
-        );
-        assert!(
-            first.withheld_fields.contains(&"email".to_string()),
-            "{first:?}"
-        );
-        let unscoped =
-            identity_proto::v1::audit_service_client::AuditServiceClient::new(app.channel())
-                .get_aggregate_history(bearer(
-                    &scoped_token(&["read:audit"], None),
-                    pb::GetAggregateHistoryRequest {
-                        aggregate_type: "User".into(),
-                        aggregate_id: user.clone(),
-                        ..Default::default()
-                    },
-                ))
-                .await
-                .expect("reads the history")
-                .into_inner();
-        let event = unscoped.entries[0].event.as_ref().expect("event");
-        assert!(format!("{:?}", event.payload).contains("scoped@example.com"));
-        assert!(event.withheld_fields.is_empty());
-        // An unknown scope is not quietly ignored.
-        assert_error(
-            users
-                .get_user(bearer(
-                    &scoped_token(&["read:users"], Some(&["emails"])),
-                    pb::GetUserRequest {
-                        user_id: user,
-                        read_mask: None,
-                    },
-                ))
-                .await,
-            Code::Unauthenticated,
-            "UNAUTHENTICATED",
-        );
-    }
 
     /// The defect: VerifyPassword answered any number of wrong guesses (12 in a row, then
     /// the right one was accepted).
@@ -345,229 +103,6 @@ mod scenarios {
             .verify_password(verify(&user, "old password"))
             .await
             .expect("the old password still works");
-    }
-
-    pub(super) async fn signing_in_gives_tokens_that_act_as_the_person(store: Store) {
-        let app = spawn_app(store).await;
-        let user = user_with_password(&app, "me@example.com", "my password 1").await;
-        let wallet = app.active_wallet("acme", &user).await;
-        let credited = app
-            .wallets()
-            .credit_tokens(req("acme", credit(&wallet, "42", "me-1")))
-            .await
-            .expect("credits")
-            .into_inner();
-        let key = project_key(&app, "acme").await;
-        let mut auth = AuthServiceClient::new(app.channel());
-        assert_error(
-            auth.sign_in(with_key(&key, sign_in("me@example.com", "not my password")))
-                .await,
-            Code::Unauthenticated,
-            "INVALID_CREDENTIALS",
-        );
-        assert_error(
-            auth.sign_in(with_key(&key, sign_in("nobody@example.com", "whatever 1")))
-                .await,
-            Code::Unauthenticated,
-            "INVALID_CREDENTIALS",
-        );
-        let signed = auth
-            .sign_in(with_key(&key, sign_in("ME@example.com", "my password 1")))
-            .await
-            .expect("signs in")
-            .into_inner();
-        assert_eq!(signed.user_id, user);
-        let tokens = signed.tokens.expect("tokens");
-        assert_eq!(tokens.token_type, "Bearer");
-        assert!(tokens.refresh_token.starts_with("rt1.acme."));
-        let mut me = MeServiceClient::new(app.channel());
-        let got = me
-            .get_me(bearer(&tokens.access_token, pb::GetMeRequest::default()))
-            .await
-            .expect("GetMe")
-            .into_inner();
-        assert_eq!(got.user.expect("user").user_id, user);
-        assert!(got.permissions.contains(&"read:me".to_string()));
-        assert_eq!(got.session_id, tokens.session_id);
-        let balances = me
-            .get_my_balances(bearer(
-                &tokens.access_token,
-                pb::GetMyBalancesRequest {
-                    min_position: credited.position,
-                },
-            ))
-            .await
-            .expect("GetMyBalances")
-            .into_inner();
-        assert_eq!(balances.wallets.len(), 1);
-        assert_eq!(balances.wallets[0].balances[0].amount, "42");
-        me.get_my_status(bearer(
-            &tokens.access_token,
-            pb::GetMyStatusRequest {
-                min_position: credited.position,
-            },
-        ))
-        .await
-        .expect("GetMyStatus");
-        let updated = me
-            .update_me(bearer(
-                &tokens.access_token,
-                pb::UpdateMeRequest {
-                    profile: Some(pb::UserInput {
-                        first_name: "Ada".into(),
-                        ..Default::default()
-                    }),
-                    update_mask: Some(identity_proto::prost_types::FieldMask {
-                        paths: vec!["first_name".into()],
-                    }),
-                },
-            ))
-            .await
-            .expect("UpdateMe")
-            .into_inner();
-        assert_eq!(updated.user.expect("user").first_name, "Ada");
-        // The person's token is theirs alone: no operator calls, no one else's data.
-        assert_error(
-            app.users()
-                .get_user(bearer(
-                    &tokens.access_token,
-                    pb::GetUserRequest {
-                        user_id: user.clone(),
-                        read_mask: None,
-                    },
-                ))
-                .await,
-            Code::PermissionDenied,
-            "PERMISSION_DENIED",
-        );
-        // An admin is not a person: MeService refuses it.
-        assert_error(
-            me.get_my_balances(req("acme", pb::GetMyBalancesRequest::default()))
-                .await,
-            Code::PermissionDenied,
-            "FORBIDDEN",
-        );
-        // The access token verifies with the published key alone (JWKS-shaped claims).
-        let claims = decode_unverified(&tokens.access_token);
-        assert_eq!(claims["sub"], user.as_str());
-        assert_eq!(claims["tenant"], "acme");
-        assert_eq!(claims["kind"], "user");
-        assert_eq!(claims["sid"], tokens.session_id.as_str());
-    }
-
-    pub(super) async fn a_reused_refresh_token_ends_its_session_and_sign_out_ends_the_access_token(
-        store: Store,
-    ) {
-        let app = spawn_app(store).await;
-        user_with_password(&app, "rotate@example.com", "my password 2").await;
-        let key = project_key(&app, "acme").await;
-        let mut auth = AuthServiceClient::new(app.channel());
-        let mut me = MeServiceClient::new(app.channel());
-        let first = auth
-            .sign_in(with_key(
-                &key,
-                sign_in("rotate@example.com", "my password 2"),
-            ))
-            .await
-            .expect("signs in")
-            .into_inner()
-            .tokens
-            .expect("tokens");
-        let second = auth
-            .refresh(with_key(
-                &key,
-                pb::RefreshRequest {
-                    refresh_token: first.refresh_token.clone(),
-                },
-            ))
-            .await
-            .expect("refreshes")
-            .into_inner()
-            .tokens
-            .expect("tokens");
-        assert_ne!(second.refresh_token, first.refresh_token, "rotated");
-        assert_eq!(second.session_id, first.session_id);
-        me.get_me(bearer(&second.access_token, pb::GetMeRequest::default()))
-            .await
-            .expect("the new access token works");
-        // The first refresh token again: a copy is in use, so the session ends.
-        assert_error(
-            auth.refresh(with_key(
-                &key,
-                pb::RefreshRequest {
-                    refresh_token: first.refresh_token.clone(),
-                },
-            ))
-            .await,
-            Code::Unauthenticated,
-            "INVALID_REFRESH_TOKEN",
-        );
-        assert_error(
-            auth.refresh(with_key(
-                &key,
-                pb::RefreshRequest {
-                    refresh_token: second.refresh_token.clone(),
-                },
-            ))
-            .await,
-            Code::Unauthenticated,
-            "INVALID_REFRESH_TOKEN",
-        );
-        assert_error(
-            me.get_me(bearer(&second.access_token, pb::GetMeRequest::default()))
-                .await,
-            Code::Unauthenticated,
-            "UNAUTHENTICATED",
-        );
-        // A fresh session, signed out: its access token stops at once.
-        let third = auth
-            .sign_in(with_key(
-                &key,
-                sign_in("rotate@example.com", "my password 2"),
-            ))
-            .await
-            .expect("signs in")
-            .into_inner()
-            .tokens
-            .expect("tokens");
-        let listed = me
-            .list_my_sessions(bearer(
-                &third.access_token,
-                pb::ListMySessionsRequest::default(),
-            ))
-            .await
-            .expect("lists")
-            .into_inner();
-        assert_eq!(listed.sessions.len(), 1);
-        assert!(listed.sessions[0].current);
-        auth.sign_out(with_key(
-            &key,
-            pb::SignOutRequest {
-                refresh_token: third.refresh_token.clone(),
-            },
-        ))
-        .await
-        .expect("signs out");
-        assert_error(
-            me.get_me(bearer(&third.access_token, pb::GetMeRequest::default()))
-                .await,
-            Code::Unauthenticated,
-            "UNAUTHENTICATED",
-        );
-        // Garbage and other tenants' tokens say nothing more than "invalid".
-        for bad in ["", "rt1", "rt1.acme.x.y.z", "rt1.other.a.b.c"] {
-            assert_error(
-                auth.refresh(with_key(
-                    &key,
-                    pb::RefreshRequest {
-                        refresh_token: bad.into(),
-                    },
-                ))
-                .await,
-                Code::Unauthenticated,
-                "INVALID_REFRESH_TOKEN",
-            );
-        }
     }
 
     pub(super) async fn a_password_is_reset_by_code_and_the_sessions_end(store: Store) {
@@ -795,177 +330,191 @@ mod scenarios {
             "LEGACY_IMPORT_DISABLED",
         );
     }
-
-    pub(super) async fn an_admin_signs_in_and_its_token_lives_as_long_as_its_session(store: Store) {
-        use identity_proto::v1::admin_service_client::AdminServiceClient;
+    pub(super) async fn a_token_without_the_email_scope_gets_users_without_their_email(
+        store: Store,
+    ) {
         let app = spawn_app(store).await;
-        let mut admins = AdminServiceClient::new(app.channel());
-        let created = |email: &str, admin_type: pb::AdminType| pb::CreateAdminRequest {
-            email: email.into(),
-            display_name: "Ops".into(),
-            admin_type: admin_type as i32,
-            tenants: vec!["acme".into()],
-        };
-        let auditor = admins
-            .create_admin(req(
+        let registered = app
+            .users()
+            .register_user(req(
                 "acme",
-                created("audit@acme.example", pb::AdminType::Auditor),
+                pb::RegisterUserRequest {
+                    user: Some(pb::UserInput {
+                        email: "scoped@example.com".into(),
+                        phone: "+372 5555 0001".into(),
+                        first_name: "Grace".into(),
+                        ..Default::default()
+                    }),
+                },
             ))
             .await
-            .expect("creates")
-            .into_inner()
-            .admin
-            .expect("admin")
-            .admin_id;
-        let ops = admins
-            .create_admin(req(
-                "acme",
-                created("ops@acme.example", pb::AdminType::TenantAdmin),
+            .expect("registers")
+            .into_inner();
+        let user = registered.user.expect("user").user_id;
+        let token = scoped_token(&["read:users"], Some(&["name", "phone"]));
+        let mut users = app.users();
+        let got = users
+            .get_user(bearer(
+                &token,
+                pb::GetUserRequest {
+                    user_id: user.clone(),
+                    read_mask: None,
+                },
             ))
             .await
-            .expect("creates")
-            .into_inner()
-            .admin
-            .expect("admin")
-            .admin_id;
-        let set = |admin_id: &str, password: &str| pb::SetAdminPasswordRequest {
-            admin_id: admin_id.into(),
-            password: password.into(),
-        };
-        // An auditor sets its own password, never another admin's.
-        let as_auditor = mint("admin", &auditor, Some("acme"), &[]);
-        admins
-            .set_admin_password(with_token(&as_auditor, None, set(&auditor, "auditor pw 1")))
+            .expect("reads")
+            .into_inner();
+        let u = got.user.expect("user");
+        assert_eq!(u.email, "", "the email is withheld");
+        assert_eq!(u.first_name, "Grace");
+        assert_eq!(u.phone, "37255550001");
+        assert!(
+            got.withheld_fields.contains(&"email".to_string()),
+            "{:?}",
+            got.withheld_fields
+        );
+        assert!(!got.withheld_fields.contains(&"phone".to_string()));
+        // Asking for it outright is refused, naming the field.
+        let s = assert_error(
+            users
+                .get_user(bearer(
+                    &token,
+                    pb::GetUserRequest {
+                        user_id: user.clone(),
+                        read_mask: Some(identity_proto::prost_types::FieldMask {
+                            paths: vec!["first_name".into(), "email".into()],
+                        }),
+                    },
+                ))
+                .await,
+            Code::PermissionDenied,
+            "FIELD_OUT_OF_SCOPE",
+        );
+        {
+            use tonic_types::StatusExt as _;
+            let info = s.get_error_details().error_info().cloned().expect("info");
+            assert_eq!(
+                info.metadata.get("field").map(String::as_str),
+                Some("email")
+            );
+        }
+        // The directory answers follow the same table.
+        let listed = users
+            .list_users(bearer(
+                &token,
+                pb::ListUsersRequest {
+                    search: "grace".into(),
+                    min_position: registered.position,
+                    ..Default::default()
+                },
+            ))
             .await
-            .expect("an admin sets its own password");
-        assert_error(
-            admins
-                .set_admin_password(with_token(&as_auditor, None, set(&ops, "hijacked pw")))
+            .expect("lists")
+            .into_inner();
+        assert_eq!(listed.users.len(), 1);
+        assert_eq!(listed.users[0].email, "");
+        assert!(listed.withheld_fields.contains(&"email".to_string()));
+        let found = users
+            .lookup_user(bearer(
+                &token,
+                pb::LookupUserRequest {
+                    key: Some(pb::lookup_user_request::Key::Phone("+372 5555 0001".into())),
+                    min_position: registered.position,
+                    read_mask: None,
+                },
+            ))
+            .await
+            .expect("looks up")
+            .into_inner();
+        assert_eq!(found.user.expect("user").email, "");
+        // Lookup by national person code is its own permission.
+        let s = assert_error(
+            users
+                .lookup_user(bearer(
+                    &token,
+                    pb::LookupUserRequest {
+                        key: Some(pb::lookup_user_request::Key::PersonCode(
+                            "EE:38601010123".into(),
+                        )),
+                        ..Default::default()
+                    },
+                ))
                 .await,
             Code::PermissionDenied,
             "PERMISSION_DENIED",
         );
-        admins
-            .set_admin_password(req("acme", set(&ops, "ops password 1")))
-            .await
-            .expect("a SUPER_ADMIN sets it");
-
-        let key = project_key(&app, "acme").await;
-        let mut auth = AuthServiceClient::new(app.channel());
-        let admin_sign_in = |email: &str, password: &str| pb::SignInRequest {
-            identifier: Some(pb::sign_in_request::Identifier::AdminEmail(email.into())),
-            password: password.into(),
-        };
-        assert_error(
-            auth.sign_in(with_key(
-                &key,
-                admin_sign_in("ops@acme.example", "wrong password"),
-            ))
-            .await,
-            Code::Unauthenticated,
-            "INVALID_CREDENTIALS",
-        );
-        // The same answer for an admin that does not act in the key's tenant.
-        let other_key = project_key(&app, "other").await;
-        assert_error(
-            auth.sign_in(with_key(
-                &other_key,
-                admin_sign_in("ops@acme.example", "ops password 1"),
-            ))
-            .await,
-            Code::Unauthenticated,
-            "INVALID_CREDENTIALS",
-        );
-        let tokens = auth
-            .sign_in(with_key(
-                &key,
-                admin_sign_in("ops@acme.example", "ops password 1"),
-            ))
-            .await
-            .expect("the admin signs in")
-            .into_inner()
-            .tokens
-            .expect("tokens");
-        let claims = decode_unverified(&tokens.access_token);
-        assert_eq!(claims["kind"], "admin");
-        assert_eq!(claims["sub"], ops.as_str());
-        assert_eq!(claims["tenant"], "acme");
-        assert_eq!(claims["roles"], serde_json::json!(["TENANT_ADMIN"]));
-        assert!(claims["sid"].is_string());
-        let list = |token: &str| {
-            let token = token.to_string();
-            let channel = app.channel();
-            async move {
-                AdminServiceClient::new(channel)
-                    .list_admins(bearer(&token, pb::ListAdminsRequest::default()))
-                    .await
-            }
-        };
-        list(&tokens.access_token).await.expect("acts as the admin");
-
-        // Rotation: the new refresh token continues, the old one replayed ends the session.
-        let refreshed = auth
-            .refresh(with_key(
-                &key,
-                pb::RefreshRequest {
-                    refresh_token: tokens.refresh_token.clone(),
+        assert!(s.message().contains("lookup:person_code"), "{s:?}");
+        // Without a scopes claim, every field the permissions reach.
+        let full = users
+            .get_user(bearer(
+                &scoped_token(&["read:users"], None),
+                pb::GetUserRequest {
+                    user_id: user.clone(),
+                    read_mask: None,
                 },
             ))
             .await
-            .expect("refreshes")
-            .into_inner()
-            .tokens
-            .expect("tokens");
-        list(&refreshed.access_token)
-            .await
-            .expect("the refreshed token acts");
-        assert_error(
-            auth.refresh(with_key(
-                &key,
-                pb::RefreshRequest {
-                    refresh_token: tokens.refresh_token,
-                },
-            ))
-            .await,
-            Code::Unauthenticated,
-            "INVALID_REFRESH_TOKEN",
+            .expect("reads")
+            .into_inner();
+        assert_eq!(full.user.expect("user").email, "scoped@example.com");
+        assert!(full.withheld_fields.is_empty());
+        // The audit trail shows payloads and states cut by the same scopes, and says what.
+        let auditor = scoped_token(&["read:audit"], Some(&["name", "phone"]));
+        let history =
+            identity_proto::v1::audit_service_client::AuditServiceClient::new(app.channel())
+                .get_aggregate_history(bearer(
+                    &auditor,
+                    pb::GetAggregateHistoryRequest {
+                        aggregate_type: "User".into(),
+                        aggregate_id: user.clone(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .expect("reads the history")
+                .into_inner();
+        let first = &history.entries[0];
+        let event = first.event.as_ref().expect("event");
+        let text = format!("{:?} {:?}", event.payload, first.state);
+        assert!(!text.contains("scoped@example.com"), "{text}");
+        assert!(text.contains("Grace"), "{text}");
+        assert!(
+            event.withheld_fields.contains(&"email".to_string()),
+            "{event:?}"
         );
-        let ended = list(&refreshed.access_token)
-            .await
-            .expect_err("the session ended");
-        assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
-
-        // Signing out ends the session and its access token at once.
-        let again = auth
-            .sign_in(with_key(
-                &key,
-                admin_sign_in("ops@acme.example", "ops password 1"),
-            ))
-            .await
-            .expect("signs in again")
-            .into_inner()
-            .tokens
-            .expect("tokens");
-        auth.sign_out(with_key(
-            &key,
-            pb::SignOutRequest {
-                refresh_token: again.refresh_token,
-            },
-        ))
-        .await
-        .expect("signs out");
-        let ended = list(&again.access_token).await.expect_err("signed out");
-        assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
+        assert!(
+            first.withheld_fields.contains(&"email".to_string()),
+            "{first:?}"
+        );
+        let unscoped =
+            identity_proto::v1::audit_service_client::AuditServiceClient::new(app.channel())
+                .get_aggregate_history(bearer(
+                    &scoped_token(&["read:audit"], None),
+                    pb::GetAggregateHistoryRequest {
+                        aggregate_type: "User".into(),
+                        aggregate_id: user.clone(),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .expect("reads the history")
+                .into_inner();
+        let event = unscoped.entries[0].event.as_ref().expect("event");
+        assert!(format!("{:?}", event.payload).contains("scoped@example.com"));
+        assert!(event.withheld_fields.is_empty());
+        // An unknown scope is not quietly ignored.
+        assert_error(
+            users
+                .get_user(bearer(
+                    &scoped_token(&["read:users"], Some(&["emails"])),
+                    pb::GetUserRequest {
+                        user_id: user,
+                        read_mask: None,
+                    },
+                ))
+                .await,
+            Code::Unauthenticated,
+            "UNAUTHENTICATED",
+        );
     }
-}
-
-/// A JWT's claims, decoded without checking (the signature is checked by the server's own
-/// verifier and by the JWKS test in `access.rs`).
-fn decode_unverified(token: &str) -> serde_json::Value {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64url");
-    serde_json::from_slice(&bytes).expect("json")
 }
