@@ -1,0 +1,62 @@
+//! What the audit tests share: a workload with known positions, the audit client, tampering
+//! behind the service's back, and the first break VerifyChain reports.
+
+#![allow(dead_code)] // Each file uses its part.
+
+use identity_proto::v1 as pb;
+use identity_proto::v1::audit_service_client::AuditServiceClient;
+
+use crate::common::*;
+
+/// A user with an active wallet credited 10, 20 and 30: wallet events 1..=5.
+pub(crate) async fn workload(app: &TestApp) -> (String, String, Vec<u64>) {
+    let user = app.register("acme", "audit@example.com").await;
+    let wallet = app.active_wallet("acme", &user).await;
+    let mut positions = Vec::new();
+    for (i, amount) in ["10", "20", "30"].into_iter().enumerate() {
+        let p = app
+            .wallets()
+            .credit_tokens(req(
+                "acme",
+                pb::CreditTokensRequest {
+                    wallet_id: wallet.clone(),
+                    token: "PTS".into(),
+                    amount: amount.into(),
+                    idempotency_key: format!("a{i}"),
+                },
+            ))
+            .await
+            .expect("credits")
+            .into_inner()
+            .position;
+        positions.push(p);
+    }
+    (user, wallet, positions)
+}
+
+pub(crate) fn audit(app: &TestApp) -> AuditServiceClient<tonic::transport::Channel> {
+    AuditServiceClient::new(app.channel())
+}
+
+pub(crate) async fn tamper(app: &TestApp, pg: &str, sqlite: &str) {
+    match &app.db {
+        TestDb::Postgres(identity_testkit::PgDatabase { url, .. }) => {
+            let pool = sqlx::PgPool::connect(url).await.expect("connect");
+            sqlx::raw_sql(pg).execute(&pool).await.expect("tamper");
+        }
+        TestDb::Sqlite { url, .. } => {
+            let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
+            sqlx::raw_sql(sqlite).execute(&pool).await.expect("tamper");
+        }
+    }
+}
+
+pub(crate) async fn first_break(app: &TestApp) -> pb::ChainBreak {
+    let report = audit(app)
+        .verify_chain(req("acme", pb::VerifyChainRequest {}))
+        .await
+        .expect("verifies")
+        .into_inner();
+    assert!(!report.intact, "tampering went unnoticed: {report:?}");
+    report.first_break.expect("a break")
+}
