@@ -4,6 +4,8 @@
 
 mod common;
 
+use cqrs_es::Aggregate as _;
+
 use std::collections::BTreeSet;
 
 use common::users::*;
@@ -215,4 +217,30 @@ fn merging_a_user_into_itself_is_rejected() {
             at: t(9),
         })
         .then_expect_error(DomainError::MergeIntoSelf);
+}
+
+#[test]
+fn only_an_active_unmerged_user_may_own_a_new_wallet() {
+    let mut user = User::default();
+    assert_eq!(user.may_own_a_new_wallet(), Err(DomainError::UserNotFound));
+    user.apply(registered());
+    let UserEvent::UserRegistered {
+        identifier_email, ..
+    } = registered()
+    else {
+        unreachable!("a registration")
+    };
+    assert_eq!(user.may_own_a_new_wallet(), Ok(identifier_email.as_str()));
+    user.apply(UserEvent::UserDeactivated { at: t(1) });
+    assert_eq!(user.may_own_a_new_wallet(), Err(DomainError::UserInactive));
+    user.apply(UserEvent::UserMerged {
+        into: user_id(2),
+        at: t(2),
+    });
+    assert_eq!(
+        user.may_own_a_new_wallet(),
+        Err(DomainError::UserMerged {
+            into: user_id(2).to_string()
+        })
+    );
 }

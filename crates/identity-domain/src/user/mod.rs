@@ -175,6 +175,13 @@ pub struct User {
 }
 
 impl User {
+    /// Whether this user may own a new wallet: it exists, is active and has not been merged
+    /// into another user. Returns the identifier email that salts the wallet's address.
+    pub fn may_own_a_new_wallet(&self) -> Result<&str, DomainError> {
+        self.ensure_usable(false)?;
+        Ok(&self.identifier_email)
+    }
+
     /// The user must exist, not be merged away, and (unless `allow_inactive`) be active.
     fn ensure_usable(&self, allow_inactive: bool) -> Result<(), DomainError> {
         if self.id.is_none() {

@@ -149,16 +149,11 @@ impl WalletService for WalletApi {
                     let user = UserId::parse(owner_id.as_str())
                         .map_err(|e| ApiError::from(e.at("owner_id")))?;
                     let loaded = self.core.load_user(&ctx, user).await?;
-                    if let Some(into) = loaded.aggregate.merged_into {
-                        return Err(ApiError::from(DomainError::UserMerged {
-                            into: into.to_string(),
-                        })
-                        .into());
-                    }
-                    if !loaded.aggregate.active {
-                        return Err(ApiError::from(DomainError::UserInactive).into());
-                    }
-                    loaded.aggregate.identifier_email
+                    loaded
+                        .aggregate
+                        .may_own_a_new_wallet()
+                        .map_err(ApiError::from)?
+                        .to_string()
                 }
             };
         let wallet_id = derive::wallet_id(
