@@ -4,12 +4,11 @@
 
 mod common;
 
-use cqrs_es::Aggregate as _;
-
 use std::collections::BTreeSet;
 
 use common::users::*;
 use common::*;
+use cqrs_es::Aggregate as _;
 use identity_domain::derive::{identifier_email, IdentifierSource};
 use identity_domain::user::*;
 use identity_domain::values::*;
