@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
@@ -264,26 +262,10 @@ impl Identification {
     }
 }
 
-impl Aggregate for Identification {
-    const TYPE: &'static str = "Identification";
-    type Command = IdentificationCommand;
-    type Event = IdentificationEvent;
-    type Error = DomainError;
-    type Services = ();
+decided_aggregate!(Identification, IdentificationCommand, IdentificationEvent);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl Identification {
+    fn evolve(&mut self, event: IdentificationEvent) {
         use IdentificationEvent as E;
         match event {
             E::IdentificationStarted { tenant, user_id } => {

@@ -4,8 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
@@ -198,26 +196,10 @@ impl StatusTier {
     }
 }
 
-impl Aggregate for StatusTier {
-    const TYPE: &'static str = "StatusTier";
-    type Command = StatusTierCommand;
-    type Event = StatusTierEvent;
-    type Error = DomainError;
-    type Services = ();
+decided_aggregate!(StatusTier, StatusTierCommand, StatusTierEvent);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl StatusTier {
+    fn evolve(&mut self, event: StatusTierEvent) {
         use StatusTierEvent as E;
         match event {
             E::StatusTierCreated {

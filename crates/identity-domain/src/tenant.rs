@@ -8,8 +8,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
@@ -173,26 +171,10 @@ impl Tenant {
     }
 }
 
-impl Aggregate for Tenant {
-    const TYPE: &'static str = "Tenant";
-    type Command = TenantCommand;
-    type Event = TenantEvent;
-    type Error = DomainError;
-    type Services = ();
+decided_aggregate!(Tenant, TenantCommand, TenantEvent);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl Tenant {
+    fn evolve(&mut self, event: TenantEvent) {
         use TenantEvent as E;
         match event {
             E::TenantCreated {
@@ -245,7 +227,7 @@ mod tests {
 
     fn run(t: &mut Tenant, c: TenantCommand) -> Result<(), DomainError> {
         for e in t.decide(c)? {
-            t.apply(e);
+            t.evolve(e);
         }
         Ok(())
     }

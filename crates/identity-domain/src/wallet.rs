@@ -8,8 +8,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::derive::wallet_address;
@@ -405,26 +403,10 @@ impl Wallet {
     }
 }
 
-impl Aggregate for Wallet {
-    const TYPE: &'static str = "Wallet";
-    type Command = WalletCommand;
-    type Event = WalletEvent;
-    type Error = DomainError;
-    type Services = ();
+decided_aggregate!(Wallet, WalletCommand, WalletEvent);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl Wallet {
+    fn evolve(&mut self, event: WalletEvent) {
         self.version += 1;
         match event {
             WalletEvent::WalletOpened {
