@@ -4,6 +4,29 @@
 use super::*;
 
 impl UserApi {
+    /// The directory's row for `key` once it has caught up to `after` (a position and how long
+    /// to wait for it), cut to the caller's scopes: its user id and what the caller may see.
+    async fn directory_user(
+        &self,
+        ctx: &RequestContext,
+        key: &UserKey,
+        after: (u64, std::time::Duration),
+        withheld_fields: &mut Vec<String>,
+    ) -> ApiResult<(String, pb::DirectoryUser)> {
+        self.core
+            .catch_up(Projection::Directory, after.0, after.1)
+            .await?;
+        let user = self
+            .core
+            .projections
+            .find_user(ctx.tenant.as_str(), key)
+            .await?
+            .ok_or(ApiError::from(DomainError::UserNotFound))?;
+        let mut cut = directory_user_to_pb(&user);
+        scope::cut_directory_user(&mut cut, ctx.caller.scopes, withheld_fields);
+        Ok((user.user_id, cut))
+    }
+
     pub(super) async fn answer_get_user(
         &self,
         request: Request<pb::GetUserRequest>,
@@ -39,27 +62,18 @@ impl UserApi {
             None => return Err(missing_key("key").into()),
         };
         self.core
-            .catch_up(Projection::Directory, req.min_position, wait)
-            .await?;
-        self.core
             .catch_up(Projection::Balances, req.min_position, wait)
             .await?;
-        let user = self
-            .core
-            .projections
-            .find_user(ctx.tenant.as_str(), &key)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or(ApiError::from(DomainError::UserNotFound))?;
+        let mut withheld_fields = Vec::new();
+        let (user_id, user) = self
+            .directory_user(&ctx, &key, (req.min_position, wait), &mut withheld_fields)
+            .await?;
         let wallets = self
             .core
             .projections
-            .wallets_of(ctx.tenant.as_str(), "user", &user.user_id)
+            .wallets_of(ctx.tenant.as_str(), "user", &user_id)
             .await
             .map_err(ApiError::from)?;
-        let mut withheld_fields = Vec::new();
-        let mut user = directory_user_to_pb(&user);
-        scope::cut_directory_user(&mut user, ctx.caller.scopes, &mut withheld_fields);
         // The totals stay: they are amounts, not where the person keeps them.
         let totals = totals(&wallets);
         let mut wallets: Vec<pb::WalletBalances> =
@@ -98,19 +112,10 @@ impl UserApi {
             None => return Err(missing_key("key").into()),
         };
         scope::check_mask("DirectoryUser", req.read_mask.as_ref(), ctx.caller.scopes)?;
-        self.core
-            .catch_up(Projection::Directory, req.min_position, wait)
-            .await?;
-        let user = self
-            .core
-            .projections
-            .find_user(ctx.tenant.as_str(), &key)
-            .await
-            .map_err(ApiError::from)?
-            .ok_or(ApiError::from(DomainError::UserNotFound))?;
         let mut withheld_fields = Vec::new();
-        let mut user = directory_user_to_pb(&user);
-        scope::cut_directory_user(&mut user, ctx.caller.scopes, &mut withheld_fields);
+        let (_, user) = self
+            .directory_user(&ctx, &key, (req.min_position, wait), &mut withheld_fields)
+            .await?;
         Ok(Response::new(pb::LookupUserResponse {
             user: Some(user),
             withheld_fields,
