@@ -155,7 +155,7 @@ impl Projections {
                     j.state = JobState::Succeeded;
                 }),
                 Err(e) => {
-                    tracing::error!(projection = p.name(), error = %e, "rebuild failed");
+                    tracing::error!(projection = p.name(), error = %identity_store::Report(&e), "rebuild failed");
                     this.board
                         .update(p, &id, |j| j.state = JobState::Failed(e.to_string()));
                 }

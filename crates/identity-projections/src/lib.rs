@@ -56,7 +56,7 @@ const REBUILD_PENDING: usize = 50_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
-    #[error("read-model database error: {0}")]
+    #[error("read-model database error")]
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -312,7 +312,7 @@ impl Projections {
                 continue;
             };
             if let Err(e) = self.drop_leftovers(p).await {
-                tracing::warn!(projection = p.name(), error = %e, "cannot drop a killed rebuild's tables");
+                tracing::warn!(projection = p.name(), error = %identity_store::Report(&e), "cannot drop a killed rebuild's tables");
             }
             drop(lease);
         }

@@ -121,7 +121,7 @@ impl Projections {
                         continue;
                     }
                     Err(e) => {
-                        tracing::warn!(projection = p.name(), error = %e, "cannot take the projector lease; retrying");
+                        tracing::warn!(projection = p.name(), error = %identity_store::Report(&e), "cannot take the projector lease; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         continue;
                     }
@@ -169,7 +169,7 @@ impl Projections {
                 Err(e) => {
                     failures += 1;
                     self.board.failed(p, &e);
-                    tracing::error!(projection = p.name(), error = %e, failures, "projector failed; retrying");
+                    tracing::error!(projection = p.name(), error = %identity_store::Report(&e), failures, "projector failed; retrying");
                     if e.is_unavailable() {
                         // The lease's connection may be gone with the database: close it (a
                         // pooled connection would keep the lock) and take the lease anew.

@@ -122,7 +122,7 @@ impl Delivery {
             aggregate_id: ctx.aggregate_id(user),
             code_hash: code.code_hash.to_string(),
             body: serde_json::to_string(&body)
-                .map_err(|e| identity_store::StoreError::Other(e.to_string()))?,
+                .map_err(|e| identity_store::StoreError::Other(std::sync::Arc::new(e)))?,
             expires_at: code.expires_at,
         };
         self.log.outbox_put(&message).await?;

@@ -6,7 +6,7 @@
 
 use identity_domain::{ClaimKind, DomainError, FieldViolation};
 use identity_projections::ProjectionError;
-use identity_store::{ExecuteError, StoreError};
+use identity_store::{ExecuteError, Report, StoreError};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -247,7 +247,9 @@ impl ApiError {
                 StoreError::TooSlow => {
                     Classified::new(Code::ResourceExhausted, "QUERY_TOO_SLOW", Caller)
                 }
-                StoreError::Corrupt(_) | StoreError::Config(_) | StoreError::Other(_) => internal(),
+                StoreError::Corrupt { .. } | StoreError::Config(_) | StoreError::Other(_) => {
+                    internal()
+                }
             },
             ApiError::Projection(p) => match p {
                 ProjectionError::UnknownProjection { .. } => {
@@ -314,8 +316,10 @@ impl ApiError {
 /// Logs an error as its blame says (errors of the caller are answered, not logged).
 pub fn report(e: &ApiError, c: &Classified) {
     match c.blame {
-        Blame::Service => tracing::error!(error = %e, reason = c.reason, "request failed"),
-        Blame::Load => tracing::warn!(error = %e, reason = c.reason, "request refused under load"),
+        Blame::Service => tracing::error!(error = %Report(e), reason = c.reason, "request failed"),
+        Blame::Load => {
+            tracing::warn!(error = %Report(e), reason = c.reason, "request refused under load")
+        }
         Blame::Caller => {}
     }
 }

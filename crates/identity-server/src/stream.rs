@@ -83,7 +83,7 @@ impl FeedHub {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "the shared event stream cannot find the feed's tail")
+                        tracing::warn!(error = %identity_store::Report(&e), "the shared event stream cannot find the feed's tail")
                     }
                 }
                 tokio::select! {
@@ -117,7 +117,7 @@ impl FeedHub {
                 }
                 Err(e) => {
                     failures += 1;
-                    tracing::warn!(error = %e, "the shared event stream cannot read the feed; retrying");
+                    tracing::warn!(error = %identity_store::Report(&e), "the shared event stream cannot read the feed; retrying");
                     tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50))))
                         .await;
                 }

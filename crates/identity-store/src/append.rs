@@ -88,11 +88,8 @@ impl Appender {
     /// Appends one unit's events atomically and answers, after the commit, with the global
     /// position of each event, in order.
     pub(crate) async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<u64>, AppendError> {
-        let stopped = || {
-            AppendError::Store(StoreError::Unavailable(
-                "the event writer has stopped".into(),
-            ))
-        };
+        let stopped =
+            || AppendError::Store(StoreError::unavailable("the event writer has stopped"));
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request { events, reply })
@@ -149,15 +146,12 @@ fn positions_of(positions: &HashMap<Key, i64>, request: &Request) -> Result<Vec<
             e.sequence,
         );
         let position = positions.get(&key).copied().ok_or_else(|| {
-            AppendError::Store(StoreError::Other(format!(
+            AppendError::Store(StoreError::other(format!(
                 "event {}/{}#{} came back without a position",
                 e.aggregate_type, e.aggregate_id, e.sequence
             )))
         })?;
-        out.push(
-            u64::try_from(position)
-                .map_err(|e| AppendError::Store(StoreError::Corrupt(e.to_string())))?,
-        );
+        out.push(u64::try_from(position).map_err(|e| AppendError::Store(e.into()))?);
     }
     Ok(out)
 }
@@ -307,10 +301,7 @@ async fn sqlite_batch(
                 outcomes.push(
                     positions
                         .into_iter()
-                        .map(|p| {
-                            u64::try_from(p)
-                                .map_err(|e| AppendError::Store(StoreError::Corrupt(e.to_string())))
-                        })
+                        .map(|p| u64::try_from(p).map_err(|e| AppendError::Store(e.into())))
                         .collect(),
                 );
             }

@@ -193,7 +193,7 @@ impl EventLog {
                     conds.push(format!("recorded_at {op} {a}::timestamptz"));
                 } else {
                     let v = sqlite_time(t)
-                        .ok_or_else(|| StoreError::Other(format!("bad time {t:?}")))?;
+                        .ok_or_else(|| StoreError::other(format!("bad time {t:?}")))?;
                     let a = arg(v, &mut args);
                     conds.push(format!("recorded_at {op} {a}"));
                 }

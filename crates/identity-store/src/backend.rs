@@ -53,7 +53,7 @@ impl Backend {
 
 /// A stored number (never negative) as the `u64` the crate hands out.
 pub(crate) fn to_u64(v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|e| StoreError::Corrupt(format!("a stored number: {e}")))
+    Ok(u64::try_from(v)?)
 }
 
 /// A position or cursor as a database argument. A value beyond `i64::MAX` lies beyond every
@@ -103,5 +103,5 @@ macro_rules! event_row {
 event_row!(PgRow, |r, column| Ok(r.try_get::<Value, _>(column)?));
 event_row!(SqliteRow, |r, column| {
     let text: &str = r.try_get(column)?;
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+    serde_json::from_str(text).map_err(|e| StoreError::corrupt_by(format!("column {column}"), e))
 });

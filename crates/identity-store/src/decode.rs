@@ -114,9 +114,10 @@ pub(crate) fn payload<E: DeserializeOwned>(
     payload: Value,
 ) -> Result<E, StoreError> {
     serde_json::from_value(payload).map_err(|e| {
-        StoreError::Corrupt(format!(
-            "{aggregate_type}/{aggregate_id}: cannot read {event_type} {event_version}: {e}"
-        ))
+        StoreError::corrupt_by(
+            format!("{aggregate_type}/{aggregate_id}: cannot read {event_type} {event_version}"),
+            e,
+        )
     })
 }
 

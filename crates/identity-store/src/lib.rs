@@ -25,6 +25,7 @@ mod backend;
 mod cache;
 mod chain;
 mod decode;
+mod error;
 mod feed;
 mod migrations;
 mod outbox;
@@ -35,6 +36,7 @@ pub use cache::DEFAULT_CACHE_CAPACITY;
 use cache::{AggregateCache, AggregateLock, CacheKey, Cached, CommandLocks};
 pub use chain::{event_hash, HashInput};
 pub use decode::Upcasters;
+pub use error::{Cause, Report, StoreError};
 pub use feed::{FeedCursor, StoredEvent, NOTIFY_CHANNEL};
 pub use outbox::OutboxMessage;
 pub use unit::{widen, Built, Committed, Decided, Unit};
@@ -54,36 +56,6 @@ use backend::{on_pool, Backend, EventRow as _};
 
 /// How many times a command is re-run after losing an optimistic-concurrency race.
 pub const MAX_CONFLICT_RETRIES: u32 = 16;
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("the event store is unavailable: {0}")]
-    Unavailable(String),
-    #[error("a stored event could not be read: {0}")]
-    Corrupt(String),
-    #[error("invalid store configuration: {0}")]
-    Config(String),
-    #[error("the query ran past its time limit; narrow it")]
-    TooSlow,
-    #[error("event store error: {0}")]
-    Other(String),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => Self::Unavailable(e.to_string()),
-            sqlx::Error::Configuration(_) => Self::Config(e.to_string()),
-            // 57014: canceled by statement_timeout.
-            sqlx::Error::Database(ref db) if db.code().as_deref() == Some("57014") => Self::TooSlow,
-            other => Self::Other(other.to_string()),
-        }
-    }
-}
 
 /// Why a command did not go through.
 #[derive(Debug, thiserror::Error)]
@@ -223,7 +195,7 @@ impl EventLog {
             if let Some(dir) = std::path::Path::new(file).parent() {
                 if !dir.as_os_str().is_empty() {
                     std::fs::create_dir_all(dir).map_err(|e| {
-                        StoreError::Config(format!("cannot create {}: {e}", dir.display()))
+                        StoreError::config_by(format!("cannot create {}", dir.display()), e)
                     })?;
                 }
             }
@@ -239,8 +211,8 @@ impl EventLog {
                 .await?;
             Backend::Sqlite(pool)
         } else {
-            return Err(StoreError::Config(
-                "the database URL must start with postgres:// or sqlite://".into(),
+            return Err(StoreError::config(
+                "the database URL must start with postgres:// or sqlite://",
             ));
         };
         let log = Self {
@@ -357,11 +329,10 @@ impl EventLog {
                 last = (row.try_get(0)?, row.try_get(2)?, row.try_get(3)?);
             }
         });
-        let number = |n: i64| u64::try_from(n).map_err(|e| StoreError::Corrupt(e.to_string()));
+        let number = |n: i64| u64::try_from(n).map_err(StoreError::from);
         Ok(Cached {
             aggregate: Arc::new(aggregate),
-            sequence: usize::try_from(number(last.0)?)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            sequence: usize::try_from(number(last.0)?).map_err(StoreError::from)?,
             hash: last.1.unwrap_or_default(),
             position: number(last.2)?,
         })
@@ -390,8 +361,7 @@ impl EventLog {
                 };
                 Ok(EventEnvelope {
                     aggregate_id: e.aggregate_id.clone(),
-                    sequence: usize::try_from(e.sequence)
-                        .map_err(|err| StoreError::Corrupt(err.to_string()))?,
+                    sequence: usize::try_from(e.sequence).map_err(StoreError::from)?,
                     payload: e.decode()?,
                     metadata,
                 })
@@ -443,7 +413,7 @@ impl EventLog {
         if sequence == 0 {
             return Ok(0);
         }
-        let seq = i64::try_from(sequence).map_err(|e| StoreError::Other(e.to_string()))?;
+        let seq = i64::try_from(sequence)?;
         let position: Option<i64> = on_pool!(&self.backend, pool => sqlx::query_scalar(
             "SELECT global_position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
         )
@@ -453,18 +423,18 @@ impl EventLog {
         .fetch_optional(pool)
         .await?);
         let position = position.ok_or_else(|| {
-            StoreError::Other(format!(
+            StoreError::other(format!(
                 "event {aggregate_type}/{id}#{sequence} has no position"
             ))
         })?;
-        u64::try_from(position).map_err(|e| StoreError::Corrupt(e.to_string()))
+        Ok(u64::try_from(position)?)
     }
 
     /// The highest global position written so far (0 for an empty log).
     pub async fn head_position(&self) -> Result<u64, StoreError> {
         let sql = "SELECT COALESCE(MAX(global_position), 0) FROM events";
         let head: i64 = on_pool!(&self.backend, p => sqlx::query_scalar(sql).fetch_one(p).await?);
-        u64::try_from(head).map_err(|e| StoreError::Corrupt(e.to_string()))
+        Ok(u64::try_from(head)?)
     }
 }
 

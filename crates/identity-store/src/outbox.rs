@@ -49,7 +49,7 @@ fn decode(
     expires: i64,
 ) -> Result<OutboxMessage, StoreError> {
     let expires_at = DateTime::from_timestamp(expires, 0)
-        .ok_or_else(|| StoreError::Corrupt(format!("outbox row {id}: bad expiry {expires}")))?;
+        .ok_or_else(|| StoreError::corrupt(format!("outbox row {id}: bad expiry {expires}")))?;
     Ok(OutboxMessage {
         id,
         aggregate_id,

@@ -123,8 +123,8 @@ impl std::fmt::Debug for Unit<'_> {
     }
 }
 
-fn other(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Other(e.to_string())
+fn other(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Other(std::sync::Arc::new(e))
 }
 
 impl<'l> Unit<'l> {
@@ -186,7 +186,7 @@ impl<'l> Unit<'l> {
         staged
             .get_mut(index)
             .and_then(|s| s.as_any_mut().downcast_mut::<Staged<A>>())
-            .ok_or_else(|| other("a staged aggregate changed its type"))
+            .ok_or_else(|| StoreError::other("a staged aggregate changed its type"))
     }
 
     /// Lets one aggregate decide a command and stages its events. A refusal decided on
@@ -396,7 +396,7 @@ impl EventLog {
         .bind(id)
         .fetch_one(p)
         .await?);
-        usize::try_from(sequence).map_err(|e| StoreError::Corrupt(e.to_string()))
+        Ok(usize::try_from(sequence)?)
     }
 }
 
@@ -418,7 +418,7 @@ impl EventLog {
             .map(|(id, seq)| {
                 usize::try_from(seq)
                     .map(|s| (id, s))
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+                    .map_err(StoreError::from)
             })
             .collect()
     }
