@@ -11,22 +11,37 @@ use std::sync::Arc;
 /// The error a store error came from.
 pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone)]
 pub enum StoreError {
-    #[error("the event store is unavailable")]
-    Unavailable(#[source] Cause),
-    #[error("a stored event could not be read: {what}")]
-    Corrupt {
-        what: String,
-        #[source]
-        source: Option<Cause>,
-    },
-    #[error("invalid store configuration")]
-    Config(#[source] Cause),
-    #[error("the query ran past its time limit; narrow it")]
+    Unavailable(Cause),
+    Corrupt { what: String, source: Option<Cause> },
+    Config(Cause),
     TooSlow,
-    #[error("event store error")]
-    Other(#[source] Cause),
+    Other(Cause),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unavailable(_) => f.write_str("the event store is unavailable"),
+            Self::Corrupt { what, .. } => write!(f, "a stored event could not be read: {what}"),
+            Self::Config(_) => f.write_str("invalid store configuration"),
+            Self::TooSlow => f.write_str("the query ran past its time limit; narrow it"),
+            Self::Other(_) => f.write_str("event store error"),
+        }
+    }
+}
+
+/// Written by hand rather than derived: the source is the error inside the shared cause, so a
+/// caller can downcast it (to `sqlx::Error`, say), not the `Arc` around it.
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Unavailable(c) | Self::Config(c) | Self::Other(c) => Some(&**c),
+            Self::Corrupt { source, .. } => source.as_deref().map(|c| c as _),
+            Self::TooSlow => None,
+        }
+    }
 }
 
 /// A cause that is only words of ours.

@@ -1,228 +1,94 @@
-//! Schema migrations, applied at start-up, in order, each once. Never edit a shipped
-//! migration: add the next one.
+//! Schema migrations: one folder of SQL files per dialect (`migrations/postgres`,
+//! `migrations/sqlite`), embedded at build time and applied at start-up by sqlx's migrator,
+//! in order, each once, each in its own transaction. Never edit a shipped file (the migrator
+//! refuses a store whose applied checksum differs): add the next one.
 //!
 //! The events table keeps the exact columns postgres-es / sqlite-es write (their INSERT names
 //! its columns) and adds columns the database fills by default.
+//!
+//! Stores migrated before sqlx's migrator ran these kept their versions in
+//! `schema_migrations`. `bridge!` records those versions in `_sqlx_migrations` once, with the
+//! checksums of the same files, so the migrator sees them applied and goes on from there.
+//! `schema_migrations` is left as it was: an older binary started on the store still finds
+//! what it applied.
 
+use sqlx::migrate::{Migrate, MigrateError, Migrator};
 use sqlx::{PgPool, SqlitePool};
 
 use crate::StoreError;
 
-const POSTGRES: &[(i64, &str)] = &[
-    (
-        1,
-        r#"
-CREATE TABLE events (
-    aggregate_type  text        NOT NULL,
-    aggregate_id    text        NOT NULL,
-    sequence        bigint      NOT NULL CHECK (sequence >= 0),
-    event_type      text        NOT NULL,
-    event_version   text        NOT NULL,
-    payload         jsonb       NOT NULL,
-    metadata        jsonb       NOT NULL,
-    global_position bigserial   NOT NULL,
-    recorded_at     timestamptz NOT NULL DEFAULT now(),
-    -- The writing transaction: a reader of the global feed reads only below the oldest
-    -- transaction still open, so a late commit can never be skipped.
-    xid             xid8        NOT NULL DEFAULT pg_current_xact_id(),
-    PRIMARY KEY (aggregate_type, aggregate_id, sequence)
-);
-CREATE UNIQUE INDEX events_global_position ON events (global_position);
-CREATE INDEX events_recorded_at ON events (recorded_at);
-"#,
-    ),
-    (
-        2,
-        r#"
--- The global feed reads in (xid, global_position) order below the oldest open transaction.
-CREATE INDEX events_feed ON events (xid, global_position);
--- Wake feed readers in every process on commit (NOTIFY is delivered at commit, deduplicated
--- per transaction).
-CREATE FUNCTION identity_notify_events() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('identity_events', '');
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER events_notify AFTER INSERT ON events
-    FOR EACH STATEMENT EXECUTE FUNCTION identity_notify_events();
-"#,
-    ),
-    (
-        3,
-        r#"
--- The hash chaining each event to the previous event of its aggregate (chain.rs).
-ALTER TABLE events ADD COLUMN hash text;
-"#,
-    ),
-    (
-        4,
-        r#"
--- Every new event is hashed: an unhashed one would be a quiet gap in its chain. NOT VALID
--- leaves rows written before hashing existed alone (verification reports them as breaks).
-ALTER TABLE events ADD CONSTRAINT events_hash_required CHECK (hash IS NOT NULL) NOT VALID;
-"#,
-    ),
-    (
-        5,
-        r#"
--- Messages for the delivery channel, written before the command that makes them due
--- (outbox.rs); a row lives until it is sent or expires.
-CREATE TABLE outbox (
-    id           text        PRIMARY KEY,
-    aggregate_id text        NOT NULL,
-    code_hash    text        NOT NULL,
-    body         text        NOT NULL,
-    expires_at   bigint      NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE INDEX outbox_created_at ON outbox (created_at);
-"#,
-    ),
-];
+static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 
-const SQLITE: &[(i64, &str)] = &[
-    (
-        1,
-        r#"
-CREATE TABLE events (
-    aggregate_type  text    NOT NULL,
-    aggregate_id    text    NOT NULL,
-    sequence        integer NOT NULL CHECK (sequence >= 0),
-    event_type      text    NOT NULL,
-    event_version   text    NOT NULL,
-    payload         text    NOT NULL,
-    metadata        text    NOT NULL,
-    global_position integer,
-    recorded_at     text    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-    PRIMARY KEY (aggregate_type, aggregate_id, sequence)
-) STRICT;
-CREATE UNIQUE INDEX events_global_position ON events (global_position);
--- SQLite serializes writers, so the next position is simply one past the highest; rowid is
--- not used because VACUUM may renumber it.
-CREATE TRIGGER events_assign_position AFTER INSERT ON events
-BEGIN
-    UPDATE events
-       SET global_position = (SELECT COALESCE(MAX(global_position), 0) + 1 FROM events)
-     WHERE rowid = NEW.rowid;
-END;
-"#,
-    ),
-    (
-        2,
-        r#"
--- The hash chaining each event to the previous event of its aggregate (chain.rs).
-ALTER TABLE events ADD COLUMN hash text;
-"#,
-    ),
-    (
-        3,
-        r#"
--- The group-commit writer (append.rs) gives each event its position in the INSERT and reads
--- it back with RETURNING; the trigger now fills in only rows written without one.
-DROP TRIGGER events_assign_position;
-CREATE TRIGGER events_assign_position AFTER INSERT ON events
-WHEN NEW.global_position IS NULL
-BEGIN
-    UPDATE events
-       SET global_position = (SELECT COALESCE(MAX(global_position), 0) + 1 FROM events)
-     WHERE rowid = NEW.rowid;
-END;
-"#,
-    ),
-    (
-        4,
-        r#"
--- Every new event is hashed (SQLite cannot add a CHECK to an existing table).
-CREATE TRIGGER events_hash_required BEFORE INSERT ON events
-WHEN NEW.hash IS NULL
-BEGIN
-    SELECT RAISE(ABORT, 'events.hash must not be NULL');
-END;
-"#,
-    ),
-    (
-        5,
-        r#"
--- Messages for the delivery channel, written before the command that makes them due
--- (outbox.rs); a row lives until it is sent or expires.
-CREATE TABLE outbox (
-    id           text    PRIMARY KEY,
-    aggregate_id text    NOT NULL,
-    code_hash    text    NOT NULL,
-    body         text    NOT NULL,
-    expires_at   integer NOT NULL,
-    created_at   text    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-) STRICT;
-CREATE INDEX outbox_created_at ON outbox (created_at);
-"#,
-    ),
-];
+/// The advisory lock replicas starting together take around the bridge.
+const BRIDGE_LOCK: i64 = 7_305_218_814;
+
+impl From<MigrateError> for StoreError {
+    fn from(e: MigrateError) -> Self {
+        match e {
+            MigrateError::Execute(e) => e.into(),
+            other => StoreError::Other(std::sync::Arc::new(other)),
+        }
+    }
+}
+
+/// Records the versions `schema_migrations` holds as applied migrations of `$migrator`, on
+/// `$conn` (a `PgConnection` or a `SqliteConnection`: the statements are the same).
+macro_rules! bridge {
+    ($conn:expr, $migrator:expr) => {{
+        let conn = $conn;
+        conn.ensure_migrations_table().await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *conn)
+            .await?;
+        for m in $migrator.iter().filter(|m| applied.contains(&m.version)) {
+            sqlx::query(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+                 VALUES ($1, $2, TRUE, $3, -1) ON CONFLICT (version) DO NOTHING",
+            )
+            .bind(m.version)
+            .bind(&*m.description)
+            .bind(&*m.checksum)
+            .execute(&mut *conn)
+            .await?;
+            tracing::info!(version = m.version, "recorded an earlier migration for sqlx");
+        }
+    }};
+}
 
 pub(crate) async fn postgres(pool: &PgPool) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
-    // Replicas may start together: one migrates, the others wait and then find nothing to do.
-    sqlx::query("SELECT pg_advisory_xact_lock(7305218814)")
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(BRIDGE_LOCK)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-    )
-    .execute(&mut *tx)
-    .await?;
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
-        .fetch_all(&mut *tx)
+    let old: Option<String> = sqlx::query_scalar("SELECT to_regclass('schema_migrations')::text")
+        .fetch_one(&mut *tx)
         .await?;
-    for (version, sql) in POSTGRES {
-        if applied.contains(version) {
-            continue;
-        }
-        sqlx::raw_sql(sql).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
-            .bind(version)
-            .execute(&mut *tx)
-            .await?;
-        tracing::info!(version, "applied PostgreSQL migration");
+    if old.is_some() {
+        bridge!(&mut *tx, POSTGRES);
     }
     tx.commit().await?;
+    // The migrator takes its own advisory lock: replicas starting together migrate once.
+    POSTGRES.run(pool).await?;
     Ok(())
 }
 
 pub(crate) async fn sqlite(pool: &SqlitePool) -> Result<(), StoreError> {
-    let mut conn = pool.acquire().await?;
-    // IMMEDIATE takes the write lock up front, so two processes cannot both migrate.
-    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let result = async {
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at text NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))) STRICT",
-        )
-        .execute(&mut *conn)
-        .await?;
-        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
-            .fetch_all(&mut *conn)
-            .await?;
-        for (version, sql) in SQLITE {
-            if applied.contains(version) {
-                continue;
-            }
-            sqlx::raw_sql(sql).execute(&mut *conn).await?;
-            sqlx::query("INSERT INTO schema_migrations (version) VALUES (?1)")
-                .bind(version)
-                .execute(&mut *conn)
-                .await?;
-            tracing::info!(version, "applied SQLite migration");
-        }
-        Ok::<(), sqlx::Error>(())
+    // sqlx takes no lock on SQLite, so the whole run holds one: IMMEDIATE takes the write lock
+    // up front, and two processes opening a new file together migrate it one after the other
+    // (the second finds everything applied). The migrator's own transactions nest inside as
+    // savepoints.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let old: Option<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if old.is_some() {
+        bridge!(&mut *tx, SQLITE);
     }
-    .await;
-    match result {
-        Ok(()) => {
-            sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
-            Ok(())
-        }
-        Err(e) => {
-            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-            Err(e.into())
-        }
-    }
+    SQLITE.run_direct(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
 }
