@@ -3,7 +3,7 @@
 
 use futures::TryStreamExt;
 
-use crate::backend::{on_pool, to_i64, Backend, EventRow as _};
+use crate::backend::{dialect, on_pool, to_i64, Dialect as _, EventRow as _};
 use crate::chain::{event_hash, HashInput};
 use crate::feed::StoredEvent;
 use crate::{EventLog, StoreError};
@@ -120,15 +120,6 @@ impl ChainReport {
     }
 }
 
-/// SQLite keeps `recorded_at` as `YYYY-MM-DDTHH:MM:SS.sssZ` text; compare in that form.
-fn sqlite_time(t: &str) -> Option<String> {
-    chrono::DateTime::parse_from_rfc3339(t).ok().map(|d| {
-        d.with_timezone(&chrono::Utc)
-            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
-            .to_string()
-    })
-}
-
 impl EventLog {
     /// A row read from the log, brought forward to its current shape (`decode.rs`).
     pub(crate) fn read(
@@ -145,7 +136,6 @@ impl EventLog {
         after: u64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let pg = matches!(self.backend, Backend::Postgres(_));
         let mut args: Vec<String> = Vec::new();
         let mut conds: Vec<String> = Vec::new();
         let arg = |v: String, args: &mut Vec<String>| {
@@ -173,11 +163,7 @@ impl EventLog {
         for (key, v) in [("actor", &filter.actor), ("request_id", &filter.request_id)] {
             if let Some(v) = v {
                 let p = arg(v.clone(), &mut args);
-                conds.push(if pg {
-                    format!("metadata->>'{key}' = {p}")
-                } else {
-                    format!("json_extract(metadata, '$.{key}') = {p}")
-                });
+                conds.push(dialect!(&self.backend, D, _pool => D::metadata_field(key, &p)));
             }
         }
         for (bound, op) in [(filter.from_position, ">="), (filter.to_position, "<=")] {
@@ -188,15 +174,11 @@ impl EventLog {
         }
         for (t, op) in [(&filter.from_time, ">="), (&filter.to_time, "<")] {
             if let Some(t) = t {
-                if pg {
-                    let a = arg(t.clone(), &mut args);
-                    conds.push(format!("recorded_at {op} {a}::timestamptz"));
-                } else {
-                    let v = sqlite_time(t)
-                        .ok_or_else(|| StoreError::other(format!("bad time {t:?}")))?;
-                    let a = arg(v, &mut args);
-                    conds.push(format!("recorded_at {op} {a}"));
-                }
+                let a = format!("${}", args.len() + 1);
+                let (cond, value) =
+                    dialect!(&self.backend, D, _pool => D::recorded_at_bound(t, op, &a))?;
+                args.push(value);
+                conds.push(cond);
             }
         }
         let sql = format!(
@@ -205,35 +187,10 @@ impl EventLog {
             conds.join(" AND "),
             limit.max(1)
         );
-        match &self.backend {
-            Backend::Postgres(pool) => {
-                // A filter no index serves scans the log: bounded by the statement timeout.
-                let mut tx = pool.begin().await?;
-                if let Some(t) = self.query_timeout {
-                    sqlx::query(&format!("SET LOCAL statement_timeout = {}", t.as_millis()))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                let mut q = sqlx::query(&sql);
-                for a in &args {
-                    q = q.bind(a);
-                }
-                let rows = q.fetch_all(&mut *tx).await?;
-                tx.commit().await?;
-                rows.iter().map(|r| self.read(r.stored_event())).collect()
-            }
-            Backend::Sqlite(pool) => {
-                let mut q = sqlx::query(&sql);
-                for a in &args {
-                    q = q.bind(a);
-                }
-                q.fetch_all(pool)
-                    .await?
-                    .iter()
-                    .map(|r| self.read(r.stored_event()))
-                    .collect()
-            }
-        }
+        dialect!(&self.backend, D, pool => D::fetch_listing(pool, &sql, &args, self.query_timeout).await?)
+            .into_iter()
+            .map(|e| self.read(Ok(e)))
+            .collect()
     }
 
     /// Every event of one aggregate, in sequence order.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{to_i64, to_u64, Backend, EventRow as _};
+use crate::backend::{dialect, Dialect as _};
 use crate::{EventLog, StoreError};
 
 /// Where a reader of the feed stands: everything at or before it has been read.
@@ -79,75 +79,16 @@ impl EventLog {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let limit = i64::from(limit.max(1));
         let prefix = tenant.map(|t| format!("{t}/"));
-        match &self.backend {
-            Backend::Postgres(pool) => sqlx::query(&format!(
-                "SELECT {} FROM events
-                  WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
-                    AND (xid, global_position) > ($1::text::xid8, $2)
-                    AND ($4::text IS NULL OR substr(aggregate_id, 1, length($4::text)) = $4::text)
-                  ORDER BY events.xid, events.global_position
-                  LIMIT $3",
-                self.backend.event_columns()
-            ))
-            .bind(to_i64(after.xid))
-            .bind(to_i64(after.position))
-            .bind(limit)
-            .bind(prefix)
-            // The table's columns, qualified: the bare `xid` in ORDER BY named the output
-            // column (`xid::text::bigint`), which made PostgreSQL read and sort every later
-            // event for each batch (seen: 0.5 s per batch at 1M events). Not prepared: a
-            // generic plan cannot see that the row comparison starts deep in the index.
-            .persistent(false)
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(|r| self.read(r.stored_event()))
-            .collect(),
-            Backend::Sqlite(pool) => sqlx::query(&format!(
-                "SELECT {} FROM events WHERE global_position > $1
-                    AND ($3 IS NULL OR substr(aggregate_id, 1, length($3)) = $3)
-                  ORDER BY global_position LIMIT $2",
-                self.backend.event_columns()
-            ))
-            .bind(to_i64(after.position))
-            .bind(limit)
-            .bind(prefix)
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(|r| self.read(r.stored_event()))
-            .collect(),
-        }
+        dialect!(&self.backend, D, pool => D::read_feed(pool, after, limit, prefix).await?)
+            .into_iter()
+            .map(|e| self.read(Ok(e)))
+            .collect()
     }
 
     /// The cursor of the last event below the feed's horizon: a reader starting there sees
     /// every event from now on, without reading the past.
     pub async fn feed_tail(&self) -> Result<FeedCursor, StoreError> {
-        let row: Option<(i64, i64)> =
-            match &self.backend {
-                Backend::Postgres(pool) => {
-                    sqlx::query_as(
-                        "SELECT xid::text::bigint, global_position FROM events
-                      WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
-                      ORDER BY events.xid DESC, events.global_position DESC LIMIT 1",
-                    )
-                    .persistent(false)
-                    .fetch_optional(pool)
-                    .await?
-                }
-                Backend::Sqlite(pool) => sqlx::query_as(
-                    "SELECT 0, global_position FROM events ORDER BY global_position DESC LIMIT 1",
-                )
-                .fetch_optional(pool)
-                .await?,
-            };
-        Ok(match row {
-            Some((xid, position)) => FeedCursor {
-                xid: to_u64(xid)?,
-                position: to_u64(position)?,
-            },
-            None => FeedCursor::default(),
-        })
+        Ok(dialect!(&self.backend, D, pool => D::feed_tail(pool).await?).unwrap_or_default())
     }
 
     /// The feed cursor of the event at `position`, to compare with a reader's cursor; `None`
@@ -156,33 +97,7 @@ impl EventLog {
         if position == 0 {
             return Ok(Some(FeedCursor::default()));
         }
-        let pos = to_i64(position);
-        match &self.backend {
-            Backend::Postgres(pool) => {
-                let xid: Option<i64> = sqlx::query_scalar(
-                    "SELECT xid::text::bigint FROM events WHERE global_position = $1",
-                )
-                .bind(pos)
-                .fetch_optional(pool)
-                .await?;
-                xid.map(|x| {
-                    Ok(FeedCursor {
-                        xid: to_u64(x)?,
-                        position,
-                    })
-                })
-                .transpose()
-            }
-            Backend::Sqlite(pool) => {
-                let found: Option<i64> = sqlx::query_scalar(
-                    "SELECT global_position FROM events WHERE global_position = $1",
-                )
-                .bind(pos)
-                .fetch_optional(pool)
-                .await?;
-                Ok(found.map(|_| FeedCursor { xid: 0, position }))
-            }
-        }
+        dialect!(&self.backend, D, pool => D::cursor_of(pool, position).await)
     }
 
     /// Waits until new events may be in the feed: a commit notification, or `fallback` at
@@ -195,41 +110,8 @@ impl EventLog {
         }
     }
 
-    /// Listens for commits of other processes (PostgreSQL NOTIFY) and wakes local waiters.
-    /// Runs until the process ends; reconnects after errors.
+    /// Wakes local waiters on commits of other processes, where the database announces them.
     pub(crate) fn spawn_listener(&self) {
-        let Backend::Postgres(pool) = &self.backend else {
-            return;
-        };
-        let pool = pool.clone();
-        let appended = self.appended.clone();
-        tokio::spawn(async move {
-            loop {
-                match sqlx::postgres::PgListener::connect_with(&pool).await {
-                    Ok(mut listener) => {
-                        if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
-                            tracing::warn!(error = %e, "LISTEN failed; retrying");
-                        } else {
-                            loop {
-                                match listener.recv().await {
-                                    Ok(_) => appended.notify_waiters(),
-                                    Err(e) => {
-                                        tracing::warn!(error = %e, "event notifications lost; reconnecting");
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot listen for event notifications; retrying")
-                    }
-                }
-                if pool.is_closed() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
+        dialect!(&self.backend, D, pool => D::listen(pool, self.appended.clone()));
     }
 }

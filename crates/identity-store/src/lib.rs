@@ -42,17 +42,16 @@ pub use outbox::OutboxMessage;
 pub use unit::{widen, Built, Committed, Decided, Unit};
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cqrs_es::{Aggregate, EventEnvelope};
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row};
 
-use backend::{on_pool, Backend, EventRow as _};
+use backend::postgres::Postgres;
+use backend::sqlite::Sqlite;
+use backend::{dialect, on_pool, Backend, Dialect, EventRow as _};
 
 /// How many times a command is re-run after losing an optimistic-concurrency race.
 pub const MAX_CONFLICT_RETRIES: u32 = 16;
@@ -125,35 +124,6 @@ pub struct StoreConfig {
     pub cache_capacity: usize,
 }
 
-/// sqlx 0.8.6 (the version postgres-es 0.5 pins) has a known TLS deadlock when rustls needs
-/// to read and write at once (sqlx issue 4248, fixed in a later release). On loopback TLS buys
-/// nothing, so as a precaution, unless the URL chooses an `sslmode`, connections to 127.0.0.1,
-/// ::1 or localhost use plain TCP. Remote URLs are left as given.
-fn loopback_without_tls(url: &str) -> String {
-    let is_pg = url.starts_with("postgres://") || url.starts_with("postgresql://");
-    if !is_pg || url.contains("sslmode=") {
-        return url.to_string();
-    }
-    let after_scheme = url.split_once("://").map_or("", |(_, rest)| rest);
-    let authority = after_scheme.split(['/', '?']).next().unwrap_or("");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if host_port.starts_with('[') {
-        host_port
-            .split(']')
-            .next()
-            .unwrap_or("")
-            .trim_start_matches('[')
-    } else {
-        host_port.split(':').next().unwrap_or("")
-    };
-    if matches!(host, "127.0.0.1" | "localhost" | "::1") || host.starts_with("127.") {
-        let sep = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{sep}sslmode=disable")
-    } else {
-        url.to_string()
-    }
-}
-
 /// How long to wait before re-running after a lost race: grows with the attempt, jittered.
 pub fn conflict_backoff(attempt: u32) -> Duration {
     // Spread retries so that racing commands do not collide again in lock step.
@@ -177,39 +147,12 @@ impl EventLog {
         config: &StoreConfig,
         upcasters: Upcasters,
     ) -> Result<Self, StoreError> {
-        let adjusted = loopback_without_tls(config.url.trim());
+        let adjusted = backend::postgres::loopback_without_tls(config.url.trim());
         let url = adjusted.as_str();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url)?;
-            let pool = PgPoolOptions::new()
-                .max_connections(config.max_connections.max(1))
-                .acquire_timeout(Duration::from_secs(5))
-                .connect_with(options)
-                .await?;
-            Backend::Postgres(pool)
-        } else if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            let file = path.split('?').next().unwrap_or(path);
-            if let Some(dir) = std::path::Path::new(file).parent() {
-                if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        StoreError::config_by(format!("cannot create {}", dir.display()), e)
-                    })?;
-                }
-            }
-            // FULL synchronous mode: a command is acknowledged only once its events are on disk.
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(10));
-            let pool = SqlitePoolOptions::new()
-                .max_connections(config.max_connections.clamp(1, 8))
-                .connect_with(options)
-                .await?;
-            Backend::Sqlite(pool)
+            Backend::Postgres(Postgres::connect(url, config.max_connections).await?)
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite(Sqlite::connect(url, config.max_connections).await?)
         } else {
             return Err(StoreError::config(
                 "the database URL must start with postgres:// or sqlite://",
@@ -242,10 +185,7 @@ impl EventLog {
 
     /// Which database this is, for logs and health details.
     pub fn kind(&self) -> &'static str {
-        match self.backend {
-            Backend::Postgres(_) => "postgres",
-            Backend::Sqlite(_) => "sqlite",
-        }
+        dialect!(&self.backend, D, _pool => D::KIND)
     }
 
     /// The URL the log was opened with (it may hold a password: never log it).
@@ -267,10 +207,7 @@ impl EventLog {
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Postgres(pool) => migrations::postgres(pool).await,
-            Backend::Sqlite(pool) => migrations::sqlite(pool).await,
-        }
+        dialect!(&self.backend, D, pool => D::migrate(pool).await)
     }
 
     /// Connections of the command path's pool: (open, idle).
@@ -435,34 +372,5 @@ impl EventLog {
         let sql = "SELECT COALESCE(MAX(global_position), 0) FROM events";
         let head: i64 = on_pool!(&self.backend, p => sqlx::query_scalar(sql).fetch_one(p).await?);
         Ok(u64::try_from(head)?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::loopback_without_tls;
-
-    #[test]
-    fn loopback_postgres_urls_use_plain_tcp_unless_they_choose() {
-        assert_eq!(
-            loopback_without_tls("postgres://postgres@127.0.0.1:5432/db"),
-            "postgres://postgres@127.0.0.1:5432/db?sslmode=disable"
-        );
-        assert_eq!(
-            loopback_without_tls("postgres://u:p@localhost/db?application_name=x"),
-            "postgres://u:p@localhost/db?application_name=x&sslmode=disable"
-        );
-        assert_eq!(
-            loopback_without_tls("postgres://u@127.0.0.1/db?sslmode=require"),
-            "postgres://u@127.0.0.1/db?sslmode=require"
-        );
-        assert_eq!(
-            loopback_without_tls("postgres://u@db.internal:5432/db"),
-            "postgres://u@db.internal:5432/db"
-        );
-        assert_eq!(
-            loopback_without_tls("sqlite://data/x.db"),
-            "sqlite://data/x.db"
-        );
     }
 }

@@ -1,0 +1,205 @@
+//! The log in SQLite: one writer at a time, so positions are simply one past the highest and
+//! the feed needs no horizon; no notifications across processes (readers poll).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+use super::{to_i64, to_u64, Dialect, EventRow as _};
+use crate::append::{fail_all, is_conflict, AppendError, Outcome, Request};
+use crate::{migrations, FeedCursor, StoreError, StoredEvent};
+
+#[derive(Debug)]
+pub(crate) struct Sqlite;
+
+impl Dialect for Sqlite {
+    type Pool = SqlitePool;
+    const KIND: &'static str = "sqlite";
+    const WRITERS: usize = 1;
+    /// SQLite has no transaction ids: its feed orders by position alone.
+    const EVENT_COLUMNS: &'static str =
+        "global_position, 0 AS xid, aggregate_type, aggregate_id, sequence, event_type,
+         event_version, payload, metadata, hash, recorded_at";
+
+    async fn connect(url: &str, max_connections: u32) -> Result<SqlitePool, StoreError> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        let file = path.split('?').next().unwrap_or(path);
+        if let Some(dir) = std::path::Path::new(file).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::config_by(format!("cannot create {}", dir.display()), e)
+                })?;
+            }
+        }
+        // FULL synchronous mode: a command is acknowledged only once its events are on disk.
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        Ok(SqlitePoolOptions::new()
+            .max_connections(max_connections.clamp(1, 8))
+            .connect_with(options)
+            .await?)
+    }
+
+    async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+        migrations::sqlite(pool).await
+    }
+
+    async fn write_batch(pool: &SqlitePool, batch: &[Request]) -> Vec<Outcome> {
+        write_batch(pool, batch).await
+    }
+
+    async fn read_feed(
+        pool: &SqlitePool,
+        after: FeedCursor,
+        limit: i64,
+        prefix: Option<String>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {} FROM events WHERE global_position > $1
+                AND ($3 IS NULL OR substr(aggregate_id, 1, length($3)) = $3)
+              ORDER BY global_position LIMIT $2",
+            Self::EVENT_COLUMNS
+        ))
+        .bind(to_i64(after.position))
+        .bind(limit)
+        .bind(prefix)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| r.stored_event())
+        .collect()
+    }
+
+    async fn feed_tail(pool: &SqlitePool) -> Result<Option<FeedCursor>, StoreError> {
+        let position: Option<i64> = sqlx::query_scalar(
+            "SELECT global_position FROM events ORDER BY global_position DESC LIMIT 1",
+        )
+        .fetch_optional(pool)
+        .await?;
+        position
+            .map(|p| {
+                Ok(FeedCursor {
+                    xid: 0,
+                    position: to_u64(p)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn cursor_of(pool: &SqlitePool, position: u64) -> Result<Option<FeedCursor>, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT global_position FROM events WHERE global_position = $1")
+                .bind(to_i64(position))
+                .fetch_optional(pool)
+                .await?;
+        Ok(found.map(|_| FeedCursor { xid: 0, position }))
+    }
+
+    fn metadata_field(key: &str, arg: &str) -> String {
+        format!("json_extract(metadata, '$.{key}') = {arg}")
+    }
+
+    /// SQLite keeps `recorded_at` as `YYYY-MM-DDTHH:MM:SS.sssZ` text; compare in that form.
+    fn recorded_at_bound(t: &str, op: &str, arg: &str) -> Result<(String, String), StoreError> {
+        let v = chrono::DateTime::parse_from_rfc3339(t)
+            .map(|d| {
+                d.with_timezone(&chrono::Utc)
+                    .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                    .to_string()
+            })
+            .map_err(|_| StoreError::other(format!("bad time {t:?}")))?;
+        Ok((format!("recorded_at {op} {arg}"), v))
+    }
+
+    async fn fetch_listing(
+        pool: &SqlitePool,
+        sql: &str,
+        args: &[String],
+        _timeout: Option<Duration>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut q = sqlx::query(sql);
+        for a in args {
+            q = q.bind(a);
+        }
+        q.fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| r.stored_event())
+            .collect()
+    }
+}
+
+async fn write_batch(pool: &SqlitePool, batch: &[Request]) -> Vec<Outcome> {
+    match sqlite_batch(pool, batch).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => fail_all(batch.len(), &e),
+    }
+}
+
+/// One transaction; each command under its own savepoint, so a conflicting one is rolled
+/// back alone.
+async fn sqlite_batch(pool: &SqlitePool, batch: &[Request]) -> Result<Vec<Outcome>, StoreError> {
+    // IMMEDIATE: take the write lock first, so no statement fails on a lock upgrade.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for request in batch {
+        let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+        let mut positions = Vec::with_capacity(request.events.len());
+        let mut failure = None;
+        for e in &request.events {
+            // Writers are serialized (BEGIN IMMEDIATE), so one past the highest is the next
+            // position; the unique index makes MAX a single probe.
+            let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash, global_position)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, (SELECT COALESCE(MAX(global_position), 0) + 1 FROM events))
+                 RETURNING global_position",
+            )
+            .bind(e.aggregate_type)
+            .bind(e.aggregate_id.as_str())
+            .bind(e.sequence)
+            .bind(e.event_type.as_str())
+            .bind(e.event_version.as_str())
+            .bind(e.payload.to_string())
+            .bind(e.metadata.to_string())
+            .bind(e.hash.as_str())
+            .fetch_one(&mut *savepoint)
+            .await;
+            match inserted {
+                Ok(position) => positions.push(position),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        match failure {
+            None => {
+                savepoint.commit().await?;
+                outcomes.push(
+                    positions
+                        .into_iter()
+                        .map(|p| u64::try_from(p).map_err(|e| AppendError::Store(e.into())))
+                        .collect(),
+                );
+            }
+            Some(e) => {
+                savepoint.rollback().await?;
+                outcomes.push(Err(if is_conflict(&e) {
+                    AppendError::Conflict
+                } else {
+                    AppendError::Store(e.into())
+                }));
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
