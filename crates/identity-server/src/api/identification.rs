@@ -48,17 +48,14 @@ impl IdentificationApi {
     }
 }
 
-type Rpc<T> = Result<Response<T>, Status>;
+/// SubmitIdentity's user and identity, parsed (every field violation at once).
+struct Submission(UserId, Identity);
 
-#[tonic::async_trait]
-impl IdentificationService for IdentificationApi {
-    async fn submit_identity(
-        &self,
-        request: Request<pb::SubmitIdentityRequest>,
-    ) -> Rpc<pb::SubmitIdentityResponse> {
-        let ctx = RequestContext::from_request(&request)?;
-        let req = request.into_inner();
-        let i = req.identity.unwrap_or_default();
+impl TryFrom<&pb::SubmitIdentityRequest> for Submission {
+    type Error = ApiError;
+
+    fn try_from(req: &pb::SubmitIdentityRequest) -> ApiResult<Self> {
+        let i = req.identity.clone().unwrap_or_default();
         let country = if i.person_code_country.trim().is_empty() {
             i.nationality.clone()
         } else {
@@ -74,13 +71,68 @@ impl IdentificationService for IdentificationApi {
             }),
             date_of_birth = field("identity.date_of_birth", &i.date_of_birth, parse_date),
         }
-        let identity = Identity {
-            first_name,
-            surname,
-            nationality,
-            person_code,
-            date_of_birth,
-        };
+        Ok(Self(
+            user,
+            Identity {
+                first_name,
+                surname,
+                nationality,
+                person_code,
+                date_of_birth,
+            },
+        ))
+    }
+}
+
+/// AttachDocument's user and document, parsed; the document gets a new id.
+struct NewDocument(UserId, Document);
+
+impl TryFrom<&pb::AttachDocumentRequest> for NewDocument {
+    type Error = ApiError;
+
+    fn try_from(req: &pb::AttachDocumentRequest) -> ApiResult<Self> {
+        parse_fields! {
+            user = field("user_id", &req.user_id, UserId::parse),
+            kind = checked("kind", document_kind_from_pb(req.kind)),
+            number = field("number", &req.number, |s| {
+            let s = s.trim();
+            if s.len() <= 64
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ' ')
+            {
+                Ok(s.to_string())
+            } else {
+                Err(identity_domain::ValueError::new(
+                    "number must be at most 64 letters, digits, spaces or dashes",
+                ))
+            }
+            }),
+            issue_date = field("issue_date", &req.issue_date, parse_date),
+            expiry_date = optional_field("expiry_date", &req.expiry_date, parse_date),
+        }
+        Ok(Self(
+            user,
+            Document {
+                document_id: DocumentId(Uuid::new_v4()),
+                kind,
+                number,
+                issue_date,
+                expiry_date,
+            },
+        ))
+    }
+}
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl IdentificationService for IdentificationApi {
+    async fn submit_identity(
+        &self,
+        request: Request<pb::SubmitIdentityRequest>,
+    ) -> Rpc<pb::SubmitIdentityResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let Submission(user, identity) = Submission::try_from(request.get_ref())?;
         let key = identity.person_code.key();
         self.core.load_user(&ctx, user).await?;
         // The submission, the claim of its person code and the release of the previous
@@ -133,34 +185,8 @@ impl IdentificationService for IdentificationApi {
         request: Request<pb::AttachDocumentRequest>,
     ) -> Rpc<pb::AttachDocumentResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let req = request.into_inner();
-        parse_fields! {
-            user = field("user_id", &req.user_id, UserId::parse),
-            kind = checked("kind", document_kind_from_pb(req.kind)),
-            number = field("number", &req.number, |s| {
-            let s = s.trim();
-            if s.len() <= 64
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ' ')
-            {
-                Ok(s.to_string())
-            } else {
-                Err(identity_domain::ValueError::new(
-                    "number must be at most 64 letters, digits, spaces or dashes",
-                ))
-            }
-            }),
-            issue_date = field("issue_date", &req.issue_date, parse_date),
-            expiry_date = optional_field("expiry_date", &req.expiry_date, parse_date),
-        }
-        let document_id = DocumentId(Uuid::new_v4());
-        let document = Document {
-            document_id,
-            kind,
-            number,
-            issue_date,
-            expiry_date,
-        };
+        let NewDocument(user, document) = NewDocument::try_from(request.get_ref())?;
+        let document_id = document.document_id;
         let now = Utc::now();
         let executed = self
             .run(&ctx, user, |subject| {

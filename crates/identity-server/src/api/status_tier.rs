@@ -74,23 +74,20 @@ impl StatusTierApi {
     }
 }
 
-fn parse_tier_id(raw: &str) -> ApiResult<TierId> {
-    parse_fields! {
-        id = field("tier_id", raw, TierId::parse),
-    }
-    Ok(id)
+/// CreateStatusTier's fields, parsed (every field violation at once).
+struct NewTier {
+    name: Name,
+    description: Option<Text>,
+    min_balance: TokenAmount,
+    discount: Percentage,
+    image_url: Option<Url>,
+    eligible_tokens: BTreeSet<TokenId>,
 }
 
-type Rpc<T> = Result<Response<T>, Status>;
+impl TryFrom<&pb::CreateStatusTierRequest> for NewTier {
+    type Error = ApiError;
 
-#[tonic::async_trait]
-impl StatusTierService for StatusTierApi {
-    async fn create_status_tier(
-        &self,
-        request: Request<pb::CreateStatusTierRequest>,
-    ) -> Rpc<pb::CreateStatusTierResponse> {
-        let ctx = RequestContext::from_request(&request)?;
-        let req = request.into_inner();
+    fn try_from(req: &pb::CreateStatusTierRequest) -> ApiResult<Self> {
         let mut v = Violations::new();
         if req.eligible_tokens.len() > MAX_ELIGIBLE_TOKENS {
             v.push(
@@ -120,31 +117,24 @@ impl StatusTierService for StatusTierApi {
             },
             image_url = optional_field("image_url", &req.image_url, Url::parse),
         }
-        let tier_id = TierId(Uuid::new_v4());
-        let command = StatusTierCommand::Create(Box::new(CreateTier {
-            tier_id,
-            tenant: ctx.tenant.clone(),
+        Ok(Self {
             name,
             description,
             min_balance,
             discount,
             image_url,
             eligible_tokens,
-            at: Utc::now(),
-        }));
-        let executed = self.run(&ctx, tier_id, command).await?;
-        Ok(Response::new(pb::CreateStatusTierResponse {
-            tier: Some(tier_to_pb(&executed.aggregate, executed.sequence)),
-            position: executed.position,
-        }))
+        })
     }
+}
 
-    async fn update_status_tier(
-        &self,
-        request: Request<pb::UpdateStatusTierRequest>,
-    ) -> Rpc<pb::UpdateStatusTierResponse> {
-        let ctx = RequestContext::from_request(&request)?;
-        let req = request.into_inner();
+/// UpdateStatusTier's tier and changes, parsed.
+struct TierChange(TierId, UpdateTier);
+
+impl TryFrom<&pb::UpdateStatusTierRequest> for TierChange {
+    type Error = ApiError;
+
+    fn try_from(req: &pb::UpdateStatusTierRequest) -> ApiResult<Self> {
         // A field that is present must parse; an absent one is left as it is.
         parse_fields! {
             tier = field("tier_id", &req.tier_id, TierId::parse),
@@ -170,13 +160,68 @@ impl StatusTierService for StatusTierApi {
                 .map(|s| field("image_url", s, Url::parse))
                 .transpose(),
         }
-        let update = UpdateTier {
+        Ok(Self(
+            tier,
+            UpdateTier {
+                name,
+                description,
+                min_balance,
+                discount,
+                image_url,
+            },
+        ))
+    }
+}
+
+fn parse_tier_id(raw: &str) -> ApiResult<TierId> {
+    parse_fields! {
+        id = field("tier_id", raw, TierId::parse),
+    }
+    Ok(id)
+}
+
+type Rpc<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl StatusTierService for StatusTierApi {
+    async fn create_status_tier(
+        &self,
+        request: Request<pb::CreateStatusTierRequest>,
+    ) -> Rpc<pb::CreateStatusTierResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let NewTier {
             name,
             description,
             min_balance,
             discount,
             image_url,
-        };
+            eligible_tokens,
+        } = NewTier::try_from(request.get_ref())?;
+        let tier_id = TierId(Uuid::new_v4());
+        let command = StatusTierCommand::Create(Box::new(CreateTier {
+            tier_id,
+            tenant: ctx.tenant.clone(),
+            name,
+            description,
+            min_balance,
+            discount,
+            image_url,
+            eligible_tokens,
+            at: Utc::now(),
+        }));
+        let executed = self.run(&ctx, tier_id, command).await?;
+        Ok(Response::new(pb::CreateStatusTierResponse {
+            tier: Some(tier_to_pb(&executed.aggregate, executed.sequence)),
+            position: executed.position,
+        }))
+    }
+
+    async fn update_status_tier(
+        &self,
+        request: Request<pb::UpdateStatusTierRequest>,
+    ) -> Rpc<pb::UpdateStatusTierResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let TierChange(tier, update) = TierChange::try_from(request.get_ref())?;
         let executed = self
             .run(
                 &ctx,

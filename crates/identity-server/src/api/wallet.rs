@@ -49,17 +49,13 @@ impl WalletApi {
         &self,
         ctx: &RequestContext,
         kind: MovementKind,
-        wallet_id: &str,
-        token: &str,
-        amount: &str,
-        key: &str,
+        Movement {
+            wallet,
+            token,
+            amount,
+            key,
+        }: Movement,
     ) -> ApiResult<(String, String, bool, u64)> {
-        parse_fields! {
-            wallet = field("wallet_id", wallet_id, WalletId::parse),
-            token = field("token", token, TokenId::parse),
-            amount = field("amount", amount, TokenAmount::parse_positive),
-            key = field("idempotency_key", key, IdempotencyKey::parse),
-        }
         let movement = TokenMovement {
             token: token.clone(),
             amount,
@@ -110,6 +106,84 @@ impl WalletApi {
     }
 }
 
+/// A credit or a debit, parsed (every field violation at once).
+struct Movement {
+    wallet: WalletId,
+    token: TokenId,
+    amount: TokenAmount,
+    key: IdempotencyKey,
+}
+
+macro_rules! movement_from {
+    ($($t:ty),*) => {$(
+        impl TryFrom<&$t> for Movement {
+            type Error = ApiError;
+
+            fn try_from(r: &$t) -> ApiResult<Self> {
+                parse_fields! {
+                    wallet = field("wallet_id", &r.wallet_id, WalletId::parse),
+                    token = field("token", &r.token, TokenId::parse),
+                    amount = field("amount", &r.amount, TokenAmount::parse_positive),
+                    key = field("idempotency_key", &r.idempotency_key, IdempotencyKey::parse),
+                }
+                Ok(Self { wallet, token, amount, key })
+            }
+        }
+    )*};
+}
+movement_from!(pb::CreditTokensRequest, pb::DebitTokensRequest);
+
+/// OpenWallet's fields, parsed.
+struct NewWallet {
+    owner_type: OwnerType,
+    wallet_type: identity_domain::wallet::WalletType,
+    network: Network,
+    owner_id: ExternalId,
+    address: Option<String>,
+}
+
+impl TryFrom<&pb::OpenWalletRequest> for NewWallet {
+    type Error = ApiError;
+
+    fn try_from(req: &pb::OpenWalletRequest) -> ApiResult<Self> {
+        parse_fields! {
+            owner_type = checked("owner_type", owner_type_from_pb(req.owner_type)),
+            wallet_type = checked("wallet_type", wallet_type_from_pb(req.wallet_type)),
+            network = field("network", &req.network, Network::parse),
+            owner_id = field("owner_id", &req.owner_id, ExternalId::parse),
+            address = optional_field("address", &req.address, |s| Ok(s.trim().to_string())),
+        }
+        Ok(Self {
+            owner_type,
+            wallet_type,
+            network,
+            owner_id,
+            address,
+        })
+    }
+}
+
+/// The owner ListWallets names, parsed.
+struct WalletOwner {
+    owner_type: OwnerType,
+    owner_id: ExternalId,
+}
+
+impl TryFrom<&pb::ListWalletsRequest> for WalletOwner {
+    type Error = ApiError;
+
+    fn try_from(req: &pb::ListWalletsRequest) -> ApiResult<Self> {
+        parse_fields! {
+            owner_type = checked("owner_type", owner_type_from_pb(req.owner_type)),
+            owner_id = field("owner_id", &req.owner_id, ExternalId::parse),
+        }
+        Ok(Self {
+            owner_type,
+            owner_id,
+        })
+    }
+}
+
 /// Requests that name one wallet.
 pub trait HasWalletId {
     fn wallet_id(&self) -> &str;
@@ -133,14 +207,13 @@ impl WalletService for WalletApi {
         request: Request<pb::OpenWalletRequest>,
     ) -> Rpc<pb::OpenWalletResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let req = request.into_inner();
-        parse_fields! {
-            owner_type = checked("owner_type", owner_type_from_pb(req.owner_type)),
-            wallet_type = checked("wallet_type", wallet_type_from_pb(req.wallet_type)),
-            network = field("network", &req.network, Network::parse),
-            owner_id = field("owner_id", &req.owner_id, ExternalId::parse),
-            address = optional_field("address", &req.address, |s| Ok(s.trim().to_string())),
-        }
+        let NewWallet {
+            owner_type,
+            wallet_type,
+            network,
+            owner_id,
+            address,
+        } = NewWallet::try_from(request.get_ref())?;
         // A user's wallets are salted with the user's identifier email.
         let owner_identifier =
             match derive::owner_identifier(&ctx.tenant, owner_type, owner_id.as_str()) {
@@ -225,17 +298,9 @@ impl WalletService for WalletApi {
         request: Request<pb::CreditTokensRequest>,
     ) -> Rpc<pb::CreditTokensResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let r = request.get_ref();
-        let (token, balance, replayed, position) = self
-            .movement(
-                &ctx,
-                MovementKind::Credit,
-                &r.wallet_id,
-                &r.token,
-                &r.amount,
-                &r.idempotency_key,
-            )
-            .await?;
+        let movement = Movement::try_from(request.get_ref())?;
+        let (token, balance, replayed, position) =
+            self.movement(&ctx, MovementKind::Credit, movement).await?;
         Ok(Response::new(pb::CreditTokensResponse {
             token,
             balance,
@@ -249,17 +314,9 @@ impl WalletService for WalletApi {
         request: Request<pb::DebitTokensRequest>,
     ) -> Rpc<pb::DebitTokensResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let r = request.get_ref();
-        let (token, balance, replayed, position) = self
-            .movement(
-                &ctx,
-                MovementKind::Debit,
-                &r.wallet_id,
-                &r.token,
-                &r.amount,
-                &r.idempotency_key,
-            )
-            .await?;
+        let movement = Movement::try_from(request.get_ref())?;
+        let (token, balance, replayed, position) =
+            self.movement(&ctx, MovementKind::Debit, movement).await?;
         Ok(Response::new(pb::DebitTokensResponse {
             token,
             balance,
@@ -292,10 +349,10 @@ impl WalletService for WalletApi {
         let ctx = RequestContext::from_request(&request)?;
         let wait = deadline_of(&request);
         let req = request.into_inner();
-        parse_fields! {
-            owner_type = checked("owner_type", owner_type_from_pb(req.owner_type)),
-            owner_id = field("owner_id", &req.owner_id, ExternalId::parse),
-        }
+        let WalletOwner {
+            owner_type,
+            owner_id,
+        } = WalletOwner::try_from(&req)?;
         let owner_type = match owner_type {
             OwnerType::User => "user",
             OwnerType::Business => "business",
