@@ -309,21 +309,16 @@ async fn a_rotated_key_keeps_its_tokens_verifying_until_it_is_dropped(store: Sto
     create_kit_tenants(before.channel.clone()).await;
     let user =
         identity_proto::v1::user_service_client::UserServiceClient::new(before.channel.clone())
-            .register_user(req(
+            .register_user(registering(
                 "acme",
-                pb::RegisterUserRequest {
-                    user: Some(pb::UserInput {
-                        email: "rotate@example.com".into(),
-                        ..Default::default()
-                    }),
+                pb::UserInput {
+                    email: "rotate@example.com".into(),
+                    ..Default::default()
                 },
             ))
             .await
-            .expect("registers")
-            .into_inner()
-            .user
-            .expect("user")
-            .user_id;
+            .map(registered_id)
+            .expect("registers");
     identity_proto::v1::user_service_client::UserServiceClient::new(before.channel.clone())
         .set_password(req(
             "acme",

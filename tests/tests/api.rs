@@ -34,18 +34,16 @@ mod scenarios {
         let app = spawn_app(store).await;
         let registered = app
             .users()
-            .register_user(req(
+            .register_user(registering(
                 "acme",
-                pb::RegisterUserRequest {
-                    user: Some(pb::UserInput {
-                        email: "Ada@Example.COM".into(),
-                        phone: "+372 5555 1234".into(),
-                        external_id: "crm-1".into(),
-                        first_name: "Ada".into(),
-                        last_name: "Lovelace".into(),
-                        locale: "en".into(),
-                        ..Default::default()
-                    }),
+                pb::UserInput {
+                    email: "Ada@Example.COM".into(),
+                    phone: "+372 5555 1234".into(),
+                    external_id: "crm-1".into(),
+                    first_name: "Ada".into(),
+                    last_name: "Lovelace".into(),
+                    locale: "en".into(),
+                    ..Default::default()
                 },
             ))
             .await
@@ -102,14 +100,12 @@ mod scenarios {
         let app = spawn_app(store).await;
         let status = assert_error(
             app.users()
-                .register_user(req(
+                .register_user(registering(
                     "acme",
-                    pb::RegisterUserRequest {
-                        user: Some(pb::UserInput {
-                            email: "not-an-email".into(),
-                            phone: "12".into(),
-                            ..Default::default()
-                        }),
+                    pb::UserInput {
+                        email: "not-an-email".into(),
+                        phone: "12".into(),
+                        ..Default::default()
                     },
                 ))
                 .await,
@@ -162,14 +158,12 @@ mod scenarios {
         );
         assert_error(
             app.users()
-                .register_user(req(
+                .register_user(registering(
                     "acme",
-                    pb::RegisterUserRequest {
-                        user: Some(pb::UserInput {
-                            email: "big@example.com".into(),
-                            custom_data: Some(custom),
-                            ..Default::default()
-                        }),
+                    pb::UserInput {
+                        email: "big@example.com".into(),
+                        custom_data: Some(custom),
+                        ..Default::default()
                     },
                 ))
                 .await,
@@ -291,13 +285,11 @@ mod scenarios {
         }
         // The losers released their external ids: each can still register.
         app.users()
-            .register_user(req(
+            .register_user(registering(
                 "acme",
-                pb::RegisterUserRequest {
-                    user: Some(pb::UserInput {
-                        external_id: "ext-3".into(),
-                        ..Default::default()
-                    }),
+                pb::UserInput {
+                    external_id: "ext-3".into(),
+                    ..Default::default()
                 },
             ))
             .await

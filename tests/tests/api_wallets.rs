@@ -118,16 +118,7 @@ mod scenarios {
 
         // Opening the same wallet again is refused; the address is the same forever.
         let again = w
-            .open_wallet(req(
-                "acme",
-                pb::OpenWalletRequest {
-                    owner_type: pb::OwnerType::User as i32,
-                    owner_id: user.clone(),
-                    wallet_type: pb::WalletType::Internal as i32,
-                    network: "polygon".into(),
-                    address: String::new(),
-                },
-            ))
+            .open_wallet(req("acme", user_wallet(user.clone(), "polygon")))
             .await;
         assert_error(again, Code::AlreadyExists, "WALLET_ALREADY_EXISTS");
     }

@@ -246,23 +246,18 @@ async fn admin_endpoints_report_health_and_metrics_and_logs_hold_no_personal_dat
     let phone = "+372 5123 4567";
     let password = "Canary-Password-42";
     let user = users
-        .register_user(req(
+        .register_user(registering(
             "acme",
-            pb::RegisterUserRequest {
-                user: Some(pb::UserInput {
-                    email: email.into(),
-                    phone: phone.into(),
-                    first_name: "Canaryfirst".into(),
-                    ..Default::default()
-                }),
+            pb::UserInput {
+                email: email.into(),
+                phone: phone.into(),
+                first_name: "Canaryfirst".into(),
+                ..Default::default()
             },
         ))
         .await
-        .expect("registers")
-        .into_inner()
-        .user
-        .expect("user")
-        .user_id;
+        .map(registered_id)
+        .expect("registers");
     users
         .set_password(req(
             "acme",
@@ -316,13 +311,11 @@ async fn admin_endpoints_report_health_and_metrics_and_logs_hold_no_personal_dat
         .expect("confirms");
     // The confirmed address is taken now: a second registration with it is refused.
     let _ = users
-        .register_user(req(
+        .register_user(registering(
             "acme",
-            pb::RegisterUserRequest {
-                user: Some(pb::UserInput {
-                    email: "pii.canary2@example.com".into(),
-                    ..Default::default()
-                }),
+            pb::UserInput {
+                email: "pii.canary2@example.com".into(),
+                ..Default::default()
             },
         ))
         .await;

@@ -75,15 +75,13 @@ async fn a_killed_server_leaves_no_orphan_claims(store: Store) {
                 for i in 0..500u32 {
                     let n = t * 1000 + i;
                     let r = users
-                        .register_user(req(
+                        .register_user(registering(
                             "acme",
-                            pb::RegisterUserRequest {
-                                user: Some(pb::UserInput {
-                                    email: format!("killed{n}@example.com"),
-                                    phone: format!("+3726{n:07}"),
-                                    external_id: format!("killed-{n}"),
-                                    ..Default::default()
-                                }),
+                            pb::UserInput {
+                                email: format!("killed{n}@example.com"),
+                                phone: format!("+3726{n:07}"),
+                                external_id: format!("killed-{n}"),
+                                ..Default::default()
                             },
                         ))
                         .await;
@@ -159,15 +157,13 @@ async fn a_killed_server_leaves_no_orphan_claims(store: Store) {
         );
         if holders[0].is_none() {
             users
-                .register_user(req(
+                .register_user(registering(
                     "acme",
-                    pb::RegisterUserRequest {
-                        user: Some(pb::UserInput {
-                            email: keys[0].1.clone(),
-                            phone: keys[1].1.clone(),
-                            external_id: keys[2].1.clone(),
-                            ..Default::default()
-                        }),
+                    pb::UserInput {
+                        email: keys[0].1.clone(),
+                        phone: keys[1].1.clone(),
+                        external_id: keys[2].1.clone(),
+                        ..Default::default()
                     },
                 ))
                 .await

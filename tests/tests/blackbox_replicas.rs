@@ -148,13 +148,11 @@ async fn a_long_transaction_delays_read_models_but_not_readiness_or_writes() {
         .expect("take an xid");
 
     let position = users
-        .register_user(req(
+        .register_user(registering(
             "acme",
-            pb::RegisterUserRequest {
-                user: Some(pb::UserInput {
-                    email: "behind@example.com".into(),
-                    ..Default::default()
-                }),
+            pb::UserInput {
+                email: "behind@example.com".into(),
+                ..Default::default()
             },
         ))
         .await
@@ -289,13 +287,11 @@ async fn two_servers_on_one_database_never_both_project() {
     .await
     .expect("connect");
     let position = users
-        .register_user(req(
+        .register_user(registering(
             "acme",
-            pb::RegisterUserRequest {
-                user: Some(pb::UserInput {
-                    email: "takeover@example.com".into(),
-                    ..Default::default()
-                }),
+            pb::UserInput {
+                email: "takeover@example.com".into(),
+                ..Default::default()
             },
         ))
         .await

@@ -63,13 +63,11 @@ fn verify(user: &str, password: &str) -> tonic::Request<pb::VerifyPasswordReques
 async fn assert_not_orphaned(app: &TestApp, email: &str) {
     let again = app
         .users()
-        .register_user(req(
+        .register_user(registering(
             "acme",
-            pb::RegisterUserRequest {
-                user: Some(pb::UserInput {
-                    email: email.into(),
-                    ..Default::default()
-                }),
+            pb::UserInput {
+                email: email.into(),
+                ..Default::default()
             },
         ))
         .await;

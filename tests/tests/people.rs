@@ -336,15 +336,13 @@ mod scenarios {
         let app = spawn_app(store).await;
         let registered = app
             .users()
-            .register_user(req(
+            .register_user(registering(
                 "acme",
-                pb::RegisterUserRequest {
-                    user: Some(pb::UserInput {
-                        email: "scoped@example.com".into(),
-                        phone: "+372 5555 0001".into(),
-                        first_name: "Grace".into(),
-                        ..Default::default()
-                    }),
+                pb::UserInput {
+                    email: "scoped@example.com".into(),
+                    phone: "+372 5555 0001".into(),
+                    first_name: "Grace".into(),
+                    ..Default::default()
                 },
             ))
             .await

@@ -216,16 +216,7 @@ mod scenarios {
         // A second wallet for an owner whose answer is cached: its totals take it in.
         let second = app
             .wallets()
-            .open_wallet(req(
-                "acme",
-                pb::OpenWalletRequest {
-                    owner_type: pb::OwnerType::User as i32,
-                    owner_id: ann.clone(),
-                    wallet_type: pb::WalletType::Internal as i32,
-                    network: "evm:8453".into(),
-                    address: String::new(),
-                },
-            ))
+            .open_wallet(req("acme", user_wallet(ann.clone(), "evm:8453")))
             .await
             .expect("opens a second wallet")
             .into_inner()
@@ -262,13 +253,11 @@ mod scenarios {
         let app = spawn_app(store).await;
         let registered = app
             .users()
-            .register_user(req(
+            .register_user(registering(
                 "acme",
-                pb::RegisterUserRequest {
-                    user: Some(pb::UserInput {
-                        email: "lag@example.com".into(),
-                        ..Default::default()
-                    }),
+                pb::UserInput {
+                    email: "lag@example.com".into(),
+                    ..Default::default()
                 },
             ))
             .await

@@ -24,20 +24,18 @@ mod scenarios {
         for i in 0..23 {
             let r = app
                 .users()
-                .register_user(req(
+                .register_user(registering(
                     "acme",
-                    pb::RegisterUserRequest {
-                        user: Some(pb::UserInput {
-                            email: format!("member{i:02}@example.com"),
-                            first_name: if i % 2 == 0 {
-                                "Alice".into()
-                            } else {
-                                "Bob".into()
-                            },
-                            last_name: format!("Zed{i:02}"),
-                            external_id: format!("EXT-{i:02}"),
-                            ..Default::default()
-                        }),
+                    pb::UserInput {
+                        email: format!("member{i:02}@example.com"),
+                        first_name: if i % 2 == 0 {
+                            "Alice".into()
+                        } else {
+                            "Bob".into()
+                        },
+                        last_name: format!("Zed{i:02}"),
+                        external_id: format!("EXT-{i:02}"),
+                        ..Default::default()
                     },
                 ))
                 .await
@@ -177,28 +175,24 @@ mod scenarios {
         let app = spawn_app(store).await;
         let r = app
             .users()
-            .register_user(req(
+            .register_user(registering(
                 "acme",
-                pb::RegisterUserRequest {
-                    user: Some(pb::UserInput {
-                        email: "look@example.com".into(),
-                        phone: "+372 5555 0000".into(),
-                        external_id: "crm-7".into(),
-                        public_profile: Some(identity_proto::prost_types::Struct {
-                            fields: [(
-                                "nick".to_string(),
-                                identity_proto::prost_types::Value {
-                                    kind: Some(
-                                        identity_proto::prost_types::value::Kind::StringValue(
-                                            "ada".into(),
-                                        ),
-                                    ),
-                                },
-                            )]
-                            .into(),
-                        }),
-                        ..Default::default()
+                pb::UserInput {
+                    email: "look@example.com".into(),
+                    phone: "+372 5555 0000".into(),
+                    external_id: "crm-7".into(),
+                    public_profile: Some(identity_proto::prost_types::Struct {
+                        fields: [(
+                            "nick".to_string(),
+                            identity_proto::prost_types::Value {
+                                kind: Some(identity_proto::prost_types::value::Kind::StringValue(
+                                    "ada".into(),
+                                )),
+                            },
+                        )]
+                        .into(),
                     }),
+                    ..Default::default()
                 },
             ))
             .await

@@ -38,14 +38,12 @@ mod scenarios {
                 0..=9 => {
                     let r = app
                         .users()
-                        .register_user(req(
+                        .register_user(registering(
                             "acme",
-                            pb::RegisterUserRequest {
-                                user: Some(pb::UserInput {
-                                    email: format!("load{i}@example.com"),
-                                    first_name: format!("N{}", next(50)),
-                                    ..Default::default()
-                                }),
+                            pb::UserInput {
+                                email: format!("load{i}@example.com"),
+                                first_name: format!("N{}", next(50)),
+                                ..Default::default()
                             },
                         ))
                         .await;

@@ -209,41 +209,47 @@ pub fn user_to_pb(u: &User, version: usize) -> pb::User {
     }
 }
 
-pub fn owner_type_from_pb(v: i32) -> Result<OwnerType, ValueError> {
-    match pb::OwnerType::try_from(v) {
-        Ok(pb::OwnerType::User) => Ok(OwnerType::User),
-        Ok(pb::OwnerType::Business) => Ok(OwnerType::Business),
-        Ok(pb::OwnerType::Tenant) => Ok(OwnerType::Tenant),
-        Ok(pb::OwnerType::Unspecified) | Err(_) => Err(ValueError::new(
-            "owner_type must be OWNER_TYPE_USER, OWNER_TYPE_BUSINESS or OWNER_TYPE_TENANT",
-        )),
-    }
+/// One wire enum and its domain enum, variant for variant: `$from` reads the wire value
+/// (refusing UNSPECIFIED and unknown numbers with `$refusal`), `$to` (of visibility `$vis`)
+/// writes it.
+macro_rules! wire_enum {
+    ($vis:vis $from:ident, $to:ident, $pb:ident <-> $domain:ident, [$($v:ident),+ $(,)?], $refusal:literal) => {
+        pub fn $from(v: i32) -> Result<$domain, ValueError> {
+            match pb::$pb::try_from(v) {
+                $(Ok(pb::$pb::$v) => Ok($domain::$v),)+
+                Ok(pb::$pb::Unspecified) | Err(_) => Err(ValueError::new($refusal)),
+            }
+        }
+
+        $vis fn $to(t: $domain) -> pb::$pb {
+            match t {
+                $($domain::$v => pb::$pb::$v,)+
+            }
+        }
+    };
 }
 
-fn owner_type_to_pb(t: OwnerType) -> pb::OwnerType {
-    match t {
-        OwnerType::User => pb::OwnerType::User,
-        OwnerType::Business => pb::OwnerType::Business,
-        OwnerType::Tenant => pb::OwnerType::Tenant,
-    }
-}
-
-pub fn wallet_type_from_pb(v: i32) -> Result<WalletType, ValueError> {
-    match pb::WalletType::try_from(v) {
-        Ok(pb::WalletType::Internal) => Ok(WalletType::Internal),
-        Ok(pb::WalletType::External) => Ok(WalletType::External),
-        Ok(pb::WalletType::Unspecified) | Err(_) => Err(ValueError::new(
-            "wallet_type must be WALLET_TYPE_INTERNAL or WALLET_TYPE_EXTERNAL",
-        )),
-    }
-}
-
-fn wallet_type_to_pb(t: WalletType) -> pb::WalletType {
-    match t {
-        WalletType::Internal => pb::WalletType::Internal,
-        WalletType::External => pb::WalletType::External,
-    }
-}
+wire_enum!(
+    owner_type_from_pb,
+    owner_type_to_pb,
+    OwnerType <-> OwnerType,
+    [User, Business, Tenant],
+    "owner_type must be OWNER_TYPE_USER, OWNER_TYPE_BUSINESS or OWNER_TYPE_TENANT"
+);
+wire_enum!(
+    wallet_type_from_pb,
+    wallet_type_to_pb,
+    WalletType <-> WalletType,
+    [Internal, External],
+    "wallet_type must be WALLET_TYPE_INTERNAL or WALLET_TYPE_EXTERNAL"
+);
+wire_enum!(
+    pub level_from_pb,
+    level_to_pb,
+    IdentificationLevel <-> IdentificationLevel,
+    [Unidentified, SemiIdentified, BasicIdentified, Identified, FullyIdentified],
+    "level must be one of the IDENTIFICATION_LEVEL_* values other than UNSPECIFIED"
+);
 
 pub fn wallet_status_to_pb(s: WalletStatus) -> pb::WalletStatus {
     match s {
@@ -302,52 +308,18 @@ pub fn tier_to_pb(t: &StatusTier, version: usize) -> pb::StatusTier {
     }
 }
 
-pub fn level_from_pb(v: i32) -> Result<IdentificationLevel, ValueError> {
-    use pb::IdentificationLevel as P;
-    match P::try_from(v) {
-        Ok(P::Unidentified) => Ok(IdentificationLevel::Unidentified),
-        Ok(P::SemiIdentified) => Ok(IdentificationLevel::SemiIdentified),
-        Ok(P::BasicIdentified) => Ok(IdentificationLevel::BasicIdentified),
-        Ok(P::Identified) => Ok(IdentificationLevel::Identified),
-        Ok(P::FullyIdentified) => Ok(IdentificationLevel::FullyIdentified),
-        Ok(P::Unspecified) | Err(_) => Err(ValueError::new(
-            "level must be one of the IDENTIFICATION_LEVEL_* values other than UNSPECIFIED",
-        )),
-    }
-}
-
-pub fn level_to_pb(l: IdentificationLevel) -> pb::IdentificationLevel {
-    use pb::IdentificationLevel as P;
-    match l {
-        IdentificationLevel::Unidentified => P::Unidentified,
-        IdentificationLevel::SemiIdentified => P::SemiIdentified,
-        IdentificationLevel::BasicIdentified => P::BasicIdentified,
-        IdentificationLevel::Identified => P::Identified,
-        IdentificationLevel::FullyIdentified => P::FullyIdentified,
-    }
-}
-
-pub fn document_kind_from_pb(v: i32) -> Result<DocumentKind, ValueError> {
-    use pb::DocumentKind as P;
-    match P::try_from(v) {
-        Ok(P::Passport) => Ok(DocumentKind::Passport),
-        Ok(P::IdentityCard) => Ok(DocumentKind::IdentityCard),
-        Ok(P::DrivingLicence) => Ok(DocumentKind::DrivingLicence),
-        Ok(P::Unspecified) | Err(_) => Err(ValueError::new(
-            "kind must be DOCUMENT_KIND_PASSPORT, DOCUMENT_KIND_IDENTITY_CARD or DOCUMENT_KIND_DRIVING_LICENCE",
-        )),
-    }
-}
+wire_enum!(
+    document_kind_from_pb,
+    document_kind_to_pb,
+    DocumentKind <-> DocumentKind,
+    [Passport, IdentityCard, DrivingLicence],
+    "kind must be DOCUMENT_KIND_PASSPORT, DOCUMENT_KIND_IDENTITY_CARD or DOCUMENT_KIND_DRIVING_LICENCE"
+);
 
 fn document_to_pb(d: &Document) -> pb::Document {
-    use pb::DocumentKind as P;
     pb::Document {
         document_id: d.document_id.to_string(),
-        kind: match d.kind {
-            DocumentKind::Passport => P::Passport,
-            DocumentKind::IdentityCard => P::IdentityCard,
-            DocumentKind::DrivingLicence => P::DrivingLicence,
-        } as i32,
+        kind: document_kind_to_pb(d.kind) as i32,
         number: d.number.clone(),
         issue_date: d.issue_date.to_string(),
         expiry_date: d.expiry_date.map(|e| e.to_string()).unwrap_or_default(),

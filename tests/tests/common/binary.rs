@@ -208,13 +208,11 @@ pub async fn register_many(addr: &str, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..n {
         let r = client
-            .register_user(req(
+            .register_user(registering(
                 "acme",
-                pb::RegisterUserRequest {
-                    user: Some(pb::UserInput {
-                        email: format!("durable{i}@example.com"),
-                        ..Default::default()
-                    }),
+                pb::UserInput {
+                    email: format!("durable{i}@example.com"),
+                    ..Default::default()
                 },
             ))
             .await
@@ -235,32 +233,18 @@ pub async fn user_with_wallet(
     email: &str,
 ) -> String {
     let user = users
-        .register_user(req(
+        .register_user(registering(
             "acme",
-            pb::RegisterUserRequest {
-                user: Some(pb::UserInput {
-                    email: email.into(),
-                    ..Default::default()
-                }),
+            pb::UserInput {
+                email: email.into(),
+                ..Default::default()
             },
         ))
         .await
-        .expect("registers")
-        .into_inner()
-        .user
-        .expect("user")
-        .user_id;
+        .map(registered_id)
+        .expect("registers");
     wallets
-        .open_wallet(req(
-            "acme",
-            pb::OpenWalletRequest {
-                owner_type: pb::OwnerType::User as i32,
-                owner_id: user,
-                wallet_type: pb::WalletType::Internal as i32,
-                network: "polygon".into(),
-                address: String::new(),
-            },
-        ))
+        .open_wallet(req("acme", user_wallet(user, "polygon")))
         .await
         .expect("opens")
         .into_inner()

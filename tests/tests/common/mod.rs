@@ -412,37 +412,23 @@ impl TestApp {
     /// Registers a user with this email in `tenant` and returns its id.
     pub async fn register(&self, tenant: &str, email: &str) -> String {
         self.users()
-            .register_user(req(
+            .register_user(registering(
                 tenant,
-                pb::RegisterUserRequest {
-                    user: Some(pb::UserInput {
-                        email: email.into(),
-                        ..Default::default()
-                    }),
+                pb::UserInput {
+                    email: email.into(),
+                    ..Default::default()
                 },
             ))
             .await
+            .map(registered_id)
             .expect("registers")
-            .into_inner()
-            .user
-            .expect("user")
-            .user_id
     }
 
     /// Opens and activates an internal Polygon wallet for a user.
     pub async fn active_wallet(&self, tenant: &str, user_id: &str) -> String {
         let wallet = self
             .wallets()
-            .open_wallet(req(
-                tenant,
-                pb::OpenWalletRequest {
-                    owner_type: pb::OwnerType::User as i32,
-                    owner_id: user_id.into(),
-                    wallet_type: pb::WalletType::Internal as i32,
-                    network: "polygon".into(),
-                    address: String::new(),
-                },
-            ))
+            .open_wallet(req(tenant, user_wallet(user_id, "polygon")))
             .await
             .expect("opens")
             .into_inner()
@@ -472,6 +458,27 @@ impl Drop for TestApp {
 /// A request in `tenant` (one of [`KIT_TENANTS`]) by the development SUPER_ADMIN.
 pub fn req<T>(tenant: &str, msg: T) -> Request<T> {
     with_token(super_admin_token(), Some(tenant), msg)
+}
+
+/// RegisterUser of `user` in `tenant`, as [`req`] sends it.
+pub fn registering(tenant: &str, user: pb::UserInput) -> Request<pb::RegisterUserRequest> {
+    req(tenant, pb::RegisterUserRequest { user: Some(user) })
+}
+
+/// OpenWallet of an internal wallet for the user `owner_id` on `network`.
+pub fn user_wallet(owner_id: impl Into<String>, network: &str) -> pb::OpenWalletRequest {
+    pb::OpenWalletRequest {
+        owner_type: pb::OwnerType::User as i32,
+        owner_id: owner_id.into(),
+        wallet_type: pb::WalletType::Internal as i32,
+        network: network.into(),
+        address: String::new(),
+    }
+}
+
+/// The id of the user a RegisterUser call created.
+pub fn registered_id(answer: tonic::Response<pb::RegisterUserResponse>) -> String {
+    answer.into_inner().user.expect("user").user_id
 }
 
 /// A request in `tenant` by a trusted integration that delivers one-time codes itself: it
