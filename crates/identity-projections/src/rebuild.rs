@@ -127,12 +127,9 @@ impl Projections {
     /// times. Pending rows are written, with the shadow checkpoint, when they reach
     /// [`REBUILD_PENDING`], when an event must be applied alone, and at the end, so memory
     /// stays bounded however long the log is.
-    pub(crate) async fn build_beside(
-        &self,
-        p: Projection,
-        suffix: &str,
-        mut progress: impl FnMut(u64),
-    ) -> Result<u64, ProjectionError> {
+    /// Creates the tables of a copy of `p` beside the live one (named with `suffix`) and its
+    /// checkpoint at the start of the feed; returns the copy's checkpoint name.
+    async fn start_shadow(&self, p: Projection, suffix: &str) -> Result<String, ProjectionError> {
         Self::create_tables(&self.writer, self.dialect, p, suffix, self.trigram).await?;
         let shadow_name = format!("{}{suffix}", p.name());
         sqlx::query(&self.dialect.placeholders(
@@ -142,6 +139,16 @@ impl Projections {
         .bind(now_text())
         .execute(&self.writer)
         .await?;
+        Ok(shadow_name)
+    }
+
+    pub(crate) async fn build_beside(
+        &self,
+        p: Projection,
+        suffix: &str,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, ProjectionError> {
+        let shadow_name = self.start_shadow(p, suffix).await?;
         let (chunks, mut received) = tokio::sync::mpsc::channel(2);
         let log = self.log.clone();
         let (read, pending) = self.replay_sizes;
@@ -255,15 +262,7 @@ impl Projections {
         // Hold the live projector still so both sides stand at the same place in the feed.
         let _guard = self.locks[&p].lock().await;
         let live = Self::checkpoint_of(&self.writer, self.dialect, p.name()).await?;
-        Self::create_tables(&self.writer, self.dialect, p, suffix, self.trigram).await?;
-        let shadow_name = format!("{}{suffix}", p.name());
-        sqlx::query(&self.dialect.placeholders(
-            "INSERT INTO projection_checkpoints (name, xid, position, updated_at) VALUES ($1, 0, 0, $2)",
-        ))
-        .bind(&shadow_name)
-        .bind(now_text())
-        .execute(&self.writer)
-        .await?;
+        self.start_shadow(p, suffix).await?;
         let mut cursor = FeedCursor::default();
         while cursor < live {
             let events = self.log.read_feed(cursor, BATCH).await?;

@@ -17,6 +17,29 @@ use crate::apply::{
 use crate::read_model::{Fold, ReadModel, Writing};
 use crate::schema::Table;
 
+/// A confirmed email or phone: its column takes the value, the row its time and version.
+#[allow(clippy::too_many_arguments)]
+async fn confirmed(
+    conn: &mut AnyConnection,
+    touch: &impl Fn(&str) -> String,
+    column: &str,
+    value: String,
+    at: String,
+    version: i64,
+    tenant: &str,
+    user: &str,
+) -> Result<()> {
+    sqlx::query(&touch(&format!("{column} = $4, updated_at = $5, ")))
+        .bind(version)
+        .bind(tenant)
+        .bind(user)
+        .bind(value)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// A user event other than a registration: changes the user's existing row and marks its
 /// search text for recomputation.
 pub(crate) async fn directory_user(
@@ -77,25 +100,33 @@ pub(crate) async fn directory_user(
                 .await?;
         }
         UserEvent::EmailConfirmed { email, at, .. } => {
-            sqlx::query(&touch("email = $4, updated_at = $5, "))
-                .bind(version)
-                .bind(&tenant)
-                .bind(&user)
-                .bind(email.to_string())
-                .bind(fmt(at))
-                .execute(&mut *conn)
-                .await?;
+            let (column, value) = ("email", email.to_string());
+            confirmed(
+                conn,
+                &touch,
+                column,
+                value,
+                fmt(at),
+                version,
+                &tenant,
+                &user,
+            )
+            .await?;
             refresh.insert((tenant.clone(), user.clone()));
         }
         UserEvent::PhoneConfirmed { phone, at, .. } => {
-            sqlx::query(&touch("phone = $4, updated_at = $5, "))
-                .bind(version)
-                .bind(&tenant)
-                .bind(&user)
-                .bind(phone.to_string())
-                .bind(fmt(at))
-                .execute(&mut *conn)
-                .await?;
+            let (column, value) = ("phone", phone.to_string());
+            confirmed(
+                conn,
+                &touch,
+                column,
+                value,
+                fmt(at),
+                version,
+                &tenant,
+                &user,
+            )
+            .await?;
             refresh.insert((tenant.clone(), user.clone()));
         }
         UserEvent::RolesChanged { roles } => {
