@@ -267,3 +267,18 @@ fn verifying_a_modern_password_records_nothing() {
         })
         .then_expect_events(vec![]);
 }
+
+#[test]
+fn a_new_password_is_held_to_the_policy_in_characters_not_bytes() {
+    use identity_domain::user::Secret;
+    assert!(Secret::new_password("short").is_err());
+    assert!(Secret::new_password(&"a".repeat(257)).is_err());
+    // Eight characters of two bytes each: long enough.
+    assert_eq!(
+        Secret::new_password("ääääääää")
+            .expect("8 characters")
+            .expose(),
+        "ääääääää"
+    );
+    assert!(Secret::new_password(&"ä".repeat(256)).is_ok());
+}

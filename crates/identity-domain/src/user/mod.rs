@@ -38,6 +38,16 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// A password someone chooses, held to the policy: 8 to 256 characters (any characters;
+    /// no composition rules, after NIST SP 800-63B). Passwords already set are not re-judged.
+    pub fn new_password(raw: &str) -> Result<Self, &'static str> {
+        let n = raw.chars().count();
+        if !(8..=256).contains(&n) {
+            return Err("password must be 8 to 256 characters");
+        }
+        Ok(Self::new(raw))
+    }
 }
 
 impl fmt::Debug for Secret {

@@ -284,7 +284,7 @@ impl AdminService for AdminApi {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
         let id = parse_admin_id(&req.admin_id)?;
-        let password = crate::api::user::password_policy(&req.password)
+        let password = identity_domain::user::Secret::new_password(&req.password)
             .map_err(|why| ApiError::from(DomainError::invalid("password", why)))?;
         let itself = matches!(
             &ctx.caller.principal,

@@ -14,7 +14,6 @@ use sha2::{Digest as _, Sha256};
 use tonic::{Request, Response, Status};
 
 use crate::access::Claims;
-use crate::api::user::password_policy;
 use crate::context::RequestContext;
 use crate::convert::timestamp;
 use crate::core::Core;
@@ -538,7 +537,7 @@ impl AuthService for AuthApi {
             Some(Identifier::Phone(p)) => (None, Some(p.as_str())),
             None => (None, None),
         };
-        let new_password = password_policy(&req.new_password)
+        let new_password = Secret::new_password(&req.new_password)
             .map_err(|why| ApiError::from(DomainError::InvalidPassword(why)))?;
         let wrong = || ApiError::from(DomainError::InvalidCode { attempts_left: 0 });
         let (_, _, owner) = self.reset_target(&ctx, email, phone).await?;

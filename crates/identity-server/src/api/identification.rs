@@ -30,6 +30,56 @@ impl IdentificationApi {
         Self { core }
     }
 
+    /// Submits an identity in one unit: the submission, the claim of its person code and the
+    /// release of the previous one commit together or not at all.
+    async fn submit(
+        &self,
+        ctx: &RequestContext,
+        user: UserId,
+        identity: Identity,
+    ) -> ApiResult<Executed<Identification>> {
+        let key = identity.person_code.key();
+        self.core.load_user(ctx, user).await?;
+        let id = ctx.aggregate_id(user);
+        let result = self
+            .core
+            .transact::<Identification, _>(ctx, &id, |mut unit| {
+                let (id, key, identity) = (&id, &key, identity.clone());
+                Box::pin(async move {
+                    let previous = unit
+                        .state::<Identification>(id)
+                        .await
+                        .map_err(ApiError::from)?
+                        .identity
+                        .as_ref()
+                        .map(|i| i.person_code.key());
+                    let now = Utc::now();
+                    let decided = unit
+                        .decide::<Identification>(
+                            id,
+                            IdentificationCommand::SubmitIdentity {
+                                subject: Subject {
+                                    tenant: ctx.tenant.clone(),
+                                    user_id: user,
+                                },
+                                identity: Box::new(identity),
+                                today: now.date_naive(),
+                                at: now,
+                            },
+                            &(),
+                        )
+                        .await?;
+                    Core::claim_in(&mut unit, ctx, ClaimKind::PersonCode, key, user).await?;
+                    if let Some(old) = previous.filter(|old| old != key) {
+                        Core::release_in(&mut unit, ctx, ClaimKind::PersonCode, &old, user).await?;
+                    }
+                    Ok((unit, decided))
+                })
+            })
+            .await;
+        result
+    }
+
     /// Runs a command on a user's identification; the user must exist in the tenant.
     async fn run(
         &self,
@@ -133,48 +183,7 @@ impl IdentificationService for IdentificationApi {
     ) -> Rpc<pb::SubmitIdentityResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let Submission(user, identity) = Submission::try_from(request.get_ref())?;
-        let key = identity.person_code.key();
-        self.core.load_user(&ctx, user).await?;
-        // The submission, the claim of its person code and the release of the previous
-        // one commit together.
-        let id = ctx.aggregate_id(user);
-        let result = self
-            .core
-            .transact::<Identification, _>(&ctx, &id, |mut unit| {
-                let (ctx, id, key, identity) = (&ctx, &id, &key, identity.clone());
-                Box::pin(async move {
-                    let previous = unit
-                        .state::<Identification>(id)
-                        .await
-                        .map_err(ApiError::from)?
-                        .identity
-                        .as_ref()
-                        .map(|i| i.person_code.key());
-                    let now = Utc::now();
-                    let decided = unit
-                        .decide::<Identification>(
-                            id,
-                            IdentificationCommand::SubmitIdentity {
-                                subject: Subject {
-                                    tenant: ctx.tenant.clone(),
-                                    user_id: user,
-                                },
-                                identity: Box::new(identity),
-                                today: now.date_naive(),
-                                at: now,
-                            },
-                            &(),
-                        )
-                        .await?;
-                    Core::claim_in(&mut unit, ctx, ClaimKind::PersonCode, key, user).await?;
-                    if let Some(old) = previous.filter(|old| old != key) {
-                        Core::release_in(&mut unit, ctx, ClaimKind::PersonCode, &old, user).await?;
-                    }
-                    Ok((unit, decided))
-                })
-            })
-            .await;
-        let executed = result?;
+        let executed = self.submit(&ctx, user, identity).await?;
         Ok(Response::new(pb::SubmitIdentityResponse {
             position: executed.position,
         }))

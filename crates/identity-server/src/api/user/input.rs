@@ -34,19 +34,9 @@ pub(crate) fn scoped_user(
     (out, withheld)
 }
 
-/// The password policy: 8 to 256 characters (any characters; no composition rules, after
-/// NIST SP 800-63B).
-pub(crate) fn password_policy(raw: &str) -> Result<Secret, &'static str> {
-    let n = raw.chars().count();
-    if !(8..=256).contains(&n) {
-        return Err("password must be 8 to 256 characters");
-    }
-    Ok(Secret::new(raw))
-}
-
 /// A new password, held to the policy.
 pub(super) fn password_field(name: &str, raw: &str) -> Result<Secret, Refused> {
-    password_policy(raw).map_err(|why| Refused {
+    Secret::new_password(raw).map_err(|why| Refused {
         field: name.to_string(),
         why: why.to_string(),
     })

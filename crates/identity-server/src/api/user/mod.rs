@@ -47,8 +47,8 @@ mod input;
 mod passwords;
 mod queries;
 
+pub(crate) use input::scoped_user;
 use input::*;
-pub(crate) use input::{password_policy, scoped_user};
 
 type Rpc<T> = Result<Response<T>, Status>;
 
