@@ -309,13 +309,7 @@ async fn a_rotated_key_keeps_its_tokens_verifying_until_it_is_dropped(store: Sto
     create_kit_tenants(before.channel.clone()).await;
     let user =
         identity_proto::v1::user_service_client::UserServiceClient::new(before.channel.clone())
-            .register_user(registering(
-                "acme",
-                pb::UserInput {
-                    email: "rotate@example.com".into(),
-                    ..Default::default()
-                },
-            ))
+            .register_user(registering("acme", user_input("rotate@example.com")))
             .await
             .map(registered_id)
             .expect("registers");

@@ -23,13 +23,6 @@ on_both_stores!(
 mod scenarios {
     use super::*;
 
-    fn user_input(email: &str) -> pb::UserInput {
-        pb::UserInput {
-            email: email.into(),
-            ..Default::default()
-        }
-    }
-
     pub(super) async fn registering_and_reading_a_user(store: Store) {
         let app = spawn_app(store).await;
         let registered = app
@@ -236,15 +229,7 @@ mod scenarios {
         assert_error(wallet_across, Code::NotFound, "WALLET_NOT_FOUND");
         let credit_across = app
             .wallets()
-            .credit_tokens(req(
-                "tenant-b",
-                pb::CreditTokensRequest {
-                    wallet_id: wallet,
-                    token: "PTS".into(),
-                    amount: "5".into(),
-                    idempotency_key: "k".into(),
-                },
-            ))
+            .credit_tokens(req("tenant-b", credit(&wallet, "5", "k")))
             .await;
         assert_error(credit_across, Code::NotFound, "WALLET_NOT_FOUND");
     }

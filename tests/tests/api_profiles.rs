@@ -18,13 +18,6 @@ on_both_stores!(
 mod scenarios {
     use super::*;
 
-    fn user_input(email: &str) -> pb::UserInput {
-        pb::UserInput {
-            email: email.into(),
-            ..Default::default()
-        }
-    }
-
     pub(super) async fn email_change_is_confirmed_by_code_and_locks_after_five_wrong_codes(
         store: Store,
     ) {
@@ -325,14 +318,8 @@ mod scenarios {
                             first_name: "Known".into(),
                             ..Default::default()
                         },
-                        pb::UserInput {
-                            email: "fresh@example.com".into(),
-                            ..Default::default()
-                        },
-                        pb::UserInput {
-                            email: "broken".into(),
-                            ..Default::default()
-                        },
+                        user_input("fresh@example.com"),
+                        user_input("broken"),
                         pb::UserInput {
                             external_id: "crm-9".into(),
                             ..Default::default()

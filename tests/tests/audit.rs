@@ -224,15 +224,7 @@ mod scenarios {
         let started = Instant::now();
         let live = app
             .wallets()
-            .credit_tokens(req(
-                "acme",
-                pb::CreditTokensRequest {
-                    wallet_id: wallet.clone(),
-                    token: "PTS".into(),
-                    amount: "1".into(),
-                    idempotency_key: "live".into(),
-                },
-            ))
+            .credit_tokens(req("acme", credit(&wallet, "1", "live")))
             .await
             .expect("credits")
             .into_inner()
@@ -474,15 +466,7 @@ mod scenarios {
             let wallet = wallet.clone();
             async move {
                 wallets
-                    .credit_tokens(req(
-                        "acme",
-                        pb::CreditTokensRequest {
-                            wallet_id: wallet,
-                            token: "PTS".into(),
-                            amount: "1".into(),
-                            idempotency_key: format!("slow-{i}"),
-                        },
-                    ))
+                    .credit_tokens(req("acme", credit(&wallet, "1", &format!("slow-{i}"))))
                     .await
                     .expect("credits")
                     .into_inner()

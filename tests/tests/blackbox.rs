@@ -85,20 +85,7 @@ fn a_new_user_drives_the_default_embedded_store_with_grpcurl() {
     assert_eq!(dup["code"], 6, "ALREADY_EXISTS: {dup}");
     assert_eq!(reason_of(&dup), "EMAIL_ALREADY_ASSIGNED");
 
-    let (ok, wallet) = server.call(
-        "identity.v1.WalletService/OpenWallet",
-        &format!(r#"{{"owner_type":"OWNER_TYPE_USER","owner_id":"{user_id}","wallet_type":"WALLET_TYPE_INTERNAL","network":"polygon"}}"#),
-    );
-    assert!(ok, "{wallet}");
-    let wallet_id = wallet["wallet"]["walletId"]
-        .as_str()
-        .expect("wallet id")
-        .to_string();
-    let (ok, _) = server.call(
-        "identity.v1.WalletService/ActivateWallet",
-        &format!(r#"{{"wallet_id":"{wallet_id}"}}"#),
-    );
-    assert!(ok);
+    let wallet_id = server.open_active_wallet(&user_id);
 
     let (ok, credit) = server.call(
         "identity.v1.WalletService/CreditTokens",
@@ -139,28 +126,13 @@ async fn the_admin_cli_replays_exports_rebuilds_and_catches_tampering() {
     let url = db.url().to_string();
     let dir = std::env::temp_dir();
     let server = Server::start(&dir, &[("DATABASE_URL", &url)]);
-    let addr = format!("http://{}", server.addr);
-    let mut users =
-        identity_proto::v1::user_service_client::UserServiceClient::connect(addr.clone())
-            .await
-            .expect("connect");
-    let mut wallets = identity_proto::v1::wallet_service_client::WalletServiceClient::connect(addr)
-        .await
-        .expect("connect");
+    let (mut users, mut wallets) = server.clients().await;
     let wallet = user_with_wallet(&mut users, &mut wallets, "cli@example.com").await;
     let mut positions = Vec::new();
     for (i, amount) in ["5", "7"].into_iter().enumerate() {
         positions.push(
             wallets
-                .credit_tokens(req(
-                    "acme",
-                    pb::CreditTokensRequest {
-                        wallet_id: wallet.clone(),
-                        token: "PTS".into(),
-                        amount: amount.into(),
-                        idempotency_key: format!("k{i}"),
-                    },
-                ))
+                .credit_tokens(req("acme", credit(&wallet, amount, &format!("k{i}"))))
                 .await
                 .expect("credits")
                 .into_inner()
@@ -311,13 +283,7 @@ async fn admin_endpoints_report_health_and_metrics_and_logs_hold_no_personal_dat
         .expect("confirms");
     // The confirmed address is taken now: a second registration with it is refused.
     let _ = users
-        .register_user(registering(
-            "acme",
-            pb::UserInput {
-                email: "pii.canary2@example.com".into(),
-                ..Default::default()
-            },
-        ))
+        .register_user(registering("acme", user_input("pii.canary2@example.com")))
         .await;
 
     assert_eq!(server.admin_get("/healthz").0, 200);
@@ -444,10 +410,7 @@ async fn rpc_spans_reach_an_otlp_receiver_inside_the_callers_trace() {
     let mut request = req(
         "acme",
         pb::RegisterUserRequest {
-            user: Some(pb::UserInput {
-                email: "traced@example.com".into(),
-                ..Default::default()
-            }),
+            user: Some(user_input("traced@example.com")),
         },
     );
     request.metadata_mut().insert(

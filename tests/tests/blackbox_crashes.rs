@@ -192,14 +192,7 @@ async fn read_models_survive_a_crash_mid_stream_exactly_once() {
     let url = db.url().to_string();
     let dir = std::env::temp_dir();
     let server = Server::start(&dir, &[("DATABASE_URL", &url)]);
-    let addr = format!("http://{}", server.addr);
-    let mut users =
-        identity_proto::v1::user_service_client::UserServiceClient::connect(addr.clone())
-            .await
-            .expect("connect");
-    let mut wallets = identity_proto::v1::wallet_service_client::WalletServiceClient::connect(addr)
-        .await
-        .expect("connect");
+    let (mut users, mut wallets) = server.clients().await;
     let mut wallet_ids = Vec::new();
     for i in 0..5 {
         wallet_ids.push(
@@ -218,12 +211,11 @@ async fn read_models_survive_a_crash_mid_stream_exactly_once() {
                     let r = w
                         .credit_tokens(req(
                             "acme",
-                            pb::CreditTokensRequest {
-                                wallet_id: ids[(i as usize + t) % ids.len()].clone(),
-                                token: "PTS".into(),
-                                amount: "1".into(),
-                                idempotency_key: format!("t{t}-{i}"),
-                            },
+                            credit(
+                                &ids[(i as usize + t) % ids.len()],
+                                "1",
+                                &format!("t{t}-{i}"),
+                            ),
                         ))
                         .await;
                     if r.is_err() {

@@ -60,20 +60,7 @@ async fn a_person_signs_in_with_grpcurl(store: Store) {
         &format!(r#"{{"user_id":"{user_id}","password":"correct horse 1"}}"#),
     );
     assert!(ok, "{out}");
-    let (ok, wallet) = server.call(
-        "identity.v1.WalletService/OpenWallet",
-        &format!(r#"{{"owner_type":"OWNER_TYPE_USER","owner_id":"{user_id}","wallet_type":"WALLET_TYPE_INTERNAL","network":"polygon"}}"#),
-    );
-    assert!(ok, "{wallet}");
-    let wallet_id = wallet["wallet"]["walletId"]
-        .as_str()
-        .expect("wallet")
-        .to_string();
-    let (ok, _) = server.call(
-        "identity.v1.WalletService/ActivateWallet",
-        &format!(r#"{{"wallet_id":"{wallet_id}"}}"#),
-    );
-    assert!(ok);
+    let wallet_id = server.open_active_wallet(&user_id);
     let (ok, credit) = server.call(
         "identity.v1.WalletService/CreditTokens",
         &format!(

@@ -148,13 +148,7 @@ async fn a_long_transaction_delays_read_models_but_not_readiness_or_writes() {
         .expect("take an xid");
 
     let position = users
-        .register_user(registering(
-            "acme",
-            pb::UserInput {
-                email: "behind@example.com".into(),
-                ..Default::default()
-            },
-        ))
+        .register_user(registering("acme", user_input("behind@example.com")))
         .await
         .expect("writes go on")
         .into_inner()
@@ -287,13 +281,7 @@ async fn two_servers_on_one_database_never_both_project() {
     .await
     .expect("connect");
     let position = users
-        .register_user(registering(
-            "acme",
-            pb::UserInput {
-                email: "takeover@example.com".into(),
-                ..Default::default()
-            },
-        ))
+        .register_user(registering("acme", user_input("takeover@example.com")))
         .await
         .expect("registers")
         .into_inner()

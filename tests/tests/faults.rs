@@ -63,13 +63,7 @@ fn verify(user: &str, password: &str) -> tonic::Request<pb::VerifyPasswordReques
 async fn assert_not_orphaned(app: &TestApp, email: &str) {
     let again = app
         .users()
-        .register_user(registering(
-            "acme",
-            pb::UserInput {
-                email: email.into(),
-                ..Default::default()
-            },
-        ))
+        .register_user(registering("acme", user_input(email)))
         .await;
     match again {
         Ok(_) => {}

@@ -30,15 +30,7 @@ mod scenarios {
 
     async fn credit(app: &TestApp, wallet: &str, amount: &str, key: &str) -> u64 {
         app.wallets()
-            .credit_tokens(req(
-                "acme",
-                pb::CreditTokensRequest {
-                    wallet_id: wallet.into(),
-                    token: "PTS".into(),
-                    amount: amount.into(),
-                    idempotency_key: key.into(),
-                },
-            ))
+            .credit_tokens(req("acme", common::credit(wallet, amount, key)))
             .await
             .expect("credits")
             .into_inner()
@@ -253,13 +245,7 @@ mod scenarios {
         let app = spawn_app(store).await;
         let registered = app
             .users()
-            .register_user(registering(
-                "acme",
-                pb::UserInput {
-                    email: "lag@example.com".into(),
-                    ..Default::default()
-                },
-            ))
+            .register_user(registering("acme", user_input("lag@example.com")))
             .await
             .expect("registers")
             .into_inner();

@@ -16,15 +16,7 @@ pub(crate) async fn workload(app: &TestApp) -> (String, String, Vec<u64>) {
     for (i, amount) in ["10", "20", "30"].into_iter().enumerate() {
         let p = app
             .wallets()
-            .credit_tokens(req(
-                "acme",
-                pb::CreditTokensRequest {
-                    wallet_id: wallet.clone(),
-                    token: "PTS".into(),
-                    amount: amount.into(),
-                    idempotency_key: format!("a{i}"),
-                },
-            ))
+            .credit_tokens(req("acme", credit(&wallet, amount, &format!("a{i}"))))
             .await
             .expect("credits")
             .into_inner()

@@ -114,6 +114,41 @@ impl Server {
         (status, body)
     }
 
+    /// UserService and WalletService clients on the server's gRPC port (typed, not grpcurl).
+    pub async fn clients(
+        &self,
+    ) -> (
+        UserServiceClient<tonic::transport::Channel>,
+        WalletServiceClient<tonic::transport::Channel>,
+    ) {
+        let addr = format!("http://{}", self.addr);
+        let users = UserServiceClient::connect(addr.clone())
+            .await
+            .expect("connect");
+        let wallets = WalletServiceClient::connect(addr).await.expect("connect");
+        (users, wallets)
+    }
+
+    /// Opens and activates an internal Polygon wallet for `user_id` through grpcurl, as an
+    /// engineer would; returns its id.
+    pub fn open_active_wallet(&self, user_id: &str) -> String {
+        let (ok, wallet) = self.call(
+            "identity.v1.WalletService/OpenWallet",
+            &format!(r#"{{"owner_type":"OWNER_TYPE_USER","owner_id":"{user_id}","wallet_type":"WALLET_TYPE_INTERNAL","network":"polygon"}}"#),
+        );
+        assert!(ok, "{wallet}");
+        let wallet_id = wallet["wallet"]["walletId"]
+            .as_str()
+            .expect("wallet id")
+            .to_string();
+        let (ok, activated) = self.call(
+            "identity.v1.WalletService/ActivateWallet",
+            &format!(r#"{{"wallet_id":"{wallet_id}"}}"#),
+        );
+        assert!(ok, "{activated}");
+        wallet_id
+    }
+
     /// Runs grpcurl against the server; returns (success, stdout JSON or error JSON).
     pub fn call(&self, method: &str, body: &str) -> (bool, Value) {
         let mut headers = vec![format!("authorization: Bearer {}", self.token)];
@@ -233,13 +268,7 @@ pub async fn user_with_wallet(
     email: &str,
 ) -> String {
     let user = users
-        .register_user(registering(
-            "acme",
-            pb::UserInput {
-                email: email.into(),
-                ..Default::default()
-            },
-        ))
+        .register_user(registering("acme", user_input(email)))
         .await
         .map(registered_id)
         .expect("registers");

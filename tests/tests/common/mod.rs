@@ -412,13 +412,7 @@ impl TestApp {
     /// Registers a user with this email in `tenant` and returns its id.
     pub async fn register(&self, tenant: &str, email: &str) -> String {
         self.users()
-            .register_user(registering(
-                tenant,
-                pb::UserInput {
-                    email: email.into(),
-                    ..Default::default()
-                },
-            ))
+            .register_user(registering(tenant, user_input(email)))
             .await
             .map(registered_id)
             .expect("registers")
@@ -473,6 +467,14 @@ pub fn user_wallet(owner_id: impl Into<String>, network: &str) -> pb::OpenWallet
         wallet_type: pb::WalletType::Internal as i32,
         network: network.into(),
         address: String::new(),
+    }
+}
+
+/// A user with only an email.
+pub fn user_input(email: &str) -> pb::UserInput {
+    pb::UserInput {
+        email: email.into(),
+        ..Default::default()
     }
 }
 

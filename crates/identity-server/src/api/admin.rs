@@ -166,6 +166,49 @@ impl AdminApi {
     }
 }
 
+/// CreateAdmin's fields, parsed (every field violation at once).
+struct NewAdmin {
+    email: Email,
+    display_name: Name,
+    admin_type: AdminType,
+    tenants: BTreeSet<TenantId>,
+}
+
+impl TryFrom<&pb::CreateAdminRequest> for NewAdmin {
+    type Error = ApiError;
+
+    fn try_from(req: &pb::CreateAdminRequest) -> ApiResult<Self> {
+        let mut v = identity_domain::Violations::new();
+        let mut tenants = BTreeSet::new();
+        for (i, t) in req.tenants.iter().enumerate() {
+            if let Some(t) = v.check(&format!("tenants[{i}]"), TenantId::parse(t.trim())) {
+                tenants.insert(t);
+            }
+        }
+        parse_fields! { v;
+            email = checked("email", Email::parse(&req.email)),
+            display_name = checked("display_name", Name::parse(&req.display_name)),
+            admin_type = checked(
+                "admin_type",
+                match pb::AdminType::try_from(req.admin_type) {
+                    Ok(pb::AdminType::SuperAdmin) => Ok(AdminType::SuperAdmin),
+                    Ok(pb::AdminType::TenantAdmin) => Ok(AdminType::TenantAdmin),
+                    Ok(pb::AdminType::Auditor) => Ok(AdminType::Auditor),
+                    _ => Err(identity_domain::ValueError::new(
+                        "must be ADMIN_TYPE_SUPER_ADMIN, ADMIN_TYPE_TENANT_ADMIN or ADMIN_TYPE_AUDITOR",
+                    )),
+                },
+            ),
+        }
+        Ok(Self {
+            email,
+            display_name,
+            admin_type,
+            tenants,
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     async fn list_admins(
@@ -189,29 +232,12 @@ impl AdminService for AdminApi {
         request: Request<pb::CreateAdminRequest>,
     ) -> Result<Response<pb::CreateAdminResponse>, Status> {
         let ctx = RequestContext::from_request(&request)?;
-        let req = request.get_ref();
-        let mut v = identity_domain::Violations::new();
-        let mut tenants = BTreeSet::new();
-        for (i, t) in req.tenants.iter().enumerate() {
-            if let Some(t) = v.check(&format!("tenants[{i}]"), TenantId::parse(t.trim())) {
-                tenants.insert(t);
-            }
-        }
-        parse_fields! { v;
-            email = checked("email", Email::parse(&req.email)),
-            display_name = checked("display_name", Name::parse(&req.display_name)),
-            admin_type = checked(
-                "admin_type",
-                match pb::AdminType::try_from(req.admin_type) {
-                    Ok(pb::AdminType::SuperAdmin) => Ok(AdminType::SuperAdmin),
-                    Ok(pb::AdminType::TenantAdmin) => Ok(AdminType::TenantAdmin),
-                    Ok(pb::AdminType::Auditor) => Ok(AdminType::Auditor),
-                    _ => Err(identity_domain::ValueError::new(
-                        "must be ADMIN_TYPE_SUPER_ADMIN, ADMIN_TYPE_TENANT_ADMIN or ADMIN_TYPE_AUDITOR",
-                    )),
-                },
-            ),
-        }
+        let NewAdmin {
+            email,
+            display_name,
+            admin_type,
+            mut tenants,
+        } = NewAdmin::try_from(request.get_ref())?;
         if tenants.is_empty() {
             tenants.insert(ctx.tenant.clone());
         }
