@@ -17,23 +17,20 @@ use crate::apply::{
 use crate::read_model::{Fold, ReadModel, Writing};
 use crate::schema::Table;
 
-/// A confirmed email or phone: its column takes the value, the row its time and version.
-#[allow(clippy::too_many_arguments)]
+/// A confirmed email or phone: `set` names the column and its new value; `row` is the
+/// version, tenant and user of the row.
 async fn confirmed(
     conn: &mut AnyConnection,
     touch: &impl Fn(&str) -> String,
-    column: &str,
-    value: String,
+    row: (i64, &str, &str),
+    set: (&str, String),
     at: String,
-    version: i64,
-    tenant: &str,
-    user: &str,
 ) -> Result<()> {
-    sqlx::query(&touch(&format!("{column} = $4, updated_at = $5, ")))
-        .bind(version)
-        .bind(tenant)
-        .bind(user)
-        .bind(value)
+    sqlx::query(&touch(&format!("{} = $4, updated_at = $5, ", set.0)))
+        .bind(row.0)
+        .bind(row.1)
+        .bind(row.2)
+        .bind(set.1)
         .bind(at)
         .execute(&mut *conn)
         .await?;
@@ -100,34 +97,14 @@ pub(crate) async fn directory_user(
                 .await?;
         }
         UserEvent::EmailConfirmed { email, at, .. } => {
-            let (column, value) = ("email", email.to_string());
-            confirmed(
-                conn,
-                &touch,
-                column,
-                value,
-                fmt(at),
-                version,
-                &tenant,
-                &user,
-            )
-            .await?;
-            refresh.insert((tenant.clone(), user.clone()));
+            let row = (version, tenant.as_str(), user.as_str());
+            confirmed(conn, &touch, row, ("email", email.to_string()), fmt(at)).await?;
+            refresh.insert((tenant, user));
         }
         UserEvent::PhoneConfirmed { phone, at, .. } => {
-            let (column, value) = ("phone", phone.to_string());
-            confirmed(
-                conn,
-                &touch,
-                column,
-                value,
-                fmt(at),
-                version,
-                &tenant,
-                &user,
-            )
-            .await?;
-            refresh.insert((tenant.clone(), user.clone()));
+            let row = (version, tenant.as_str(), user.as_str());
+            confirmed(conn, &touch, row, ("phone", phone.to_string()), fmt(at)).await?;
+            refresh.insert((tenant, user));
         }
         UserEvent::RolesChanged { roles } => {
             let roles: Vec<String> = roles.iter().map(ToString::to_string).collect();
