@@ -88,26 +88,12 @@ mod scenarios {
         // Naming another tenant than the token's is refused.
         let other = app
             .users()
-            .get_user(with_token(
-                &token,
-                Some("tenant-b"),
-                pb::GetUserRequest {
-                    user_id: user.clone(),
-                    read_mask: None,
-                },
-            ))
+            .get_user(with_token(&token, Some("tenant-b"), ask::get_user(&user)))
             .await;
         assert_error(other, Code::PermissionDenied, "TENANT_NOT_ALLOWED");
         let get = |token: String| {
             let mut users = app.users();
-            let r = with_token(
-                &token,
-                None,
-                pb::GetUserRequest {
-                    user_id: user.clone(),
-                    read_mask: None,
-                },
-            );
+            let r = with_token(&token, None, ask::get_user(&user));
             async move { users.get_user(r).await }
         };
         // Its own tenant does not hold the other's user.
@@ -194,10 +180,7 @@ mod scenarios {
         let personal = app
             .users()
             .get_user(with_header(
-                Request::new(pb::GetUserRequest {
-                    user_id: user.clone(),
-                    read_mask: None,
-                }),
+                Request::new(ask::get_user(&user)),
                 "x-project-key",
                 &secret,
             ))
@@ -206,10 +189,7 @@ mod scenarios {
         let email = app
             .users()
             .request_email_change(with_header(
-                Request::new(pb::RequestEmailChangeRequest {
-                    user_id: user.clone(),
-                    email: "evil@example.com".into(),
-                }),
+                Request::new(ask::email_change(&user, "evil@example.com")),
                 "x-project-key",
                 &secret,
             ))

@@ -65,27 +65,13 @@ mod scenarios {
         // The tenant admin works in acme (its only tenant, so no header is needed)…
         let got = app
             .users()
-            .get_user(with_token(
-                &ta,
-                None,
-                pb::GetUserRequest {
-                    user_id: user.clone(),
-                    read_mask: None,
-                },
-            ))
+            .get_user(with_token(&ta, None, ask::get_user(&user)))
             .await;
         assert!(got.is_ok(), "{got:?}");
         // …but not in another tenant, and cannot climb to SUPER_ADMIN or rebuild read models.
         let other = app
             .users()
-            .get_user(with_token(
-                &ta,
-                Some("tenant-b"),
-                pb::GetUserRequest {
-                    user_id: user.clone(),
-                    read_mask: None,
-                },
-            ))
+            .get_user(with_token(&ta, Some("tenant-b"), ask::get_user(&user)))
             .await;
         assert_error(other, Code::PermissionDenied, "TENANT_NOT_ALLOWED");
         let climb = admins
@@ -147,14 +133,7 @@ mod scenarios {
         let on_replica = || {
             let mut users =
                 identity_proto::v1::user_service_client::UserServiceClient::new(replica.clone());
-            let r = with_token(
-                &ta,
-                Some("acme"),
-                pb::GetUserRequest {
-                    user_id: user.clone(),
-                    read_mask: None,
-                },
-            );
+            let r = with_token(&ta, Some("acme"), ask::get_user(&user));
             async move { users.get_user(r).await }
         };
         within(
@@ -198,14 +177,7 @@ mod scenarios {
             .expect("removes");
         let gone = app
             .users()
-            .get_user(with_token(
-                &au,
-                None,
-                pb::GetUserRequest {
-                    user_id: user.clone(),
-                    read_mask: None,
-                },
-            ))
+            .get_user(with_token(&au, None, ask::get_user(&user)))
             .await;
         assert_error(gone, Code::Unauthenticated, "UNAUTHENTICATED");
     }
@@ -231,26 +203,12 @@ mod scenarios {
         let member_token = mint("user", &member, Some("acme"), &[]);
         let read = app
             .users()
-            .get_user(with_token(
-                &support_token,
-                None,
-                pb::GetUserRequest {
-                    user_id: member.clone(),
-                    read_mask: None,
-                },
-            ))
+            .get_user(with_token(&support_token, None, ask::get_user(&member)))
             .await;
         assert!(read.is_ok(), "{read:?}");
         let denied = app
             .users()
-            .get_user(with_token(
-                &member_token,
-                None,
-                pb::GetUserRequest {
-                    user_id: support.clone(),
-                    read_mask: None,
-                },
-            ))
+            .get_user(with_token(&member_token, None, ask::get_user(&support)))
             .await;
         assert_error(denied, Code::PermissionDenied, "PERMISSION_DENIED");
         // A user-level caller never reaches the operators' RPCs, whatever its token claims.
@@ -278,14 +236,7 @@ mod scenarios {
             .expect("sets the role");
         let now_allowed = app
             .users()
-            .get_user(with_token(
-                &member_token,
-                None,
-                pb::GetUserRequest {
-                    user_id: support.clone(),
-                    read_mask: None,
-                },
-            ))
+            .get_user(with_token(&member_token, None, ask::get_user(&support)))
             .await;
         assert!(now_allowed.is_ok(), "{now_allowed:?}");
         let global = TenantServiceClient::new(app.channel())

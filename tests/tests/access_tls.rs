@@ -314,13 +314,7 @@ async fn a_rotated_key_keeps_its_tokens_verifying_until_it_is_dropped(store: Sto
             .map(registered_id)
             .expect("registers");
     identity_proto::v1::user_service_client::UserServiceClient::new(before.channel.clone())
-        .set_password(req(
-            "acme",
-            pb::SetPasswordRequest {
-                user_id: user.clone(),
-                password: "rotation pw 1".into(),
-            },
-        ))
+        .set_password(req("acme", ask::set_password(&user, "rotation pw 1")))
         .await
         .expect("sets the password");
     let key = TenantServiceClient::new(before.channel.clone())

@@ -51,13 +51,7 @@ mod scenarios {
 
         let fetched = app
             .users()
-            .get_user(req(
-                "acme",
-                pb::GetUserRequest {
-                    user_id: user.user_id.clone(),
-                    read_mask: None,
-                },
-            ))
+            .get_user(req("acme", ask::get_user(&user.user_id)))
             .await
             .expect("reads")
             .into_inner()
@@ -78,13 +72,7 @@ mod scenarios {
 
         let unknown = app
             .users()
-            .get_user(req(
-                "acme",
-                pb::GetUserRequest {
-                    user_id: uuid::Uuid::new_v4().to_string(),
-                    read_mask: None,
-                },
-            ))
+            .get_user(req("acme", ask::get_user(&uuid::Uuid::new_v4().to_string())))
             .await;
         assert_error(unknown, Code::NotFound, "USER_NOT_FOUND");
     }
@@ -130,13 +118,7 @@ mod scenarios {
         );
         assert_error(
             app.users()
-                .get_user(req(
-                    "acme",
-                    pb::GetUserRequest {
-                        user_id: "nope".into(),
-                        read_mask: None,
-                    },
-                ))
+                .get_user(req("acme", ask::get_user("nope")))
                 .await,
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
@@ -207,13 +189,7 @@ mod scenarios {
         assert_ne!(a, b);
         let across = app
             .users()
-            .get_user(req(
-                "tenant-b",
-                pb::GetUserRequest {
-                    user_id: a.clone(),
-                    read_mask: None,
-                },
-            ))
+            .get_user(req("tenant-b", ask::get_user(&a)))
             .await;
         assert_error(across, Code::NotFound, "USER_NOT_FOUND");
         let wallet = app.active_wallet("tenant-a", &a).await;

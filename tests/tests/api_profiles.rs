@@ -27,10 +27,7 @@ mod scenarios {
         let requested = u
             .request_email_change(codes_req(
                 "acme",
-                pb::RequestEmailChangeRequest {
-                    user_id: user.clone(),
-                    email: "new@example.com".into(),
-                },
+                ask::email_change(&user, "new@example.com"),
             ))
             .await
             .expect("requests")
@@ -43,14 +40,8 @@ mod scenarios {
         };
         for attempt in 1..=5 {
             let s = assert_error(
-                u.confirm_email(req(
-                    "acme",
-                    pb::ConfirmEmailRequest {
-                        user_id: user.clone(),
-                        code: wrong.into(),
-                    },
-                ))
-                .await,
+                u.confirm_email(req("acme", ask::confirm_email(&user, wrong)))
+                    .await,
                 Code::InvalidArgument,
                 "INVALID_CODE",
             );
@@ -61,14 +52,8 @@ mod scenarios {
             );
         }
         assert_error(
-            u.confirm_email(req(
-                "acme",
-                pb::ConfirmEmailRequest {
-                    user_id: user.clone(),
-                    code: requested.code.clone(),
-                },
-            ))
-            .await,
+            u.confirm_email(req("acme", ask::confirm_email(&user, &requested.code)))
+                .await,
             Code::ResourceExhausted,
             "RATE_LIMIT_EXCEEDED",
         );
@@ -77,10 +62,7 @@ mod scenarios {
         let again = assert_error(
             u.request_email_change(codes_req(
                 "acme",
-                pb::RequestEmailChangeRequest {
-                    user_id: user.clone(),
-                    email: "new@example.com".into(),
-                },
+                ask::email_change(&user, "new@example.com"),
             ))
             .await,
             Code::ResourceExhausted,
@@ -92,10 +74,7 @@ mod scenarios {
         let hidden = u
             .request_email_change(req(
                 "acme",
-                pb::RequestEmailChangeRequest {
-                    user_id: other,
-                    email: "other-new@example.com".into(),
-                },
+                ask::email_change(&other, "other-new@example.com"),
             ))
             .await
             .expect("requests")
@@ -107,34 +86,19 @@ mod scenarios {
         let fresh = u
             .request_email_change(codes_req(
                 "acme",
-                pb::RequestEmailChangeRequest {
-                    user_id: user.clone(),
-                    email: "new@example.com".into(),
-                },
+                ask::email_change(&user, "new@example.com"),
             ))
             .await
             .expect("requests")
             .into_inner();
         let confirmed = u
-            .confirm_email(req(
-                "acme",
-                pb::ConfirmEmailRequest {
-                    user_id: user.clone(),
-                    code: fresh.code,
-                },
-            ))
+            .confirm_email(req("acme", ask::confirm_email(&user, &fresh.code)))
             .await
             .expect("confirms")
             .into_inner();
         assert_eq!(confirmed.email, "new@example.com");
         let got = u
-            .get_user(req(
-                "acme",
-                pb::GetUserRequest {
-                    user_id: user.clone(),
-                    read_mask: None,
-                },
-            ))
+            .get_user(req("acme", ask::get_user(&user)))
             .await
             .expect("reads")
             .into_inner()
@@ -156,14 +120,8 @@ mod scenarios {
             "EMAIL_ALREADY_ASSIGNED",
         );
         assert_error(
-            u.confirm_phone(req(
-                "acme",
-                pb::ConfirmPhoneRequest {
-                    user_id: user,
-                    code: "123456".into(),
-                },
-            ))
-            .await,
+            u.confirm_phone(req("acme", ask::confirm_phone(&user, "123456")))
+                .await,
             Code::FailedPrecondition,
             "NO_PENDING_CHANGE",
         );
@@ -174,59 +132,29 @@ mod scenarios {
         let user = app.register("acme", "pw@example.com").await;
         let mut u = app.users();
         assert_error(
-            u.verify_password(req(
-                "acme",
-                pb::VerifyPasswordRequest {
-                    user_id: user.clone(),
-                    password: "whatever1".into(),
-                },
-            ))
-            .await,
+            u.verify_password(req("acme", ask::verify_password(&user, "whatever1")))
+                .await,
             Code::FailedPrecondition,
             "NO_CREDENTIAL",
         );
         assert_error(
-            u.set_password(req(
-                "acme",
-                pb::SetPasswordRequest {
-                    user_id: user.clone(),
-                    password: "short".into(),
-                },
-            ))
-            .await,
+            u.set_password(req("acme", ask::set_password(&user, "short")))
+                .await,
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
         );
-        u.set_password(req(
-            "acme",
-            pb::SetPasswordRequest {
-                user_id: user.clone(),
-                password: "correct horse".into(),
-            },
-        ))
-        .await
-        .expect("sets");
+        u.set_password(req("acme", ask::set_password(&user, "correct horse")))
+            .await
+            .expect("sets");
         let ok = u
-            .verify_password(req(
-                "acme",
-                pb::VerifyPasswordRequest {
-                    user_id: user.clone(),
-                    password: "correct horse".into(),
-                },
-            ))
+            .verify_password(req("acme", ask::verify_password(&user, "correct horse")))
             .await
             .expect("verifies")
             .into_inner();
         assert!(ok.valid && !ok.upgraded);
         assert_error(
-            u.verify_password(req(
-                "acme",
-                pb::VerifyPasswordRequest {
-                    user_id: user.clone(),
-                    password: "wrong horse".into(),
-                },
-            ))
-            .await,
+            u.verify_password(req("acme", ask::verify_password(&user, "wrong horse")))
+                .await,
             Code::Unauthenticated,
             "INVALID_CREDENTIALS",
         );
@@ -253,15 +181,9 @@ mod scenarios {
         ))
         .await
         .expect("changes");
-        u.verify_password(req(
-            "acme",
-            pb::VerifyPasswordRequest {
-                user_id: user.clone(),
-                password: "battery staple".into(),
-            },
-        ))
-        .await
-        .expect("new password works");
+        u.verify_password(req("acme", ask::verify_password(&user, "battery staple")))
+            .await
+            .expect("new password works");
 
         // A migrated credential: base64(sha1("s4lt" + "legacy-pass")).
         let legacy = app.register("acme", "legacy@example.com").await;
@@ -276,13 +198,7 @@ mod scenarios {
         .await
         .expect("imports");
         let first = u
-            .verify_password(req(
-                "acme",
-                pb::VerifyPasswordRequest {
-                    user_id: legacy.clone(),
-                    password: "legacy-pass".into(),
-                },
-            ))
+            .verify_password(req("acme", ask::verify_password(&legacy, "legacy-pass")))
             .await
             .expect("verifies")
             .into_inner();
@@ -291,13 +207,7 @@ mod scenarios {
             "the legacy credential is upgraded on first success"
         );
         let second = u
-            .verify_password(req(
-                "acme",
-                pb::VerifyPasswordRequest {
-                    user_id: legacy,
-                    password: "legacy-pass".into(),
-                },
-            ))
+            .verify_password(req("acme", ask::verify_password(&legacy, "legacy-pass")))
             .await
             .expect("verifies")
             .into_inner();
@@ -341,13 +251,7 @@ mod scenarios {
         assert!(result[3].created && result[3].error.is_none());
         let known = app
             .users()
-            .get_user(req(
-                "acme",
-                pb::GetUserRequest {
-                    user_id: existing,
-                    read_mask: None,
-                },
-            ))
+            .get_user(req("acme", ask::get_user(&existing)))
             .await
             .expect("reads")
             .into_inner()
@@ -437,14 +341,9 @@ mod scenarios {
             .into_inner();
         assert_eq!(roles.roles, vec!["viewer"]);
 
-        u.deactivate_user(req(
-            "acme",
-            pb::DeactivateUserRequest {
-                user_id: user.clone(),
-            },
-        ))
-        .await
-        .expect("deactivates");
+        u.deactivate_user(req("acme", ask::deactivate(&user)))
+            .await
+            .expect("deactivates");
         assert_error(
             u.set_user_roles(req(
                 "acme",
@@ -458,14 +357,9 @@ mod scenarios {
             Code::FailedPrecondition,
             "USER_INACTIVE",
         );
-        u.reactivate_user(req(
-            "acme",
-            pb::ReactivateUserRequest {
-                user_id: user.clone(),
-            },
-        ))
-        .await
-        .expect("reactivates");
+        u.reactivate_user(req("acme", ask::reactivate(&user)))
+            .await
+            .expect("reactivates");
 
         let survivor = app.register("acme", "s@example.com").await;
         u.merge_users(req(
@@ -478,13 +372,7 @@ mod scenarios {
         .await
         .expect("merges");
         let merged = u
-            .get_user(req(
-                "acme",
-                pb::GetUserRequest {
-                    user_id: user.clone(),
-                    read_mask: None,
-                },
-            ))
+            .get_user(req("acme", ask::get_user(&user)))
             .await
             .expect("reads")
             .into_inner()

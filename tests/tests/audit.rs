@@ -158,13 +158,7 @@ mod scenarios {
         // Password hashes never leave the service.
         let user = app.register("acme", "secret@example.com").await;
         app.users()
-            .set_password(req(
-                "acme",
-                pb::SetPasswordRequest {
-                    user_id: user.clone(),
-                    password: "correct horse".into(),
-                },
-            ))
+            .set_password(req("acme", ask::set_password(&user, "correct horse")))
             .await
             .expect("sets");
         let set = a

@@ -231,54 +231,27 @@ async fn admin_endpoints_report_health_and_metrics_and_logs_hold_no_personal_dat
         .map(registered_id)
         .expect("registers");
     users
-        .set_password(req(
-            "acme",
-            pb::SetPasswordRequest {
-                user_id: user.clone(),
-                password: password.into(),
-            },
-        ))
+        .set_password(req("acme", ask::set_password(&user, password)))
         .await
         .expect("sets");
     users
-        .verify_password(req(
-            "acme",
-            pb::VerifyPasswordRequest {
-                user_id: user.clone(),
-                password: password.into(),
-            },
-        ))
+        .verify_password(req("acme", ask::verify_password(&user, password)))
         .await
         .expect("verifies");
     let _ = users
-        .verify_password(req(
-            "acme",
-            pb::VerifyPasswordRequest {
-                user_id: user.clone(),
-                password: "Wrong-Canary-99".into(),
-            },
-        ))
+        .verify_password(req("acme", ask::verify_password(&user, "Wrong-Canary-99")))
         .await;
     let code = users
         .request_email_change(codes_req(
             "acme",
-            pb::RequestEmailChangeRequest {
-                user_id: user.clone(),
-                email: "pii.canary2@example.com".into(),
-            },
+            ask::email_change(&user, "pii.canary2@example.com"),
         ))
         .await
         .expect("requests")
         .into_inner()
         .code;
     users
-        .confirm_email(req(
-            "acme",
-            pb::ConfirmEmailRequest {
-                user_id: user.clone(),
-                code: code.clone(),
-            },
-        ))
+        .confirm_email(req("acme", ask::confirm_email(&user, &code)))
         .await
         .expect("confirms");
     // The confirmed address is taken now: a second registration with it is refused.

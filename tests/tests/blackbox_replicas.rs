@@ -39,23 +39,9 @@ async fn two_processes_never_answer_from_each_others_stale_state(store: Store) {
         .wallet
         .expect("wallet")
         .owner_id;
-    let verify = |password: &str| {
-        req(
-            "acme",
-            pb::VerifyPasswordRequest {
-                user_id: user.clone(),
-                password: password.into(),
-            },
-        )
-    };
+    let verify = |password: &str| req("acme", ask::verify_password(&user, password));
     a_users
-        .set_password(req(
-            "acme",
-            pb::SetPasswordRequest {
-                user_id: user.clone(),
-                password: "first password".into(),
-            },
-        ))
+        .set_password(req("acme", ask::set_password(&user, "first password")))
         .await
         .expect("sets on A");
     a_users

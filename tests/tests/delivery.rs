@@ -23,26 +23,14 @@ mod scenarios {
         let app = spawn_app_with(store, |s| inbox.configure(s)).await;
         let user = app.register("acme", "courier@example.com").await;
         app.users()
-            .set_password(req(
-                "acme",
-                pb::SetPasswordRequest {
-                    user_id: user.clone(),
-                    password: "first password".into(),
-                },
-            ))
+            .set_password(req("acme", ask::set_password(&user, "first password")))
             .await
             .expect("sets the password");
 
         // An email change: the caller gets no code, the new address does.
         let asked = app
             .users()
-            .request_email_change(req(
-                "acme",
-                pb::RequestEmailChangeRequest {
-                    user_id: user.clone(),
-                    email: "moved@example.com".into(),
-                },
-            ))
+            .request_email_change(req("acme", ask::email_change(&user, "moved@example.com")))
             .await
             .expect("requests")
             .into_inner();
@@ -130,13 +118,7 @@ mod scenarios {
 
         // The next message is the phone code: nothing was sent for the refused requests.
         app.users()
-            .request_phone_change(req(
-                "acme",
-                pb::RequestPhoneChangeRequest {
-                    user_id: user.clone(),
-                    phone: "+37255512345".into(),
-                },
-            ))
+            .request_phone_change(req("acme", ask::phone_change(&user, "+37255512345")))
             .await
             .expect("requests");
         let sent = inbox.next().await;
@@ -171,10 +153,7 @@ mod scenarios {
                 .users()
                 .request_email_change(req(
                     "acme",
-                    pb::RequestEmailChangeRequest {
-                        user_id: user.clone(),
-                        email: format!("crash{n}.new@example.com"),
-                    },
+                    ask::email_change(&user, &format!("crash{n}.new@example.com")),
                 ))
                 .await
                 .expect("requests")
@@ -226,13 +205,7 @@ mod scenarios {
         let mut client = identity_proto::v1::user_service_client::UserServiceClient::new(channel);
         for (n, user) in users.iter().enumerate() {
             let confirmed = client
-                .confirm_email(req(
-                    "acme",
-                    pb::ConfirmEmailRequest {
-                        user_id: user.clone(),
-                        code: codes[user].clone(),
-                    },
-                ))
+                .confirm_email(req("acme", ask::confirm_email(&user, &codes[user])))
                 .await
                 .expect("each delivered code confirms")
                 .into_inner();

@@ -49,13 +49,7 @@ impl Replica {
 }
 
 fn verify(user: &str, password: &str) -> tonic::Request<pb::VerifyPasswordRequest> {
-    req(
-        "acme",
-        pb::VerifyPasswordRequest {
-            user_id: user.into(),
-            password: password.into(),
-        },
-    )
+    req("acme", ask::verify_password(user, password))
 }
 
 /// Whether `email` is free: registering it again succeeds (and is then undone by nobody), or
@@ -155,13 +149,7 @@ mod scenarios {
         let user = app.register("acme", "stale@example.com").await;
         let mut a_users = app.users();
         a_users
-            .set_password(req(
-                "acme",
-                pb::SetPasswordRequest {
-                    user_id: user.clone(),
-                    password: "old password 1".into(),
-                },
-            ))
+            .set_password(req("acme", ask::set_password(&user, "old password 1")))
             .await
             .expect("sets on A");
         a_users
@@ -197,10 +185,7 @@ mod scenarios {
             .users()
             .request_email_change(codes_req(
                 "acme",
-                pb::RequestEmailChangeRequest {
-                    user_id: user.clone(),
-                    email: "moved@example.com".into(),
-                },
+                ask::email_change(&user, "moved@example.com"),
             ))
             .await
             .expect("requests on B")
@@ -220,12 +205,7 @@ mod scenarios {
         assert_ne!(fresh, user, "the old address is free again, seen from A");
 
         b.users()
-            .deactivate_user(req(
-                "acme",
-                pb::DeactivateUserRequest {
-                    user_id: user.clone(),
-                },
-            ))
+            .deactivate_user(req("acme", ask::deactivate(&user)))
             .await
             .expect("deactivates on B");
         let after = a_users
@@ -365,10 +345,7 @@ mod scenarios {
                 .users()
                 .request_email_change(codes_req(
                     "acme",
-                    pb::RequestEmailChangeRequest {
-                        user_id: user.clone(),
-                        email: format!("after{i}@example.com"),
-                    },
+                    ask::email_change(&user, &format!("after{i}@example.com")),
                 ))
                 .await
                 .expect("requests")

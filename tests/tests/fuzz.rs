@@ -289,13 +289,7 @@ fn arbitrary_requests_never_crash_the_server_or_corrupt_an_answer() {
 
     // After all that, the server still serves, and what was stored still reads back.
     let got = rt
-        .block_on(app.users().get_user(req(
-            "acme",
-            pb::GetUserRequest {
-                user_id: user.clone(),
-                read_mask: None,
-            },
-        )))
+        .block_on(app.users().get_user(req("acme", ask::get_user(&user))))
         .expect("the server still answers")
         .into_inner();
     assert_eq!(got.user.expect("user").email, "fuzz@example.com");

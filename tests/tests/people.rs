@@ -168,13 +168,7 @@ mod scenarios {
         );
         let user = app.register("acme", "forgot2@example.com").await;
         app.users()
-            .set_password(req(
-                "acme",
-                pb::SetPasswordRequest {
-                    user_id: user,
-                    password: "forgotten pw".into(),
-                },
-            ))
+            .set_password(req("acme", ask::set_password(&user, "forgotten pw")))
             .await
             .expect("sets");
         let by_email2 = || {
@@ -352,13 +346,7 @@ mod scenarios {
         let token = scoped_token(&["read:users"], Some(&["name", "phone"]));
         let mut users = app.users();
         let got = users
-            .get_user(bearer(
-                &token,
-                pb::GetUserRequest {
-                    user_id: user.clone(),
-                    read_mask: None,
-                },
-            ))
+            .get_user(bearer(&token, ask::get_user(&user)))
             .await
             .expect("reads")
             .into_inner();
@@ -446,10 +434,7 @@ mod scenarios {
         let full = users
             .get_user(bearer(
                 &scoped_token(&["read:users"], None),
-                pb::GetUserRequest {
-                    user_id: user.clone(),
-                    read_mask: None,
-                },
+                ask::get_user(&user),
             ))
             .await
             .expect("reads")
@@ -505,10 +490,7 @@ mod scenarios {
             users
                 .get_user(bearer(
                     &scoped_token(&["read:users"], Some(&["emails"])),
-                    pb::GetUserRequest {
-                        user_id: user,
-                        read_mask: None,
-                    },
+                    ask::get_user(&user),
                 ))
                 .await,
             Code::Unauthenticated,

@@ -103,13 +103,7 @@ mod scenarios {
         // The person's token is theirs alone: no operator calls, no one else's data.
         assert_error(
             app.users()
-                .get_user(bearer(
-                    &tokens.access_token,
-                    pb::GetUserRequest {
-                        user_id: user.clone(),
-                        read_mask: None,
-                    },
-                ))
+                .get_user(bearer(&tokens.access_token, ask::get_user(&user)))
                 .await,
             Code::PermissionDenied,
             "PERMISSION_DENIED",

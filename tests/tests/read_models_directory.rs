@@ -45,22 +45,12 @@ mod scenarios {
             ids.push(r.user.expect("user").user_id);
         }
         app.users()
-            .deactivate_user(req(
-                "acme",
-                pb::DeactivateUserRequest {
-                    user_id: ids[0].clone(),
-                },
-            ))
+            .deactivate_user(req("acme", ask::deactivate(&ids[0])))
             .await
             .expect("deactivates");
         let last = app
             .users()
-            .deactivate_user(req(
-                "acme",
-                pb::DeactivateUserRequest {
-                    user_id: ids[1].clone(),
-                },
-            ))
+            .deactivate_user(req("acme", ask::deactivate(&ids[1])))
             .await
             .expect("deactivates")
             .into_inner()
@@ -341,12 +331,7 @@ mod scenarios {
         let user = app.register("tenant-a", "cross@example.com").await;
         let position = app
             .users()
-            .deactivate_user(req(
-                "tenant-a",
-                pb::DeactivateUserRequest {
-                    user_id: user.clone(),
-                },
-            ))
+            .deactivate_user(req("tenant-a", ask::deactivate(&user)))
             .await
             .expect("deactivates")
             .into_inner()

@@ -603,3 +603,69 @@ pub fn with_key<T>(key: &str, msg: T) -> Request<T> {
         .insert("x-project-key", key.parse().expect("ascii"));
     r
 }
+
+/// The requests tests send most, by what they ask (`ask::set_password(&user, "pw")`).
+pub mod ask {
+    use identity_proto::v1 as pb;
+
+    pub fn get_user(user_id: &str) -> pb::GetUserRequest {
+        pb::GetUserRequest {
+            user_id: user_id.into(),
+            read_mask: None,
+        }
+    }
+
+    pub fn set_password(user_id: &str, password: &str) -> pb::SetPasswordRequest {
+        pb::SetPasswordRequest {
+            user_id: user_id.into(),
+            password: password.into(),
+        }
+    }
+
+    pub fn verify_password(user_id: &str, password: &str) -> pb::VerifyPasswordRequest {
+        pb::VerifyPasswordRequest {
+            user_id: user_id.into(),
+            password: password.into(),
+        }
+    }
+
+    pub fn email_change(user_id: &str, email: &str) -> pb::RequestEmailChangeRequest {
+        pb::RequestEmailChangeRequest {
+            user_id: user_id.into(),
+            email: email.into(),
+        }
+    }
+
+    pub fn phone_change(user_id: &str, phone: &str) -> pb::RequestPhoneChangeRequest {
+        pb::RequestPhoneChangeRequest {
+            user_id: user_id.into(),
+            phone: phone.into(),
+        }
+    }
+
+    pub fn confirm_email(user_id: &str, code: &str) -> pb::ConfirmEmailRequest {
+        pb::ConfirmEmailRequest {
+            user_id: user_id.into(),
+            code: code.into(),
+        }
+    }
+
+    pub fn confirm_phone(user_id: &str, code: &str) -> pb::ConfirmPhoneRequest {
+        pb::ConfirmPhoneRequest {
+            user_id: user_id.into(),
+            code: code.into(),
+        }
+    }
+
+    pub fn deactivate(user_id: &str) -> pb::DeactivateUserRequest {
+        pb::DeactivateUserRequest {
+            user_id: user_id.into(),
+        }
+    }
+
+    pub fn reactivate(user_id: &str) -> pb::ReactivateUserRequest {
+        pb::ReactivateUserRequest {
+            user_id: user_id.into(),
+        }
+    }
+}

@@ -39,24 +39,12 @@ pub(crate) fn sign_in(email: &str, password: &str) -> pb::SignInRequest {
 pub(crate) async fn user_with_password(app: &TestApp, email: &str, password: &str) -> String {
     let user = app.register("acme", email).await;
     app.users()
-        .set_password(req(
-            "acme",
-            pb::SetPasswordRequest {
-                user_id: user.clone(),
-                password: password.into(),
-            },
-        ))
+        .set_password(req("acme", ask::set_password(&user, password)))
         .await
         .expect("sets the password");
     user
 }
 
 pub(crate) fn verify(user: &str, password: &str) -> Request<pb::VerifyPasswordRequest> {
-    req(
-        "acme",
-        pb::VerifyPasswordRequest {
-            user_id: user.into(),
-            password: password.into(),
-        },
-    )
+    req("acme", ask::verify_password(user, password))
 }
