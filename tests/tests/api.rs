@@ -61,18 +61,16 @@ mod scenarios {
 
         let duplicate = app
             .users()
-            .register_user(req(
-                "acme",
-                pb::RegisterUserRequest {
-                    user: Some(user_input("ADA@example.com")),
-                },
-            ))
+            .register_user(registering("acme", user_input("ADA@example.com")))
             .await;
         assert_error(duplicate, Code::AlreadyExists, "EMAIL_ALREADY_ASSIGNED");
 
         let unknown = app
             .users()
-            .get_user(req("acme", ask::get_user(&uuid::Uuid::new_v4().to_string())))
+            .get_user(req(
+                "acme",
+                ask::get_user(&uuid::Uuid::new_v4().to_string()),
+            ))
             .await;
         assert_error(unknown, Code::NotFound, "USER_NOT_FOUND");
     }
@@ -106,12 +104,7 @@ mod scenarios {
 
         assert_error(
             app.users()
-                .register_user(req(
-                    "acme",
-                    pb::RegisterUserRequest {
-                        user: Some(pb::UserInput::default()),
-                    },
-                ))
+                .register_user(registering("acme", pb::UserInput::default()))
                 .await,
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
@@ -161,22 +154,12 @@ mod scenarios {
         // Naming a tenant never creates it.
         let unknown = app
             .users()
-            .register_user(req(
-                "no-such-tenant",
-                pb::RegisterUserRequest {
-                    user: Some(user_input("a@example.com")),
-                },
-            ))
+            .register_user(registering("no-such-tenant", user_input("a@example.com")))
             .await;
         assert_error(unknown, Code::NotFound, "TENANT_NOT_FOUND");
         let bad = app
             .users()
-            .register_user(req(
-                "Not A Tenant!",
-                pb::RegisterUserRequest {
-                    user: Some(user_input("a@example.com")),
-                },
-            ))
+            .register_user(registering("Not A Tenant!", user_input("a@example.com")))
             .await;
         assert_error(bad, Code::InvalidArgument, "INVALID_METADATA");
     }
@@ -323,12 +306,7 @@ mod scenarios {
 
     pub(super) async fn events_record_who_did_what(store: Store) {
         let app = spawn_app(store).await;
-        let mut request = req(
-            "acme",
-            pb::RegisterUserRequest {
-                user: Some(user_input("meta@example.com")),
-            },
-        );
+        let mut request = registering("acme", user_input("meta@example.com"));
         request
             .metadata_mut()
             .insert("x-request-id", "req-123".parse().expect("ascii"));

@@ -109,13 +109,8 @@ mod scenarios {
         // The old address is free again; the new one is taken.
         app.register("acme", "old2@example.com").await;
         assert_error(
-            u.register_user(req(
-                "acme",
-                pb::RegisterUserRequest {
-                    user: Some(user_input("new@example.com")),
-                },
-            ))
-            .await,
+            u.register_user(registering("acme", user_input("new@example.com")))
+                .await,
             Code::AlreadyExists,
             "EMAIL_ALREADY_ASSIGNED",
         );
@@ -302,40 +297,19 @@ mod scenarios {
             "INVALID_ARGUMENT",
         );
         let roles = u
-            .set_user_roles(req(
-                "acme",
-                pb::SetUserRolesRequest {
-                    user_id: user.clone(),
-                    roles: vec!["admin".into()],
-                    replace: false,
-                },
-            ))
+            .set_user_roles(req("acme", ask::roles(&user, &["admin"], false)))
             .await
             .expect("roles")
             .into_inner();
         assert_eq!(roles.roles, vec!["admin"]);
         let roles = u
-            .set_user_roles(req(
-                "acme",
-                pb::SetUserRolesRequest {
-                    user_id: user.clone(),
-                    roles: vec!["support".into()],
-                    replace: false,
-                },
-            ))
+            .set_user_roles(req("acme", ask::roles(&user, &["support"], false)))
             .await
             .expect("roles")
             .into_inner();
         assert_eq!(roles.roles, vec!["admin", "support"]);
         let roles = u
-            .set_user_roles(req(
-                "acme",
-                pb::SetUserRolesRequest {
-                    user_id: user.clone(),
-                    roles: vec!["viewer".into()],
-                    replace: true,
-                },
-            ))
+            .set_user_roles(req("acme", ask::roles(&user, &["viewer"], true)))
             .await
             .expect("roles")
             .into_inner();
@@ -345,15 +319,8 @@ mod scenarios {
             .await
             .expect("deactivates");
         assert_error(
-            u.set_user_roles(req(
-                "acme",
-                pb::SetUserRolesRequest {
-                    user_id: user.clone(),
-                    roles: vec!["x".into()],
-                    replace: false,
-                },
-            ))
-            .await,
+            u.set_user_roles(req("acme", ask::roles(&user, &["x"], false)))
+                .await,
             Code::FailedPrecondition,
             "USER_INACTIVE",
         );

@@ -27,6 +27,17 @@ on_both_stores!(
 mod scenarios {
     use super::*;
 
+    /// What ListEvents in `acme` answers for `filter`.
+    async fn matching(
+        a: &mut AuditServiceClient<tonic::transport::Channel>,
+        filter: pb::EventFilter,
+    ) -> pb::ListEventsResponse {
+        a.list_events(req("acme", ask::events(filter)))
+            .await
+            .expect("lists")
+            .into_inner()
+    }
+
     pub(super) async fn events_are_listed_with_filters_and_pages(store: Store) {
         let app = spawn_app(store).await;
         let (_, wallet, positions) = workload(&app).await;
@@ -83,52 +94,34 @@ mod scenarios {
         );
         assert_eq!(e.hash.len(), 64);
         // Filters: aggregate, actor, position range.
-        let by_wallet = a
-            .list_events(req(
-                "acme",
-                pb::ListEventsRequest {
-                    filter: Some(pb::EventFilter {
-                        aggregate_type: "Wallet".into(),
-                        aggregate_id: wallet.clone(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("lists")
-            .into_inner();
+        let by_wallet = matching(
+            &mut a,
+            pb::EventFilter {
+                aggregate_type: "Wallet".into(),
+                aggregate_id: wallet.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
         assert_eq!(by_wallet.events.len(), 5);
-        let by_actor = a
-            .list_events(req(
-                "acme",
-                pb::ListEventsRequest {
-                    filter: Some(pb::EventFilter {
-                        actor: "somebody-else".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("lists")
-            .into_inner();
+        let by_actor = matching(
+            &mut a,
+            pb::EventFilter {
+                actor: "somebody-else".into(),
+                ..Default::default()
+            },
+        )
+        .await;
         assert!(by_actor.events.is_empty());
-        let ranged = a
-            .list_events(req(
-                "acme",
-                pb::ListEventsRequest {
-                    filter: Some(pb::EventFilter {
-                        from_position: positions[1],
-                        to_position: positions[2],
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("lists")
-            .into_inner();
+        let ranged = matching(
+            &mut a,
+            pb::EventFilter {
+                from_position: positions[1],
+                to_position: positions[2],
+                ..Default::default()
+            },
+        )
+        .await;
         assert_eq!(
             ranged.events.iter().map(|e| e.position).collect::<Vec<_>>(),
             positions[1..].to_vec()
@@ -143,13 +136,10 @@ mod scenarios {
         assert_error(
             a.list_events(req(
                 "acme",
-                pb::ListEventsRequest {
-                    filter: Some(pb::EventFilter {
-                        aggregate_type: "Nope".into(),
-                        ..Default::default()
-                    }),
+                ask::events(pb::EventFilter {
+                    aggregate_type: "Nope".into(),
                     ..Default::default()
-                },
+                }),
             ))
             .await,
             Code::InvalidArgument,
@@ -161,20 +151,14 @@ mod scenarios {
             .set_password(req("acme", ask::set_password(&user, "correct horse")))
             .await
             .expect("sets");
-        let set = a
-            .list_events(req(
-                "acme",
-                pb::ListEventsRequest {
-                    filter: Some(pb::EventFilter {
-                        event_type: "PasswordSet".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("lists")
-            .into_inner();
+        let set = matching(
+            &mut a,
+            pb::EventFilter {
+                event_type: "PasswordSet".into(),
+                ..Default::default()
+            },
+        )
+        .await;
         let shown = format!("{:?}", set.events[0].payload);
         assert!(
             shown.contains("[redacted]") && !shown.contains("argon2"),

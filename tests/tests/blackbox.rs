@@ -380,12 +380,7 @@ async fn rpc_spans_reach_an_otlp_receiver_inside_the_callers_trace() {
     ))
     .await
     .expect("connect");
-    let mut request = req(
-        "acme",
-        pb::RegisterUserRequest {
-            user: Some(user_input("traced@example.com")),
-        },
-    );
+    let mut request = registering("acme", user_input("traced@example.com"));
     request.metadata_mut().insert(
         "traceparent",
         format!("00-{trace_id}-{caller_span}-01")

@@ -657,6 +657,23 @@ pub mod ask {
         }
     }
 
+    /// SetUserRoles, adding `roles` or replacing the set with them.
+    pub fn roles(user_id: &str, roles: &[&str], replace: bool) -> pb::SetUserRolesRequest {
+        pb::SetUserRolesRequest {
+            user_id: user_id.into(),
+            roles: roles.iter().map(|r| (*r).to_string()).collect(),
+            replace,
+        }
+    }
+
+    /// ListEvents of what `filter` matches, from the start.
+    pub fn events(filter: pb::EventFilter) -> pb::ListEventsRequest {
+        pb::ListEventsRequest {
+            filter: Some(filter),
+            ..Default::default()
+        }
+    }
+
     pub fn deactivate(user_id: &str) -> pb::DeactivateUserRequest {
         pb::DeactivateUserRequest {
             user_id: user_id.into(),
