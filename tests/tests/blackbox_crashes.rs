@@ -25,7 +25,7 @@ async fn nothing_acknowledged_is_lost(store: Store) {
     .expect("connect");
     for (i, id) in ids.iter().enumerate() {
         let user = client
-            .get_user(req("acme", ask::get_user(&id)))
+            .get_user(req("acme", ask::get_user(id)))
             .await
             .expect("every acknowledged user survives the crash")
             .into_inner()

@@ -205,7 +205,7 @@ mod scenarios {
         let mut client = identity_proto::v1::user_service_client::UserServiceClient::new(channel);
         for (n, user) in users.iter().enumerate() {
             let confirmed = client
-                .confirm_email(req("acme", ask::confirm_email(&user, &codes[user])))
+                .confirm_email(req("acme", ask::confirm_email(user, &codes[user])))
                 .await
                 .expect("each delivered code confirms")
                 .into_inner();
