@@ -9,13 +9,12 @@
 //! command loop, the cache and the hash chain sit above it, written once; [`dialect!`] picks
 //! the dialect of the log at hand.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{PgPool, Row, SqlitePool};
-
-use std::sync::Arc;
-
 use tokio::sync::Notify;
 
 use crate::append::{Outcome, Request};
