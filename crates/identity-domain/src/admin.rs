@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::DomainError;
-use crate::session::{SessionEnd, SignInFact, SignInState};
+use crate::session::{SessionCommand, SessionEnd, SignInFact, SignInState};
 use crate::tenant::SYSTEM_SCOPE;
 use crate::user::{Credential, Secret, UserServices};
 use crate::values::{Email, Name, SessionId, TenantId};
@@ -89,19 +89,8 @@ pub enum AdminCommand {
         expires_at: DateTime<Utc>,
         at: DateTime<Utc>,
     },
-    Refresh {
-        session: SessionId,
-        presented: String,
-        refresh_digest: String,
-        expires_at: DateTime<Utc>,
-        at: DateTime<Utc>,
-    },
-    /// Ends one session, or all of them.
-    EndSessions {
-        session: Option<SessionId>,
-        reason: SessionEnd,
-        at: DateTime<Utc>,
-    },
+    /// Refreshes or ends sessions.
+    Sessions(SessionCommand),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,34 +229,12 @@ impl Admin {
                 }
             }
             AdminCommand::Remove { at } => vec![E::AdminRemoved { at }],
-            AdminCommand::EndSessions {
-                session: None,
-                reason,
-                at,
-            } => self
+            AdminCommand::Sessions(command) => self
                 .sign_in
-                .end_all(reason, at)
+                .decide(command)?
                 .map(E::AdminSignIn)
                 .into_iter()
                 .collect(),
-            AdminCommand::EndSessions {
-                session: Some(session),
-                reason,
-                at,
-            } => vec![E::AdminSignIn(self.sign_in.end_one(session, reason, at)?)],
-            AdminCommand::Refresh {
-                session,
-                presented,
-                refresh_digest,
-                expires_at,
-                at,
-            } => vec![E::AdminSignIn(self.sign_in.refresh(
-                session,
-                &presented,
-                refresh_digest,
-                expires_at,
-                at,
-            )?)],
             AdminCommand::SetPassword { .. } | AdminCommand::SignIn { .. } => {
                 return Err(DomainError::invalid(
                     "password",

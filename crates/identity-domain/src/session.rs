@@ -26,6 +26,26 @@ pub const CODE_COOLDOWN_SECS: i64 = 60;
 /// A new code inherits the wrong attempts of a code requested less than this long before.
 pub const CODE_ATTEMPT_WINDOW_SECS: i64 = 3600;
 
+/// What a signed-in person asks of their sessions: users and admins take the same commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCommand {
+    /// Rotates a session's refresh token: `presented` must be the current one's digest; a
+    /// rotated-away one ends the session.
+    Refresh {
+        session: SessionId,
+        presented: String,
+        refresh_digest: String,
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// Ends one session, or all of them (`None`).
+    End {
+        session: Option<SessionId>,
+        reason: SessionEnd,
+        at: DateTime<Utc>,
+    },
+}
+
 /// How long the account locks after `failed_attempts` wrong passwords in a row, if at all:
 /// 1 minute at the 20th, then 2, 4, 8 … minutes, at most a day.
 pub fn lock_for(failed_attempts: u32) -> Option<Duration> {
@@ -245,6 +265,31 @@ impl SignInState {
             expires_at,
         });
         facts
+    }
+
+    /// What a session command comes to (nothing: no session was live to end).
+    pub fn decide(&self, command: SessionCommand) -> Result<Option<SignInFact>, DomainError> {
+        match command {
+            SessionCommand::Refresh {
+                session,
+                presented,
+                refresh_digest,
+                expires_at,
+                at,
+            } => self
+                .refresh(session, &presented, refresh_digest, expires_at, at)
+                .map(Some),
+            SessionCommand::End {
+                session: None,
+                reason,
+                at,
+            } => Ok(self.end_all(reason, at)),
+            SessionCommand::End {
+                session: Some(session),
+                reason,
+                at,
+            } => self.end_one(session, reason, at).map(Some),
+        }
     }
 
     /// Continues a session with a new refresh token. Only the current token continues it: an

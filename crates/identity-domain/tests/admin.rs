@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use common::*;
 use cqrs_es::test::TestFramework;
 use identity_domain::admin::*;
+use identity_domain::session::SessionCommand;
 use identity_domain::session::{lock_for, SessionEnd, SignInFact};
 use identity_domain::user::{Credential, Secret};
 use identity_domain::values::SessionId;
@@ -117,13 +118,13 @@ fn a_new_password_ends_every_session_and_an_old_refresh_token_ends_its_session()
         ]);
     given_admin()
         .and(vec![started])
-        .when(AdminCommand::Refresh {
+        .when(AdminCommand::Sessions(SessionCommand::Refresh {
             session: session(1),
             presented: "stolen".into(),
             refresh_digest: "d2".into(),
             expires_at: t(20_000),
             at: t(7),
-        })
+        }))
         .then_expect_events(vec![AdminEvent::AdminSignIn(SignInFact::Ended {
             sessions: vec![session(1)],
             reason: SessionEnd::TokenReused,

@@ -5,6 +5,7 @@ mod common;
 
 use common::users::*;
 use common::*;
+use identity_domain::session::SessionCommand;
 use identity_domain::user::*;
 use identity_domain::values::*;
 use identity_domain::DomainError;
@@ -98,13 +99,13 @@ fn a_refresh_token_rotates_and_a_reused_one_ends_the_session() {
         .then_expect_events(vec![started.clone()]);
     given_registered()
         .and(vec![started.clone()])
-        .when(UserCommand::Refresh {
+        .when(UserCommand::Sessions(SessionCommand::Refresh {
             session,
             presented: "d1".into(),
             refresh_digest: "d2".into(),
             expires_at: t(1500),
             at: t(10),
-        })
+        }))
         .then_expect_events(vec![UserEvent::SessionRefreshed {
             session,
             refresh_digest: "d2".into(),
@@ -119,13 +120,13 @@ fn a_refresh_token_rotates_and_a_reused_one_ends_the_session() {
     };
     given_registered()
         .and(vec![started.clone(), refreshed])
-        .when(UserCommand::Refresh {
+        .when(UserCommand::Sessions(SessionCommand::Refresh {
             session,
             presented: "d1".into(),
             refresh_digest: "d3".into(),
             expires_at: t(1500),
             at: t(20),
-        })
+        }))
         .then_expect_events(vec![UserEvent::SessionsEnded {
             sessions: vec![session],
             reason: identity_domain::session::SessionEnd::TokenReused,
@@ -133,13 +134,13 @@ fn a_refresh_token_rotates_and_a_reused_one_ends_the_session() {
         }]);
     given_registered()
         .and(vec![started])
-        .when(UserCommand::Refresh {
+        .when(UserCommand::Sessions(SessionCommand::Refresh {
             session,
             presented: "d1".into(),
             refresh_digest: "d2".into(),
             expires_at: t(3000),
             at: t(1000),
-        })
+        }))
         .then_expect_error(DomainError::InvalidRefreshToken);
 }
 

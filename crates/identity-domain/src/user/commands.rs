@@ -94,21 +94,8 @@ pub enum UserCommand {
         expires_at: DateTime<Utc>,
         at: DateTime<Utc>,
     },
-    /// Rotates a session's refresh token: `presented` must be the current one's digest; a
-    /// rotated-away one ends the session.
-    Refresh {
-        session: SessionId,
-        presented: String,
-        refresh_digest: String,
-        expires_at: DateTime<Utc>,
-        at: DateTime<Utc>,
-    },
-    /// Ends one session, or all of them (`None`).
-    EndSessions {
-        session: Option<SessionId>,
-        reason: SessionEnd,
-        at: DateTime<Utc>,
-    },
+    /// Refreshes or ends sessions.
+    Sessions(SessionCommand),
     RequestPasswordReset {
         channel: CodeChannel,
         code_hash: String,

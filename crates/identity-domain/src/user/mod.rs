@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::derive::{identifier_email, IdentifierSource};
 use crate::error::DomainError;
 use crate::session::{
-    seconds_until, CodeChannel, Session, SessionEnd, SignInFact, SignInState,
+    seconds_until, CodeChannel, Session, SessionCommand, SessionEnd, SignInFact, SignInState,
     CODE_ATTEMPT_WINDOW_SECS, CODE_COOLDOWN_SECS,
 };
 use crate::values::{
@@ -329,7 +329,10 @@ impl User {
     ) -> Result<Vec<UserEvent>, DomainError> {
         use UserCommand as C;
         use UserEvent as E;
-        let allow_inactive = matches!(command, C::Reactivate { .. } | C::EndSessions { .. });
+        let allow_inactive = matches!(
+            command,
+            C::Reactivate { .. } | C::Sessions(SessionCommand::End { .. })
+        );
         if !matches!(command, C::Register(_)) {
             self.ensure_usable(allow_inactive)?;
         }
@@ -471,26 +474,12 @@ impl User {
                 }
                 events
             }
-            C::Refresh {
-                session,
-                presented,
-                refresh_digest,
-                expires_at,
-                at,
-            } => vec![self
+            C::Sessions(command) => self
                 .sign_in
-                .refresh(session, &presented, refresh_digest, expires_at, at)?
-                .into()],
-            C::EndSessions {
-                session: None,
-                reason,
-                at,
-            } => self.end_all_sessions(reason, at).into_iter().collect(),
-            C::EndSessions {
-                session: Some(session),
-                reason,
-                at,
-            } => vec![self.sign_in.end_one(session, reason, at)?.into()],
+                .decide(command)?
+                .map(UserEvent::from)
+                .into_iter()
+                .collect(),
             C::RequestPasswordReset {
                 channel,
                 code_hash,

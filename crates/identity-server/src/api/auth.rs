@@ -3,6 +3,7 @@
 //! and act as themselves.
 
 use chrono::{DateTime, Utc};
+use identity_domain::session::SessionCommand;
 use identity_domain::session::{CodeChannel, SessionEnd};
 use identity_domain::user::{Credential, Secret, User, UserCommand, UserEvent};
 use identity_domain::values::{Email, ExternalId, PersonCode, Phone, SessionId, UserId};
@@ -407,13 +408,13 @@ impl AuthService for AuthApi {
             .run(
                 &ctx,
                 user,
-                UserCommand::Refresh {
+                UserCommand::Sessions(SessionCommand::Refresh {
                     session: presented.session,
                     presented: presented.digest,
                     refresh_digest,
                     expires_at,
                     at,
-                },
+                }),
             )
             .await
             .map_err(|e| match e {
@@ -463,11 +464,11 @@ impl AuthService for AuthApi {
             .run(
                 &ctx,
                 user,
-                UserCommand::EndSessions {
+                UserCommand::Sessions(SessionCommand::End {
                     session: Some(presented.session),
                     reason: SessionEnd::SignedOut,
                     at: Utc::now(),
-                },
+                }),
             )
             .await?;
         Ok(Response::new(pb::SignOutResponse {
@@ -574,11 +575,11 @@ impl AuthService for AuthApi {
             .run(
                 &ctx,
                 user,
-                UserCommand::EndSessions {
+                UserCommand::Sessions(SessionCommand::End {
                     session: None,
                     reason: SessionEnd::Revoked,
                     at: Utc::now(),
-                },
+                }),
             )
             .await?;
         let ended = executed

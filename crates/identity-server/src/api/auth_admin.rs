@@ -4,6 +4,7 @@
 
 use chrono::Utc;
 use identity_domain::admin::{admin_aggregate_id, admin_id, Admin, AdminCommand};
+use identity_domain::session::SessionCommand;
 use identity_domain::session::SessionEnd;
 use identity_domain::user::{CredentialVerifier as _, Secret};
 use identity_domain::values::{Email, SessionId};
@@ -131,13 +132,13 @@ pub(super) async fn refresh(
         core,
         ctx,
         admin,
-        AdminCommand::Refresh {
+        AdminCommand::Sessions(SessionCommand::Refresh {
             session: presented.session,
             presented: presented.digest,
             refresh_digest,
             expires_at,
             at,
-        },
+        }),
     )
     .await
     .map_err(|e| match e {
@@ -189,11 +190,11 @@ pub(super) async fn sign_out(
         core,
         ctx,
         admin,
-        AdminCommand::EndSessions {
+        AdminCommand::Sessions(SessionCommand::End {
             session: Some(presented.session),
             reason: SessionEnd::SignedOut,
             at: Utc::now(),
-        },
+        }),
     )
     .await?;
     Ok(pb::SignOutResponse {

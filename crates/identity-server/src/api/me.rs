@@ -3,6 +3,7 @@
 //! (so field scopes and permissions apply unchanged).
 
 use chrono::Utc;
+use identity_domain::session::SessionCommand;
 use identity_domain::session::SessionEnd;
 use identity_domain::user::UserCommand;
 use identity_domain::values::{SessionId, UserId};
@@ -204,11 +205,11 @@ impl MeService for MeApi {
             .execute_user(
                 &ctx,
                 user,
-                UserCommand::EndSessions {
+                UserCommand::Sessions(SessionCommand::End {
                     session: Some(session),
                     reason: SessionEnd::SignedOut,
                     at: Utc::now(),
-                },
+                }),
             )
             .await?;
         Ok(Response::new(pb::EndMySessionResponse {
