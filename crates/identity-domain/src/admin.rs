@@ -8,8 +8,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -183,7 +182,7 @@ impl Admin {
             && (self.admin_type == Some(AdminType::SuperAdmin) || self.tenants.contains(tenant))
     }
 
-    fn decide(&self, command: AdminCommand) -> Result<Vec<AdminEvent>, DomainError> {
+    fn decide_plain(&self, command: AdminCommand) -> Result<Vec<AdminEvent>, DomainError> {
         use AdminEvent as E;
         if let AdminCommand::Create {
             admin_id,
@@ -297,38 +296,30 @@ impl Admin {
                 }
                 Ok(events)
             }
-            other => self.decide(other),
+            other => self.decide_plain(other),
         }
     }
 }
 
-impl Aggregate for Admin {
-    const TYPE: &'static str = "Admin";
-    type Command = AdminCommand;
-    type Event = AdminEvent;
-    type Error = DomainError;
-    /// The password hasher (the one users' passwords go through).
-    type Services = UserServices;
+decided_aggregate!(Admin, AdminCommand, AdminEvent, services: UserServices);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let events = match command {
+impl Admin {
+    /// The password hasher (the one users' passwords go through) serves the commands that
+    /// hash or verify one.
+    async fn decide(
+        &self,
+        command: AdminCommand,
+        services: &UserServices,
+    ) -> Result<Vec<AdminEvent>, DomainError> {
+        match command {
             c @ (AdminCommand::SetPassword { .. } | AdminCommand::SignIn { .. }) => {
-                self.decide_with_password(c, services).await?
+                self.decide_with_password(c, services).await
             }
-            c => self.decide(c)?,
-        };
-        for event in events {
-            sink.write(event, self).await;
+            c => self.decide_plain(c),
         }
-        Ok(())
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    fn evolve(&mut self, event: AdminEvent) {
         use AdminEvent as E;
         match event {
             E::AdminCreated {
@@ -376,8 +367,8 @@ mod tests {
     }
 
     fn run(a: &mut Admin, c: AdminCommand) -> Result<(), DomainError> {
-        for e in a.decide(c)? {
-            a.apply(e);
+        for e in a.decide_plain(c)? {
+            a.evolve(e);
         }
         Ok(())
     }

@@ -44,10 +44,36 @@ macro_rules! domain_event {
     };
 }
 
-/// The `Aggregate` impl of an aggregate that decides without services: `handle` writes the
-/// events its `decide` returns, `apply` is its `evolve`. Both stay inherent, so a test can call
+/// The `Aggregate` impl of an aggregate: `handle` writes the events its `decide` returns
+/// (with the services, when it names them), `apply` is its `evolve`. Both stay inherent, so a test can call
 /// them without a sink.
 macro_rules! decided_aggregate {
+    // An aggregate whose `decide` is async and takes the services.
+    ($aggregate:ident, $command:ty, $event:ty, services: $services:ty) => {
+        impl cqrs_es::Aggregate for $aggregate {
+            const TYPE: &'static str = stringify!($aggregate);
+            type Command = $command;
+            type Event = $event;
+            type Error = $crate::DomainError;
+            type Services = $services;
+
+            async fn handle(
+                &mut self,
+                command: Self::Command,
+                services: &Self::Services,
+                sink: &cqrs_es::event_sink::EventSink<Self>,
+            ) -> Result<(), Self::Error> {
+                for event in self.decide(command, services).await? {
+                    sink.write(event, self).await;
+                }
+                Ok(())
+            }
+
+            fn apply(&mut self, event: Self::Event) {
+                self.evolve(event)
+            }
+        }
+    };
     ($aggregate:ident, $command:ty, $event:ty) => {
         impl cqrs_es::Aggregate for $aggregate {
             const TYPE: &'static str = stringify!($aggregate);

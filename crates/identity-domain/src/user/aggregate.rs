@@ -2,26 +2,10 @@
 
 use super::*;
 
-impl Aggregate for User {
-    const TYPE: &'static str = "User";
-    type Command = UserCommand;
-    type Event = UserEvent;
-    type Error = DomainError;
-    type Services = UserServices;
+decided_aggregate!(User, UserCommand, UserEvent, services: UserServices);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command, services).await? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl User {
+    fn evolve(&mut self, event: UserEvent) {
         use UserEvent as E;
         match event {
             E::UserRegistered {
