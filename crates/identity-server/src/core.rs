@@ -90,6 +90,12 @@ impl Core {
         }
     }
 
+    /// Reloads the access registry (tenants, keys, admins) after this replica changed it, so
+    /// its next request already sees the change.
+    pub async fn refresh_access(&self) -> ApiResult<()> {
+        Ok(self.access.directory.refresh().await?)
+    }
+
     /// Read-your-writes: waits until read model `p` has applied `min_position`, within
     /// `wait`; past it, fails with UNAVAILABLE saying how far behind the read model is.
     pub async fn catch_up(

@@ -265,12 +265,7 @@ impl AdminService for AdminApi {
                 &self.core.user_services,
             )
             .await?;
-        self.core
-            .access
-            .directory
-            .refresh()
-            .await
-            .map_err(ApiError::from)?;
+        self.core.refresh_access().await?;
         tracing::info!(admin_id = %id, admin_type = admin_type.as_str(), "admin created");
         Ok(Response::new(pb::CreateAdminResponse {
             admin: Some(admin_to_pb(&executed.aggregate)),
@@ -335,12 +330,7 @@ impl AdminService for AdminApi {
                 &self.core.user_services,
             )
             .await?;
-        self.core
-            .access
-            .directory
-            .refresh()
-            .await
-            .map_err(ApiError::from)?;
+        self.core.refresh_access().await?;
         tracing::info!(admin_id = %id, "admin password set");
         Ok(Response::new(pb::SetAdminPasswordResponse {
             position: executed.position,

@@ -90,12 +90,7 @@ impl TenantService for TenantApi {
                 &(),
             )
             .await?;
-        self.core
-            .access
-            .directory
-            .refresh()
-            .await
-            .map_err(ApiError::from)?;
+        self.core.refresh_access().await?;
         Ok(Response::new(pb::CreateTenantResponse {
             tenant: Some(tenant_to_pb(&executed.aggregate)),
         }))
