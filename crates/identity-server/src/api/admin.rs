@@ -143,7 +143,7 @@ impl AdminApi {
                 &self.core.user_services,
             )
             .await?;
-        self.core.access.directory.refresh().await?;
+        self.core.refresh_access().await?;
         Ok(executed.aggregate)
     }
 }

@@ -56,7 +56,7 @@ impl TenantApi {
                 &(),
             )
             .await?;
-        self.core.access.directory.refresh().await?;
+        self.core.refresh_access().await?;
         Ok(executed.aggregate)
     }
 }
