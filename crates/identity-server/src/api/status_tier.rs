@@ -44,35 +44,59 @@ impl StatusTierApi {
             .await
     }
 
-    async fn change_token(
-        &self,
-        ctx: &RequestContext,
-        tier_id: &str,
-        token: &str,
-        add: bool,
-    ) -> ApiResult<(Vec<String>, u64)> {
+    /// AddEligibleToken or RemoveEligibleToken, answered with the tier's tokens after it.
+    async fn change_token<R: TokenChange>(&self, request: Request<R>) -> Rpc<R::Answer> {
+        let ctx = RequestContext::from_request(&request)?;
+        let (tier_id, token) = request.get_ref().tier_and_token();
         parse_fields! {
             tier = field("tier_id", tier_id, TierId::parse),
             token = field("token", token, TokenId::parse),
         }
         let at = Utc::now();
-        let command = if add {
+        let command = if R::ADDS {
             StatusTierCommand::AddEligibleToken { token, at }
         } else {
             StatusTierCommand::RemoveEligibleToken { token, at }
         };
-        let executed = self.run(ctx, tier, command).await?;
-        Ok((
-            executed
-                .aggregate
-                .eligible_tokens
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+        let executed = self.run(&ctx, tier, command).await?;
+        let tokens = executed.aggregate.eligible_tokens.iter();
+        Ok(Response::new(R::answer(
+            tokens.map(ToString::to_string).collect(),
             executed.position,
-        ))
+        )))
     }
 }
+
+/// The two requests that change a tier's eligible tokens.
+trait TokenChange {
+    /// Adds the token (or removes it).
+    const ADDS: bool;
+    type Answer;
+    fn tier_and_token(&self) -> (&str, &str);
+    fn answer(eligible_tokens: Vec<String>, position: u64) -> Self::Answer;
+}
+
+macro_rules! token_change {
+    ($request:ty => $answer:ident, $adds:literal) => {
+        impl TokenChange for $request {
+            const ADDS: bool = $adds;
+            type Answer = pb::$answer;
+
+            fn tier_and_token(&self) -> (&str, &str) {
+                (&self.tier_id, &self.token)
+            }
+
+            fn answer(eligible_tokens: Vec<String>, position: u64) -> Self::Answer {
+                pb::$answer {
+                    eligible_tokens,
+                    position,
+                }
+            }
+        }
+    };
+}
+token_change!(pb::AddEligibleTokenRequest => AddEligibleTokenResponse, true);
+token_change!(pb::RemoveEligibleTokenRequest => RemoveEligibleTokenResponse, false);
 
 /// CreateStatusTier's fields, parsed (every field violation at once).
 struct NewTier {
@@ -253,28 +277,14 @@ impl StatusTierService for StatusTierApi {
         &self,
         request: Request<pb::AddEligibleTokenRequest>,
     ) -> Rpc<pb::AddEligibleTokenResponse> {
-        let ctx = RequestContext::from_request(&request)?;
-        let r = request.get_ref();
-        let (eligible_tokens, position) =
-            self.change_token(&ctx, &r.tier_id, &r.token, true).await?;
-        Ok(Response::new(pb::AddEligibleTokenResponse {
-            eligible_tokens,
-            position,
-        }))
+        self.change_token(request).await
     }
 
     async fn remove_eligible_token(
         &self,
         request: Request<pb::RemoveEligibleTokenRequest>,
     ) -> Rpc<pb::RemoveEligibleTokenResponse> {
-        let ctx = RequestContext::from_request(&request)?;
-        let r = request.get_ref();
-        let (eligible_tokens, position) =
-            self.change_token(&ctx, &r.tier_id, &r.token, false).await?;
-        Ok(Response::new(pb::RemoveEligibleTokenResponse {
-            eligible_tokens,
-            position,
-        }))
+        self.change_token(request).await
     }
 
     async fn get_status_tier(
