@@ -54,6 +54,24 @@ const REBUILD_READ: u32 = 4_000;
 /// Folded rows a replay keeps in memory before writing them.
 const REBUILD_PENDING: usize = 50_000;
 
+/// A checkpoint row as a feed cursor. A negative number there is corrupt, never a reason to
+/// start the read model over from the beginning.
+pub(crate) fn checkpoint_cursor(
+    name: &str,
+    row: &sqlx::any::AnyRow,
+) -> Result<FeedCursor, ProjectionError> {
+    let number = |i: usize| -> Result<u64, ProjectionError> {
+        let n: i64 = row.try_get(i)?;
+        u64::try_from(n).map_err(|_| {
+            ProjectionError::CorruptRow(format!("checkpoint {name}: a negative cursor ({n})"))
+        })
+    };
+    Ok(FeedCursor {
+        xid: number(0)?,
+        position: number(1)?,
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     #[error("read-model database error")]
@@ -416,13 +434,7 @@ impl Projections {
         .bind(name)
         .fetch_optional(pool)
         .await?;
-        Ok(match row {
-            Some(r) => FeedCursor {
-                xid: u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
-                position: u64::try_from(r.try_get::<i64, _>(1)?).unwrap_or(0),
-            },
-            None => FeedCursor::default(),
-        })
+        row.map_or(Ok(FeedCursor::default()), |r| checkpoint_cursor(name, &r))
     }
 
     /// The same read models, replaying with other sizes: `read` events per read and at most
@@ -492,6 +504,29 @@ impl Projections {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_negative_checkpoint_is_corrupt_not_the_start_of_the_feed() {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect("sqlite::memory:")
+            .await
+            .expect("connects");
+        let row = sqlx::query("SELECT CAST(7 AS BIGINT), CAST(42 AS BIGINT)")
+            .fetch_one(&pool)
+            .await
+            .expect("reads");
+        let cursor = checkpoint_cursor("balances", &row).expect("a cursor");
+        assert_eq!((cursor.xid, cursor.position), (7, 42));
+        let row = sqlx::query("SELECT CAST(0 AS BIGINT), CAST(-1 AS BIGINT)")
+            .fetch_one(&pool)
+            .await
+            .expect("reads");
+        let refused = checkpoint_cursor("balances", &row).expect_err("corrupt");
+        assert!(
+            matches!(&refused, ProjectionError::CorruptRow(m) if m.contains("balances")),
+            "{refused}"
+        );
+    }
 
     #[test]
     fn only_placeholders_change_for_sqlite() {

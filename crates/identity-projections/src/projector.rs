@@ -33,10 +33,7 @@ impl Projections {
         .bind(name)
         .fetch_one(&mut *tx)
         .await?;
-        let stored = FeedCursor {
-            xid: u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0),
-            position: u64::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0),
-        };
+        let stored = crate::checkpoint_cursor(name, &row)?;
         if stored != from {
             tx.rollback().await?;
             self.wake_feed_readers();
