@@ -42,7 +42,7 @@ macro_rules! bridge {
             .fetch_all(&mut *conn)
             .await?;
         for m in $migrator.iter().filter(|m| applied.contains(&m.version)) {
-            sqlx::query(
+            let recorded = sqlx::query(
                 "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
                  VALUES ($1, $2, TRUE, $3, -1) ON CONFLICT (version) DO NOTHING",
             )
@@ -51,7 +51,10 @@ macro_rules! bridge {
             .bind(&*m.checksum)
             .execute(&mut *conn)
             .await?;
-            tracing::info!(version = m.version, "recorded an earlier migration for sqlx");
+            // Later starts find it recorded already and say nothing.
+            if recorded.rows_affected() > 0 {
+                tracing::info!(version = m.version, "recorded an earlier migration for sqlx");
+            }
         }
     }};
 }
