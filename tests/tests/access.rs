@@ -97,10 +97,10 @@ mod scenarios {
             async move { users.get_user(r).await }
         };
         // Its own tenant does not hold the other's user.
-        assert_error(get(token.clone()).await, Code::NotFound, "USER_NOT_FOUND");
+        fails!(get(token.clone()), Code::NotFound, "USER_NOT_FOUND");
         // A token for a tenant that does not exist gets nothing.
         let ghost = mint("service", "billing", Some("ghost"), &["read:users"]);
-        assert_error(get(ghost).await, Code::NotFound, "TENANT_NOT_FOUND");
+        fails!(get(ghost), Code::NotFound, "TENANT_NOT_FOUND");
         // A service without the permission is told which one it lacks.
         let reader = mint("service", "billing", Some("tenant-b"), &["read:users"]);
         let status = app
@@ -154,16 +154,14 @@ mod scenarios {
             .await
             .expect("connect");
         let user = app.register("acme", "pk@example.com").await;
-        let issued = TenantServiceClient::new(app.channel())
-            .issue_project_key(req(
+        let issued = ok!(
+            TenantServiceClient::new(app.channel()).issue_project_key(req(
                 "acme",
                 pb::IssueProjectKeyRequest {
                     name: "web shop".into(),
                 },
             ))
-            .await
-            .expect("issues")
-            .into_inner();
+        );
         let secret = issued.secret.clone();
         let key_id = issued.key.expect("key").key_id;
         let with_key = |msg| with_header(Request::new(msg), "x-project-key", &secret);
@@ -263,12 +261,9 @@ mod scenarios {
         .await;
         eprintln!("a revoked key reached the second replica after {took:?}");
         // The listing shows the revocation; the secret is never shown again.
-        let keys = TenantServiceClient::new(app.channel())
-            .list_project_keys(req("acme", pb::ListProjectKeysRequest {}))
-            .await
-            .expect("lists")
-            .into_inner()
-            .keys;
+        let keys = ok!(TenantServiceClient::new(app.channel())
+            .list_project_keys(req("acme", pb::ListProjectKeysRequest {})))
+        .keys;
         assert!(keys
             .iter()
             .any(|k| k.key_id == key_id && k.revoked_at.is_some()));

@@ -39,26 +39,18 @@ mod scenarios {
             admin_type: t as i32,
             tenants: vec!["acme".into()],
         };
-        let tenant_admin = admins
-            .create_admin(req(
-                "acme",
-                create("ta@example.com", pb::AdminType::TenantAdmin),
-            ))
-            .await
-            .expect("creates")
-            .into_inner()
-            .admin
-            .expect("admin");
-        let auditor = admins
-            .create_admin(req(
-                "acme",
-                create("au@example.com", pb::AdminType::Auditor),
-            ))
-            .await
-            .expect("creates")
-            .into_inner()
-            .admin
-            .expect("admin");
+        let tenant_admin = ok!(admins.create_admin(req(
+            "acme",
+            create("ta@example.com", pb::AdminType::TenantAdmin),
+        )))
+        .admin
+        .expect("admin");
+        let auditor = ok!(admins.create_admin(req(
+            "acme",
+            create("au@example.com", pb::AdminType::Auditor),
+        )))
+        .admin
+        .expect("admin");
         let ta = mint("admin", &tenant_admin.admin_id, None, &[]);
         let au = mint("admin", &auditor.admin_id, None, &[]);
         let user = app.register("acme", "who@example.com").await;
@@ -122,12 +114,7 @@ mod scenarios {
                 .await;
         assert!(trail.is_ok(), "{trail:?}");
         // ListAdmins shows acme's admins.
-        let listed = admins
-            .list_admins(req("acme", pb::ListAdminsRequest {}))
-            .await
-            .expect("lists")
-            .into_inner()
-            .admins;
+        let listed = ok!(admins.list_admins(req("acme", pb::ListAdminsRequest {}))).admins;
         assert!(listed.iter().any(|a| a.email == "au@example.com"));
         // Detached on the first replica: refused on the second within a second.
         let on_replica = || {

@@ -116,12 +116,9 @@ async fn tls_serves_grpcurl_with_a_ca_and_refuses_plaintext() {
     // An authenticated call over TLS works as over plaintext.
     let channel = tls_channel(addr, &pki, false).await.expect("TLS connects");
     create_kit_tenants(channel.clone()).await;
-    let listed = TenantServiceClient::new(channel)
-        .list_tenants(operator(pb::ListTenantsRequest {}))
-        .await
-        .expect("lists")
-        .into_inner()
-        .tenants;
+    let listed =
+        ok!(TenantServiceClient::new(channel).list_tenants(operator(pb::ListTenantsRequest {})))
+            .tenants;
     assert!(listed.iter().any(|t| t.tenant_id == "acme"));
 }
 
@@ -317,34 +314,28 @@ async fn a_rotated_key_keeps_its_tokens_verifying_until_it_is_dropped(store: Sto
         .set_password(req("acme", ask::set_password(&user, "rotation pw 1")))
         .await
         .expect("sets the password");
-    let key = TenantServiceClient::new(before.channel.clone())
-        .issue_project_key(req(
+    let key = ok!(
+        TenantServiceClient::new(before.channel.clone()).issue_project_key(req(
             "acme",
             pb::IssueProjectKeyRequest { name: "app".into() },
         ))
-        .await
-        .expect("a key")
-        .into_inner()
-        .secret;
+    )
+    .secret;
     let sign_in = |channel: Channel| {
         let key = key.clone();
         async move {
-            AuthServiceClient::new(channel)
-                .sign_in(with_key(
-                    &key,
-                    pb::SignInRequest {
-                        identifier: Some(pb::sign_in_request::Identifier::Email(
-                            "rotate@example.com".into(),
-                        )),
-                        password: "rotation pw 1".into(),
-                    },
-                ))
-                .await
-                .expect("signs in")
-                .into_inner()
-                .tokens
-                .expect("tokens")
-                .access_token
+            ok!(AuthServiceClient::new(channel).sign_in(with_key(
+                &key,
+                pb::SignInRequest {
+                    identifier: Some(pb::sign_in_request::Identifier::Email(
+                        "rotate@example.com".into(),
+                    )),
+                    password: "rotation pw 1".into(),
+                },
+            )))
+            .tokens
+            .expect("tokens")
+            .access_token
         }
     };
     let old_token = sign_in(before.channel.clone()).await;

@@ -25,23 +25,18 @@ mod scenarios {
 
     pub(super) async fn registering_and_reading_a_user(store: Store) {
         let app = spawn_app(store).await;
-        let registered = app
-            .users()
-            .register_user(registering(
-                "acme",
-                pb::UserInput {
-                    email: "Ada@Example.COM".into(),
-                    phone: "+372 5555 1234".into(),
-                    external_id: "crm-1".into(),
-                    first_name: "Ada".into(),
-                    last_name: "Lovelace".into(),
-                    locale: "en".into(),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("registers")
-            .into_inner();
+        let registered = ok!(app.users().register_user(registering(
+            "acme",
+            pb::UserInput {
+                email: "Ada@Example.COM".into(),
+                phone: "+372 5555 1234".into(),
+                external_id: "crm-1".into(),
+                first_name: "Ada".into(),
+                last_name: "Lovelace".into(),
+                locale: "en".into(),
+                ..Default::default()
+            },
+        )));
         assert!(registered.position > 0);
         let user = registered.user.expect("user");
         assert_eq!(user.email, "ada@example.com");
@@ -49,14 +44,11 @@ mod scenarios {
         assert!(user.identifier_email.ends_with("@acme.id"));
         assert!(user.active);
 
-        let fetched = app
+        let fetched = ok!(app
             .users()
-            .get_user(req("acme", ask::get_user(&user.user_id)))
-            .await
-            .expect("reads")
-            .into_inner()
-            .user
-            .expect("user");
+            .get_user(req("acme", ask::get_user(&user.user_id))))
+        .user
+        .expect("user");
         assert_eq!(fetched, user);
 
         let duplicate = app
@@ -77,17 +69,15 @@ mod scenarios {
 
     pub(super) async fn invalid_input_is_rejected_with_field_violations(store: Store) {
         let app = spawn_app(store).await;
-        let status = assert_error(
-            app.users()
-                .register_user(registering(
-                    "acme",
-                    pb::UserInput {
-                        email: "not-an-email".into(),
-                        phone: "12".into(),
-                        ..Default::default()
-                    },
-                ))
-                .await,
+        let status = fails!(
+            app.users().register_user(registering(
+                "acme",
+                pb::UserInput {
+                    email: "not-an-email".into(),
+                    phone: "12".into(),
+                    ..Default::default()
+                },
+            )),
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
         );
@@ -102,17 +92,14 @@ mod scenarios {
             .collect();
         assert_eq!(fields, vec!["user.email", "user.phone"]);
 
-        assert_error(
+        fails!(
             app.users()
-                .register_user(registering("acme", pb::UserInput::default()))
-                .await,
+                .register_user(registering("acme", pb::UserInput::default())),
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
         );
-        assert_error(
-            app.users()
-                .get_user(req("acme", ask::get_user("nope")))
-                .await,
+        fails!(
+            app.users().get_user(req("acme", ask::get_user("nope"))),
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
         );
@@ -124,17 +111,15 @@ mod scenarios {
                 kind: Some(identity_proto::prost_types::value::Kind::StringValue(huge)),
             },
         );
-        assert_error(
-            app.users()
-                .register_user(registering(
-                    "acme",
-                    pb::UserInput {
-                        email: "big@example.com".into(),
-                        custom_data: Some(custom),
-                        ..Default::default()
-                    },
-                ))
-                .await,
+        fails!(
+            app.users().register_user(registering(
+                "acme",
+                pb::UserInput {
+                    email: "big@example.com".into(),
+                    custom_data: Some(custom),
+                    ..Default::default()
+                },
+            )),
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
         );
@@ -314,12 +299,7 @@ mod scenarios {
         request
             .metadata_mut()
             .insert("x-actor", "mallory".parse().expect("ascii"));
-        let user = app
-            .users()
-            .register_user(request)
-            .await
-            .expect("registers")
-            .into_inner();
+        let user = ok!(app.users().register_user(request));
         let position = user.position as i64;
         let metadata: String = match &app.db {
             TestDb::Postgres(identity_testkit::PgDatabase { url, .. }) => {

@@ -24,14 +24,10 @@ mod scenarios {
         let app = spawn_app(store).await;
         let user = app.register("acme", "old@example.com").await;
         let mut u = app.users();
-        let requested = u
-            .request_email_change(codes_req(
-                "acme",
-                ask::email_change(&user, "new@example.com"),
-            ))
-            .await
-            .expect("requests")
-            .into_inner();
+        let requested = ok!(u.request_email_change(codes_req(
+            "acme",
+            ask::email_change(&user, "new@example.com"),
+        )));
         assert_eq!(requested.code.len(), 6);
         let wrong = if requested.code == "000000" {
             "111111"
@@ -39,9 +35,8 @@ mod scenarios {
             "000000"
         };
         for attempt in 1..=5 {
-            let s = assert_error(
-                u.confirm_email(req("acme", ask::confirm_email(&user, wrong)))
-                    .await,
+            let s = fails!(
+                u.confirm_email(req("acme", ask::confirm_email(&user, wrong))),
                 Code::InvalidArgument,
                 "INVALID_CODE",
             );
@@ -51,72 +46,52 @@ mod scenarios {
                 "{s:?}"
             );
         }
-        assert_error(
-            u.confirm_email(req("acme", ask::confirm_email(&user, &requested.code)))
-                .await,
+        fails!(
+            u.confirm_email(req("acme", ask::confirm_email(&user, &requested.code))),
             Code::ResourceExhausted,
             "RATE_LIMIT_EXCEEDED",
         );
         // The defect: a new request reset the five-attempt lock, so asking again and again
         // gave unlimited guesses. Now it is refused, with when to retry.
-        let again = assert_error(
+        let again = fails!(
             u.request_email_change(codes_req(
                 "acme",
                 ask::email_change(&user, "new@example.com"),
-            ))
-            .await,
+            )),
             Code::ResourceExhausted,
             "RATE_LIMIT_EXCEEDED",
         );
         assert!(retry_after(&again) > 0, "{again:?}");
         // An ordinary caller never sees the code: it goes to the person.
         let other = app.register("acme", "other-old@example.com").await;
-        let hidden = u
-            .request_email_change(req(
-                "acme",
-                ask::email_change(&other, "other-new@example.com"),
-            ))
-            .await
-            .expect("requests")
-            .into_inner();
+        let hidden = ok!(u.request_email_change(req(
+            "acme",
+            ask::email_change(&other, "other-new@example.com"),
+        )));
         assert!(hidden.code.is_empty(), "the code reached the caller");
         // While locked, the new address was not kept: someone else may still take it... until
         // a user confirms it with a code.
         let user = app.register("acme", "old2@example.com").await;
-        let fresh = u
-            .request_email_change(codes_req(
-                "acme",
-                ask::email_change(&user, "new@example.com"),
-            ))
-            .await
-            .expect("requests")
-            .into_inner();
-        let confirmed = u
-            .confirm_email(req("acme", ask::confirm_email(&user, &fresh.code)))
-            .await
-            .expect("confirms")
-            .into_inner();
+        let fresh = ok!(u.request_email_change(codes_req(
+            "acme",
+            ask::email_change(&user, "new@example.com"),
+        )));
+        let confirmed = ok!(u.confirm_email(req("acme", ask::confirm_email(&user, &fresh.code))));
         assert_eq!(confirmed.email, "new@example.com");
-        let got = u
-            .get_user(req("acme", ask::get_user(&user)))
-            .await
-            .expect("reads")
-            .into_inner()
+        let got = ok!(u.get_user(req("acme", ask::get_user(&user))))
             .user
             .expect("user");
         assert_eq!(got.email, "new@example.com");
         assert!(got.email_confirmed);
         // The old address is free again; the new one is taken.
         app.register("acme", "old2@example.com").await;
-        assert_error(
-            u.register_user(registering("acme", user_input("new@example.com")))
-                .await,
+        fails!(
+            u.register_user(registering("acme", user_input("new@example.com"))),
             Code::AlreadyExists,
             "EMAIL_ALREADY_ASSIGNED",
         );
-        assert_error(
-            u.confirm_phone(req("acme", ask::confirm_phone(&user, "123456")))
-                .await,
+        fails!(
+            u.confirm_phone(req("acme", ask::confirm_phone(&user, "123456"))),
             Code::FailedPrecondition,
             "NO_PENDING_CHANGE",
         );
@@ -126,34 +101,27 @@ mod scenarios {
         let app = spawn_app(store).await;
         let user = app.register("acme", "pw@example.com").await;
         let mut u = app.users();
-        assert_error(
-            u.verify_password(req("acme", ask::verify_password(&user, "whatever1")))
-                .await,
+        fails!(
+            u.verify_password(req("acme", ask::verify_password(&user, "whatever1"))),
             Code::FailedPrecondition,
             "NO_CREDENTIAL",
         );
-        assert_error(
-            u.set_password(req("acme", ask::set_password(&user, "short")))
-                .await,
+        fails!(
+            u.set_password(req("acme", ask::set_password(&user, "short"))),
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
         );
         u.set_password(req("acme", ask::set_password(&user, "correct horse")))
             .await
             .expect("sets");
-        let ok = u
-            .verify_password(req("acme", ask::verify_password(&user, "correct horse")))
-            .await
-            .expect("verifies")
-            .into_inner();
+        let ok = ok!(u.verify_password(req("acme", ask::verify_password(&user, "correct horse"))));
         assert!(ok.valid && !ok.upgraded);
-        assert_error(
-            u.verify_password(req("acme", ask::verify_password(&user, "wrong horse")))
-                .await,
+        fails!(
+            u.verify_password(req("acme", ask::verify_password(&user, "wrong horse"))),
             Code::Unauthenticated,
             "INVALID_CREDENTIALS",
         );
-        assert_error(
+        fails!(
             u.change_password(req(
                 "acme",
                 pb::ChangePasswordRequest {
@@ -161,8 +129,7 @@ mod scenarios {
                     old_password: "nope".into(),
                     new_password: "battery staple".into(),
                 },
-            ))
-            .await,
+            )),
             Code::Unauthenticated,
             "INVALID_CREDENTIALS",
         );
@@ -192,50 +159,39 @@ mod scenarios {
         ))
         .await
         .expect("imports");
-        let first = u
-            .verify_password(req("acme", ask::verify_password(&legacy, "legacy-pass")))
-            .await
-            .expect("verifies")
-            .into_inner();
+        let first =
+            ok!(u.verify_password(req("acme", ask::verify_password(&legacy, "legacy-pass"))));
         assert!(
             first.upgraded,
             "the legacy credential is upgraded on first success"
         );
-        let second = u
-            .verify_password(req("acme", ask::verify_password(&legacy, "legacy-pass")))
-            .await
-            .expect("verifies")
-            .into_inner();
+        let second =
+            ok!(u.verify_password(req("acme", ask::verify_password(&legacy, "legacy-pass"))));
         assert!(!second.upgraded);
     }
 
     pub(super) async fn bulk_upsert_reports_each_item_on_its_own(store: Store) {
         let app = spawn_app(store).await;
         let existing = app.register("acme", "known@example.com").await;
-        let result = app
-            .users()
-            .upsert_users(req(
-                "acme",
-                pb::UpsertUsersRequest {
-                    users: vec![
-                        pb::UserInput {
-                            email: "known@example.com".into(),
-                            first_name: "Known".into(),
-                            ..Default::default()
-                        },
-                        user_input("fresh@example.com"),
-                        user_input("broken"),
-                        pb::UserInput {
-                            external_id: "crm-9".into(),
-                            ..Default::default()
-                        },
-                    ],
-                },
-            ))
-            .await
-            .expect("the call succeeds")
-            .into_inner()
-            .results;
+        let result = ok!(app.users().upsert_users(req(
+            "acme",
+            pb::UpsertUsersRequest {
+                users: vec![
+                    pb::UserInput {
+                        email: "known@example.com".into(),
+                        first_name: "Known".into(),
+                        ..Default::default()
+                    },
+                    user_input("fresh@example.com"),
+                    user_input("broken"),
+                    pb::UserInput {
+                        external_id: "crm-9".into(),
+                        ..Default::default()
+                    },
+                ],
+            },
+        )))
+        .results;
         assert_eq!(result.len(), 4);
         assert_eq!(result[0].user_id, existing);
         assert!(!result[0].created && result[0].error.is_none());
@@ -244,12 +200,7 @@ mod scenarios {
         assert_eq!(err.code, "INVALID_ARGUMENT");
         assert_eq!(err.field_violations[0].field, "users[2].email");
         assert!(result[3].created && result[3].error.is_none());
-        let known = app
-            .users()
-            .get_user(req("acme", ask::get_user(&existing)))
-            .await
-            .expect("reads")
-            .into_inner()
+        let known = ok!(app.users().get_user(req("acme", ask::get_user(&existing))))
             .user
             .expect("user");
         assert_eq!(known.first_name, "Known");
@@ -259,29 +210,25 @@ mod scenarios {
         let app = spawn_app(store).await;
         let user = app.register("acme", "p@example.com").await;
         let mut u = app.users();
-        let updated = u
-            .update_user_profile(req(
-                "acme",
-                pb::UpdateUserProfileRequest {
-                    user_id: user.clone(),
-                    profile: Some(pb::UserInput {
-                        first_name: "Grace".into(),
-                        last_name: "Ignored".into(),
-                        ..Default::default()
-                    }),
-                    update_mask: Some(identity_proto::prost_types::FieldMask {
-                        paths: vec!["first_name".into()],
-                    }),
-                },
-            ))
-            .await
-            .expect("updates")
-            .into_inner()
-            .user
-            .expect("user");
+        let updated = ok!(u.update_user_profile(req(
+            "acme",
+            pb::UpdateUserProfileRequest {
+                user_id: user.clone(),
+                profile: Some(pb::UserInput {
+                    first_name: "Grace".into(),
+                    last_name: "Ignored".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(identity_proto::prost_types::FieldMask {
+                    paths: vec!["first_name".into()],
+                }),
+            },
+        )))
+        .user
+        .expect("user");
         assert_eq!(updated.first_name, "Grace");
         assert_eq!(updated.last_name, "");
-        assert_error(
+        fails!(
             u.update_user_profile(req(
                 "acme",
                 pb::UpdateUserProfileRequest {
@@ -291,36 +238,22 @@ mod scenarios {
                         paths: vec!["email".into()],
                     }),
                 },
-            ))
-            .await,
+            )),
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
         );
-        let roles = u
-            .set_user_roles(req("acme", ask::roles(&user, &["admin"], false)))
-            .await
-            .expect("roles")
-            .into_inner();
+        let roles = ok!(u.set_user_roles(req("acme", ask::roles(&user, &["admin"], false))));
         assert_eq!(roles.roles, vec!["admin"]);
-        let roles = u
-            .set_user_roles(req("acme", ask::roles(&user, &["support"], false)))
-            .await
-            .expect("roles")
-            .into_inner();
+        let roles = ok!(u.set_user_roles(req("acme", ask::roles(&user, &["support"], false))));
         assert_eq!(roles.roles, vec!["admin", "support"]);
-        let roles = u
-            .set_user_roles(req("acme", ask::roles(&user, &["viewer"], true)))
-            .await
-            .expect("roles")
-            .into_inner();
+        let roles = ok!(u.set_user_roles(req("acme", ask::roles(&user, &["viewer"], true))));
         assert_eq!(roles.roles, vec!["viewer"]);
 
         u.deactivate_user(req("acme", ask::deactivate(&user)))
             .await
             .expect("deactivates");
-        assert_error(
-            u.set_user_roles(req("acme", ask::roles(&user, &["x"], false)))
-                .await,
+        fails!(
+            u.set_user_roles(req("acme", ask::roles(&user, &["x"], false))),
             Code::FailedPrecondition,
             "USER_INACTIVE",
         );
@@ -338,17 +271,12 @@ mod scenarios {
         ))
         .await
         .expect("merges");
-        let merged = u
-            .get_user(req("acme", ask::get_user(&user)))
-            .await
-            .expect("reads")
-            .into_inner()
+        let merged = ok!(u.get_user(req("acme", ask::get_user(&user))))
             .user
             .expect("user");
         assert_eq!(merged.merged_into, survivor);
-        assert_error(
-            u.deactivate_user(req("acme", pb::DeactivateUserRequest { user_id: user }))
-                .await,
+        fails!(
+            u.deactivate_user(req("acme", pb::DeactivateUserRequest { user_id: user })),
             Code::FailedPrecondition,
             "USER_MERGED",
         );

@@ -18,26 +18,22 @@ mod scenarios {
     pub(super) async fn status_tiers_are_managed(store: Store) {
         let app = spawn_app(store).await;
         let mut t = app.tiers();
-        let created = t
-            .create_status_tier(req(
-                "acme",
-                pb::CreateStatusTierRequest {
-                    name: "Gold".into(),
-                    description: "For regulars".into(),
-                    min_balance: "1000".into(),
-                    discount_percentage: "12.5".into(),
-                    image_url: "https://cdn.example.com/gold.png".into(),
-                    eligible_tokens: vec!["pts".into()],
-                },
-            ))
-            .await
-            .expect("creates")
-            .into_inner()
-            .tier
-            .expect("tier");
+        let created = ok!(t.create_status_tier(req(
+            "acme",
+            pb::CreateStatusTierRequest {
+                name: "Gold".into(),
+                description: "For regulars".into(),
+                min_balance: "1000".into(),
+                discount_percentage: "12.5".into(),
+                image_url: "https://cdn.example.com/gold.png".into(),
+                eligible_tokens: vec!["pts".into()],
+            },
+        )))
+        .tier
+        .expect("tier");
         assert_eq!(created.discount_percentage, "12.5");
         assert_eq!(created.eligible_tokens, vec!["PTS"]);
-        assert_error(
+        fails!(
             t.create_status_tier(req(
                 "acme",
                 pb::CreateStatusTierRequest {
@@ -46,50 +42,37 @@ mod scenarios {
                     discount_percentage: "101".into(),
                     ..Default::default()
                 },
-            ))
-            .await,
+            )),
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
         );
-        let updated = t
-            .update_status_tier(req(
-                "acme",
-                pb::UpdateStatusTierRequest {
-                    tier_id: created.tier_id.clone(),
-                    min_balance: Some("2000".into()),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("updates")
-            .into_inner()
-            .tier
-            .expect("tier");
+        let updated = ok!(t.update_status_tier(req(
+            "acme",
+            pb::UpdateStatusTierRequest {
+                tier_id: created.tier_id.clone(),
+                min_balance: Some("2000".into()),
+                ..Default::default()
+            },
+        )))
+        .tier
+        .expect("tier");
         assert_eq!(updated.min_balance, "2000");
         assert_eq!(updated.name, "Gold");
-        let tokens = t
-            .add_eligible_token(req(
-                "acme",
-                pb::AddEligibleTokenRequest {
-                    tier_id: created.tier_id.clone(),
-                    token: "USDC".into(),
-                },
-            ))
-            .await
-            .expect("adds")
-            .into_inner();
+        let tokens = ok!(t.add_eligible_token(req(
+            "acme",
+            pb::AddEligibleTokenRequest {
+                tier_id: created.tier_id.clone(),
+                token: "USDC".into(),
+            },
+        )));
         assert_eq!(tokens.eligible_tokens, vec!["PTS", "USDC"]);
-        let tokens = t
-            .remove_eligible_token(req(
-                "acme",
-                pb::RemoveEligibleTokenRequest {
-                    tier_id: created.tier_id.clone(),
-                    token: "PTS".into(),
-                },
-            ))
-            .await
-            .expect("removes")
-            .into_inner();
+        let tokens = ok!(t.remove_eligible_token(req(
+            "acme",
+            pb::RemoveEligibleTokenRequest {
+                tier_id: created.tier_id.clone(),
+                token: "PTS".into(),
+            },
+        )));
         assert_eq!(tokens.eligible_tokens, vec!["USDC"]);
         t.retire_status_tier(req(
             "acme",
@@ -99,30 +82,25 @@ mod scenarios {
         ))
         .await
         .expect("retires");
-        assert_error(
+        fails!(
             t.add_eligible_token(req(
                 "acme",
                 pb::AddEligibleTokenRequest {
                     tier_id: created.tier_id.clone(),
                     token: "EUR".into(),
                 },
-            ))
-            .await,
+            )),
             Code::FailedPrecondition,
             "TIER_RETIRED",
         );
-        let got = t
-            .get_status_tier(req(
-                "acme",
-                pb::GetStatusTierRequest {
-                    tier_id: created.tier_id,
-                },
-            ))
-            .await
-            .expect("reads")
-            .into_inner()
-            .tier
-            .expect("tier");
+        let got = ok!(t.get_status_tier(req(
+            "acme",
+            pb::GetStatusTierRequest {
+                tier_id: created.tier_id,
+            },
+        )))
+        .tier
+        .expect("tier");
         assert!(got.retired);
     }
 
@@ -138,12 +116,11 @@ mod scenarios {
                 reason: reason.into(),
             }
         };
-        assert_error(
+        fails!(
             k.change_identification_level(req(
                 "acme",
                 level(pb::IdentificationLevel::Identified, "", &user),
-            ))
-            .await,
+            )),
             Code::FailedPrecondition,
             "IDENTITY_REQUIRED",
         );
@@ -164,24 +141,22 @@ mod scenarios {
         ))
         .await
         .expect("submits");
-        assert_error(
+        fails!(
             k.submit_identity(req(
                 "acme",
                 pb::SubmitIdentityRequest {
                     user_id: other,
                     identity: Some(identity),
                 },
-            ))
-            .await,
+            )),
             Code::AlreadyExists,
             "PERSON_CODE_ALREADY_ASSIGNED",
         );
-        assert_error(
+        fails!(
             k.change_identification_level(req(
                 "acme",
                 level(pb::IdentificationLevel::Identified, "", &user),
-            ))
-            .await,
+            )),
             Code::FailedPrecondition,
             "DOCUMENT_REQUIRED",
         );
@@ -197,25 +172,20 @@ mod scenarios {
         ))
         .await
         .expect("attaches");
-        let changed = k
-            .change_identification_level(req(
-                "acme",
-                level(
-                    pb::IdentificationLevel::Identified,
-                    "passport checked",
-                    &user,
-                ),
-            ))
-            .await
-            .expect("raises")
-            .into_inner();
+        let changed = ok!(k.change_identification_level(req(
+            "acme",
+            level(
+                pb::IdentificationLevel::Identified,
+                "passport checked",
+                &user,
+            ),
+        )));
         assert_eq!(changed.level, pb::IdentificationLevel::Identified as i32);
-        let refused = assert_error(
+        let refused = fails!(
             k.change_identification_level(req(
                 "acme",
                 level(pb::IdentificationLevel::BasicIdentified, "", &user),
-            ))
-            .await,
+            )),
             Code::InvalidArgument,
             "REASON_REQUIRED",
         );
@@ -237,13 +207,10 @@ mod scenarios {
         ))
         .await
         .expect("sets pep");
-        let got = k
-            .get_identification(req("acme", pb::GetIdentificationRequest { user_id: user }))
-            .await
-            .expect("reads")
-            .into_inner()
-            .identification
-            .expect("identification");
+        let got =
+            ok!(k.get_identification(req("acme", pb::GetIdentificationRequest { user_id: user })))
+                .identification
+                .expect("identification");
         assert!(got.pep);
         assert_eq!(got.documents.len(), 1);
         assert_eq!(got.identity.expect("identity").person_code_country, "EE");

@@ -22,33 +22,23 @@ mod scenarios {
         let wallet = app.active_wallet("acme", &user).await;
         let mut w = app.wallets();
 
-        let first = w
-            .credit_tokens(req("acme", credit(&wallet, "100", "c1")))
-            .await
-            .expect("credits")
-            .into_inner();
+        let first = ok!(w.credit_tokens(req("acme", credit(&wallet, "100", "c1"))));
         assert_eq!(first.balance, "100");
         assert!(!first.replayed);
-        let retry = w
-            .credit_tokens(req("acme", credit(&wallet, "100", "c1")))
-            .await
-            .expect("retry")
-            .into_inner();
+        let retry = ok!(w.credit_tokens(req("acme", credit(&wallet, "100", "c1"))));
         assert_eq!(retry.balance, "100");
         assert!(retry.replayed);
         assert_eq!(
             retry.position, first.position,
             "a retry reports the original outcome"
         );
-        assert_error(
-            w.credit_tokens(req("acme", credit(&wallet, "101", "c1")))
-                .await,
+        fails!(
+            w.credit_tokens(req("acme", credit(&wallet, "101", "c1"))),
             Code::FailedPrecondition,
             "IDEMPOTENCY_KEY_REUSED",
         );
-        let status = assert_error(
-            w.debit_tokens(req("acme", debit(&wallet, "150", "d1")))
-                .await,
+        let status = fails!(
+            w.debit_tokens(req("acme", debit(&wallet, "150", "d1"))),
             Code::FailedPrecondition,
             "INSUFFICIENT_BALANCE",
         );
@@ -62,21 +52,15 @@ mod scenarios {
             info.metadata.get("available").map(String::as_str),
             Some("100")
         );
-        let debited = w
-            .debit_tokens(req("acme", debit(&wallet, "40", "d2")))
-            .await
-            .expect("debits")
-            .into_inner();
+        let debited = ok!(w.debit_tokens(req("acme", debit(&wallet, "40", "d2"))));
         assert_eq!(debited.balance, "60");
-        assert_error(
-            w.credit_tokens(req("acme", credit(&wallet, "-5", "c9")))
-                .await,
+        fails!(
+            w.credit_tokens(req("acme", credit(&wallet, "-5", "c9"))),
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
         );
-        assert_error(
-            w.credit_tokens(req("acme", credit(&wallet, "1.5", "c9")))
-                .await,
+        fails!(
+            w.credit_tokens(req("acme", credit(&wallet, "1.5", "c9"))),
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
         );
@@ -89,23 +73,19 @@ mod scenarios {
         ))
         .await
         .expect("suspends");
-        assert_error(
-            w.debit_tokens(req("acme", debit(&wallet, "1", "d3"))).await,
+        fails!(
+            w.debit_tokens(req("acme", debit(&wallet, "1", "d3"))),
             Code::FailedPrecondition,
             "WALLET_NOT_USABLE",
         );
-        let got = w
-            .get_wallet(req(
-                "acme",
-                pb::GetWalletRequest {
-                    wallet_id: wallet.clone(),
-                },
-            ))
-            .await
-            .expect("reads")
-            .into_inner()
-            .wallet
-            .expect("wallet");
+        let got = ok!(w.get_wallet(req(
+            "acme",
+            pb::GetWalletRequest {
+                wallet_id: wallet.clone(),
+            },
+        )))
+        .wallet
+        .expect("wallet");
         assert_eq!(got.status, pb::WalletStatus::Suspended as i32);
         assert_eq!(
             got.balances,
@@ -139,14 +119,11 @@ mod scenarios {
         for r in &results {
             assert!(r.is_ok(), "every credit lands: {r:?}");
         }
-        let got = app
+        let got = ok!(app
             .wallets()
-            .get_wallet(req("acme", pb::GetWalletRequest { wallet_id: wallet }))
-            .await
-            .expect("reads")
-            .into_inner()
-            .wallet
-            .expect("wallet");
+            .get_wallet(req("acme", pb::GetWalletRequest { wallet_id: wallet })))
+        .wallet
+        .expect("wallet");
         assert_eq!(got.balances[0].amount, "96");
     }
 }

@@ -32,10 +32,7 @@ mod scenarios {
         a: &mut AuditServiceClient<tonic::transport::Channel>,
         filter: pb::EventFilter,
     ) -> pb::ListEventsResponse {
-        a.list_events(req("acme", ask::events(filter)))
-            .await
-            .expect("lists")
-            .into_inner()
+        ok!(a.list_events(req("acme", ask::events(filter))))
     }
 
     pub(super) async fn events_are_listed_with_filters_and_pages(store: Store) {
@@ -46,32 +43,24 @@ mod scenarios {
             event_type: "TokensCredited".into(),
             ..Default::default()
         };
-        let page1 = a
-            .list_events(req(
-                "acme",
-                pb::ListEventsRequest {
-                    filter: Some(filter.clone()),
-                    page_size: 2,
-                    page_token: String::new(),
-                },
-            ))
-            .await
-            .expect("lists")
-            .into_inner();
+        let page1 = ok!(a.list_events(req(
+            "acme",
+            pb::ListEventsRequest {
+                filter: Some(filter.clone()),
+                page_size: 2,
+                page_token: String::new(),
+            },
+        )));
         assert_eq!(page1.events.len(), 2);
         assert!(!page1.next_page_token.is_empty());
-        let page2 = a
-            .list_events(req(
-                "acme",
-                pb::ListEventsRequest {
-                    filter: Some(filter),
-                    page_size: 2,
-                    page_token: page1.next_page_token,
-                },
-            ))
-            .await
-            .expect("lists")
-            .into_inner();
+        let page2 = ok!(a.list_events(req(
+            "acme",
+            pb::ListEventsRequest {
+                filter: Some(filter),
+                page_size: 2,
+                page_token: page1.next_page_token,
+            },
+        )));
         assert_eq!(page2.events.len(), 1);
         assert!(page2.next_page_token.is_empty());
         let listed: Vec<u64> = page1
@@ -127,21 +116,16 @@ mod scenarios {
             positions[1..].to_vec()
         );
         // Another tenant sees nothing of this one.
-        let other = a
-            .list_events(req("other", pb::ListEventsRequest::default()))
-            .await
-            .expect("lists")
-            .into_inner();
+        let other = ok!(a.list_events(req("other", pb::ListEventsRequest::default())));
         assert!(other.events.is_empty());
-        assert_error(
+        fails!(
             a.list_events(req(
                 "acme",
                 ask::events(pb::EventFilter {
                     aggregate_type: "Nope".into(),
                     ..Default::default()
                 }),
-            ))
-            .await,
+            )),
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
         );
@@ -175,17 +159,13 @@ mod scenarios {
             aggregate_type: "Wallet".into(),
             ..Default::default()
         };
-        let mut stream = audit(&app)
-            .stream_events(req(
-                "acme",
-                pb::StreamEventsRequest {
-                    filter: Some(filter.clone()),
-                    after_position: 0,
-                },
-            ))
-            .await
-            .expect("streams")
-            .into_inner();
+        let mut stream = ok!(audit(&app).stream_events(req(
+            "acme",
+            pb::StreamEventsRequest {
+                filter: Some(filter.clone()),
+                after_position: 0,
+            },
+        )));
         let mut seen = Vec::new();
         for _ in 0..5 {
             let e = stream
@@ -200,13 +180,10 @@ mod scenarios {
         assert_eq!(&seen[2..], &positions[..], "history first");
         // A live event arrives promptly.
         let started = Instant::now();
-        let live = app
+        let live = ok!(app
             .wallets()
-            .credit_tokens(req("acme", credit(&wallet, "1", "live")))
-            .await
-            .expect("credits")
-            .into_inner()
-            .position;
+            .credit_tokens(req("acme", credit(&wallet, "1", "live"))))
+        .position;
         let e = tokio::time::timeout(Duration::from_secs(5), stream.message())
             .await
             .expect("in time")
@@ -222,17 +199,13 @@ mod scenarios {
         drop(stream);
         // Reconnect after the last position received: nothing missed, nothing twice.
         let resumed_after = positions[1];
-        let mut again = audit(&app)
-            .stream_events(req(
-                "acme",
-                pb::StreamEventsRequest {
-                    filter: Some(filter),
-                    after_position: resumed_after,
-                },
-            ))
-            .await
-            .expect("streams")
-            .into_inner();
+        let mut again = ok!(audit(&app).stream_events(req(
+            "acme",
+            pb::StreamEventsRequest {
+                filter: Some(filter),
+                after_position: resumed_after,
+            },
+        )));
         let next = again
             .message()
             .await
@@ -255,38 +228,30 @@ mod scenarios {
         let app = spawn_app(store).await;
         let (user, wallet, positions) = workload(&app).await;
         let mut a = audit(&app);
-        let history = a
-            .get_aggregate_history(req(
-                "acme",
-                pb::GetAggregateHistoryRequest {
-                    aggregate_type: "Wallet".into(),
-                    aggregate_id: wallet.clone(),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("history")
-            .into_inner()
-            .entries;
+        let history = ok!(a.get_aggregate_history(req(
+            "acme",
+            pb::GetAggregateHistoryRequest {
+                aggregate_type: "Wallet".into(),
+                aggregate_id: wallet.clone(),
+                ..Default::default()
+            },
+        )))
+        .entries;
         assert_eq!(history.len(), 5);
         let balance_after =
             |s: &identity_proto::prost_types::Struct| format!("{:?}", s.fields.get("balances"));
         assert!(balance_after(history[2].state.as_ref().expect("state")).contains("\"10\""));
         assert!(balance_after(history[4].state.as_ref().expect("state")).contains("\"60\""));
-        let at = a
-            .get_aggregate_state_at(req(
-                "acme",
-                pb::GetAggregateStateAtRequest {
-                    aggregate_type: "Wallet".into(),
-                    aggregate_id: wallet.clone(),
-                    at: Some(pb::get_aggregate_state_at_request::At::Position(
-                        positions[1],
-                    )),
-                },
-            ))
-            .await
-            .expect("state")
-            .into_inner();
+        let at = ok!(a.get_aggregate_state_at(req(
+            "acme",
+            pb::GetAggregateStateAtRequest {
+                aggregate_type: "Wallet".into(),
+                aggregate_id: wallet.clone(),
+                at: Some(pb::get_aggregate_state_at_request::At::Position(
+                    positions[1],
+                )),
+            },
+        )));
         assert!(at.exists);
         assert_eq!(at.position, positions[1]);
         assert!(
@@ -301,37 +266,25 @@ mod scenarios {
             .expect("event")
             .recorded_at
             .expect("time");
-        let by_time = a
-            .get_aggregate_state_at(req(
-                "acme",
-                pb::GetAggregateStateAtRequest {
-                    aggregate_type: "Wallet".into(),
-                    aggregate_id: wallet.clone(),
-                    at: Some(pb::get_aggregate_state_at_request::At::Time(recorded)),
-                },
-            ))
-            .await
-            .expect("state")
-            .into_inner();
+        let by_time = ok!(a.get_aggregate_state_at(req(
+            "acme",
+            pb::GetAggregateStateAtRequest {
+                aggregate_type: "Wallet".into(),
+                aggregate_id: wallet.clone(),
+                at: Some(pb::get_aggregate_state_at_request::At::Time(recorded)),
+            },
+        )));
         assert_eq!(by_time.sequence, 4);
-        let before_anything = a
-            .get_aggregate_state_at(req(
-                "acme",
-                pb::GetAggregateStateAtRequest {
-                    aggregate_type: "User".into(),
-                    aggregate_id: user,
-                    at: Some(pb::get_aggregate_state_at_request::At::Position(1)),
-                },
-            ))
-            .await
-            .expect("state")
-            .into_inner();
+        let before_anything = ok!(a.get_aggregate_state_at(req(
+            "acme",
+            pb::GetAggregateStateAtRequest {
+                aggregate_type: "User".into(),
+                aggregate_id: user,
+                at: Some(pb::get_aggregate_state_at_request::At::Position(1)),
+            },
+        )));
         assert!(!before_anything.exists);
-        let report = a
-            .verify_chain(req("acme", pb::VerifyChainRequest {}))
-            .await
-            .expect("verifies")
-            .into_inner();
+        let report = ok!(a.verify_chain(req("acme", pb::VerifyChainRequest {})));
         assert!(report.intact, "{report:?}");
         assert!(report.events_checked >= 6);
     }
@@ -346,22 +299,14 @@ mod scenarios {
             page_size,
             page_token,
         };
-        let whole = audit(&app)
-            .get_aggregate_history(req("acme", history(0, String::new())))
-            .await
-            .expect("history")
-            .into_inner();
+        let whole = ok!(audit(&app).get_aggregate_history(req("acme", history(0, String::new()))));
         assert_eq!(whole.entries.len(), 5);
         assert!(whole.next_page_token.is_empty());
         let mut paged = Vec::new();
         let mut token = String::new();
         let mut pages = 0;
         loop {
-            let page = audit(&app)
-                .get_aggregate_history(req("acme", history(2, token)))
-                .await
-                .expect("a page")
-                .into_inner();
+            let page = ok!(audit(&app).get_aggregate_history(req("acme", history(2, token))));
             pages += 1;
             assert!(page.entries.len() <= 2);
             paged.extend(page.entries);
@@ -372,10 +317,8 @@ mod scenarios {
         }
         assert_eq!(pages, 3);
         assert_eq!(paged, whole.entries);
-        assert_error(
-            audit(&app)
-                .get_aggregate_history(req("acme", history(2, "not-a-token".into())))
-                .await,
+        fails!(
+            audit(&app).get_aggregate_history(req("acme", history(2, "not-a-token".into()))),
             tonic::Code::InvalidArgument,
             "INVALID_ARGUMENT",
         );
@@ -428,26 +371,18 @@ mod scenarios {
             .connect()
             .await
             .expect("connect");
-        let mut stream = AuditServiceClient::new(own)
-            .stream_events(req(
-                "acme",
-                pb::StreamEventsRequest {
-                    filter: Some(filter.clone()),
-                    after_position: app.head_position().await,
-                },
-            ))
-            .await
-            .expect("streams")
-            .into_inner();
+        let mut stream = ok!(AuditServiceClient::new(own).stream_events(req(
+            "acme",
+            pb::StreamEventsRequest {
+                filter: Some(filter.clone()),
+                after_position: app.head_position().await,
+            },
+        )));
         let credit = |i: u32| {
             let mut wallets = app.wallets();
             let wallet = wallet.clone();
             async move {
-                wallets
-                    .credit_tokens(req("acme", credit(&wallet, "1", &format!("slow-{i}"))))
-                    .await
-                    .expect("credits")
-                    .into_inner()
+                ok!(wallets.credit_tokens(req("acme", credit(&wallet, "1", &format!("slow-{i}")))))
                     .position
             }
         };
@@ -495,17 +430,13 @@ mod scenarios {
                 "resume right after the last event delivered"
             );
         }
-        let mut again = audit(&app)
-            .stream_events(req(
-                "acme",
-                pb::StreamEventsRequest {
-                    filter: Some(filter),
-                    after_position: resume_after,
-                },
-            ))
-            .await
-            .expect("resumes")
-            .into_inner();
+        let mut again = ok!(audit(&app).stream_events(req(
+            "acme",
+            pb::StreamEventsRequest {
+                filter: Some(filter),
+                after_position: resume_after,
+            },
+        )));
         while seen.len() < written.len() {
             let m = tokio::time::timeout(Duration::from_secs(20), again.message())
                 .await

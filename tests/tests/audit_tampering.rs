@@ -108,11 +108,7 @@ mod scenarios {
             ),
         )
         .await;
-        let report = audit(&app)
-            .verify_chain(req("acme", pb::VerifyChainRequest {}))
-            .await
-            .expect("verifies")
-            .into_inner();
+        let report = ok!(audit(&app).verify_chain(req("acme", pb::VerifyChainRequest {})));
         assert!(!report.intact);
         assert_eq!(report.breaks_found, 3, "{report:?}");
         assert_eq!(report.unhashed, 1);

@@ -3,6 +3,7 @@
 //! production start. Crashes are in `blackbox_crashes.rs`, replicas in
 //! `blackbox_replicas.rs`, a person's own sign-in in `blackbox_people.rs`. `scripts/test.sh`
 //! builds the binaries and installs grpcurl before running these.
+#[macro_use]
 mod common;
 
 use std::process::Command;
@@ -131,11 +132,7 @@ async fn the_admin_cli_replays_exports_rebuilds_and_catches_tampering() {
     let mut positions = Vec::new();
     for (i, amount) in ["5", "7"].into_iter().enumerate() {
         positions.push(
-            wallets
-                .credit_tokens(req("acme", credit(&wallet, amount, &format!("k{i}"))))
-                .await
-                .expect("credits")
-                .into_inner()
+            ok!(wallets.credit_tokens(req("acme", credit(&wallet, amount, &format!("k{i}")))))
                 .position,
         );
     }
@@ -241,15 +238,11 @@ async fn admin_endpoints_report_health_and_metrics_and_logs_hold_no_personal_dat
     let _ = users
         .verify_password(req("acme", ask::verify_password(&user, "Wrong-Canary-99")))
         .await;
-    let code = users
-        .request_email_change(codes_req(
-            "acme",
-            ask::email_change(&user, "pii.canary2@example.com"),
-        ))
-        .await
-        .expect("requests")
-        .into_inner()
-        .code;
+    let code = ok!(users.request_email_change(codes_req(
+        "acme",
+        ask::email_change(&user, "pii.canary2@example.com"),
+    )))
+    .code;
     users
         .confirm_email(req("acme", ask::confirm_email(&user, &code)))
         .await

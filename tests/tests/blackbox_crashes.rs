@@ -1,5 +1,6 @@
 //! Black-box tests of crashes: the server binary killed with SIGKILL while it works loses
 //! nothing it acknowledged, leaves no orphan claim, and its read models resume exactly once.
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -24,11 +25,7 @@ async fn nothing_acknowledged_is_lost(store: Store) {
     .await
     .expect("connect");
     for (i, id) in ids.iter().enumerate() {
-        let user = client
-            .get_user(req("acme", ask::get_user(id)))
-            .await
-            .expect("every acknowledged user survives the crash")
-            .into_inner()
+        let user = ok!(client.get_user(req("acme", ask::get_user(id))))
             .user
             .expect("user");
         assert_eq!(user.email, format!("durable{i}@example.com"));
@@ -137,11 +134,7 @@ async fn a_killed_server_leaves_no_orphan_claims(store: Store) {
                 "phone" => ask.phone = value.clone(),
                 _ => ask.external_id = value.clone(),
             }
-            let found = users
-                .user_exists(req("acme", ask))
-                .await
-                .expect("user_exists")
-                .into_inner();
+            let found = ok!(users.user_exists(req("acme", ask)));
             holders.push(found.exists.then_some(found.user_id));
         }
         // All three values belong to one registration: all taken by its user, or none.
@@ -254,12 +247,8 @@ async fn read_models_survive_a_crash_mid_stream_exactly_once() {
         .expect("connect");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let states = admin
-            .list_projections(operator(pb::ListProjectionsRequest {}))
-            .await
-            .expect("lists")
-            .into_inner()
-            .projections;
+        let states =
+            ok!(admin.list_projections(operator(pb::ListProjectionsRequest {}))).projections;
         if states.iter().all(|s| s.position == head) {
             break;
         }

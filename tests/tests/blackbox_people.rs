@@ -1,5 +1,6 @@
 //! Black-box test of a person's own access with grpcurl, on both stores: sign in, me, scopes,
 //! lockout, password reset through the delivery channel, and an admin's sign-in.
+#[macro_use]
 mod common;
 
 use std::process::Command;

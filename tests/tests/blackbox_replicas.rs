@@ -1,6 +1,7 @@
 //! Black-box tests of replicas: two server processes on one database never answer from each
 //! other's stale state and never both project; a long transaction delays read models but not
 //! readiness or writes.
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -26,19 +27,15 @@ async fn two_processes_never_answer_from_each_others_stale_state(store: Store) {
     let mut b_wallets = WalletServiceClient::connect(b_addr).await.expect("B");
     let wallet = user_with_wallet(&mut a_users, &mut a_wallets, "twice@example.com").await;
     // GetWallet replays the wallet from the log: its owner is the user just registered.
-    let user = a_wallets
-        .get_wallet(req(
-            "acme",
-            pb::GetWalletRequest {
-                wallet_id: wallet.clone(),
-            },
-        ))
-        .await
-        .expect("wallet")
-        .into_inner()
-        .wallet
-        .expect("wallet")
-        .owner_id;
+    let user = ok!(a_wallets.get_wallet(req(
+        "acme",
+        pb::GetWalletRequest {
+            wallet_id: wallet.clone(),
+        },
+    )))
+    .wallet
+    .expect("wallet")
+    .owner_id;
     let verify = |password: &str| req("acme", ask::verify_password(&user, password));
     a_users
         .set_password(req("acme", ask::set_password(&user, "first password")))
@@ -77,21 +74,13 @@ async fn two_processes_never_answer_from_each_others_stale_state(store: Store) {
         .credit_tokens(req("acme", credit(&wallet, "10", "c2")))
         .await
         .expect("credit on B");
-    let spent = a_wallets
-        .debit_tokens(req("acme", debit(&wallet, "15", "d1")))
-        .await
-        .expect("A sees B's credit")
-        .into_inner();
+    let spent = ok!(a_wallets.debit_tokens(req("acme", debit(&wallet, "15", "d1"))));
     assert_eq!(spent.balance, "0");
     b_wallets
         .credit_tokens(req("acme", credit(&wallet, "3", "c3")))
         .await
         .expect("credit on B");
-    let retry = a_wallets
-        .credit_tokens(req("acme", credit(&wallet, "5", "c1")))
-        .await
-        .expect("a retry on A")
-        .into_inner();
+    let retry = ok!(a_wallets.credit_tokens(req("acme", credit(&wallet, "5", "c1"))));
     assert!(retry.replayed);
     a_wallets
         .debit_tokens(req("acme", debit(&wallet, "3", "d2")))
@@ -133,12 +122,8 @@ async fn a_long_transaction_delays_read_models_but_not_readiness_or_writes() {
         .await
         .expect("take an xid");
 
-    let position = users
-        .register_user(registering("acme", user_input("behind@example.com")))
-        .await
-        .expect("writes go on")
-        .into_inner()
-        .position;
+    let position =
+        ok!(users.register_user(registering("acme", user_input("behind@example.com")))).position;
     let exists = |min_position: u64| {
         let mut r = req(
             "acme",
@@ -187,11 +172,7 @@ async fn a_long_transaction_delays_read_models_but_not_readiness_or_writes() {
     long.rollback().await.expect("end the long transaction");
     let mut caught_up = exists(position);
     caught_up.set_timeout(Duration::from_secs(10));
-    let found = users
-        .user_exists(caught_up)
-        .await
-        .expect("caught up once the transaction ended")
-        .into_inner();
+    let found = ok!(users.user_exists(caught_up));
     assert!(found.exists);
     drop(users);
     assert!(server.terminate().success());
@@ -213,11 +194,7 @@ async fn two_servers_on_one_database_never_both_project() {
             )
             .await
             .expect("connect");
-        admin
-            .list_projections(operator(pb::ListProjectionsRequest {}))
-            .await
-            .expect("lists")
-            .into_inner()
+        ok!(admin.list_projections(operator(pb::ListProjectionsRequest {})))
             .projections
             .into_iter()
             .map(|p| (p.name, p.leader))
@@ -266,12 +243,8 @@ async fn two_servers_on_one_database_never_both_project() {
     ))
     .await
     .expect("connect");
-    let position = users
-        .register_user(registering("acme", user_input("takeover@example.com")))
-        .await
-        .expect("registers")
-        .into_inner()
-        .position;
+    let position =
+        ok!(users.register_user(registering("acme", user_input("takeover@example.com")))).position;
     users
         .lookup_user(req(
             "acme",

@@ -28,12 +28,9 @@ mod scenarios {
             .expect("sets the password");
 
         // An email change: the caller gets no code, the new address does.
-        let asked = app
+        let asked = ok!(app
             .users()
-            .request_email_change(req("acme", ask::email_change(&user, "moved@example.com")))
-            .await
-            .expect("requests")
-            .into_inner();
+            .request_email_change(req("acme", ask::email_change(&user, "moved@example.com"))));
         assert!(asked.code.is_empty(), "the code reached the caller");
         let sent = inbox.next().await;
         assert_eq!(sent["purpose"], "email_change");
@@ -42,18 +39,13 @@ mod scenarios {
         assert_eq!(sent["tenant"], "acme");
         assert_eq!(sent["user_id"], user.as_str());
         let code = sent["code"].as_str().expect("a code").to_string();
-        let confirmed = app
-            .users()
-            .confirm_email(req(
-                "acme",
-                pb::ConfirmEmailRequest {
-                    user_id: user.clone(),
-                    code,
-                },
-            ))
-            .await
-            .expect("the delivered code confirms")
-            .into_inner();
+        let confirmed = ok!(app.users().confirm_email(req(
+            "acme",
+            pb::ConfirmEmailRequest {
+                user_id: user.clone(),
+                code,
+            },
+        )));
         assert_eq!(confirmed.email, "moved@example.com");
 
         // A password reset asked by an app (project key): the code goes to the person.
@@ -65,19 +57,15 @@ mod scenarios {
             )),
             person_code: String::new(),
         };
-        let asked = auth
-            .request_password_reset(with_key(&key, reset()))
-            .await
-            .expect("requests")
-            .into_inner();
+        let asked = ok!(auth.request_password_reset(with_key(&key, reset())));
         assert!(asked.code.is_empty(), "the code reached the app");
         let sent = inbox.next().await;
         assert_eq!(sent["purpose"], "password_reset");
         assert_eq!(sent["destination"], "moved@example.com");
         let code = sent["code"].as_str().expect("a code").to_string();
         // Refused requests send nothing: one too soon, one for nobody.
-        assert_error(
-            auth.request_password_reset(with_key(&key, reset())).await,
+        fails!(
+            auth.request_password_reset(with_key(&key, reset())),
             Code::ResourceExhausted,
             "RATE_LIMIT_EXCEEDED",
         );
@@ -149,15 +137,10 @@ mod scenarios {
             let user = first
                 .register("acme", &format!("crash{n}@example.com"))
                 .await;
-            let asked = first
-                .users()
-                .request_email_change(req(
-                    "acme",
-                    ask::email_change(&user, &format!("crash{n}.new@example.com")),
-                ))
-                .await
-                .expect("requests")
-                .into_inner();
+            let asked = ok!(first.users().request_email_change(req(
+                "acme",
+                ask::email_change(&user, &format!("crash{n}.new@example.com")),
+            )));
             assert!(asked.code.is_empty());
             users.push(user);
         }
@@ -204,11 +187,8 @@ mod scenarios {
             .expect("connects");
         let mut client = identity_proto::v1::user_service_client::UserServiceClient::new(channel);
         for (n, user) in users.iter().enumerate() {
-            let confirmed = client
-                .confirm_email(req("acme", ask::confirm_email(user, &codes[user])))
-                .await
-                .expect("each delivered code confirms")
-                .into_inner();
+            let confirmed =
+                ok!(client.confirm_email(req("acme", ask::confirm_email(user, &codes[user]))));
             assert_eq!(confirmed.email, format!("crash{n}.new@example.com"));
         }
         for (stop, server) in replicas {

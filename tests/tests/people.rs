@@ -34,18 +34,16 @@ mod scenarios {
         let user = user_with_password(&app, "guessed@example.com", "right password").await;
         let mut users = app.users();
         for n in 1..=20 {
-            let s = assert_error(
-                users
-                    .verify_password(verify(&user, &format!("guess {n}")))
-                    .await,
+            let s = fails!(
+                users.verify_password(verify(&user, &format!("guess {n}"))),
                 Code::Unauthenticated,
                 "INVALID_CREDENTIALS",
             );
             assert_eq!(retry_after(&s), 0);
         }
         let before = app.passwords.computed();
-        let locked = assert_error(
-            users.verify_password(verify(&user, "right password")).await,
+        let locked = fails!(
+            users.verify_password(verify(&user, "right password")),
             Code::ResourceExhausted,
             "ACCOUNT_LOCKED",
         );
@@ -58,13 +56,11 @@ mod scenarios {
         );
         // SignIn is locked the same way, and costs nothing either.
         let key = project_key(&app, "acme").await;
-        let s = assert_error(
-            AuthServiceClient::new(app.channel())
-                .sign_in(with_key(
-                    &key,
-                    sign_in("guessed@example.com", "right password"),
-                ))
-                .await,
+        let s = fails!(
+            AuthServiceClient::new(app.channel()).sign_in(with_key(
+                &key,
+                sign_in("guessed@example.com", "right password"),
+            )),
             Code::ResourceExhausted,
             "ACCOUNT_LOCKED",
         );
@@ -84,17 +80,15 @@ mod scenarios {
         let app = spawn_app(store).await;
         let user = user_with_password(&app, "changer@example.com", "old password").await;
         let before = app.passwords.computed();
-        assert_error(
-            app.users()
-                .change_password(req(
-                    "acme",
-                    pb::ChangePasswordRequest {
-                        user_id: user.clone(),
-                        old_password: "not it at all".into(),
-                        new_password: "new password".into(),
-                    },
-                ))
-                .await,
+        fails!(
+            app.users().change_password(req(
+                "acme",
+                pb::ChangePasswordRequest {
+                    user_id: user.clone(),
+                    old_password: "not it at all".into(),
+                    new_password: "new password".into(),
+                },
+            )),
             Code::Unauthenticated,
             "INVALID_CREDENTIALS",
         );
@@ -110,59 +104,46 @@ mod scenarios {
         user_with_password(&app, "forgot@example.com", "forgotten pw").await;
         let key = project_key(&app, "acme").await;
         let mut auth = AuthServiceClient::new(app.channel());
-        let session = auth
-            .sign_in(with_key(
-                &key,
-                sign_in("forgot@example.com", "forgotten pw"),
-            ))
-            .await
-            .expect("signs in")
-            .into_inner()
-            .tokens
-            .expect("tokens");
+        let session = ok!(auth.sign_in(with_key(
+            &key,
+            sign_in("forgot@example.com", "forgotten pw"),
+        )))
+        .tokens
+        .expect("tokens");
         let by_email = || {
             Some(pb::request_password_reset_request::Identifier::Email(
                 "forgot@example.com".into(),
             ))
         };
         // The app (a project key) never sees the code.
-        let asked = auth
-            .request_password_reset(with_key(
-                &key,
-                pb::RequestPasswordResetRequest {
-                    identifier: by_email(),
-                    person_code: String::new(),
-                },
-            ))
-            .await
-            .expect("requests")
-            .into_inner();
+        let asked = ok!(auth.request_password_reset(with_key(
+            &key,
+            pb::RequestPasswordResetRequest {
+                identifier: by_email(),
+                person_code: String::new(),
+            },
+        )));
         assert!(asked.code.is_empty(), "the code reached an ordinary caller");
         // Nor does it learn who is registered.
-        let unknown = auth
-            .request_password_reset(with_key(
-                &key,
-                pb::RequestPasswordResetRequest {
-                    identifier: Some(pb::request_password_reset_request::Identifier::Email(
-                        "stranger@example.com".into(),
-                    )),
-                    person_code: String::new(),
-                },
-            ))
-            .await
-            .expect("the same answer for nobody")
-            .into_inner();
+        let unknown = ok!(auth.request_password_reset(with_key(
+            &key,
+            pb::RequestPasswordResetRequest {
+                identifier: Some(pb::request_password_reset_request::Identifier::Email(
+                    "stranger@example.com".into(),
+                )),
+                person_code: String::new(),
+            },
+        )));
         assert!(unknown.code.is_empty() && unknown.expires_at.is_some());
         // Too soon for another code.
-        assert_error(
+        fails!(
             auth.request_password_reset(codes_req(
                 "acme",
                 pb::RequestPasswordResetRequest {
                     identifier: by_email(),
                     person_code: String::new(),
                 },
-            ))
-            .await,
+            )),
             Code::ResourceExhausted,
             "RATE_LIMIT_EXCEEDED",
         );
@@ -176,22 +157,18 @@ mod scenarios {
                 "forgot2@example.com".into(),
             ))
         };
-        let code = auth
-            .request_password_reset(codes_req(
-                "acme",
-                pb::RequestPasswordResetRequest {
-                    identifier: Some(pb::request_password_reset_request::Identifier::Email(
-                        "forgot2@example.com".into(),
-                    )),
-                    person_code: String::new(),
-                },
-            ))
-            .await
-            .expect("requests")
-            .into_inner()
-            .code;
+        let code = ok!(auth.request_password_reset(codes_req(
+            "acme",
+            pb::RequestPasswordResetRequest {
+                identifier: Some(pb::request_password_reset_request::Identifier::Email(
+                    "forgot2@example.com".into(),
+                )),
+                person_code: String::new(),
+            },
+        )))
+        .code;
         assert_eq!(code.len(), 6, "a read:codes holder gets the code");
-        let s = assert_error(
+        let s = fails!(
             auth.reset_password(with_key(
                 &key,
                 pb::ResetPasswordRequest {
@@ -199,8 +176,7 @@ mod scenarios {
                     code: code.clone(),
                     new_password: "short".into(),
                 },
-            ))
-            .await,
+            )),
             Code::InvalidArgument,
             "INVALID_PASSWORD",
         );
@@ -213,7 +189,7 @@ mod scenarios {
             );
         }
         let wrong = if code == "000000" { "111111" } else { "000000" };
-        assert_error(
+        fails!(
             auth.reset_password(with_key(
                 &key,
                 pb::ResetPasswordRequest {
@@ -221,21 +197,16 @@ mod scenarios {
                     code: wrong.into(),
                     new_password: "brand new pw".into(),
                 },
-            ))
-            .await,
+            )),
             Code::InvalidArgument,
             "INVALID_CODE",
         );
-        let second_session = auth
-            .sign_in(with_key(
-                &key,
-                sign_in("forgot2@example.com", "forgotten pw"),
-            ))
-            .await
-            .expect("signs in")
-            .into_inner()
-            .tokens
-            .expect("tokens");
+        let second_session = ok!(auth.sign_in(with_key(
+            &key,
+            sign_in("forgot2@example.com", "forgotten pw"),
+        )))
+        .tokens
+        .expect("tokens");
         auth.reset_password(with_key(
             &key,
             pb::ResetPasswordRequest {
@@ -246,22 +217,19 @@ mod scenarios {
         ))
         .await
         .expect("resets");
-        assert_error(
-            MeServiceClient::new(app.channel())
-                .get_me(bearer(
-                    &second_session.access_token,
-                    pb::GetMeRequest::default(),
-                ))
-                .await,
+        fails!(
+            MeServiceClient::new(app.channel()).get_me(bearer(
+                &second_session.access_token,
+                pb::GetMeRequest::default(),
+            )),
             Code::Unauthenticated,
             "UNAUTHENTICATED",
         );
-        assert_error(
+        fails!(
             auth.sign_in(with_key(
                 &key,
                 sign_in("forgot2@example.com", "forgotten pw"),
-            ))
-            .await,
+            )),
             Code::Unauthenticated,
             "INVALID_CREDENTIALS",
         );
@@ -272,7 +240,7 @@ mod scenarios {
         .await
         .expect("the new password signs in");
         // A used code is spent.
-        assert_error(
+        fails!(
             auth.reset_password(with_key(
                 &key,
                 pb::ResetPasswordRequest {
@@ -280,8 +248,7 @@ mod scenarios {
                     code,
                     new_password: "another pw 1".into(),
                 },
-            ))
-            .await,
+            )),
             Code::InvalidArgument,
             "INVALID_CODE",
         );
@@ -307,8 +274,8 @@ mod scenarios {
                 },
             )
         };
-        assert_error(
-            app.users().import_legacy_password(import(&user)).await,
+        fails!(
+            app.users().import_legacy_password(import(&user)),
             Code::FailedPrecondition,
             "CREDENTIAL_EXISTS",
         );
@@ -318,8 +285,8 @@ mod scenarios {
             .expect("the modern password is intact");
         let off = spawn_app_with(Store::Sqlite, |s| s.legacy_import = false).await;
         let fresh = off.register("acme", "late@example.com").await;
-        assert_error(
-            off.users().import_legacy_password(import(&fresh)).await,
+        fails!(
+            off.users().import_legacy_password(import(&fresh)),
             Code::FailedPrecondition,
             "LEGACY_IMPORT_DISABLED",
         );
@@ -328,28 +295,19 @@ mod scenarios {
         store: Store,
     ) {
         let app = spawn_app(store).await;
-        let registered = app
-            .users()
-            .register_user(registering(
-                "acme",
-                pb::UserInput {
-                    email: "scoped@example.com".into(),
-                    phone: "+372 5555 0001".into(),
-                    first_name: "Grace".into(),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("registers")
-            .into_inner();
+        let registered = ok!(app.users().register_user(registering(
+            "acme",
+            pb::UserInput {
+                email: "scoped@example.com".into(),
+                phone: "+372 5555 0001".into(),
+                first_name: "Grace".into(),
+                ..Default::default()
+            },
+        )));
         let user = registered.user.expect("user").user_id;
         let token = scoped_token(&["read:users"], Some(&["name", "phone"]));
         let mut users = app.users();
-        let got = users
-            .get_user(bearer(&token, ask::get_user(&user)))
-            .await
-            .expect("reads")
-            .into_inner();
+        let got = ok!(users.get_user(bearer(&token, ask::get_user(&user))));
         let u = got.user.expect("user");
         assert_eq!(u.email, "", "the email is withheld");
         assert_eq!(u.first_name, "Grace");
@@ -361,18 +319,16 @@ mod scenarios {
         );
         assert!(!got.withheld_fields.contains(&"phone".to_string()));
         // Asking for it outright is refused, naming the field.
-        let s = assert_error(
-            users
-                .get_user(bearer(
-                    &token,
-                    pb::GetUserRequest {
-                        user_id: user.clone(),
-                        read_mask: Some(identity_proto::prost_types::FieldMask {
-                            paths: vec!["first_name".into(), "email".into()],
-                        }),
-                    },
-                ))
-                .await,
+        let s = fails!(
+            users.get_user(bearer(
+                &token,
+                pb::GetUserRequest {
+                    user_id: user.clone(),
+                    read_mask: Some(identity_proto::prost_types::FieldMask {
+                        paths: vec!["first_name".into(), "email".into()],
+                    }),
+                },
+            )),
             Code::PermissionDenied,
             "FIELD_OUT_OF_SCOPE",
         );
@@ -385,65 +341,51 @@ mod scenarios {
             );
         }
         // The directory answers follow the same table.
-        let listed = users
-            .list_users(bearer(
-                &token,
-                pb::ListUsersRequest {
-                    search: "grace".into(),
-                    min_position: registered.position,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("lists")
-            .into_inner();
+        let listed = ok!(users.list_users(bearer(
+            &token,
+            pb::ListUsersRequest {
+                search: "grace".into(),
+                min_position: registered.position,
+                ..Default::default()
+            },
+        )));
         assert_eq!(listed.users.len(), 1);
         assert_eq!(listed.users[0].email, "");
         assert!(listed.withheld_fields.contains(&"email".to_string()));
-        let found = users
-            .lookup_user(bearer(
-                &token,
-                pb::LookupUserRequest {
-                    key: Some(pb::lookup_user_request::Key::Phone("+372 5555 0001".into())),
-                    min_position: registered.position,
-                    read_mask: None,
-                },
-            ))
-            .await
-            .expect("looks up")
-            .into_inner();
+        let found = ok!(users.lookup_user(bearer(
+            &token,
+            pb::LookupUserRequest {
+                key: Some(pb::lookup_user_request::Key::Phone("+372 5555 0001".into())),
+                min_position: registered.position,
+                read_mask: None,
+            },
+        )));
         assert_eq!(found.user.expect("user").email, "");
         // Lookup by national person code is its own permission.
-        let s = assert_error(
-            users
-                .lookup_user(bearer(
-                    &token,
-                    pb::LookupUserRequest {
-                        key: Some(pb::lookup_user_request::Key::PersonCode(
-                            "EE:38601010123".into(),
-                        )),
-                        ..Default::default()
-                    },
-                ))
-                .await,
+        let s = fails!(
+            users.lookup_user(bearer(
+                &token,
+                pb::LookupUserRequest {
+                    key: Some(pb::lookup_user_request::Key::PersonCode(
+                        "EE:38601010123".into(),
+                    )),
+                    ..Default::default()
+                },
+            )),
             Code::PermissionDenied,
             "PERMISSION_DENIED",
         );
         assert!(s.message().contains("lookup:person_code"), "{s:?}");
         // Without a scopes claim, every field the permissions reach.
-        let full = users
-            .get_user(bearer(
-                &scoped_token(&["read:users"], None),
-                ask::get_user(&user),
-            ))
-            .await
-            .expect("reads")
-            .into_inner();
+        let full = ok!(users.get_user(bearer(
+            &scoped_token(&["read:users"], None),
+            ask::get_user(&user),
+        )));
         assert_eq!(full.user.expect("user").email, "scoped@example.com");
         assert!(full.withheld_fields.is_empty());
         // The audit trail shows payloads and states cut by the same scopes, and says what.
         let auditor = scoped_token(&["read:audit"], Some(&["name", "phone"]));
-        let history =
+        let history = ok!(
             identity_proto::v1::audit_service_client::AuditServiceClient::new(app.channel())
                 .get_aggregate_history(bearer(
                     &auditor,
@@ -453,9 +395,7 @@ mod scenarios {
                         ..Default::default()
                     },
                 ))
-                .await
-                .expect("reads the history")
-                .into_inner();
+        );
         let first = &history.entries[0];
         let event = first.event.as_ref().expect("event");
         let text = format!("{:?} {:?}", event.payload, first.state);
@@ -469,7 +409,7 @@ mod scenarios {
             first.withheld_fields.contains(&"email".to_string()),
             "{first:?}"
         );
-        let unscoped =
+        let unscoped = ok!(
             identity_proto::v1::audit_service_client::AuditServiceClient::new(app.channel())
                 .get_aggregate_history(bearer(
                     &scoped_token(&["read:audit"], None),
@@ -479,20 +419,16 @@ mod scenarios {
                         ..Default::default()
                     },
                 ))
-                .await
-                .expect("reads the history")
-                .into_inner();
+        );
         let event = unscoped.entries[0].event.as_ref().expect("event");
         assert!(format!("{:?}", event.payload).contains("scoped@example.com"));
         assert!(event.withheld_fields.is_empty());
         // An unknown scope is not quietly ignored.
-        assert_error(
-            users
-                .get_user(bearer(
-                    &scoped_token(&["read:users"], Some(&["emails"])),
-                    ask::get_user(&user),
-                ))
-                .await,
+        fails!(
+            users.get_user(bearer(
+                &scoped_token(&["read:users"], Some(&["emails"])),
+                ask::get_user(&user),
+            )),
             Code::Unauthenticated,
             "UNAUTHENTICATED",
         );

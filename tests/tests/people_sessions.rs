@@ -25,54 +25,37 @@ mod scenarios {
         let app = spawn_app(store).await;
         let user = user_with_password(&app, "me@example.com", "my password 1").await;
         let wallet = app.active_wallet("acme", &user).await;
-        let credited = app
+        let credited = ok!(app
             .wallets()
-            .credit_tokens(req("acme", credit(&wallet, "42", "me-1")))
-            .await
-            .expect("credits")
-            .into_inner();
+            .credit_tokens(req("acme", credit(&wallet, "42", "me-1"))));
         let key = project_key(&app, "acme").await;
         let mut auth = AuthServiceClient::new(app.channel());
-        assert_error(
-            auth.sign_in(with_key(&key, sign_in("me@example.com", "not my password")))
-                .await,
+        fails!(
+            auth.sign_in(with_key(&key, sign_in("me@example.com", "not my password"))),
             Code::Unauthenticated,
             "INVALID_CREDENTIALS",
         );
-        assert_error(
-            auth.sign_in(with_key(&key, sign_in("nobody@example.com", "whatever 1")))
-                .await,
+        fails!(
+            auth.sign_in(with_key(&key, sign_in("nobody@example.com", "whatever 1"))),
             Code::Unauthenticated,
             "INVALID_CREDENTIALS",
         );
-        let signed = auth
-            .sign_in(with_key(&key, sign_in("ME@example.com", "my password 1")))
-            .await
-            .expect("signs in")
-            .into_inner();
+        let signed = ok!(auth.sign_in(with_key(&key, sign_in("ME@example.com", "my password 1"))));
         assert_eq!(signed.user_id, user);
         let tokens = signed.tokens.expect("tokens");
         assert_eq!(tokens.token_type, "Bearer");
         assert!(tokens.refresh_token.starts_with("rt1.acme."));
         let mut me = MeServiceClient::new(app.channel());
-        let got = me
-            .get_me(bearer(&tokens.access_token, pb::GetMeRequest::default()))
-            .await
-            .expect("GetMe")
-            .into_inner();
+        let got = ok!(me.get_me(bearer(&tokens.access_token, pb::GetMeRequest::default())));
         assert_eq!(got.user.expect("user").user_id, user);
         assert!(got.permissions.contains(&"read:me".to_string()));
         assert_eq!(got.session_id, tokens.session_id);
-        let balances = me
-            .get_my_balances(bearer(
-                &tokens.access_token,
-                pb::GetMyBalancesRequest {
-                    min_position: credited.position,
-                },
-            ))
-            .await
-            .expect("GetMyBalances")
-            .into_inner();
+        let balances = ok!(me.get_my_balances(bearer(
+            &tokens.access_token,
+            pb::GetMyBalancesRequest {
+                min_position: credited.position,
+            },
+        )));
         assert_eq!(balances.wallets.len(), 1);
         assert_eq!(balances.wallets[0].balances[0].amount, "42");
         me.get_my_status(bearer(
@@ -83,35 +66,29 @@ mod scenarios {
         ))
         .await
         .expect("GetMyStatus");
-        let updated = me
-            .update_me(bearer(
-                &tokens.access_token,
-                pb::UpdateMeRequest {
-                    profile: Some(pb::UserInput {
-                        first_name: "Ada".into(),
-                        ..Default::default()
-                    }),
-                    update_mask: Some(identity_proto::prost_types::FieldMask {
-                        paths: vec!["first_name".into()],
-                    }),
-                },
-            ))
-            .await
-            .expect("UpdateMe")
-            .into_inner();
+        let updated = ok!(me.update_me(bearer(
+            &tokens.access_token,
+            pb::UpdateMeRequest {
+                profile: Some(pb::UserInput {
+                    first_name: "Ada".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(identity_proto::prost_types::FieldMask {
+                    paths: vec!["first_name".into()],
+                }),
+            },
+        )));
         assert_eq!(updated.user.expect("user").first_name, "Ada");
         // The person's token is theirs alone: no operator calls, no one else's data.
-        assert_error(
+        fails!(
             app.users()
-                .get_user(bearer(&tokens.access_token, ask::get_user(&user)))
-                .await,
+                .get_user(bearer(&tokens.access_token, ask::get_user(&user))),
             Code::PermissionDenied,
             "PERMISSION_DENIED",
         );
         // An admin is not a person: MeService refuses it.
-        assert_error(
-            me.get_my_balances(req("acme", pb::GetMyBalancesRequest::default()))
-                .await,
+        fails!(
+            me.get_my_balances(req("acme", pb::GetMyBalancesRequest::default())),
             Code::PermissionDenied,
             "FORBIDDEN",
         );
@@ -131,81 +108,62 @@ mod scenarios {
         let key = project_key(&app, "acme").await;
         let mut auth = AuthServiceClient::new(app.channel());
         let mut me = MeServiceClient::new(app.channel());
-        let first = auth
-            .sign_in(with_key(
-                &key,
-                sign_in("rotate@example.com", "my password 2"),
-            ))
-            .await
-            .expect("signs in")
-            .into_inner()
-            .tokens
-            .expect("tokens");
-        let second = auth
-            .refresh(with_key(
-                &key,
-                pb::RefreshRequest {
-                    refresh_token: first.refresh_token.clone(),
-                },
-            ))
-            .await
-            .expect("refreshes")
-            .into_inner()
-            .tokens
-            .expect("tokens");
+        let first = ok!(auth.sign_in(with_key(
+            &key,
+            sign_in("rotate@example.com", "my password 2"),
+        )))
+        .tokens
+        .expect("tokens");
+        let second = ok!(auth.refresh(with_key(
+            &key,
+            pb::RefreshRequest {
+                refresh_token: first.refresh_token.clone(),
+            },
+        )))
+        .tokens
+        .expect("tokens");
         assert_ne!(second.refresh_token, first.refresh_token, "rotated");
         assert_eq!(second.session_id, first.session_id);
         me.get_me(bearer(&second.access_token, pb::GetMeRequest::default()))
             .await
             .expect("the new access token works");
         // The first refresh token again: a copy is in use, so the session ends.
-        assert_error(
+        fails!(
             auth.refresh(with_key(
                 &key,
                 pb::RefreshRequest {
                     refresh_token: first.refresh_token.clone(),
                 },
-            ))
-            .await,
+            )),
             Code::Unauthenticated,
             "INVALID_REFRESH_TOKEN",
         );
-        assert_error(
+        fails!(
             auth.refresh(with_key(
                 &key,
                 pb::RefreshRequest {
                     refresh_token: second.refresh_token.clone(),
                 },
-            ))
-            .await,
+            )),
             Code::Unauthenticated,
             "INVALID_REFRESH_TOKEN",
         );
-        assert_error(
-            me.get_me(bearer(&second.access_token, pb::GetMeRequest::default()))
-                .await,
+        fails!(
+            me.get_me(bearer(&second.access_token, pb::GetMeRequest::default())),
             Code::Unauthenticated,
             "UNAUTHENTICATED",
         );
         // A fresh session, signed out: its access token stops at once.
-        let third = auth
-            .sign_in(with_key(
-                &key,
-                sign_in("rotate@example.com", "my password 2"),
-            ))
-            .await
-            .expect("signs in")
-            .into_inner()
-            .tokens
-            .expect("tokens");
-        let listed = me
-            .list_my_sessions(bearer(
-                &third.access_token,
-                pb::ListMySessionsRequest::default(),
-            ))
-            .await
-            .expect("lists")
-            .into_inner();
+        let third = ok!(auth.sign_in(with_key(
+            &key,
+            sign_in("rotate@example.com", "my password 2"),
+        )))
+        .tokens
+        .expect("tokens");
+        let listed = ok!(me.list_my_sessions(bearer(
+            &third.access_token,
+            pb::ListMySessionsRequest::default(),
+        )));
         assert_eq!(listed.sessions.len(), 1);
         assert!(listed.sessions[0].current);
         auth.sign_out(with_key(
@@ -216,22 +174,20 @@ mod scenarios {
         ))
         .await
         .expect("signs out");
-        assert_error(
-            me.get_me(bearer(&third.access_token, pb::GetMeRequest::default()))
-                .await,
+        fails!(
+            me.get_me(bearer(&third.access_token, pb::GetMeRequest::default())),
             Code::Unauthenticated,
             "UNAUTHENTICATED",
         );
         // Garbage and other tenants' tokens say nothing more than "invalid".
         for bad in ["", "rt1", "rt1.acme.x.y.z", "rt1.other.a.b.c"] {
-            assert_error(
+            fails!(
                 auth.refresh(with_key(
                     &key,
                     pb::RefreshRequest {
                         refresh_token: bad.into(),
                     },
-                ))
-                .await,
+                )),
                 Code::Unauthenticated,
                 "INVALID_REFRESH_TOKEN",
             );
@@ -248,28 +204,20 @@ mod scenarios {
             admin_type: admin_type as i32,
             tenants: vec!["acme".into()],
         };
-        let auditor = admins
-            .create_admin(req(
-                "acme",
-                created("audit@acme.example", pb::AdminType::Auditor),
-            ))
-            .await
-            .expect("creates")
-            .into_inner()
-            .admin
-            .expect("admin")
-            .admin_id;
-        let ops = admins
-            .create_admin(req(
-                "acme",
-                created("ops@acme.example", pb::AdminType::TenantAdmin),
-            ))
-            .await
-            .expect("creates")
-            .into_inner()
-            .admin
-            .expect("admin")
-            .admin_id;
+        let auditor = ok!(admins.create_admin(req(
+            "acme",
+            created("audit@acme.example", pb::AdminType::Auditor),
+        )))
+        .admin
+        .expect("admin")
+        .admin_id;
+        let ops = ok!(admins.create_admin(req(
+            "acme",
+            created("ops@acme.example", pb::AdminType::TenantAdmin),
+        )))
+        .admin
+        .expect("admin")
+        .admin_id;
         let set = |admin_id: &str, password: &str| pb::SetAdminPasswordRequest {
             admin_id: admin_id.into(),
             password: password.into(),
@@ -280,10 +228,8 @@ mod scenarios {
             .set_admin_password(with_token(&as_auditor, None, set(&auditor, "auditor pw 1")))
             .await
             .expect("an admin sets its own password");
-        assert_error(
-            admins
-                .set_admin_password(with_token(&as_auditor, None, set(&ops, "hijacked pw")))
-                .await,
+        fails!(
+            admins.set_admin_password(with_token(&as_auditor, None, set(&ops, "hijacked pw"))),
             Code::PermissionDenied,
             "PERMISSION_DENIED",
         );
@@ -298,36 +244,30 @@ mod scenarios {
             identifier: Some(pb::sign_in_request::Identifier::AdminEmail(email.into())),
             password: password.into(),
         };
-        assert_error(
+        fails!(
             auth.sign_in(with_key(
                 &key,
                 admin_sign_in("ops@acme.example", "wrong password"),
-            ))
-            .await,
+            )),
             Code::Unauthenticated,
             "INVALID_CREDENTIALS",
         );
         // The same answer for an admin that does not act in the key's tenant.
         let other_key = project_key(&app, "other").await;
-        assert_error(
+        fails!(
             auth.sign_in(with_key(
                 &other_key,
                 admin_sign_in("ops@acme.example", "ops password 1"),
-            ))
-            .await,
+            )),
             Code::Unauthenticated,
             "INVALID_CREDENTIALS",
         );
-        let tokens = auth
-            .sign_in(with_key(
-                &key,
-                admin_sign_in("ops@acme.example", "ops password 1"),
-            ))
-            .await
-            .expect("the admin signs in")
-            .into_inner()
-            .tokens
-            .expect("tokens");
+        let tokens = ok!(auth.sign_in(with_key(
+            &key,
+            admin_sign_in("ops@acme.example", "ops password 1"),
+        )))
+        .tokens
+        .expect("tokens");
         let claims = decode_unverified(&tokens.access_token);
         assert_eq!(claims["kind"], "admin");
         assert_eq!(claims["sub"], ops.as_str());
@@ -346,29 +286,24 @@ mod scenarios {
         list(&tokens.access_token).await.expect("acts as the admin");
 
         // Rotation: the new refresh token continues, the old one replayed ends the session.
-        let refreshed = auth
-            .refresh(with_key(
-                &key,
-                pb::RefreshRequest {
-                    refresh_token: tokens.refresh_token.clone(),
-                },
-            ))
-            .await
-            .expect("refreshes")
-            .into_inner()
-            .tokens
-            .expect("tokens");
+        let refreshed = ok!(auth.refresh(with_key(
+            &key,
+            pb::RefreshRequest {
+                refresh_token: tokens.refresh_token.clone(),
+            },
+        )))
+        .tokens
+        .expect("tokens");
         list(&refreshed.access_token)
             .await
             .expect("the refreshed token acts");
-        assert_error(
+        fails!(
             auth.refresh(with_key(
                 &key,
                 pb::RefreshRequest {
                     refresh_token: tokens.refresh_token,
                 },
-            ))
-            .await,
+            )),
             Code::Unauthenticated,
             "INVALID_REFRESH_TOKEN",
         );
@@ -378,16 +313,12 @@ mod scenarios {
         assert_eq!(ended.code(), Code::Unauthenticated, "{ended:?}");
 
         // Signing out ends the session and its access token at once.
-        let again = auth
-            .sign_in(with_key(
-                &key,
-                admin_sign_in("ops@acme.example", "ops password 1"),
-            ))
-            .await
-            .expect("signs in again")
-            .into_inner()
-            .tokens
-            .expect("tokens");
+        let again = ok!(auth.sign_in(with_key(
+            &key,
+            admin_sign_in("ops@acme.example", "ops password 1"),
+        )))
+        .tokens
+        .expect("tokens");
         auth.sign_out(with_key(
             &key,
             pb::SignOutRequest {

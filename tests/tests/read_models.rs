@@ -29,46 +29,34 @@ mod scenarios {
     use super::*;
 
     async fn credit(app: &TestApp, wallet: &str, amount: &str, key: &str) -> u64 {
-        app.wallets()
-            .credit_tokens(req("acme", common::credit(wallet, amount, key)))
-            .await
-            .expect("credits")
-            .into_inner()
-            .position
+        ok!(app
+            .wallets()
+            .credit_tokens(req("acme", common::credit(wallet, amount, key))))
+        .position
     }
 
     async fn tier(app: &TestApp, name: &str, min: &str) -> (String, u64) {
-        let r = app
-            .tiers()
-            .create_status_tier(req(
-                "acme",
-                pb::CreateStatusTierRequest {
-                    name: name.into(),
-                    min_balance: min.into(),
-                    discount_percentage: "5".into(),
-                    eligible_tokens: vec!["PTS".into()],
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("creates tier")
-            .into_inner();
+        let r = ok!(app.tiers().create_status_tier(req(
+            "acme",
+            pb::CreateStatusTierRequest {
+                name: name.into(),
+                min_balance: min.into(),
+                discount_percentage: "5".into(),
+                eligible_tokens: vec!["PTS".into()],
+                ..Default::default()
+            },
+        )));
         (r.tier.expect("tier").tier_id, r.position)
     }
 
     async fn status(app: &TestApp, user: &str, min_position: u64) -> (Vec<String>, String) {
-        let s = app
-            .tiers()
-            .get_user_status(req(
-                "acme",
-                pb::GetUserStatusRequest {
-                    user_id: user.into(),
-                    min_position,
-                },
-            ))
-            .await
-            .expect("status")
-            .into_inner();
+        let s = ok!(app.tiers().get_user_status(req(
+            "acme",
+            pb::GetUserStatusRequest {
+                user_id: user.into(),
+                min_position,
+            },
+        )));
         (
             s.qualifying.into_iter().map(|t| t.name).collect(),
             s.highest.map(|t| t.name).unwrap_or_default(),
@@ -76,18 +64,13 @@ mod scenarios {
     }
 
     async fn balances_of(app: &TestApp, key: pb::get_balances_request::Key, at: u64) -> String {
-        let got = app
-            .wallets()
-            .get_balances(req(
-                "acme",
-                pb::GetBalancesRequest {
-                    key: Some(key),
-                    min_position: at,
-                },
-            ))
-            .await
-            .expect("balances")
-            .into_inner();
+        let got = ok!(app.wallets().get_balances(req(
+            "acme",
+            pb::GetBalancesRequest {
+                key: Some(key),
+                min_position: at,
+            },
+        )));
         got.balances
             .iter()
             .map(|b| format!("{}={}", b.token, b.amount))
@@ -103,20 +86,15 @@ mod scenarios {
         let (_, _) = tier(&app, "Gold", "1000").await;
         for round in 1..=5u32 {
             let position = credit(&app, &wallet, "250", &format!("k{round}")).await;
-            let got = app
-                .users()
-                .get_user_with_balances(req(
-                    "acme",
-                    pb::GetUserWithBalancesRequest {
-                        key: Some(pb::get_user_with_balances_request::Key::Email(
-                            "RYW@example.com".into(),
-                        )),
-                        min_position: position,
-                    },
-                ))
-                .await
-                .expect("reads")
-                .into_inner();
+            let got = ok!(app.users().get_user_with_balances(req(
+                "acme",
+                pb::GetUserWithBalancesRequest {
+                    key: Some(pb::get_user_with_balances_request::Key::Email(
+                        "RYW@example.com".into(),
+                    )),
+                    min_position: position,
+                },
+            )));
             let expected = (250 * round).to_string();
             assert_eq!(
                 got.totals,
@@ -127,18 +105,13 @@ mod scenarios {
                 "round {round}"
             );
             assert_eq!(got.wallets[0].balances[0].amount, expected);
-            let balances = app
-                .wallets()
-                .get_balances(req(
-                    "acme",
-                    pb::GetBalancesRequest {
-                        key: Some(pb::get_balances_request::Key::UserId(user.clone())),
-                        min_position: position,
-                    },
-                ))
-                .await
-                .expect("balances")
-                .into_inner();
+            let balances = ok!(app.wallets().get_balances(req(
+                "acme",
+                pb::GetBalancesRequest {
+                    key: Some(pb::get_balances_request::Key::UserId(user.clone())),
+                    min_position: position,
+                },
+            )));
             assert_eq!(balances.balances[0].amount, expected);
             let (qualifying, highest) = status(&app, &user, position).await;
             let want: Vec<&str> = match round {
@@ -148,20 +121,15 @@ mod scenarios {
             assert_eq!(qualifying, want, "round {round}");
             assert_eq!(highest, *want.last().expect("a tier"));
         }
-        let wallets = app
-            .wallets()
-            .list_wallets(req(
-                "acme",
-                pb::ListWalletsRequest {
-                    owner_type: pb::OwnerType::User as i32,
-                    owner_id: user.clone(),
-                    min_position: 0,
-                },
-            ))
-            .await
-            .expect("lists")
-            .into_inner()
-            .wallets;
+        let wallets = ok!(app.wallets().list_wallets(req(
+            "acme",
+            pb::ListWalletsRequest {
+                owner_type: pb::OwnerType::User as i32,
+                owner_id: user.clone(),
+                min_position: 0,
+            },
+        )))
+        .wallets;
         assert_eq!(wallets.len(), 1);
         assert_eq!(wallets[0].status, pb::WalletStatus::Active as i32);
     }
@@ -206,15 +174,12 @@ mod scenarios {
             "PTS=7"
         );
         // A second wallet for an owner whose answer is cached: its totals take it in.
-        let second = app
+        let second = ok!(app
             .wallets()
-            .open_wallet(req("acme", user_wallet(ann.clone(), "evm:8453")))
-            .await
-            .expect("opens a second wallet")
-            .into_inner()
-            .wallet
-            .expect("wallet")
-            .wallet_id;
+            .open_wallet(req("acme", user_wallet(ann.clone(), "evm:8453"))))
+        .wallet
+        .expect("wallet")
+        .wallet_id;
         app.wallets()
             .activate_wallet(req(
                 "acme",
@@ -243,12 +208,9 @@ mod scenarios {
         store: Store,
     ) {
         let app = spawn_app(store).await;
-        let registered = app
+        let registered = ok!(app
             .users()
-            .register_user(registering("acme", user_input("lag@example.com")))
-            .await
-            .expect("registers")
-            .into_inner();
+            .register_user(registering("acme", user_input("lag@example.com"))));
         let user = registered.user.expect("user").user_id;
         let far = 1_000_000;
         let result = app
@@ -284,23 +246,18 @@ mod scenarios {
         );
         assert!(info.metadata.contains_key("applied_position"));
         // With the registration's own position the read model answers at once.
-        let found = app
-            .users()
-            .lookup_user(req(
-                "acme",
-                pb::LookupUserRequest {
-                    key: Some(pb::lookup_user_request::Key::Email(
-                        "lag@example.com".into(),
-                    )),
-                    min_position: registered.position,
-                    read_mask: None,
-                },
-            ))
-            .await
-            .expect("found")
-            .into_inner()
-            .user
-            .expect("user");
+        let found = ok!(app.users().lookup_user(req(
+            "acme",
+            pb::LookupUserRequest {
+                key: Some(pb::lookup_user_request::Key::Email(
+                    "lag@example.com".into(),
+                )),
+                min_position: registered.position,
+                read_mask: None,
+            },
+        )))
+        .user
+        .expect("user");
         assert_eq!(found.user_id, user);
     }
 
@@ -316,20 +273,15 @@ mod scenarios {
         assert_eq!(status(&app, &poor, position).await.0, Vec::<String>::new());
         assert_eq!(status(&app, &rich, position).await.0, vec!["Gold"]);
 
-        let lowered = app
-            .tiers()
-            .update_status_tier(req(
-                "acme",
-                pb::UpdateStatusTierRequest {
-                    tier_id: gold.clone(),
-                    min_balance: Some("40".into()),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("updates")
-            .into_inner()
-            .position;
+        let lowered = ok!(app.tiers().update_status_tier(req(
+            "acme",
+            pb::UpdateStatusTierRequest {
+                tier_id: gold.clone(),
+                min_balance: Some("40".into()),
+                ..Default::default()
+            },
+        )))
+        .position;
         assert_eq!(
             status(&app, &poor, lowered).await.0,
             vec!["Gold"],
@@ -337,75 +289,52 @@ mod scenarios {
         );
         assert_eq!(status(&app, &rich, lowered).await.0, vec!["Gold"]);
 
-        let removed = app
-            .tiers()
-            .remove_eligible_token(req(
-                "acme",
-                pb::RemoveEligibleTokenRequest {
-                    tier_id: gold.clone(),
-                    token: "PTS".into(),
-                },
-            ))
-            .await
-            .expect("removes")
-            .into_inner()
-            .position;
+        let removed = ok!(app.tiers().remove_eligible_token(req(
+            "acme",
+            pb::RemoveEligibleTokenRequest {
+                tier_id: gold.clone(),
+                token: "PTS".into(),
+            },
+        )))
+        .position;
         assert!(
             status(&app, &rich, removed).await.0.is_empty(),
             "no eligible token: nobody qualifies"
         );
-        let added = app
-            .tiers()
-            .add_eligible_token(req(
-                "acme",
-                pb::AddEligibleTokenRequest {
-                    tier_id: gold.clone(),
-                    token: "PTS".into(),
-                },
-            ))
-            .await
-            .expect("adds")
-            .into_inner()
-            .position;
+        let added = ok!(app.tiers().add_eligible_token(req(
+            "acme",
+            pb::AddEligibleTokenRequest {
+                tier_id: gold.clone(),
+                token: "PTS".into(),
+            },
+        )))
+        .position;
         assert_eq!(status(&app, &poor, added).await.0, vec!["Gold"]);
-        let retired = app
+        let retired = ok!(app
             .tiers()
-            .retire_status_tier(req("acme", pb::RetireStatusTierRequest { tier_id: gold }))
-            .await
-            .expect("retires")
-            .into_inner()
-            .position;
+            .retire_status_tier(req("acme", pb::RetireStatusTierRequest { tier_id: gold })))
+        .position;
         assert!(
             status(&app, &rich, retired).await.0.is_empty(),
             "a retired tier qualifies nobody"
         );
-        let tiers = app
-            .tiers()
-            .list_status_tiers(req(
-                "acme",
-                pb::ListStatusTiersRequest {
-                    include_retired: false,
-                    min_position: retired,
-                },
-            ))
-            .await
-            .expect("lists")
-            .into_inner()
-            .tiers;
+        let tiers = ok!(app.tiers().list_status_tiers(req(
+            "acme",
+            pb::ListStatusTiersRequest {
+                include_retired: false,
+                min_position: retired,
+            },
+        )))
+        .tiers;
         assert!(tiers.is_empty());
-        let all = app
-            .tiers()
-            .list_status_tiers(req(
-                "acme",
-                pb::ListStatusTiersRequest {
-                    include_retired: true,
-                    min_position: retired,
-                },
-            ))
-            .await
-            .expect("lists")
-            .into_inner()
-            .tiers;
+        let all = ok!(app.tiers().list_status_tiers(req(
+            "acme",
+            pb::ListStatusTiersRequest {
+                include_retired: true,
+                min_position: retired,
+            },
+        )))
+        .tiers;
         assert_eq!(all.len(), 1);
         assert!(all[0].retired);
     }
@@ -419,16 +348,13 @@ mod scenarios {
         app.db.sql(bogus).await.expect("insert");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let balances = app
+            let balances = ok!(app
                 .projection_admin()
-                .list_projections(operator(pb::ListProjectionsRequest {}))
-                .await
-                .expect("lists")
-                .into_inner()
-                .projections
-                .into_iter()
-                .find(|p| p.name == "balances")
-                .expect("balances");
+                .list_projections(operator(pb::ListProjectionsRequest {})))
+            .projections
+            .into_iter()
+            .find(|p| p.name == "balances")
+            .expect("balances");
             if balances.consecutive_failures > 0 {
                 assert!(
                     balances.last_error.contains("cannot read TokensCredited"),
@@ -495,7 +421,7 @@ mod scenarios {
             .sql("UPDATE rm_wallets SET status = 'active'")
             .await
             .expect("repairs");
-        let fine = read().await.expect("a sound row answers").into_inner();
+        let fine = ok!(read());
         assert_eq!(fine.totals[0].amount, "5");
     }
 }

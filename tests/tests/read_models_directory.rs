@@ -22,25 +22,20 @@ mod scenarios {
         let mut last = 0;
         let mut ids = Vec::new();
         for i in 0..23 {
-            let r = app
-                .users()
-                .register_user(registering(
-                    "acme",
-                    pb::UserInput {
-                        email: format!("member{i:02}@example.com"),
-                        first_name: if i % 2 == 0 {
-                            "Alice".into()
-                        } else {
-                            "Bob".into()
-                        },
-                        last_name: format!("Zed{i:02}"),
-                        external_id: format!("EXT-{i:02}"),
-                        ..Default::default()
+            let r = ok!(app.users().register_user(registering(
+                "acme",
+                pb::UserInput {
+                    email: format!("member{i:02}@example.com"),
+                    first_name: if i % 2 == 0 {
+                        "Alice".into()
+                    } else {
+                        "Bob".into()
                     },
-                ))
-                .await
-                .expect("registers")
-                .into_inner();
+                    last_name: format!("Zed{i:02}"),
+                    external_id: format!("EXT-{i:02}"),
+                    ..Default::default()
+                },
+            )));
             last = r.position;
             ids.push(r.user.expect("user").user_id);
         }
@@ -48,22 +43,14 @@ mod scenarios {
             .deactivate_user(req("acme", ask::deactivate(&ids[0])))
             .await
             .expect("deactivates");
-        let last = app
+        let last = ok!(app
             .users()
-            .deactivate_user(req("acme", ask::deactivate(&ids[1])))
-            .await
-            .expect("deactivates")
-            .into_inner()
-            .position
-            .max(last);
+            .deactivate_user(req("acme", ask::deactivate(&ids[1]))))
+        .position
+        .max(last);
         let list = |q: pb::ListUsersRequest| {
             let mut c = app.users();
-            async move {
-                c.list_users(req("acme", q))
-                    .await
-                    .expect("lists")
-                    .into_inner()
-            }
+            async move { ok!(c.list_users(req("acme", q))) }
         };
         // Search: partial and case-insensitive, over names and ids.
         let found = list(pb::ListUsersRequest {
@@ -146,16 +133,14 @@ mod scenarios {
         })
         .await;
         assert_eq!(capped.users.len(), 23);
-        assert_error(
-            app.users()
-                .list_users(req(
-                    "acme",
-                    pb::ListUsersRequest {
-                        cursor: "garbage".into(),
-                        ..Default::default()
-                    },
-                ))
-                .await,
+        fails!(
+            app.users().list_users(req(
+                "acme",
+                pb::ListUsersRequest {
+                    cursor: "garbage".into(),
+                    ..Default::default()
+                },
+            )),
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
         );
@@ -163,62 +148,49 @@ mod scenarios {
 
     pub(super) async fn users_are_looked_up_by_every_key(store: Store) {
         let app = spawn_app(store).await;
-        let r = app
-            .users()
-            .register_user(registering(
-                "acme",
-                pb::UserInput {
-                    email: "look@example.com".into(),
-                    phone: "+372 5555 0000".into(),
-                    external_id: "crm-7".into(),
-                    public_profile: Some(identity_proto::prost_types::Struct {
-                        fields: [(
-                            "nick".to_string(),
-                            identity_proto::prost_types::Value {
-                                kind: Some(identity_proto::prost_types::value::Kind::StringValue(
-                                    "ada".into(),
-                                )),
-                            },
-                        )]
-                        .into(),
-                    }),
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("registers")
-            .into_inner();
+        let r = ok!(app.users().register_user(registering(
+            "acme",
+            pb::UserInput {
+                email: "look@example.com".into(),
+                phone: "+372 5555 0000".into(),
+                external_id: "crm-7".into(),
+                public_profile: Some(identity_proto::prost_types::Struct {
+                    fields: [(
+                        "nick".to_string(),
+                        identity_proto::prost_types::Value {
+                            kind: Some(identity_proto::prost_types::value::Kind::StringValue(
+                                "ada".into(),
+                            )),
+                        },
+                    )]
+                    .into(),
+                }),
+                ..Default::default()
+            },
+        )));
         let user = r.user.expect("user").user_id;
         let wallet = app.active_wallet("acme", &user).await;
-        let address = app
+        let address = ok!(app
             .wallets()
-            .get_wallet(req("acme", pb::GetWalletRequest { wallet_id: wallet }))
-            .await
-            .expect("wallet")
-            .into_inner()
-            .wallet
-            .expect("wallet")
-            .address;
-        let position = app
-            .identification()
-            .submit_identity(req(
-                "acme",
-                pb::SubmitIdentityRequest {
-                    user_id: user.clone(),
-                    identity: Some(pb::Identity {
-                        first_name: "Ada".into(),
-                        surname: "L".into(),
-                        nationality: "EE".into(),
-                        person_code: "38601010123".into(),
-                        person_code_country: String::new(),
-                        date_of_birth: "1986-01-01".into(),
-                    }),
-                },
-            ))
-            .await
-            .expect("submits")
-            .into_inner()
-            .position;
+            .get_wallet(req("acme", pb::GetWalletRequest { wallet_id: wallet })))
+        .wallet
+        .expect("wallet")
+        .address;
+        let position = ok!(app.identification().submit_identity(req(
+            "acme",
+            pb::SubmitIdentityRequest {
+                user_id: user.clone(),
+                identity: Some(pb::Identity {
+                    first_name: "Ada".into(),
+                    surname: "L".into(),
+                    nationality: "EE".into(),
+                    person_code: "38601010123".into(),
+                    person_code_country: String::new(),
+                    date_of_birth: "1986-01-01".into(),
+                }),
+            },
+        )))
+        .position;
         use pb::lookup_user_request::Key;
         for key in [
             Key::Email("LOOK@example.com".into()),
@@ -245,136 +217,102 @@ mod scenarios {
             assert_eq!(found.user_id, user, "{key:?}");
             assert_eq!(found.wallet_addresses, vec![address.clone()]);
         }
-        assert_error(
-            app.users()
-                .lookup_user(req(
-                    "acme",
-                    pb::LookupUserRequest {
-                        key: Some(Key::Email("nobody@example.com".into())),
-                        min_position: 0,
-                        read_mask: None,
-                    },
-                ))
-                .await,
+        fails!(
+            app.users().lookup_user(req(
+                "acme",
+                pb::LookupUserRequest {
+                    key: Some(Key::Email("nobody@example.com".into())),
+                    min_position: 0,
+                    read_mask: None,
+                },
+            )),
             Code::NotFound,
             "USER_NOT_FOUND",
         );
-        let exists = app
-            .users()
-            .user_exists(req(
-                "acme",
-                pb::UserExistsRequest {
-                    email: "other@example.com".into(),
-                    external_id: "crm-7".into(),
-                    min_position: position,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("answers")
-            .into_inner();
+        let exists = ok!(app.users().user_exists(req(
+            "acme",
+            pb::UserExistsRequest {
+                email: "other@example.com".into(),
+                external_id: "crm-7".into(),
+                min_position: position,
+                ..Default::default()
+            },
+        )));
         assert!(exists.exists);
         assert_eq!(exists.matched_key, "external_id");
         assert_eq!(exists.user_id, user);
-        let missing = app
-            .users()
-            .user_exists(req(
-                "acme",
-                pb::UserExistsRequest {
-                    email: "other@example.com".into(),
-                    min_position: position,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("answers")
-            .into_inner();
+        let missing = ok!(app.users().user_exists(req(
+            "acme",
+            pb::UserExistsRequest {
+                email: "other@example.com".into(),
+                min_position: position,
+                ..Default::default()
+            },
+        )));
         assert!(!missing.exists);
-        let profile = app
-            .users()
-            .get_public_profile(req(
-                "acme",
-                pb::GetPublicProfileRequest {
-                    user_id: user.clone(),
-                    min_position: position,
-                },
-            ))
-            .await
-            .expect("profile")
-            .into_inner()
-            .profile
-            .expect("profile");
+        let profile = ok!(app.users().get_public_profile(req(
+            "acme",
+            pb::GetPublicProfileRequest {
+                user_id: user.clone(),
+                min_position: position,
+            },
+        )))
+        .profile
+        .expect("profile");
         assert_eq!(profile.user_id, user);
         assert!(profile
             .public_profile
             .expect("struct")
             .fields
             .contains_key("nick"));
-        let profiles = app
-            .users()
-            .list_public_profiles(req(
-                "acme",
-                pb::ListPublicProfilesRequest {
-                    user_ids: vec![user.clone(), uuid::Uuid::new_v4().to_string()],
-                    min_position: position,
-                },
-            ))
-            .await
-            .expect("profiles")
-            .into_inner()
-            .profiles;
+        let profiles = ok!(app.users().list_public_profiles(req(
+            "acme",
+            pb::ListPublicProfilesRequest {
+                user_ids: vec![user.clone(), uuid::Uuid::new_v4().to_string()],
+                min_position: position,
+            },
+        )))
+        .profiles;
         assert_eq!(profiles.len(), 1);
     }
 
     pub(super) async fn queries_never_cross_tenants(store: Store) {
         let app = spawn_app(store).await;
         let user = app.register("tenant-a", "cross@example.com").await;
-        let position = app
+        let position = ok!(app
             .users()
-            .deactivate_user(req("tenant-a", ask::deactivate(&user)))
-            .await
-            .expect("deactivates")
-            .into_inner()
-            .position;
-        let listed = app
-            .users()
-            .list_users(req(
-                "tenant-b",
-                pb::ListUsersRequest {
-                    min_position: position,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("lists")
-            .into_inner();
+            .deactivate_user(req("tenant-a", ask::deactivate(&user))))
+        .position;
+        let listed = ok!(app.users().list_users(req(
+            "tenant-b",
+            pb::ListUsersRequest {
+                min_position: position,
+                ..Default::default()
+            },
+        )));
         assert_eq!(listed.total, 0);
-        assert_error(
-            app.users()
-                .lookup_user(req(
-                    "tenant-b",
-                    pb::LookupUserRequest {
-                        key: Some(pb::lookup_user_request::Key::Email(
-                            "cross@example.com".into(),
-                        )),
-                        min_position: position,
-                        read_mask: None,
-                    },
-                ))
-                .await,
+        fails!(
+            app.users().lookup_user(req(
+                "tenant-b",
+                pb::LookupUserRequest {
+                    key: Some(pb::lookup_user_request::Key::Email(
+                        "cross@example.com".into(),
+                    )),
+                    min_position: position,
+                    read_mask: None,
+                },
+            )),
             Code::NotFound,
             "USER_NOT_FOUND",
         );
-        assert_error(
-            app.users()
-                .get_public_profile(req(
-                    "tenant-b",
-                    pb::GetPublicProfileRequest {
-                        user_id: user,
-                        min_position: position,
-                    },
-                ))
-                .await,
+        fails!(
+            app.users().get_public_profile(req(
+                "tenant-b",
+                pb::GetPublicProfileRequest {
+                    user_id: user,
+                    min_position: position,
+                },
+            )),
             Code::NotFound,
             "USER_NOT_FOUND",
         );

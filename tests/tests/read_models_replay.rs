@@ -266,40 +266,29 @@ mod scenarios {
             );
         }
         // A rebuild while the service runs swaps in an equal read model.
-        let before = app
-            .users()
-            .list_users(req(
-                "acme",
-                pb::ListUsersRequest {
-                    limit: 200,
-                    sort_by: pb::UserSortField::Email as i32,
-                    min_position: head,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("lists")
-            .into_inner();
+        let before = ok!(app.users().list_users(req(
+            "acme",
+            pb::ListUsersRequest {
+                limit: 200,
+                sort_by: pb::UserSortField::Email as i32,
+                min_position: head,
+                ..Default::default()
+            },
+        )));
         // The call returns at once with a job; ListProjections reports it to the end.
-        let started = app
-            .projection_admin()
-            .rebuild_projection(operator(pb::RebuildProjectionRequest {
+        let started = ok!(app.projection_admin().rebuild_projection(operator(
+            pb::RebuildProjectionRequest {
                 name: "directory".into(),
-            }))
-            .await
-            .expect("starts a rebuild")
-            .into_inner()
-            .job
-            .expect("a job");
+            }
+        )))
+        .job
+        .expect("a job");
         assert!(!started.job_id.is_empty());
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let job = loop {
-            let listed = app
+            let listed = ok!(app
                 .projection_admin()
-                .list_projections(operator(pb::ListProjectionsRequest {}))
-                .await
-                .expect("lists")
-                .into_inner();
+                .list_projections(operator(pb::ListProjectionsRequest {})));
             let directory = listed
                 .projections
                 .into_iter()
@@ -346,20 +335,15 @@ mod scenarios {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let after = app
-            .users()
-            .list_users(req(
-                "acme",
-                pb::ListUsersRequest {
-                    limit: 200,
-                    sort_by: pb::UserSortField::Email as i32,
-                    min_position: head,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .expect("lists")
-            .into_inner();
+        let after = ok!(app.users().list_users(req(
+            "acme",
+            pb::ListUsersRequest {
+                limit: 200,
+                sort_by: pb::UserSortField::Email as i32,
+                min_position: head,
+                ..Default::default()
+            },
+        )));
         assert_eq!(before.users, after.users);
         assert_eq!(before.total, after.total);
         assert!(projections

@@ -198,25 +198,17 @@ mod scenarios {
             .await
             .expect("connects");
         let wallets = pb::wallet_service_client::WalletServiceClient::new(channel.clone());
-        let credited = wallets
+        let credited = ok!(wallets
             .clone()
-            .credit_tokens(req("acme", credit(&wallet, "1", "k3")))
-            .await
-            .expect("credits on top of the old shapes")
-            .into_inner();
-        let balances = wallets
-            .clone()
-            .get_balances(req(
-                "acme",
-                pb::GetBalancesRequest {
-                    key: Some(pb::get_balances_request::Key::WalletId(wallet.clone())),
-                    min_position: credited.position,
-                },
-            ))
-            .await
-            .expect("balances")
-            .into_inner()
-            .balances;
+            .credit_tokens(req("acme", credit(&wallet, "1", "k3"))));
+        let balances = ok!(wallets.clone().get_balances(req(
+            "acme",
+            pb::GetBalancesRequest {
+                key: Some(pb::get_balances_request::Key::WalletId(wallet.clone())),
+                min_position: credited.position,
+            },
+        )))
+        .balances;
         assert_eq!(
             balances
                 .iter()
@@ -224,8 +216,8 @@ mod scenarios {
                 .collect::<Vec<_>>(),
             ["8"]
         );
-        let state = AuditServiceClient::new(channel.clone())
-            .get_aggregate_state_at(req(
+        let state = ok!(
+            AuditServiceClient::new(channel.clone()).get_aggregate_state_at(req(
                 "acme",
                 pb::GetAggregateStateAtRequest {
                     aggregate_type: "Wallet".into(),
@@ -235,9 +227,7 @@ mod scenarios {
                     )),
                 },
             ))
-            .await
-            .expect("a past state")
-            .into_inner();
+        );
         assert!(
             format!("{:?}", state.state).contains("StringValue(\"7\")"),
             "{:?}",

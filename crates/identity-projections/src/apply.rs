@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use identity_store::StoredEvent;
 use sqlx::AnyConnection;
 
-use crate::read_model::Fold;
+use crate::read_model::{Fold, Target};
 use crate::{Dialect, Projection, ProjectionError};
 
 pub(crate) type Result<T> = std::result::Result<T, ProjectionError>;
@@ -27,7 +27,7 @@ impl<'a> Sql<'a> {
     pub(crate) fn text(&self, sql: &str) -> String {
         let mut s = sql.to_string();
         for model in Projection::ALL.map(Projection::model) {
-            for t in model.tables() {
+            for t in model.tables {
                 s = s.replace(
                     &format!("{{{}}}", t.name),
                     &format!("{}{}", t.name, self.suffix),
@@ -100,7 +100,7 @@ impl Touched {
 impl Folder {
     pub(crate) fn new(p: Projection) -> Self {
         Self {
-            fold: p.model().fold(),
+            fold: (p.model().fold)(),
             touched: None,
         }
     }
@@ -137,17 +137,30 @@ impl Folder {
         e: &StoredEvent,
     ) -> Result<()> {
         self.write(conn, sql).await?;
-        self.fold.apply_alone(conn, sql, e).await
+        self.fold.apply_alone(untracked(conn, sql), e).await
     }
 
     async fn write(&mut self, conn: &mut AnyConnection, sql: &Sql<'_>) -> Result<()> {
-        self.fold.write_rows(conn, sql, self.touched.as_mut()).await
+        let to = Target {
+            conn,
+            sql,
+            touched: self.touched.as_mut(),
+        };
+        self.fold.write_rows(to).await
     }
 
     /// Writes everything pending, then what the read model does last.
     pub(crate) async fn finish(&mut self, conn: &mut AnyConnection, sql: &Sql<'_>) -> Result<()> {
         self.write(conn, sql).await?;
-        self.fold.finish(conn, sql).await
+        self.fold.finish(untracked(conn, sql)).await
+    }
+}
+
+fn untracked<'a>(conn: &'a mut AnyConnection, sql: &'a Sql<'a>) -> Target<'a> {
+    Target {
+        conn,
+        sql,
+        touched: None,
     }
 }
 

@@ -122,16 +122,16 @@ impl Projection {
     pub const ALL: [Projection; 3] = [Self::Balances, Self::Status, Self::Directory];
 
     /// The read model behind each projection: the one list of them.
-    pub(crate) fn model(self) -> &'static dyn read_model::ReadModel {
+    pub(crate) fn model(self) -> &'static read_model::ReadModel {
         match self {
-            Self::Balances => &balances::Balances,
-            Self::Status => &status::Status,
-            Self::Directory => &directory::Directory,
+            Self::Balances => &balances::MODEL,
+            Self::Status => &status::MODEL,
+            Self::Directory => &directory::MODEL,
         }
     }
 
     pub fn name(self) -> &'static str {
-        self.model().name()
+        self.model().name
     }
 
     pub fn parse(name: &str) -> Result<Self, ProjectionError> {
@@ -543,7 +543,7 @@ mod tests {
         let mut tables = std::collections::BTreeSet::new();
         for p in Projection::ALL {
             assert_eq!(Projection::parse(p.name()).ok(), Some(p));
-            for t in p.model().tables() {
+            for t in p.model().tables {
                 assert!(tables.insert(t.name), "{} is listed twice", t.name);
             }
         }

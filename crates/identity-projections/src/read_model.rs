@@ -16,13 +16,21 @@ use crate::schema::Table;
 pub(crate) type Writing<'a> = Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
 
 /// One read model.
-pub(crate) trait ReadModel: Sync {
+pub(crate) struct ReadModel {
     /// Its name, as checkpoints, ListProjections, RebuildProjection and the CLI know it.
-    fn name(&self) -> &'static str;
+    pub(crate) name: &'static str,
     /// Its tables (the first is the one a leftover rebuild is recognized by).
-    fn tables(&self) -> &'static [Table];
+    pub(crate) tables: &'static [Table],
     /// An empty fold for a span of events.
-    fn fold(&self) -> Box<dyn Fold>;
+    pub(crate) fold: fn() -> Box<dyn Fold>,
+}
+
+/// Where a fold writes: a connection, the statements' table names and, when they are tracked,
+/// the balance rows written.
+pub(crate) struct Target<'a> {
+    pub(crate) conn: &'a mut AnyConnection,
+    pub(crate) sql: &'a Sql<'a>,
+    pub(crate) touched: Option<&'a mut Touched>,
 }
 
 /// The rows a span of events leaves of one read model, before they are written. Events carry
@@ -34,24 +42,14 @@ pub(crate) trait Fold: Send + std::fmt::Debug {
     fn fold_event(&mut self, e: &StoredEvent) -> Result<bool>;
     /// Rows waiting to be written.
     fn pending(&self) -> usize;
-    /// Writes the pending rows; notes the balance rows it changed when `touched` is given.
-    fn write_rows<'a>(
-        &'a mut self,
-        conn: &'a mut AnyConnection,
-        sql: &'a Sql<'a>,
-        touched: Option<&'a mut Touched>,
-    ) -> Writing<'a>;
+    /// Writes the pending rows; notes the balance rows it changed when the target tracks them.
+    fn write_rows<'a>(&'a mut self, to: Target<'a>) -> Writing<'a>;
     /// Applies an event [`Fold::fold_event`] refused (the pending rows are written first).
-    fn apply_alone<'a>(
-        &'a mut self,
-        _conn: &'a mut AnyConnection,
-        _sql: &'a Sql<'a>,
-        _e: &'a StoredEvent,
-    ) -> Writing<'a> {
+    fn apply_alone<'a>(&'a mut self, _to: Target<'a>, _e: &'a StoredEvent) -> Writing<'a> {
         Box::pin(async { Ok(()) })
     }
     /// What follows the last write of a span.
-    fn finish<'a>(&'a mut self, _conn: &'a mut AnyConnection, _sql: &'a Sql<'a>) -> Writing<'a> {
+    fn finish<'a>(&'a mut self, _to: Target<'a>) -> Writing<'a> {
         Box::pin(async { Ok(()) })
     }
 }

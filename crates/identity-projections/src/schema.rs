@@ -17,9 +17,22 @@ pub(crate) struct Table {
     pub(crate) trigram: Option<&'static str>,
 }
 
+impl Table {
+    /// A table without extra indexes, ordered by `key`.
+    pub(crate) const fn new(name: &'static str, key: &'static str, create: &'static str) -> Self {
+        Self {
+            name,
+            create,
+            indexes: &[],
+            key,
+            trigram: None,
+        }
+    }
+}
+
 /// A read model's tables.
 pub(crate) fn tables(p: Projection) -> &'static [Table] {
-    p.model().tables()
+    p.model().tables
 }
 
 pub(crate) const CHECKPOINTS: &str = "CREATE TABLE IF NOT EXISTS projection_checkpoints (

@@ -19,11 +19,12 @@ pub fn required<T>(
     raw: &str,
     parse: impl FnOnce(&str) -> Result<T, ValueError>,
 ) -> Option<T> {
-    if raw.trim().is_empty() {
-        v.push(field, "is required");
-        return None;
-    }
-    v.check(field, parse(raw))
+    noted(v, self::field(field, raw, parse))
+}
+
+/// What a field parsed to, or `None` with its violation recorded in `v`.
+fn noted<T>(v: &mut Violations, parsed: Result<T, Refused>) -> Option<T> {
+    parsed.map_err(|e| v.push(e.field, e.why)).ok()
 }
 
 /// A request field that did not parse: its name and why.
@@ -58,6 +59,15 @@ pub fn optional_field<T>(
         return Ok(None);
     }
     checked(name, parse(raw)).map(Some)
+}
+
+/// A field that may be left out (`None`, left as it is); when present it must parse.
+pub fn present<T>(
+    name: &str,
+    raw: Option<&str>,
+    parse: impl FnOnce(&str) -> Result<T, ValueError>,
+) -> Result<Option<T>, Refused> {
+    raw.map(|s| field(name, s, parse)).transpose()
 }
 
 /// A value already parsed, as the field `name`.
@@ -103,10 +113,7 @@ pub fn optional<T>(
     raw: &str,
     parse: impl FnOnce(&str) -> Result<T, ValueError>,
 ) -> Option<T> {
-    if raw.trim().is_empty() {
-        return None;
-    }
-    v.check(field, parse(raw))
+    noted(v, optional_field(field, raw, parse)).flatten()
 }
 
 pub fn parse_date(raw: &str) -> Result<NaiveDate, ValueError> {

@@ -14,13 +14,10 @@ pub(crate) async fn workload(app: &TestApp) -> (String, String, Vec<u64>) {
     let wallet = app.active_wallet("acme", &user).await;
     let mut positions = Vec::new();
     for (i, amount) in ["10", "20", "30"].into_iter().enumerate() {
-        let p = app
+        let p = ok!(app
             .wallets()
-            .credit_tokens(req("acme", credit(&wallet, amount, &format!("a{i}"))))
-            .await
-            .expect("credits")
-            .into_inner()
-            .position;
+            .credit_tokens(req("acme", credit(&wallet, amount, &format!("a{i}")))))
+        .position;
         positions.push(p);
     }
     (user, wallet, positions)
@@ -44,11 +41,7 @@ pub(crate) async fn tamper(app: &TestApp, pg: &str, sqlite: &str) {
 }
 
 pub(crate) async fn first_break(app: &TestApp) -> pb::ChainBreak {
-    let report = audit(app)
-        .verify_chain(req("acme", pb::VerifyChainRequest {}))
-        .await
-        .expect("verifies")
-        .into_inner();
+    let report = ok!(audit(app).verify_chain(req("acme", pb::VerifyChainRequest {})));
     assert!(!report.intact, "tampering went unnoticed: {report:?}");
     report.first_break.expect("a break")
 }

@@ -272,11 +272,7 @@ pub async fn user_with_wallet(
         .await
         .map(registered_id)
         .expect("registers");
-    wallets
-        .open_wallet(req("acme", user_wallet(user, "polygon")))
-        .await
-        .expect("opens")
-        .into_inner()
+    ok!(wallets.open_wallet(req("acme", user_wallet(user, "polygon"))))
         .wallet
         .expect("wallet")
         .wallet_id

@@ -2,6 +2,8 @@
 //! fresh SQLite file, and hands out real tonic clients.
 #![allow(dead_code, unreachable_pub, unused_macros)]
 
+#[macro_use]
+mod macros;
 pub mod binary;
 mod delivery;
 
@@ -420,14 +422,11 @@ impl TestApp {
 
     /// Opens and activates an internal Polygon wallet for a user.
     pub async fn active_wallet(&self, tenant: &str, user_id: &str) -> String {
-        let wallet = self
+        let wallet = ok!(self
             .wallets()
-            .open_wallet(req(tenant, user_wallet(user_id, "polygon")))
-            .await
-            .expect("opens")
-            .into_inner()
-            .wallet
-            .expect("wallet");
+            .open_wallet(req(tenant, user_wallet(user_id, "polygon"))))
+        .wallet
+        .expect("wallet");
         self.wallets()
             .activate_wallet(req(
                 tenant,
@@ -585,15 +584,14 @@ pub fn grpcurl() -> PathBuf {
 /// A project key of `tenant` (what an app calls AuthService with).
 #[allow(dead_code, unreachable_pub)]
 pub async fn project_key(app: &TestApp, tenant: &str) -> String {
-    identity_proto::v1::tenant_service_client::TenantServiceClient::new(app.channel())
-        .issue_project_key(req(
-            tenant,
-            pb::IssueProjectKeyRequest { name: "app".into() },
-        ))
-        .await
-        .expect("issues a key")
-        .into_inner()
-        .secret
+    ok!(
+        identity_proto::v1::tenant_service_client::TenantServiceClient::new(app.channel())
+            .issue_project_key(req(
+                tenant,
+                pb::IssueProjectKeyRequest { name: "app".into() },
+            ))
+    )
+    .secret
 }
 
 #[allow(dead_code, unreachable_pub)]

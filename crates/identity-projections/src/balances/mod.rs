@@ -11,7 +11,7 @@ use sqlx::AnyConnection;
 use crate::apply::{
     chrono_secs, decode, many, tenant_and_id, values_list, Result, Sql, Touched, ROWS_PER_STATEMENT,
 };
-use crate::read_model::{Fold, ReadModel, Writing};
+use crate::read_model::{Fold, ReadModel, Target, Writing};
 use crate::schema::Table;
 
 /// A wallet row to insert: the wallet was opened within the batch.
@@ -45,10 +45,6 @@ pub(crate) struct BalanceFold {
 }
 
 impl BalanceFold {
-    pub(crate) fn rows(&self) -> usize {
-        self.wallets.len() + self.amounts.len()
-    }
-
     pub(crate) fn add(&mut self, e: &StoredEvent) -> Result<()> {
         if e.aggregate_type != "Wallet" {
             return Ok(());
@@ -205,45 +201,33 @@ impl BalanceFold {
     }
 }
 
-/// The balances read model.
-#[derive(Debug)]
-pub(crate) struct Balances;
-
 const RM_WALLETS: Table = Table {
-    name: "rm_wallets",
-    create: "CREATE TABLE IF NOT EXISTS {t} (
-        tenant TEXT NOT NULL, wallet_id TEXT NOT NULL, owner_type TEXT NOT NULL, owner_id TEXT NOT NULL,
-        wallet_type TEXT NOT NULL, network TEXT NOT NULL, address TEXT NOT NULL, explorer_url TEXT,
-        status TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version BIGINT NOT NULL,
-        PRIMARY KEY (tenant, wallet_id))",
     indexes: &["CREATE INDEX IF NOT EXISTS {t}_owner ON {t} (tenant, owner_type, owner_id)"],
-    key: "tenant, wallet_id",
-    trigram: None,
+    ..Table::new(
+        "rm_wallets",
+        "tenant, wallet_id",
+        "CREATE TABLE IF NOT EXISTS {t} (
+            tenant TEXT NOT NULL, wallet_id TEXT NOT NULL, owner_type TEXT NOT NULL, owner_id TEXT NOT NULL,
+            wallet_type TEXT NOT NULL, network TEXT NOT NULL, address TEXT NOT NULL, explorer_url TEXT,
+            status TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version BIGINT NOT NULL,
+            PRIMARY KEY (tenant, wallet_id))",
+    )
 };
 
-const RM_BALANCES: Table = Table {
-    name: "rm_balances",
-    create: "CREATE TABLE IF NOT EXISTS {t} (
+const RM_BALANCES: Table = Table::new(
+    "rm_balances",
+    "tenant, wallet_id, token",
+    "CREATE TABLE IF NOT EXISTS {t} (
         tenant TEXT NOT NULL, wallet_id TEXT NOT NULL, token TEXT NOT NULL, amount TEXT NOT NULL,
         PRIMARY KEY (tenant, wallet_id, token))",
-    indexes: &[],
-    key: "tenant, wallet_id, token",
-    trigram: None,
+);
+
+/// The balances read model.
+pub(crate) const MODEL: ReadModel = ReadModel {
+    name: "balances",
+    tables: &[RM_WALLETS, RM_BALANCES],
+    fold: || Box::<BalanceFold>::default(),
 };
-
-impl ReadModel for Balances {
-    fn name(&self) -> &'static str {
-        "balances"
-    }
-
-    fn tables(&self) -> &'static [Table] {
-        &[RM_WALLETS, RM_BALANCES]
-    }
-
-    fn fold(&self) -> Box<dyn Fold> {
-        Box::<BalanceFold>::default()
-    }
-}
 
 impl Fold for BalanceFold {
     fn fold_event(&mut self, e: &StoredEvent) -> Result<bool> {
@@ -251,15 +235,10 @@ impl Fold for BalanceFold {
     }
 
     fn pending(&self) -> usize {
-        self.rows()
+        self.wallets.len() + self.amounts.len()
     }
 
-    fn write_rows<'a>(
-        &'a mut self,
-        conn: &'a mut AnyConnection,
-        sql: &'a Sql<'a>,
-        touched: Option<&'a mut Touched>,
-    ) -> Writing<'a> {
-        Box::pin(self.write(conn, sql, touched))
+    fn write_rows<'a>(&'a mut self, to: Target<'a>) -> Writing<'a> {
+        Box::pin(self.write(to.conn, to.sql, to.touched))
     }
 }

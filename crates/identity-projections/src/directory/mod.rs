@@ -10,11 +10,10 @@ use identity_domain::wallet::{OwnerType, WalletEvent};
 use identity_store::StoredEvent;
 use sqlx::{AnyConnection, Row};
 
-use crate::apply::Touched;
 use crate::apply::{
     chrono_secs, decode, many, tenant_and_id, values_list, Result, Sql, ROWS_PER_STATEMENT,
 };
-use crate::read_model::{Fold, ReadModel, Writing};
+use crate::read_model::{Fold, ReadModel, Target, Writing};
 use crate::schema::Table;
 
 /// A confirmed email or phone: `set` names the column and its new value; `row` is the
@@ -285,14 +284,6 @@ pub(crate) struct DirectoryFold {
 }
 
 impl DirectoryFold {
-    pub(crate) fn rows(&self) -> usize {
-        self.users.len()
-            + self.wallets.len()
-            + self.person_codes.len()
-            + self.registered.len()
-            + self.refresh.len()
-    }
-
     pub(crate) fn add(&mut self, e: &StoredEvent) -> Result<bool> {
         match (e.aggregate_type.as_str(), e.event_type.as_str()) {
             ("User", "UserRegistered") => {
@@ -443,64 +434,57 @@ impl DirectoryFold {
     }
 }
 
-/// The directory read model.
-#[derive(Debug)]
-pub(crate) struct Directory;
-
 const RM_USERS: Table = Table {
-    name: "rm_users",
-    create: "CREATE TABLE IF NOT EXISTS {t} (
-        tenant TEXT NOT NULL, user_id TEXT NOT NULL, email TEXT, phone TEXT, external_id TEXT,
-        identifier_email TEXT NOT NULL, first_name TEXT, last_name TEXT, locale TEXT,
-        active BIGINT NOT NULL, roles TEXT NOT NULL, public_profile TEXT NOT NULL, merged_into TEXT,
-        created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version BIGINT NOT NULL,
-        search TEXT NOT NULL, PRIMARY KEY (tenant, user_id))",
     indexes: &[
         "CREATE INDEX IF NOT EXISTS {t}_email ON {t} (tenant, email)",
         "CREATE INDEX IF NOT EXISTS {t}_phone ON {t} (tenant, phone)",
         "CREATE INDEX IF NOT EXISTS {t}_external ON {t} (tenant, external_id)",
         "CREATE INDEX IF NOT EXISTS {t}_created ON {t} (tenant, created_at, user_id)",
     ],
-    key: "tenant, user_id",
     trigram: Some("CREATE INDEX IF NOT EXISTS {t}_search ON {t} USING gin (search gin_trgm_ops)"),
+    ..Table::new(
+        "rm_users",
+        "tenant, user_id",
+        "CREATE TABLE IF NOT EXISTS {t} (
+            tenant TEXT NOT NULL, user_id TEXT NOT NULL, email TEXT, phone TEXT, external_id TEXT,
+            identifier_email TEXT NOT NULL, first_name TEXT, last_name TEXT, locale TEXT,
+            active BIGINT NOT NULL, roles TEXT NOT NULL, public_profile TEXT NOT NULL, merged_into TEXT,
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL, version BIGINT NOT NULL,
+            search TEXT NOT NULL, PRIMARY KEY (tenant, user_id))",
+    )
 };
 
 const RM_USER_WALLETS: Table = Table {
-    name: "rm_user_wallets",
-    create: "CREATE TABLE IF NOT EXISTS {t} (
-        tenant TEXT NOT NULL, wallet_id TEXT NOT NULL, user_id TEXT NOT NULL, address TEXT NOT NULL,
-        PRIMARY KEY (tenant, wallet_id))",
     indexes: &[
         "CREATE INDEX IF NOT EXISTS {t}_address ON {t} (tenant, address)",
         "CREATE INDEX IF NOT EXISTS {t}_user ON {t} (tenant, user_id)",
     ],
-    key: "tenant, wallet_id",
-    trigram: None,
+    ..Table::new(
+        "rm_user_wallets",
+        "tenant, wallet_id",
+        "CREATE TABLE IF NOT EXISTS {t} (
+            tenant TEXT NOT NULL, wallet_id TEXT NOT NULL, user_id TEXT NOT NULL, address TEXT NOT NULL,
+            PRIMARY KEY (tenant, wallet_id))",
+    )
 };
 
 const RM_PERSON_CODES: Table = Table {
-    name: "rm_person_codes",
-    create: "CREATE TABLE IF NOT EXISTS {t} (
-        tenant TEXT NOT NULL, user_id TEXT NOT NULL, person_code TEXT NOT NULL,
-        PRIMARY KEY (tenant, user_id))",
     indexes: &["CREATE INDEX IF NOT EXISTS {t}_code ON {t} (tenant, person_code)"],
-    key: "tenant, user_id",
-    trigram: None,
+    ..Table::new(
+        "rm_person_codes",
+        "tenant, user_id",
+        "CREATE TABLE IF NOT EXISTS {t} (
+            tenant TEXT NOT NULL, user_id TEXT NOT NULL, person_code TEXT NOT NULL,
+            PRIMARY KEY (tenant, user_id))",
+    )
 };
 
-impl ReadModel for Directory {
-    fn name(&self) -> &'static str {
-        "directory"
-    }
-
-    fn tables(&self) -> &'static [Table] {
-        &[RM_USERS, RM_USER_WALLETS, RM_PERSON_CODES]
-    }
-
-    fn fold(&self) -> Box<dyn Fold> {
-        Box::<DirectoryFold>::default()
-    }
-}
+/// The directory read model.
+pub(crate) const MODEL: ReadModel = ReadModel {
+    name: "directory",
+    tables: &[RM_USERS, RM_USER_WALLETS, RM_PERSON_CODES],
+    fold: || Box::<DirectoryFold>::default(),
+};
 
 impl Fold for DirectoryFold {
     fn fold_event(&mut self, e: &StoredEvent) -> Result<bool> {
@@ -508,24 +492,19 @@ impl Fold for DirectoryFold {
     }
 
     fn pending(&self) -> usize {
-        self.rows()
+        self.users.len()
+            + self.wallets.len()
+            + self.person_codes.len()
+            + self.registered.len()
+            + self.refresh.len()
     }
 
-    fn write_rows<'a>(
-        &'a mut self,
-        conn: &'a mut AnyConnection,
-        sql: &'a Sql<'a>,
-        _touched: Option<&'a mut Touched>,
-    ) -> Writing<'a> {
-        Box::pin(self.write(conn, sql))
+    fn write_rows<'a>(&'a mut self, to: Target<'a>) -> Writing<'a> {
+        Box::pin(self.write(to.conn, to.sql))
     }
 
-    fn apply_alone<'a>(
-        &'a mut self,
-        conn: &'a mut AnyConnection,
-        sql: &'a Sql<'a>,
-        e: &'a StoredEvent,
-    ) -> Writing<'a> {
+    fn apply_alone<'a>(&'a mut self, to: Target<'a>, e: &'a StoredEvent) -> Writing<'a> {
+        let Target { conn, sql, .. } = to;
         Box::pin(async move {
             if e.aggregate_type == "User" {
                 directory_user(conn, sql, e, &mut self.refresh).await?;
@@ -535,7 +514,7 @@ impl Fold for DirectoryFold {
     }
 
     /// The search texts, once everything they read is written.
-    fn finish<'a>(&'a mut self, conn: &'a mut AnyConnection, sql: &'a Sql<'a>) -> Writing<'a> {
-        Box::pin(self.refresh_search(conn, sql))
+    fn finish<'a>(&'a mut self, to: Target<'a>) -> Writing<'a> {
+        Box::pin(self.refresh_search(to.conn, to.sql))
     }
 }

@@ -10,11 +10,10 @@ use identity_domain::wallet::{OwnerType, WalletEvent};
 use identity_store::StoredEvent;
 use sqlx::{AnyConnection, Row};
 
-use crate::apply::Touched;
 use crate::apply::{
     chrono_secs, decode, many, tenant_and_id, values_list, Result, Sql, ROWS_PER_STATEMENT,
 };
-use crate::read_model::{Fold, ReadModel, Writing};
+use crate::read_model::{Fold, ReadModel, Target, Writing};
 use crate::schema::Table;
 use crate::ProjectionError;
 
@@ -27,10 +26,6 @@ pub(crate) struct StatusFold {
 }
 
 impl StatusFold {
-    pub(crate) fn rows(&self) -> usize {
-        self.opened.len() + self.amounts.len()
-    }
-
     pub(crate) fn add(&mut self, e: &StoredEvent) -> Result<()> {
         if !matches!(
             e.event_type.as_str(),
@@ -380,68 +375,52 @@ pub(crate) async fn status_tier(
     recompute(conn, sql, &tenant, &users).await
 }
 
-/// The status read model.
-#[derive(Debug)]
-pub(crate) struct Status;
-
-const ST_WALLETS: Table = Table {
-    name: "st_wallets",
-    create: "CREATE TABLE IF NOT EXISTS {t} (
+const ST_WALLETS: Table = Table::new(
+    "st_wallets",
+    "tenant, wallet_id",
+    "CREATE TABLE IF NOT EXISTS {t} (
         tenant TEXT NOT NULL, wallet_id TEXT NOT NULL, user_id TEXT NOT NULL,
         PRIMARY KEY (tenant, wallet_id))",
-    indexes: &[],
-    key: "tenant, wallet_id",
-    trigram: None,
-};
+);
 
 const ST_BALANCES: Table = Table {
-    name: "st_balances",
-    create: "CREATE TABLE IF NOT EXISTS {t} (
-        tenant TEXT NOT NULL, user_id TEXT NOT NULL, wallet_id TEXT NOT NULL, token TEXT NOT NULL,
-        amount TEXT NOT NULL, PRIMARY KEY (tenant, wallet_id, token))",
     indexes: &[
         "CREATE INDEX IF NOT EXISTS {t}_token ON {t} (tenant, token)",
         "CREATE INDEX IF NOT EXISTS {t}_user ON {t} (tenant, user_id)",
     ],
-    key: "tenant, wallet_id, token",
-    trigram: None,
+    ..Table::new(
+        "st_balances",
+        "tenant, wallet_id, token",
+        "CREATE TABLE IF NOT EXISTS {t} (
+            tenant TEXT NOT NULL, user_id TEXT NOT NULL, wallet_id TEXT NOT NULL, token TEXT NOT NULL,
+            amount TEXT NOT NULL, PRIMARY KEY (tenant, wallet_id, token))",
+    )
 };
 
-const ST_TIERS: Table = Table {
-    name: "st_tiers",
-    create: "CREATE TABLE IF NOT EXISTS {t} (
+const ST_TIERS: Table = Table::new(
+    "st_tiers",
+    "tenant, tier_id",
+    "CREATE TABLE IF NOT EXISTS {t} (
         tenant TEXT NOT NULL, tier_id TEXT NOT NULL, name TEXT NOT NULL, description TEXT,
         min_balance TEXT NOT NULL, discount TEXT NOT NULL, image_url TEXT,
         eligible_tokens TEXT NOT NULL, retired BIGINT NOT NULL, created_at TEXT NOT NULL,
         updated_at TEXT NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (tenant, tier_id))",
-    indexes: &[],
-    key: "tenant, tier_id",
-    trigram: None,
-};
+);
 
-const RM_USER_STATUS: Table = Table {
-    name: "rm_user_status",
-    create: "CREATE TABLE IF NOT EXISTS {t} (
+const RM_USER_STATUS: Table = Table::new(
+    "rm_user_status",
+    "tenant, user_id",
+    "CREATE TABLE IF NOT EXISTS {t} (
         tenant TEXT NOT NULL, user_id TEXT NOT NULL, qualifying TEXT NOT NULL, highest TEXT,
         PRIMARY KEY (tenant, user_id))",
-    indexes: &[],
-    key: "tenant, user_id",
-    trigram: None,
+);
+
+/// The status read model.
+pub(crate) const MODEL: ReadModel = ReadModel {
+    name: "status",
+    tables: &[ST_WALLETS, ST_BALANCES, ST_TIERS, RM_USER_STATUS],
+    fold: || Box::<StatusFold>::default(),
 };
-
-impl ReadModel for Status {
-    fn name(&self) -> &'static str {
-        "status"
-    }
-
-    fn tables(&self) -> &'static [Table] {
-        &[ST_WALLETS, ST_BALANCES, ST_TIERS, RM_USER_STATUS]
-    }
-
-    fn fold(&self) -> Box<dyn Fold> {
-        Box::<StatusFold>::default()
-    }
-}
 
 impl Fold for StatusFold {
     fn fold_event(&mut self, e: &StoredEvent) -> Result<bool> {
@@ -454,24 +433,15 @@ impl Fold for StatusFold {
     }
 
     fn pending(&self) -> usize {
-        self.rows()
+        self.opened.len() + self.amounts.len()
     }
 
-    fn write_rows<'a>(
-        &'a mut self,
-        conn: &'a mut AnyConnection,
-        sql: &'a Sql<'a>,
-        _touched: Option<&'a mut Touched>,
-    ) -> Writing<'a> {
-        Box::pin(self.write(conn, sql))
+    fn write_rows<'a>(&'a mut self, to: Target<'a>) -> Writing<'a> {
+        Box::pin(self.write(to.conn, to.sql))
     }
 
-    fn apply_alone<'a>(
-        &'a mut self,
-        conn: &'a mut AnyConnection,
-        sql: &'a Sql<'a>,
-        e: &'a StoredEvent,
-    ) -> Writing<'a> {
+    fn apply_alone<'a>(&'a mut self, to: Target<'a>, e: &'a StoredEvent) -> Writing<'a> {
+        let Target { conn, sql, .. } = to;
         Box::pin(async move {
             if e.aggregate_type == "StatusTier" {
                 status_tier(conn, sql, e).await?;

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use identity_domain::session::SessionCommand;
-use identity_domain::session::{CodeChannel, SessionEnd};
+use identity_domain::session::{CodeChannel, SessionEnd, SignInState};
 use identity_domain::user::{Credential, Secret, User, UserCommand, UserEvent};
 use identity_domain::values::{Email, ExternalId, PersonCode, Phone, SessionId, UserId};
 use identity_domain::{ClaimKind, DomainError};
@@ -62,6 +62,54 @@ pub(crate) struct RefreshToken {
     pub(crate) account: Account,
     pub(crate) session: SessionId,
     pub(crate) digest: String,
+}
+
+/// What continuing a presented session takes: its next refresh token, when that expires,
+/// and the command that records it.
+pub(crate) struct Renewal {
+    pub(crate) token: String,
+    pub(crate) expires_at: DateTime<Utc>,
+    pub(crate) command: SessionCommand,
+}
+
+impl RefreshToken {
+    /// The next refresh token of this session.
+    pub(crate) fn renewal(&self, ctx: &RequestContext, core: &Core) -> Renewal {
+        let at = Utc::now();
+        let (token, refresh_digest) = new_refresh_token(ctx, self.account, self.session);
+        let expires_at = refresh_expiry(core, at);
+        let command = SessionCommand::Refresh {
+            session: self.session,
+            presented: self.digest.clone(),
+            refresh_digest,
+            expires_at,
+            at,
+        };
+        Renewal {
+            token,
+            expires_at,
+            command,
+        }
+    }
+
+    /// The command that ends this session, when the token is its current one.
+    pub(crate) fn sign_out(&self, sign_in: &SignInState) -> Option<SessionCommand> {
+        let at = Utc::now();
+        let current = sign_in
+            .live_sessions(at)
+            .find(|(id, _)| **id == self.session)
+            .is_some_and(|(_, s)| s.refresh_digest == self.digest);
+        current.then_some(SessionCommand::End {
+            session: Some(self.session),
+            reason: SessionEnd::SignedOut,
+            at,
+        })
+    }
+}
+
+/// When a refresh token made at `at` expires.
+pub(crate) fn refresh_expiry(core: &Core, at: DateTime<Utc>) -> DateTime<Utc> {
+    at + chrono::Duration::seconds(core.settings.refresh_token_ttl_secs)
 }
 
 fn digest(token: &str) -> String {
@@ -172,10 +220,6 @@ impl AuthApi {
             refresh_token,
             refresh_expires,
         )
-    }
-
-    fn refresh_expiry(&self, at: DateTime<Utc>) -> DateTime<Utc> {
-        at + chrono::Duration::seconds(self.core.settings.refresh_token_ttl_secs)
     }
 
     async fn run(
@@ -361,7 +405,7 @@ impl AuthService for AuthApi {
         let at = Utc::now();
         let session = SessionId(uuid::Uuid::new_v4());
         let (refresh_token, refresh_digest) = new_refresh_token(&ctx, Account::User(user), session);
-        let expires_at = self.refresh_expiry(at);
+        let expires_at = refresh_expiry(&self.core, at);
         let executed = self
             .run(
                 &ctx,
@@ -400,22 +444,9 @@ impl AuthService for AuthApi {
                 return Ok(Response::new(refreshed));
             }
         };
-        let at = Utc::now();
-        let (refresh_token, refresh_digest) =
-            new_refresh_token(&ctx, presented.account, presented.session);
-        let expires_at = self.refresh_expiry(at);
+        let renewal = presented.renewal(&ctx, &self.core);
         let executed = self
-            .run(
-                &ctx,
-                user,
-                UserCommand::Sessions(SessionCommand::Refresh {
-                    session: presented.session,
-                    presented: presented.digest,
-                    refresh_digest,
-                    expires_at,
-                    at,
-                }),
-            )
+            .run(&ctx, user, UserCommand::Sessions(renewal.command))
             .await
             .map_err(|e| match e {
                 // An unknown user says nothing more than an invalid token.
@@ -428,8 +459,8 @@ impl AuthService for AuthApi {
             &ctx,
             &executed.aggregate,
             presented.session,
-            refresh_token,
-            expires_at,
+            renewal.token,
+            renewal.expires_at,
         )?;
         Ok(Response::new(pb::RefreshResponse {
             tokens: Some(tokens),
@@ -452,25 +483,10 @@ impl AuthService for AuthApi {
             .load_user(&ctx, user)
             .await
             .map_err(|_| ApiError::from(DomainError::InvalidRefreshToken))?;
-        let current = loaded
-            .aggregate
-            .live_sessions(Utc::now())
-            .find(|(id, _)| **id == presented.session)
-            .is_some_and(|(_, s)| s.refresh_digest == presented.digest);
-        if !current {
-            return Err(ApiError::from(DomainError::InvalidRefreshToken).into());
-        }
-        let executed = self
-            .run(
-                &ctx,
-                user,
-                UserCommand::Sessions(SessionCommand::End {
-                    session: Some(presented.session),
-                    reason: SessionEnd::SignedOut,
-                    at: Utc::now(),
-                }),
-            )
-            .await?;
+        let end = presented
+            .sign_out(&loaded.aggregate.sign_in)
+            .ok_or_else(|| ApiError::from(DomainError::InvalidRefreshToken))?;
+        let executed = self.run(&ctx, user, UserCommand::Sessions(end)).await?;
         Ok(Response::new(pb::SignOutResponse {
             position: executed.position,
         }))

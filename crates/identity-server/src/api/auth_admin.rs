@@ -4,15 +4,13 @@
 
 use chrono::Utc;
 use identity_domain::admin::{admin_aggregate_id, admin_id, Admin, AdminCommand};
-use identity_domain::session::SessionCommand;
-use identity_domain::session::SessionEnd;
 use identity_domain::user::{CredentialVerifier as _, Secret};
 use identity_domain::values::{Email, SessionId};
 use identity_domain::DomainError;
 use identity_proto::v1 as pb;
 use uuid::Uuid;
 
-use super::auth::{new_refresh_token, sign_tokens, Account, RefreshToken, Subject};
+use super::auth::{new_refresh_token, refresh_expiry, sign_tokens, Account, RefreshToken, Subject};
 use crate::context::RequestContext;
 use crate::core::Core;
 use crate::error::{ApiError, ApiResult};
@@ -50,10 +48,6 @@ fn tokens(
         roles: vec![admin_type.as_str().to_string()],
     };
     sign_tokens(core, ctx, subject, session, refresh_token, refresh_expires)
-}
-
-fn refresh_expiry(core: &Core, at: chrono::DateTime<Utc>) -> chrono::DateTime<Utc> {
-    at + chrono::Duration::seconds(core.settings.refresh_token_ttl_secs)
 }
 
 /// Signs an admin in. An unknown admin, or one that does not act in the key's tenant, costs
@@ -124,29 +118,15 @@ pub(super) async fn refresh(
     admin: Uuid,
     presented: RefreshToken,
 ) -> ApiResult<pb::RefreshResponse> {
-    let at = Utc::now();
-    let (refresh_token, refresh_digest) =
-        new_refresh_token(ctx, presented.account, presented.session);
-    let expires_at = refresh_expiry(core, at);
-    let executed = run(
-        core,
-        ctx,
-        admin,
-        AdminCommand::Sessions(SessionCommand::Refresh {
-            session: presented.session,
-            presented: presented.digest,
-            refresh_digest,
-            expires_at,
-            at,
-        }),
-    )
-    .await
-    .map_err(|e| match e {
-        ApiError::Domain(DomainError::AdminNotFound | DomainError::AdminRemoved) => {
-            DomainError::InvalidRefreshToken.into()
-        }
-        e => e,
-    })?;
+    let renewal = presented.renewal(ctx, core);
+    let executed = run(core, ctx, admin, AdminCommand::Sessions(renewal.command))
+        .await
+        .map_err(|e| match e {
+            ApiError::Domain(DomainError::AdminNotFound | DomainError::AdminRemoved) => {
+                DomainError::InvalidRefreshToken.into()
+            }
+            e => e,
+        })?;
     if !executed.aggregate.acts_in(&ctx.tenant) {
         return Err(DomainError::InvalidRefreshToken.into());
     }
@@ -155,8 +135,8 @@ pub(super) async fn refresh(
         ctx,
         &executed.aggregate,
         presented.session,
-        refresh_token,
-        expires_at,
+        renewal.token,
+        renewal.expires_at,
     )?;
     Ok(pb::RefreshResponse {
         tokens: Some(tokens),
@@ -177,26 +157,10 @@ pub(super) async fn sign_out(
         .load::<Admin>(&admin_aggregate_id(&admin))
         .await?
         .ok_or_else(invalid)?;
-    let current = loaded
-        .aggregate
-        .sign_in
-        .live_sessions(Utc::now())
-        .find(|(id, _)| **id == presented.session)
-        .is_some_and(|(_, s)| s.refresh_digest == presented.digest);
-    if !current {
-        return Err(invalid());
-    }
-    let executed = run(
-        core,
-        ctx,
-        admin,
-        AdminCommand::Sessions(SessionCommand::End {
-            session: Some(presented.session),
-            reason: SessionEnd::SignedOut,
-            at: Utc::now(),
-        }),
-    )
-    .await?;
+    let end = presented
+        .sign_out(&loaded.aggregate.sign_in)
+        .ok_or_else(invalid)?;
+    let executed = run(core, ctx, admin, AdminCommand::Sessions(end)).await?;
     Ok(pb::SignOutResponse {
         position: executed.position,
     })

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::context::RequestContext;
-use crate::convert::{checked, field, optional_field, parse_fields};
+use crate::convert::{checked, field, optional_field, parse_fields, present};
 use crate::convert::{required, tier_to_pb, tier_view_to_pb};
 use crate::core::{deadline_of, Core};
 use crate::error::{ApiError, ApiResult};
@@ -162,27 +162,11 @@ impl TryFrom<&pb::UpdateStatusTierRequest> for TierChange {
         // A field that is present must parse; an absent one is left as it is.
         parse_fields! {
             tier = field("tier_id", &req.tier_id, TierId::parse),
-            name = req.name.as_deref().map(|s| field("name", s, Name::parse)).transpose(),
-            description = req
-                .description
-                .as_deref()
-                .map(|s| field("description", s, Text::parse))
-                .transpose(),
-            min_balance = req
-                .min_balance
-                .as_deref()
-                .map(|s| field("min_balance", s, TokenAmount::parse))
-                .transpose(),
-            discount = req
-                .discount_percentage
-                .as_deref()
-                .map(|s| field("discount_percentage", s, Percentage::parse))
-                .transpose(),
-            image_url = req
-                .image_url
-                .as_deref()
-                .map(|s| field("image_url", s, Url::parse))
-                .transpose(),
+            name = present("name", req.name.as_deref(), Name::parse),
+            description = present("description", req.description.as_deref(), Text::parse),
+            min_balance = present("min_balance", req.min_balance.as_deref(), TokenAmount::parse),
+            discount = present("discount_percentage", req.discount_percentage.as_deref(), Percentage::parse),
+            image_url = present("image_url", req.image_url.as_deref(), Url::parse),
         }
         Ok(Self(
             tier,
