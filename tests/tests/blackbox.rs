@@ -88,28 +88,13 @@ fn a_new_user_drives_the_default_embedded_store_with_grpcurl() {
 
     let wallet_id = server.open_active_wallet(&user_id);
 
-    let (ok, credit) = server.call(
-        "identity.v1.WalletService/CreditTokens",
-        &format!(
-            r#"{{"wallet_id":"{wallet_id}","token":"PTS","amount":"100","idempotency_key":"c1"}}"#
-        ),
-    );
+    let (ok, credit) = server.move_tokens("CreditTokens", &wallet_id, "100", "c1");
     assert!(ok, "{credit}");
     assert_eq!(credit["balance"], "100");
-    let (ok, debit) = server.call(
-        "identity.v1.WalletService/DebitTokens",
-        &format!(
-            r#"{{"wallet_id":"{wallet_id}","token":"PTS","amount":"30","idempotency_key":"d1"}}"#
-        ),
-    );
+    let (ok, debit) = server.move_tokens("DebitTokens", &wallet_id, "30", "d1");
     assert!(ok, "{debit}");
     assert_eq!(debit["balance"], "70");
-    let (ok, short) = server.call(
-        "identity.v1.WalletService/DebitTokens",
-        &format!(
-            r#"{{"wallet_id":"{wallet_id}","token":"PTS","amount":"100","idempotency_key":"d2"}}"#
-        ),
-    );
+    let (ok, short) = server.move_tokens("DebitTokens", &wallet_id, "100", "d2");
     assert!(!ok);
     assert_eq!(short["code"], 9, "FAILED_PRECONDITION: {short}");
     assert_eq!(reason_of(&short), "INSUFFICIENT_BALANCE");

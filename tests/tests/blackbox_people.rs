@@ -62,12 +62,7 @@ async fn a_person_signs_in_with_grpcurl(store: Store) {
     );
     assert!(ok, "{out}");
     let wallet_id = server.open_active_wallet(&user_id);
-    let (ok, credit) = server.call(
-        "identity.v1.WalletService/CreditTokens",
-        &format!(
-            r#"{{"wallet_id":"{wallet_id}","token":"PTS","amount":"100","idempotency_key":"c1"}}"#
-        ),
-    );
+    let (ok, credit) = server.move_tokens("CreditTokens", &wallet_id, "100", "c1");
     assert!(ok, "{credit}");
     let (ok, key) = server.call(
         "identity.v1.TenantService/IssueProjectKey",

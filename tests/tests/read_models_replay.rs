@@ -87,32 +87,19 @@ mod scenarios {
                     let w = wallets[next(wallets.len() as u64) as usize].clone();
                     let token = ["PTS", "USDC", "EUR"][next(3) as usize];
                     let amount = (1 + next(500)).to_string();
+                    let wallets_api = &mut app.wallets();
                     if next(3) == 0 {
-                        app.wallets()
-                            .debit_tokens(req(
-                                "acme",
-                                pb::DebitTokensRequest {
-                                    wallet_id: w,
-                                    token: token.into(),
-                                    amount,
-                                    idempotency_key: format!("d{i}"),
-                                },
-                            ))
-                            .await
-                            .is_ok()
+                        let debit = pb::DebitTokensRequest {
+                            token: token.into(),
+                            ..debit(&w, &amount, &format!("d{i}"))
+                        };
+                        wallets_api.debit_tokens(req("acme", debit)).await.is_ok()
                     } else {
-                        app.wallets()
-                            .credit_tokens(req(
-                                "acme",
-                                pb::CreditTokensRequest {
-                                    wallet_id: w,
-                                    token: token.into(),
-                                    amount,
-                                    idempotency_key: format!("c{i}"),
-                                },
-                            ))
-                            .await
-                            .is_ok()
+                        let credit = pb::CreditTokensRequest {
+                            token: token.into(),
+                            ..credit(&w, &amount, &format!("c{i}"))
+                        };
+                        wallets_api.credit_tokens(req("acme", credit)).await.is_ok()
                     }
                 }
                 60..=64 => {

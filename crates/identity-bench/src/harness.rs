@@ -49,6 +49,11 @@ pub(crate) struct Outcome {
     pub(crate) peak_rss_mib: Option<f64>,
 }
 
+/// Runs `op` for the warm-up seconds, unreported.
+pub(crate) async fn warm_up(args: &Args, op: Op) {
+    let _ = load("warm-up", args, args.warmup, op).await;
+}
+
 /// Runs `op` from `concurrency` workers for `seconds`; returns counts and latencies.
 pub(crate) async fn load(name: &str, args: &Args, seconds: u64, op: Op) -> Outcome {
     let deadline = Instant::now() + Duration::from_secs(seconds);

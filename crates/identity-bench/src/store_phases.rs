@@ -175,13 +175,7 @@ pub(crate) async fn replay_and_growth(
         .await?;
         pool.close().await;
         let run = uuid::Uuid::new_v4().simple().to_string();
-        let _ = load(
-            "warm-up",
-            args,
-            args.warmup,
-            credit_spread(&channels, &wallets, &format!("w{run}")),
-        )
-        .await;
+        warm_up(args, credit_spread(&channels, &wallets, &format!("w{run}"))).await;
         let mut outcome = load(
             &format!(
                 "CreditTokens, {} wallets, {stored} events stored",
@@ -251,7 +245,7 @@ pub(crate) async fn list_users(args: &Args, figures: &mut Vec<Figure>) -> anyhow
         };
         let mut args8 = args.clone();
         args8.concurrency = 8;
-        let _ = load("warm-up", &args8, args.warmup, op.clone()).await;
+        warm_up(&args8, op.clone()).await;
         let mut outcome = load(
             &format!("ListUsers search, {} users, 8 concurrent", args.users),
             &args8,
@@ -319,13 +313,7 @@ pub(crate) async fn sqlite(args: &Args) -> anyhow::Result<(Outcome, f64)> {
         let seeded = wallets(&channels[0], args.wallets).await?;
         let wallet_ids: Vec<String> = seeded.into_iter().map(|(_, w)| w).collect();
         let run = uuid::Uuid::new_v4().simple().to_string();
-        let _ = load(
-            "warm-up",
-            args,
-            args.warmup,
-            credit_spread(&channels, &wallet_ids, &format!("w{run}")),
-        )
-        .await;
+        warm_up(args, credit_spread(&channels, &wallet_ids, &format!("w{run}"))).await;
         let mut outcome = load(
             &format!("CreditTokens on SQLite, {} wallets", args.wallets),
             args,

@@ -164,7 +164,7 @@ pub(crate) async fn service_workload(args: &Args, kind: &str) -> anyhow::Result<
             }
         }
     };
-    let _ = load("warm-up", args, args.warmup, make("warm")).await;
+    warm_up(args, make("warm")).await;
     let name = match kind {
         "credit_spread" => format!("CreditTokens, {} wallets", args.wallets),
         "credit_hot" => "CreditTokens, one hot wallet".to_string(),
@@ -294,10 +294,8 @@ pub(crate) async fn argon(args: &Args) -> anyhow::Result<ArgonRun> {
     }
     let wallet_ids: Vec<String> = seeded.iter().map(|(_, w)| w.clone()).collect();
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let _ = load(
-        "warm-up",
+    warm_up(
         args,
-        args.warmup,
         credit_spread(&channels, &wallet_ids, &format!("w{run}")),
     )
     .await;

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::DomainError;
-use crate::session::{SessionCommand, SessionEnd, SignInFact, SignInState};
+use crate::session::{SessionCommand, SessionEnd, SignIn, SignInFact, SignInState};
 use crate::tenant::SYSTEM_SCOPE;
 use crate::user::{Credential, Secret, UserServices};
-use crate::values::{Email, Name, SessionId, TenantId};
+use crate::values::{Email, Name, TenantId};
 use crate::RecordsRejection;
 
 /// What an admin is for; each type is a documented set of permissions (server side).
@@ -81,13 +81,7 @@ pub enum AdminCommand {
         at: DateTime<Utc>,
     },
     /// Checks the password (unless locked) and, when right, opens a session.
-    SignIn {
-        password: Secret,
-        session: SessionId,
-        refresh_digest: String,
-        expires_at: DateTime<Utc>,
-        at: DateTime<Utc>,
-    },
+    SignIn(SignIn),
     /// Refreshes or ends sessions.
     Sessions(SessionCommand),
 }
@@ -234,7 +228,7 @@ impl Admin {
                 .map(E::AdminSignIn)
                 .into_iter()
                 .collect(),
-            AdminCommand::SetPassword { .. } | AdminCommand::SignIn { .. } => {
+            AdminCommand::SetPassword { .. } | AdminCommand::SignIn(_) => {
                 return Err(DomainError::invalid(
                     "password",
                     "passwords are hashed by the handler",
@@ -270,30 +264,22 @@ impl Admin {
                 );
                 Ok(events)
             }
-            AdminCommand::SignIn {
-                password,
-                session,
-                refresh_digest,
-                expires_at,
-                at,
-            } => {
-                self.sign_in.ensure_unlocked(at)?;
+            AdminCommand::SignIn(attempt) => {
+                self.sign_in.ensure_unlocked(attempt.at)?;
                 let current = self.credential.as_ref().ok_or(DomainError::NoCredential)?;
-                let right = services.credentials.verify(current, &password).await?;
-                let mut events: Vec<AdminEvent> = self
+                let right = services
+                    .credentials
+                    .verify(current, &attempt.password)
+                    .await?;
+                let mut facts: Vec<SignInFact> = self
                     .sign_in
-                    .checked(right, at)
-                    .map(E::AdminSignIn)
+                    .checked(right, attempt.at)
                     .into_iter()
                     .collect();
                 if right {
-                    events.extend(
-                        self.sign_in
-                            .start(session, refresh_digest, expires_at, at)
-                            .into_iter()
-                            .map(E::AdminSignIn),
-                    );
+                    facts.extend(self.sign_in.opened(attempt));
                 }
+                let events = facts.into_iter().map(E::AdminSignIn).collect();
                 Ok(events)
             }
             other => self.decide_plain(other),
@@ -312,7 +298,7 @@ impl Admin {
         services: &UserServices,
     ) -> Result<Vec<AdminEvent>, DomainError> {
         match command {
-            c @ (AdminCommand::SetPassword { .. } | AdminCommand::SignIn { .. }) => {
+            c @ (AdminCommand::SetPassword { .. } | AdminCommand::SignIn(_)) => {
                 self.decide_with_password(c, services).await
             }
             c => self.decide_plain(c),

@@ -11,7 +11,19 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
+use crate::user::Secret;
 use crate::values::SessionId;
+
+/// A sign-in: the password presented, and the session it opens when the password is right.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignIn {
+    pub password: Secret,
+    pub session: SessionId,
+    /// The digest of the session's first refresh token.
+    pub refresh_digest: String,
+    pub expires_at: DateTime<Utc>,
+    pub at: DateTime<Utc>,
+}
 
 /// Wrong passwords in a row before the account locks.
 pub const LOCK_AFTER_FAILURES: u32 = 20;
@@ -237,6 +249,16 @@ impl SignInState {
             reason,
             at,
         })
+    }
+
+    /// The session a sign-in whose password was right opens.
+    pub fn opened(&self, attempt: SignIn) -> Vec<SignInFact> {
+        self.start(
+            attempt.session,
+            attempt.refresh_digest,
+            attempt.expires_at,
+            attempt.at,
+        )
     }
 
     /// A new session, ending the least recently used ones beyond [`MAX_SESSIONS`].

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use common::*;
 use cqrs_es::test::TestFramework;
 use identity_domain::admin::*;
-use identity_domain::session::SessionCommand;
 use identity_domain::session::{lock_for, SessionEnd, SignInFact};
+use identity_domain::session::{SessionCommand, SignIn};
 use identity_domain::user::{Credential, Secret};
 use identity_domain::values::SessionId;
 use identity_domain::DomainError;
@@ -38,13 +38,13 @@ fn session(n: u128) -> SessionId {
 }
 
 fn sign_in(password: &str, at: i64) -> AdminCommand {
-    AdminCommand::SignIn {
+    AdminCommand::SignIn(SignIn {
         password: Secret::new(password),
         session: session(1),
         refresh_digest: "d1".into(),
         expires_at: t(10_000),
         at: t(at),
-    }
+    })
 }
 
 fn failures(n: u32) -> Vec<AdminEvent> {

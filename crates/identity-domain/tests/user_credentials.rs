@@ -5,7 +5,7 @@ mod common;
 
 use common::users::*;
 use common::*;
-use identity_domain::session::SessionCommand;
+use identity_domain::session::{SessionCommand, SignIn};
 use identity_domain::user::*;
 use identity_domain::values::*;
 use identity_domain::DomainError;
@@ -89,13 +89,13 @@ fn a_refresh_token_rotates_and_a_reused_one_ends_the_session() {
     };
     given_registered()
         .and(with_password())
-        .when(UserCommand::SignIn {
+        .when(UserCommand::SignIn(SignIn {
             password: Secret::new("right"),
             session,
             refresh_digest: "d1".into(),
             expires_at: t(1000),
             at: t(0),
-        })
+        }))
         .then_expect_events(vec![started.clone()]);
     given_registered()
         .and(vec![started.clone()])

@@ -64,6 +64,22 @@ pub fn deadline_of<T>(request: &tonic::Request<T>) -> std::time::Duration {
         .min(std::time::Duration::from_secs(30))
 }
 
+/// An aggregate the core runs commands on: its errors are the domain's, its events say which
+/// of them record a refused attempt, and its command can be decided again after a lost race.
+pub trait Runnable:
+    Aggregate<Error = DomainError, Event: RecordsRejection, Command: Clone + Send + Sync>
+    + Clone
+    + 'static
+{
+}
+
+impl<A> Runnable for A where
+    A: Aggregate<Error = DomainError, Event: RecordsRejection, Command: Clone + Send + Sync>
+        + Clone
+        + 'static
+{
+}
+
 impl Core {
     pub fn new(
         log: EventLog,
@@ -121,18 +137,13 @@ impl Core {
 
     /// Runs a command on one aggregate of the caller's tenant. An event that records a
     /// refused attempt (a wrong code) is kept, and the caller still gets its error.
-    pub async fn execute<A>(
+    pub async fn execute<A: Runnable>(
         &self,
         ctx: &RequestContext,
         id: &str,
         command: A::Command,
         services: &A::Services,
-    ) -> ApiResult<Executed<A>>
-    where
-        A: Aggregate<Error = DomainError> + Clone + 'static,
-        A::Command: Clone + Send + Sync,
-        A::Event: RecordsRejection,
-    {
+    ) -> ApiResult<Executed<A>> {
         self.execute_as(ctx.event_metadata(), id, command, services)
             .await
     }
@@ -157,18 +168,13 @@ impl Core {
     }
 
     /// [`Core::execute`] outside any one tenant (the access registry), recording `metadata`.
-    pub async fn execute_as<A>(
+    pub async fn execute_as<A: Runnable>(
         &self,
         metadata: std::collections::HashMap<String, String>,
         id: &str,
         command: A::Command,
         services: &A::Services,
-    ) -> ApiResult<Executed<A>>
-    where
-        A: Aggregate<Error = DomainError> + Clone + 'static,
-        A::Command: Clone + Send + Sync,
-        A::Event: RecordsRejection,
-    {
+    ) -> ApiResult<Executed<A>> {
         self.transact_as::<A, _>(metadata, id, |mut unit| {
             let command = command.clone();
             Box::pin(async move {

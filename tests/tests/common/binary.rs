@@ -149,6 +149,22 @@ impl Server {
         wallet_id
     }
 
+    /// CreditTokens or DebitTokens (`rpc`) of PTS on a wallet, through grpcurl.
+    pub fn move_tokens(
+        &self,
+        rpc: &str,
+        wallet_id: &str,
+        amount: &str,
+        key: &str,
+    ) -> (bool, Value) {
+        self.call(
+            &format!("identity.v1.WalletService/{rpc}"),
+            &format!(
+                r#"{{"wallet_id":"{wallet_id}","token":"PTS","amount":"{amount}","idempotency_key":"{key}"}}"#
+            ),
+        )
+    }
+
     /// Runs grpcurl against the server; returns (success, stdout JSON or error JSON).
     pub fn call(&self, method: &str, body: &str) -> (bool, Value) {
         let mut headers = vec![format!("authorization: Bearer {}", self.token)];

@@ -87,13 +87,7 @@ pub enum UserCommand {
         at: DateTime<Utc>,
     },
     /// Verifies the password and opens a session whose refresh token has `refresh_digest`.
-    SignIn {
-        password: Secret,
-        session: SessionId,
-        refresh_digest: String,
-        expires_at: DateTime<Utc>,
-        at: DateTime<Utc>,
-    },
+    SignIn(SignIn),
     /// Refreshes or ends sessions.
     Sessions(SessionCommand),
     RequestPasswordReset {

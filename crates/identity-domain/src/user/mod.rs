@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::derive::{identifier_email, IdentifierSource};
 use crate::error::DomainError;
 use crate::session::{
-    seconds_until, CodeChannel, Session, SessionCommand, SessionEnd, SignInFact, SignInState,
-    CODE_ATTEMPT_WINDOW_SECS, CODE_COOLDOWN_SECS,
+    seconds_until, CodeChannel, Session, SessionCommand, SessionEnd, SignIn, SignInFact,
+    SignInState, CODE_ATTEMPT_WINDOW_SECS, CODE_COOLDOWN_SECS,
 };
 use crate::values::{
     Email, ExternalId, JsonObject, Locale, Name, Phone, Role, SessionId, TenantId, UserId,
@@ -454,22 +454,13 @@ impl User {
             C::VerifyPassword { password, at } => {
                 self.check_password(&password, true, at, services).await?.1
             }
-            C::SignIn {
-                password,
-                session,
-                refresh_digest,
-                expires_at,
-                at,
-            } => {
-                let (right, mut events) =
-                    self.check_password(&password, true, at, services).await?;
+            C::SignIn(attempt) => {
+                let (right, mut events) = self
+                    .check_password(&attempt.password, true, attempt.at, services)
+                    .await?;
                 if right {
-                    events.extend(
-                        self.sign_in
-                            .start(session, refresh_digest, expires_at, at)
-                            .into_iter()
-                            .map(UserEvent::from),
-                    );
+                    let opened = self.sign_in.opened(attempt);
+                    events.extend(opened.into_iter().map(UserEvent::from));
                 }
                 events
             }

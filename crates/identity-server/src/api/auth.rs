@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use identity_domain::session::SessionCommand;
-use identity_domain::session::{CodeChannel, SessionEnd, SignInState};
+use identity_domain::session::{CodeChannel, SessionEnd, SignIn, SignInState};
 use identity_domain::user::{Credential, Secret, User, UserCommand, UserEvent};
 use identity_domain::values::{Email, ExternalId, PersonCode, Phone, SessionId, UserId};
 use identity_domain::{ClaimKind, DomainError};
@@ -105,6 +105,26 @@ impl RefreshToken {
             at,
         })
     }
+}
+
+/// A new session of `account`: its first refresh token, and the sign-in that opens it.
+pub(crate) fn opening(
+    ctx: &RequestContext,
+    core: &Core,
+    account: Account,
+    password: Secret,
+) -> (String, SignIn) {
+    let at = Utc::now();
+    let session = SessionId(uuid::Uuid::new_v4());
+    let (refresh_token, refresh_digest) = new_refresh_token(ctx, account, session);
+    let attempt = SignIn {
+        password,
+        session,
+        refresh_digest,
+        expires_at: refresh_expiry(core, at),
+        at,
+    };
+    (refresh_token, attempt)
 }
 
 /// When a refresh token made at `at` expires.
@@ -220,6 +240,58 @@ impl AuthApi {
             refresh_token,
             refresh_expires,
         )
+    }
+
+    /// Continues a person's session with a new refresh token.
+    async fn refresh_user(
+        &self,
+        ctx: &RequestContext,
+        user: UserId,
+        presented: RefreshToken,
+    ) -> ApiResult<pb::RefreshResponse> {
+        let renewal = presented.renewal(ctx, &self.core);
+        let executed = self
+            .run(ctx, user, UserCommand::Sessions(renewal.command))
+            .await
+            .map_err(|e| match e {
+                // An unknown user says nothing more than an invalid token.
+                ApiError::Domain(DomainError::UserNotFound) => {
+                    ApiError::from(DomainError::InvalidRefreshToken)
+                }
+                e => e,
+            })?;
+        let tokens = self.tokens(
+            ctx,
+            &executed.aggregate,
+            presented.session,
+            renewal.token,
+            renewal.expires_at,
+        )?;
+        Ok(pb::RefreshResponse {
+            tokens: Some(tokens),
+            position: executed.position,
+        })
+    }
+
+    /// Ends the person's session the presented (current) refresh token continues.
+    async fn sign_out_user(
+        &self,
+        ctx: &RequestContext,
+        user: UserId,
+        presented: RefreshToken,
+    ) -> ApiResult<pb::SignOutResponse> {
+        let loaded = self
+            .core
+            .load_user(ctx, user)
+            .await
+            .map_err(|_| ApiError::from(DomainError::InvalidRefreshToken))?;
+        let end = presented
+            .sign_out(&loaded.aggregate.sign_in)
+            .ok_or_else(|| ApiError::from(DomainError::InvalidRefreshToken))?;
+        let executed = self.run(ctx, user, UserCommand::Sessions(end)).await?;
+        Ok(pb::SignOutResponse {
+            position: executed.position,
+        })
     }
 
     async fn run(
@@ -402,23 +474,9 @@ impl AuthService for AuthApi {
                 .map_err(ApiError::from)?;
             return Err(ApiError::from(DomainError::InvalidCredentials).into());
         };
-        let at = Utc::now();
-        let session = SessionId(uuid::Uuid::new_v4());
-        let (refresh_token, refresh_digest) = new_refresh_token(&ctx, Account::User(user), session);
-        let expires_at = refresh_expiry(&self.core, at);
-        let executed = self
-            .run(
-                &ctx,
-                user,
-                UserCommand::SignIn {
-                    password,
-                    session,
-                    refresh_digest,
-                    expires_at,
-                    at,
-                },
-            )
-            .await?;
+        let (refresh_token, attempt) = opening(&ctx, &self.core, Account::User(user), password);
+        let (session, expires_at) = (attempt.session, attempt.expires_at);
+        let executed = self.run(&ctx, user, UserCommand::SignIn(attempt)).await?;
         let tokens = self.tokens(
             &ctx,
             &executed.aggregate,
@@ -436,59 +494,22 @@ impl AuthService for AuthApi {
     async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Rpc<pb::RefreshResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let presented = parse_refresh(&ctx, &request.get_ref().refresh_token)?;
-        let user = match presented.account {
-            Account::User(user) => user,
-            Account::Admin(admin) => {
-                let refreshed =
-                    super::auth_admin::refresh(&self.core, &ctx, admin, presented).await?;
-                return Ok(Response::new(refreshed));
+        Ok(Response::new(match presented.account {
+            Account::User(user) => self.refresh_user(&ctx, user, presented).await?,
+            Account::Admin(id) => {
+                super::auth_admin::refresh(&self.core, &ctx, id, presented).await?
             }
-        };
-        let renewal = presented.renewal(&ctx, &self.core);
-        let executed = self
-            .run(&ctx, user, UserCommand::Sessions(renewal.command))
-            .await
-            .map_err(|e| match e {
-                // An unknown user says nothing more than an invalid token.
-                ApiError::Domain(DomainError::UserNotFound) => {
-                    ApiError::from(DomainError::InvalidRefreshToken)
-                }
-                e => e,
-            })?;
-        let tokens = self.tokens(
-            &ctx,
-            &executed.aggregate,
-            presented.session,
-            renewal.token,
-            renewal.expires_at,
-        )?;
-        Ok(Response::new(pb::RefreshResponse {
-            tokens: Some(tokens),
-            position: executed.position,
         }))
     }
 
     async fn sign_out(&self, request: Request<pb::SignOutRequest>) -> Rpc<pb::SignOutResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let presented = parse_refresh(&ctx, &request.get_ref().refresh_token)?;
-        let user = match presented.account {
-            Account::User(user) => user,
-            Account::Admin(admin) => {
-                let ended = super::auth_admin::sign_out(&self.core, &ctx, admin, presented).await?;
-                return Ok(Response::new(ended));
+        Ok(Response::new(match presented.account {
+            Account::User(user) => self.sign_out_user(&ctx, user, presented).await?,
+            Account::Admin(id) => {
+                super::auth_admin::sign_out(&self.core, &ctx, id, presented).await?
             }
-        };
-        let loaded = self
-            .core
-            .load_user(&ctx, user)
-            .await
-            .map_err(|_| ApiError::from(DomainError::InvalidRefreshToken))?;
-        let end = presented
-            .sign_out(&loaded.aggregate.sign_in)
-            .ok_or_else(|| ApiError::from(DomainError::InvalidRefreshToken))?;
-        let executed = self.run(&ctx, user, UserCommand::Sessions(end)).await?;
-        Ok(Response::new(pb::SignOutResponse {
-            position: executed.position,
         }))
     }
 

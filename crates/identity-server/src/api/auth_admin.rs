@@ -10,7 +10,7 @@ use identity_domain::DomainError;
 use identity_proto::v1 as pb;
 use uuid::Uuid;
 
-use super::auth::{new_refresh_token, refresh_expiry, sign_tokens, Account, RefreshToken, Subject};
+use super::auth::{opening, sign_tokens, Account, RefreshToken, Subject};
 use crate::context::RequestContext;
 use crate::core::Core;
 use crate::error::{ApiError, ApiResult};
@@ -73,29 +73,16 @@ pub(super) async fn sign_in(
             .map_err(ApiError::from)?;
         return Err(DomainError::InvalidCredentials.into());
     }
-    let at = Utc::now();
-    let session = SessionId(Uuid::new_v4());
-    let (refresh_token, refresh_digest) = new_refresh_token(ctx, Account::Admin(id), session);
-    let expires_at = refresh_expiry(core, at);
-    let executed = run(
-        core,
-        ctx,
-        id,
-        AdminCommand::SignIn {
-            password,
-            session,
-            refresh_digest,
-            expires_at,
-            at,
-        },
-    )
-    .await
-    .map_err(|e| match e {
-        ApiError::Domain(DomainError::AdminRemoved | DomainError::NoCredential) => {
-            DomainError::InvalidCredentials.into()
-        }
-        e => e,
-    })?;
+    let (refresh_token, attempt) = opening(ctx, core, Account::Admin(id), password);
+    let (session, expires_at) = (attempt.session, attempt.expires_at);
+    let executed = run(core, ctx, id, AdminCommand::SignIn(attempt))
+        .await
+        .map_err(|e| match e {
+            ApiError::Domain(DomainError::AdminRemoved | DomainError::NoCredential) => {
+                DomainError::InvalidCredentials.into()
+            }
+            e => e,
+        })?;
     let tokens = tokens(
         core,
         ctx,

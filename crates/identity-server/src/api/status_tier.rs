@@ -98,58 +98,51 @@ macro_rules! token_change {
 token_change!(pb::AddEligibleTokenRequest => AddEligibleTokenResponse, true);
 token_change!(pb::RemoveEligibleTokenRequest => RemoveEligibleTokenResponse, false);
 
-/// CreateStatusTier's fields, parsed (every field violation at once).
-struct NewTier {
-    name: Name,
-    description: Option<Text>,
-    min_balance: TokenAmount,
-    discount: Percentage,
-    image_url: Option<Url>,
-    eligible_tokens: BTreeSet<TokenId>,
-}
-
-impl TryFrom<&pb::CreateStatusTierRequest> for NewTier {
-    type Error = ApiError;
-
-    fn try_from(req: &pb::CreateStatusTierRequest) -> ApiResult<Self> {
-        let mut v = Violations::new();
-        if req.eligible_tokens.len() > MAX_ELIGIBLE_TOKENS {
-            v.push(
-                "eligible_tokens",
-                format!("at most {MAX_ELIGIBLE_TOKENS} tokens"),
-            );
-        }
-        let eligible_tokens: BTreeSet<TokenId> = req
-            .eligible_tokens
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| {
-                required(&mut v, &format!("eligible_tokens[{i}]"), t, TokenId::parse)
-            })
-            .collect();
-        parse_fields! { v;
-            name = field("name", &req.name, Name::parse),
-            description = optional_field("description", &req.description, Text::parse),
-            min_balance = field("min_balance", &req.min_balance, TokenAmount::parse),
-            discount = if req.discount_percentage.trim().is_empty() {
-                Ok(Percentage::ZERO)
-            } else {
-                checked(
-                    "discount_percentage",
-                    Percentage::parse(&req.discount_percentage),
-                )
-            },
-            image_url = optional_field("image_url", &req.image_url, Url::parse),
-        }
-        Ok(Self {
-            name,
-            description,
-            min_balance,
-            discount,
-            image_url,
-            eligible_tokens,
-        })
+/// CreateStatusTier's fields, parsed (every field violation at once) into the command that
+/// creates tier `tier_id` in the caller's tenant.
+fn new_tier(
+    ctx: &RequestContext,
+    tier_id: TierId,
+    req: &pb::CreateStatusTierRequest,
+) -> ApiResult<CreateTier> {
+    let mut v = Violations::new();
+    if req.eligible_tokens.len() > MAX_ELIGIBLE_TOKENS {
+        v.push(
+            "eligible_tokens",
+            format!("at most {MAX_ELIGIBLE_TOKENS} tokens"),
+        );
     }
+    let eligible_tokens: BTreeSet<TokenId> = req
+        .eligible_tokens
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| required(&mut v, &format!("eligible_tokens[{i}]"), t, TokenId::parse))
+        .collect();
+    parse_fields! { v;
+        name = field("name", &req.name, Name::parse),
+        description = optional_field("description", &req.description, Text::parse),
+        min_balance = field("min_balance", &req.min_balance, TokenAmount::parse),
+        discount = if req.discount_percentage.trim().is_empty() {
+            Ok(Percentage::ZERO)
+        } else {
+            checked(
+                "discount_percentage",
+                Percentage::parse(&req.discount_percentage),
+            )
+        },
+        image_url = optional_field("image_url", &req.image_url, Url::parse),
+    }
+    Ok(CreateTier {
+        tier_id,
+        tenant: ctx.tenant.clone(),
+        name,
+        description,
+        min_balance,
+        discount,
+        image_url,
+        eligible_tokens,
+        at: Utc::now(),
+    })
 }
 
 /// UpdateStatusTier's tier and changes, parsed.
@@ -197,26 +190,9 @@ impl StatusTierService for StatusTierApi {
         request: Request<pb::CreateStatusTierRequest>,
     ) -> Rpc<pb::CreateStatusTierResponse> {
         let ctx = RequestContext::from_request(&request)?;
-        let NewTier {
-            name,
-            description,
-            min_balance,
-            discount,
-            image_url,
-            eligible_tokens,
-        } = NewTier::try_from(request.get_ref())?;
         let tier_id = TierId(Uuid::new_v4());
-        let command = StatusTierCommand::Create(Box::new(CreateTier {
-            tier_id,
-            tenant: ctx.tenant.clone(),
-            name,
-            description,
-            min_balance,
-            discount,
-            image_url,
-            eligible_tokens,
-            at: Utc::now(),
-        }));
+        let command =
+            StatusTierCommand::Create(Box::new(new_tier(&ctx, tier_id, request.get_ref())?));
         let executed = self.run(&ctx, tier_id, command).await?;
         Ok(Response::new(pb::CreateStatusTierResponse {
             tier: Some(tier_to_pb(&executed.aggregate, executed.sequence)),
