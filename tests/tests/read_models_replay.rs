@@ -123,89 +123,57 @@ mod scenarios {
                 }
                 65..=74 if !tiers.is_empty() => {
                     let t = tiers[next(tiers.len() as u64) as usize].clone();
+                    let token = ["PTS", "USDC", "EUR"][next(3) as usize].to_string();
+                    let mut api = app.tiers();
                     match next(4) {
-                        0 => app
-                            .tiers()
-                            .update_status_tier(req(
-                                "acme",
-                                pb::UpdateStatusTierRequest {
-                                    tier_id: t,
-                                    min_balance: Some(next(2000).to_string()),
-                                    ..Default::default()
-                                },
-                            ))
-                            .await
-                            .is_ok(),
-                        1 => app
-                            .tiers()
-                            .add_eligible_token(req(
-                                "acme",
-                                pb::AddEligibleTokenRequest {
-                                    tier_id: t,
-                                    token: ["PTS", "USDC", "EUR"][next(3) as usize].into(),
-                                },
-                            ))
-                            .await
-                            .is_ok(),
-                        2 => app
-                            .tiers()
-                            .remove_eligible_token(req(
-                                "acme",
-                                pb::RemoveEligibleTokenRequest {
-                                    tier_id: t,
-                                    token: ["PTS", "USDC", "EUR"][next(3) as usize].into(),
-                                },
-                            ))
-                            .await
-                            .is_ok(),
-                        _ => app
-                            .tiers()
-                            .retire_status_tier(req(
-                                "acme",
-                                pb::RetireStatusTierRequest { tier_id: t },
-                            ))
-                            .await
-                            .is_ok(),
+                        0 => {
+                            let update = pb::UpdateStatusTierRequest {
+                                tier_id: t,
+                                min_balance: Some(next(2000).to_string()),
+                                ..Default::default()
+                            };
+                            api.update_status_tier(req("acme", update)).await.is_ok()
+                        }
+                        1 => {
+                            let add = pb::AddEligibleTokenRequest { tier_id: t, token };
+                            api.add_eligible_token(req("acme", add)).await.is_ok()
+                        }
+                        2 => {
+                            let remove = pb::RemoveEligibleTokenRequest { tier_id: t, token };
+                            api.remove_eligible_token(req("acme", remove)).await.is_ok()
+                        }
+                        _ => {
+                            let retire = pb::RetireStatusTierRequest { tier_id: t };
+                            api.retire_status_tier(req("acme", retire)).await.is_ok()
+                        }
                     }
                 }
                 75..=89 => {
                     let u = users[next(users.len() as u64) as usize].clone();
+                    let mut api = app.users();
                     match next(4) {
-                        0 => app
-                            .users()
-                            .update_user_profile(req(
-                                "acme",
-                                pb::UpdateUserProfileRequest {
-                                    user_id: u,
-                                    profile: Some(pb::UserInput {
-                                        last_name: format!("L{}", next(99)),
-                                        ..Default::default()
-                                    }),
-                                    update_mask: None,
-                                },
-                            ))
+                        0 => {
+                            let update = pb::UpdateUserProfileRequest {
+                                user_id: u,
+                                profile: Some(pb::UserInput {
+                                    last_name: format!("L{}", next(99)),
+                                    ..Default::default()
+                                }),
+                                update_mask: None,
+                            };
+                            api.update_user_profile(req("acme", update)).await.is_ok()
+                        }
+                        1 => {
+                            let role = format!("r{}", next(5));
+                            let roles = ask::roles(&u, &[&role], next(2) == 0);
+                            api.set_user_roles(req("acme", roles)).await.is_ok()
+                        }
+                        2 => api
+                            .deactivate_user(req("acme", ask::deactivate(&u)))
                             .await
                             .is_ok(),
-                        1 => app
-                            .users()
-                            .set_user_roles(req(
-                                "acme",
-                                pb::SetUserRolesRequest {
-                                    user_id: u,
-                                    roles: vec![format!("r{}", next(5))],
-                                    replace: next(2) == 0,
-                                },
-                            ))
-                            .await
-                            .is_ok(),
-                        2 => app
-                            .users()
-                            .deactivate_user(req("acme", pb::DeactivateUserRequest { user_id: u }))
-                            .await
-                            .is_ok(),
-                        _ => app
-                            .users()
-                            .reactivate_user(req("acme", pb::ReactivateUserRequest { user_id: u }))
+                        _ => api
+                            .reactivate_user(req("acme", ask::reactivate(&u)))
                             .await
                             .is_ok(),
                     }

@@ -232,17 +232,17 @@ mod tests {
         Ok(())
     }
 
+    fn create_acme() -> TenantCommand {
+        TenantCommand::Create {
+            tenant: TenantId::parse("acme").expect("id"),
+            name: Name::parse("Acme").expect("name"),
+            at: at(),
+        }
+    }
+
     fn created() -> Tenant {
         let mut t = Tenant::default();
-        run(
-            &mut t,
-            TenantCommand::Create {
-                tenant: TenantId::parse("acme").expect("id"),
-                name: Name::parse("Acme").expect("name"),
-                at: at(),
-            },
-        )
-        .expect("creates");
+        run(&mut t, create_acme()).expect("creates");
         t
     }
 
@@ -261,14 +261,7 @@ mod tests {
         );
         let mut t = created();
         assert_eq!(
-            run(
-                &mut t,
-                TenantCommand::Create {
-                    tenant: TenantId::parse("acme").expect("id"),
-                    name: Name::parse("Acme").expect("name"),
-                    at: at(),
-                }
-            ),
+            run(&mut t, create_acme()),
             Err(DomainError::TenantAlreadyExists)
         );
         run(&mut t, issue).expect("issues");

@@ -406,6 +406,11 @@ impl Wallet {
 decided_aggregate!(Wallet, WalletCommand, WalletEvent);
 
 impl Wallet {
+    fn set_status(&mut self, status: WalletStatus, at: DateTime<Utc>) {
+        self.status = status;
+        self.updated_at = Some(at);
+    }
+
     fn evolve(&mut self, event: WalletEvent) {
         self.version += 1;
         match event {
@@ -430,18 +435,9 @@ impl Wallet {
                 self.opened_at = Some(opened_at);
                 self.updated_at = Some(opened_at);
             }
-            WalletEvent::WalletActivated { at } => {
-                self.status = WalletStatus::Active;
-                self.updated_at = Some(at);
-            }
-            WalletEvent::WalletSuspended { at } => {
-                self.status = WalletStatus::Suspended;
-                self.updated_at = Some(at);
-            }
-            WalletEvent::WalletClosed { at } => {
-                self.status = WalletStatus::Closed;
-                self.updated_at = Some(at);
-            }
+            WalletEvent::WalletActivated { at } => self.set_status(WalletStatus::Active, at),
+            WalletEvent::WalletSuspended { at } => self.set_status(WalletStatus::Suspended, at),
+            WalletEvent::WalletClosed { at } => self.set_status(WalletStatus::Closed, at),
             WalletEvent::TokensCredited {
                 token,
                 amount,

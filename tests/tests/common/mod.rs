@@ -160,32 +160,24 @@ pub async fn start_server(
     (addr, stop, server)
 }
 
-/// Starts the server and also hands out its read models and event log.
-pub async fn start_server_with_handles(
-    url: &str,
-) -> (
+/// A server running in this process: its address, what stops it, its task, and its read
+/// models, event log and password hasher.
+pub type Running = (
     SocketAddr,
     oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
     identity_projections::Projections,
     identity_store::EventLog,
     identity_server::credentials::Passwords,
-) {
+);
+
+/// Starts the server and also hands out its read models and event log.
+pub async fn start_server_with_handles(url: &str) -> Running {
     start_server_with_settings(url, |_| {}).await
 }
 
 /// Starts the server with settings changed by `adjust`.
-pub async fn start_server_with_settings(
-    url: &str,
-    adjust: impl FnOnce(&mut Settings),
-) -> (
-    SocketAddr,
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-    identity_projections::Projections,
-    identity_store::EventLog,
-    identity_server::credentials::Passwords,
-) {
+pub async fn start_server_with_settings(url: &str, adjust: impl FnOnce(&mut Settings)) -> Running {
     start_server_reading_through(url, adjust, identity_store::Upcasters::standard()).await
 }
 
@@ -194,14 +186,7 @@ pub async fn start_server_reading_through(
     url: &str,
     adjust: impl FnOnce(&mut Settings),
     upcasters: identity_store::Upcasters,
-) -> (
-    SocketAddr,
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-    identity_projections::Projections,
-    identity_store::EventLog,
-    identity_server::credentials::Passwords,
-) {
+) -> Running {
     let mut settings = Settings {
         listen_addr: "127.0.0.1:0".parse().expect("addr"),
         database_url: url.to_string(),

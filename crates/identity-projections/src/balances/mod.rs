@@ -4,6 +4,7 @@ pub(crate) mod queries;
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use identity_domain::wallet::{WalletEvent, WalletStatus};
 use identity_store::StoredEvent;
 use sqlx::AnyConnection;
@@ -33,6 +34,14 @@ struct WalletChange {
     status: Option<&'static str>,
     updated_at: String,
     version: i64,
+}
+
+impl WalletChange {
+    /// The wallet's status is now `status`, since `at`.
+    fn became(&mut self, status: WalletStatus, at: DateTime<Utc>) -> DateTime<Utc> {
+        self.status = Some(status.as_str());
+        at
+    }
 }
 
 /// What a span of wallet events leaves of the balances read model: each wallet row and each
@@ -79,18 +88,9 @@ impl BalanceFold {
                 change.status = Some(WalletStatus::Pending.as_str());
                 opened_at
             }
-            WalletEvent::WalletActivated { at } => {
-                change.status = Some(WalletStatus::Active.as_str());
-                at
-            }
-            WalletEvent::WalletSuspended { at } => {
-                change.status = Some(WalletStatus::Suspended.as_str());
-                at
-            }
-            WalletEvent::WalletClosed { at } => {
-                change.status = Some(WalletStatus::Closed.as_str());
-                at
-            }
+            WalletEvent::WalletActivated { at } => change.became(WalletStatus::Active, at),
+            WalletEvent::WalletSuspended { at } => change.became(WalletStatus::Suspended, at),
+            WalletEvent::WalletClosed { at } => change.became(WalletStatus::Closed, at),
             WalletEvent::TokensCredited {
                 token, balance, at, ..
             }

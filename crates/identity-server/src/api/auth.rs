@@ -57,6 +57,17 @@ impl AuthApi {
     }
 }
 
+/// The email or the phone a request's `identifier` oneof names (`Identifier` in scope).
+macro_rules! email_or_phone {
+    ($identifier:expr) => {
+        match &$identifier {
+            Some(Identifier::Email(e)) => (Some(e.as_str()), None),
+            Some(Identifier::Phone(p)) => (None, Some(p.as_str())),
+            None => (None, None),
+        }
+    };
+}
+
 /// A refresh token, parsed: which session of which account it continues, and its digest.
 pub(crate) struct RefreshToken {
     pub(crate) account: Account,
@@ -520,11 +531,7 @@ impl AuthService for AuthApi {
         use pb::request_password_reset_request::Identifier;
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
-        let (email, phone) = match &req.identifier {
-            Some(Identifier::Email(e)) => (Some(e.as_str()), None),
-            Some(Identifier::Phone(p)) => (None, Some(p.as_str())),
-            None => (None, None),
-        };
+        let (email, phone) = email_or_phone!(req.identifier);
         self.core.limits.code_request(&ctx.caller_key())?;
         let (channel, destination, owner) = self.reset_target(&ctx, email, phone).await?;
         let (code, hash, expires_at) = match owner {
@@ -570,11 +577,7 @@ impl AuthService for AuthApi {
         use pb::reset_password_request::Identifier;
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
-        let (email, phone) = match &req.identifier {
-            Some(Identifier::Email(e)) => (Some(e.as_str()), None),
-            Some(Identifier::Phone(p)) => (None, Some(p.as_str())),
-            None => (None, None),
-        };
+        let (email, phone) = email_or_phone!(req.identifier);
         let new_password = Secret::new_password(&req.new_password)
             .map_err(|why| ApiError::from(DomainError::InvalidPassword(why)))?;
         let wrong = || ApiError::from(DomainError::InvalidCode { attempts_left: 0 });

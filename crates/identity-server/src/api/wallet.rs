@@ -45,17 +45,19 @@ impl WalletApi {
             .await
     }
 
-    async fn movement(
-        &self,
-        ctx: &RequestContext,
-        kind: MovementKind,
-        Movement {
+    /// A credit or a debit (`kind`) as a request asks it.
+    async fn movement<R, A>(&self, request: &Request<R>, kind: MovementKind) -> Rpc<A>
+    where
+        for<'r> Movement: TryFrom<&'r R, Error = ApiError>,
+        A: From<Moved>,
+    {
+        let ctx = &RequestContext::from_request(request)?;
+        let Movement {
             wallet,
             token,
             amount,
             key,
-        }: Movement,
-    ) -> ApiResult<(String, String, bool, u64)> {
+        } = Movement::try_from(request.get_ref())?;
         let movement = TokenMovement {
             token: token.clone(),
             amount,
@@ -77,16 +79,18 @@ impl WalletApi {
             self.core
                 .log
                 .position_of("Wallet", &ctx.aggregate_id(wallet), outcome.sequence)
-                .await?
+                .await
+                .map_err(ApiError::from)?
         } else {
             executed.position
         };
-        Ok((
-            outcome.token.to_string(),
-            outcome.balance.to_string(),
+        let moved = Moved {
+            token: outcome.token.to_string(),
+            balance: outcome.balance.to_string(),
             replayed,
             position,
-        ))
+        };
+        Ok(Response::new(moved.into()))
     }
 
     async fn transition(
@@ -114,8 +118,28 @@ struct Movement {
     key: IdempotencyKey,
 }
 
+/// What a credit or a debit left: the token, its balance, whether the call was a retry
+/// answered with the first outcome, and the position of that outcome.
+struct Moved {
+    token: String,
+    balance: String,
+    replayed: bool,
+    position: u64,
+}
+
 macro_rules! movement_from {
-    ($($t:ty),*) => {$(
+    ($($t:ty => $answer:ty),*) => {$(
+        impl From<Moved> for $answer {
+            fn from(m: Moved) -> Self {
+                Self {
+                    token: m.token,
+                    balance: m.balance,
+                    replayed: m.replayed,
+                    position: m.position,
+                }
+            }
+        }
+
         impl TryFrom<&$t> for Movement {
             type Error = ApiError;
 
@@ -131,7 +155,10 @@ macro_rules! movement_from {
         }
     )*};
 }
-movement_from!(pb::CreditTokensRequest, pb::DebitTokensRequest);
+movement_from!(
+    pb::CreditTokensRequest => pb::CreditTokensResponse,
+    pb::DebitTokensRequest => pb::DebitTokensResponse
+);
 
 /// OpenWallet's fields, parsed.
 struct NewWallet {
@@ -297,32 +324,14 @@ impl WalletService for WalletApi {
         &self,
         request: Request<pb::CreditTokensRequest>,
     ) -> Rpc<pb::CreditTokensResponse> {
-        let ctx = RequestContext::from_request(&request)?;
-        let movement = Movement::try_from(request.get_ref())?;
-        let (token, balance, replayed, position) =
-            self.movement(&ctx, MovementKind::Credit, movement).await?;
-        Ok(Response::new(pb::CreditTokensResponse {
-            token,
-            balance,
-            replayed,
-            position,
-        }))
+        self.movement(&request, MovementKind::Credit).await
     }
 
     async fn debit_tokens(
         &self,
         request: Request<pb::DebitTokensRequest>,
     ) -> Rpc<pb::DebitTokensResponse> {
-        let ctx = RequestContext::from_request(&request)?;
-        let movement = Movement::try_from(request.get_ref())?;
-        let (token, balance, replayed, position) =
-            self.movement(&ctx, MovementKind::Debit, movement).await?;
-        Ok(Response::new(pb::DebitTokensResponse {
-            token,
-            balance,
-            replayed,
-            position,
-        }))
+        self.movement(&request, MovementKind::Debit).await
     }
 
     async fn get_wallet(

@@ -81,6 +81,19 @@ impl UserApi {
         })
     }
 
+    /// Runs a command made at this moment on the user a request names; gives its position.
+    pub(super) async fn on_user<T>(
+        &self,
+        request: &Request<T>,
+        user_id: &str,
+        command: impl FnOnce(DateTime<Utc>) -> UserCommand,
+    ) -> ApiResult<u64> {
+        let ctx = RequestContext::from_request(request)?;
+        let user = parse_user_id("user_id", user_id)?;
+        let executed = self.run(&ctx, user, command(Utc::now())).await?;
+        Ok(executed.position)
+    }
+
     pub(super) async fn run(
         &self,
         ctx: &RequestContext,

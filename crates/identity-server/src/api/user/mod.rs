@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use identity_domain::user::{
     RegisterUser, RolesMode, Secret, UpdateProfile, User, UserCommand, UserEvent,
 };
@@ -51,6 +51,35 @@ pub(crate) use input::scoped_user;
 use input::*;
 
 type Rpc<T> = Result<Response<T>, Status>;
+
+/// RequestEmailChange and RequestPhoneChange: parse the user and the new value, then start
+/// the change through the value's claim.
+macro_rules! contact_change {
+    ($self:ident, $request:ident, $field:ident: $Value:ident, $kind:expr, $Command:ident => $Answer:ident) => {{
+        let ctx = RequestContext::from_request(&$request)?;
+        let req = $request.into_inner();
+        parse_fields! {
+            user = field("user_id", &req.user_id, UserId::parse),
+            $field = field(stringify!($field), &req.$field, $Value::parse),
+        }
+        let value = $field.to_string();
+        let (code, expires, position) = $self
+            .request_contact(&ctx, user, $kind, &value, |code_hash, expires_at, at| {
+                UserCommand::$Command {
+                    $field,
+                    code_hash,
+                    expires_at,
+                    at,
+                }
+            })
+            .await?;
+        Ok(Response::new(pb::$Answer {
+            code,
+            expires_at: timestamp(Some(expires)),
+            position,
+        }))
+    }};
+}
 
 #[tonic::async_trait]
 impl UserService for UserApi {
@@ -154,13 +183,10 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::DeactivateUserRequest>,
     ) -> Rpc<pb::DeactivateUserResponse> {
-        let ctx = RequestContext::from_request(&request)?;
-        let user = parse_user_id("user_id", &request.get_ref().user_id)?;
-        let executed = self
-            .run(&ctx, user, UserCommand::Deactivate { at: Utc::now() })
-            .await?;
+        let user_id = &request.get_ref().user_id;
+        let position = self.on_user(&request, user_id, |at| UserCommand::Deactivate { at });
         Ok(Response::new(pb::DeactivateUserResponse {
-            position: executed.position,
+            position: position.await?,
         }))
     }
 
@@ -168,13 +194,10 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::ReactivateUserRequest>,
     ) -> Rpc<pb::ReactivateUserResponse> {
-        let ctx = RequestContext::from_request(&request)?;
-        let user = parse_user_id("user_id", &request.get_ref().user_id)?;
-        let executed = self
-            .run(&ctx, user, UserCommand::Reactivate { at: Utc::now() })
-            .await?;
+        let user_id = &request.get_ref().user_id;
+        let position = self.on_user(&request, user_id, |at| UserCommand::Reactivate { at });
         Ok(Response::new(pb::ReactivateUserResponse {
-            position: executed.position,
+            position: position.await?,
         }))
     }
 
@@ -182,32 +205,10 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::RequestEmailChangeRequest>,
     ) -> Rpc<pb::RequestEmailChangeResponse> {
-        let ctx = RequestContext::from_request(&request)?;
-        let req = request.into_inner();
-        parse_fields! {
-            user = field("user_id", &req.user_id, UserId::parse),
-            email = field("email", &req.email, Email::parse),
-        }
-        let value = email.to_string();
-        let (code, expires, position) = self
-            .request_contact(
-                &ctx,
-                user,
-                ClaimKind::Email,
-                &value,
-                |code_hash, expires_at, at| UserCommand::RequestEmailChange {
-                    email,
-                    code_hash,
-                    expires_at,
-                    at,
-                },
-            )
-            .await?;
-        Ok(Response::new(pb::RequestEmailChangeResponse {
-            code,
-            expires_at: timestamp(Some(expires)),
-            position,
-        }))
+        let kind = ClaimKind::Email;
+        contact_change!(
+            self, request, email: Email, kind, RequestEmailChange => RequestEmailChangeResponse
+        )
     }
 
     async fn confirm_email(
@@ -227,32 +228,10 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::RequestPhoneChangeRequest>,
     ) -> Rpc<pb::RequestPhoneChangeResponse> {
-        let ctx = RequestContext::from_request(&request)?;
-        let req = request.into_inner();
-        parse_fields! {
-            user = field("user_id", &req.user_id, UserId::parse),
-            phone = field("phone", &req.phone, Phone::parse),
-        }
-        let value = phone.to_string();
-        let (code, expires, position) = self
-            .request_contact(
-                &ctx,
-                user,
-                ClaimKind::Phone,
-                &value,
-                |code_hash, expires_at, at| UserCommand::RequestPhoneChange {
-                    phone,
-                    code_hash,
-                    expires_at,
-                    at,
-                },
-            )
-            .await?;
-        Ok(Response::new(pb::RequestPhoneChangeResponse {
-            code,
-            expires_at: timestamp(Some(expires)),
-            position,
-        }))
+        let kind = ClaimKind::Phone;
+        contact_change!(
+            self, request, phone: Phone, kind, RequestPhoneChange => RequestPhoneChangeResponse
+        )
     }
 
     async fn confirm_phone(
