@@ -33,21 +33,15 @@ mod scenarios {
             .await
             .expect("connect");
         let mut admins = AdminServiceClient::new(app.channel());
-        let create = |email: &str, t: pb::AdminType| pb::CreateAdminRequest {
-            email: email.into(),
-            display_name: "Someone".into(),
-            admin_type: t as i32,
-            tenants: vec!["acme".into()],
-        };
         let tenant_admin = ok!(admins.create_admin(req(
             "acme",
-            create("ta@example.com", pb::AdminType::TenantAdmin),
+            ask::new_admin("ta@example.com", pb::AdminType::TenantAdmin),
         )))
         .admin
         .expect("admin");
         let auditor = ok!(admins.create_admin(req(
             "acme",
-            create("au@example.com", pb::AdminType::Auditor),
+            ask::new_admin("au@example.com", pb::AdminType::Auditor),
         )))
         .admin
         .expect("admin");
@@ -70,7 +64,7 @@ mod scenarios {
             .create_admin(with_token(
                 &ta,
                 None,
-                create("boss@example.com", pb::AdminType::SuperAdmin),
+                ask::new_admin("boss@example.com", pb::AdminType::SuperAdmin),
             ))
             .await;
         assert_error(climb, Code::PermissionDenied, "FORBIDDEN");

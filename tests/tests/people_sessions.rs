@@ -198,22 +198,16 @@ mod scenarios {
         use identity_proto::v1::admin_service_client::AdminServiceClient;
         let app = spawn_app(store).await;
         let mut admins = AdminServiceClient::new(app.channel());
-        let created = |email: &str, admin_type: pb::AdminType| pb::CreateAdminRequest {
-            email: email.into(),
-            display_name: "Ops".into(),
-            admin_type: admin_type as i32,
-            tenants: vec!["acme".into()],
-        };
         let auditor = ok!(admins.create_admin(req(
             "acme",
-            created("audit@acme.example", pb::AdminType::Auditor),
+            ask::new_admin("audit@acme.example", pb::AdminType::Auditor),
         )))
         .admin
         .expect("admin")
         .admin_id;
         let ops = ok!(admins.create_admin(req(
             "acme",
-            created("ops@acme.example", pb::AdminType::TenantAdmin),
+            ask::new_admin("ops@acme.example", pb::AdminType::TenantAdmin),
         )))
         .admin
         .expect("admin")

@@ -30,6 +30,28 @@ fn email_started(code: &str, at: chrono::DateTime<chrono::Utc>, failed: u32) -> 
     }
 }
 
+fn confirm_email(code: &str, at: chrono::DateTime<chrono::Utc>) -> UserCommand {
+    UserCommand::ConfirmEmail {
+        code_hash: code.into(),
+        at,
+    }
+}
+
+/// The new address confirmed, replacing the registered one.
+fn email_confirmed(at: chrono::DateTime<chrono::Utc>) -> UserEvent {
+    UserEvent::EmailConfirmed {
+        email: email("new@example.com"),
+        previous: Some(email("ada@example.com")),
+        at,
+    }
+}
+
+fn five_wrong_codes() -> Vec<UserEvent> {
+    (1..=5)
+        .map(|n| UserEvent::EmailConfirmationFailed { failed_attempts: n })
+        .collect()
+}
+
 fn request_email(code: &str, at: chrono::DateTime<chrono::Utc>) -> UserCommand {
     UserCommand::RequestEmailChange {
         email: email("new@example.com"),
@@ -80,25 +102,15 @@ fn a_new_code_neither_comes_before_the_cooldown_nor_resets_the_wrong_attempts() 
 fn confirming_with_the_right_code_changes_the_email() {
     given_registered()
         .and(vec![email_requested("h1")])
-        .when(UserCommand::ConfirmEmail {
-            code_hash: "h1".into(),
-            at: t(10),
-        })
-        .then_expect_events(vec![UserEvent::EmailConfirmed {
-            email: email("new@example.com"),
-            previous: Some(email("ada@example.com")),
-            at: t(10),
-        }]);
+        .when(confirm_email("h1", t(10)))
+        .then_expect_events(vec![email_confirmed(t(10))]);
 }
 
 #[test]
 fn a_wrong_code_is_recorded_and_reported_as_invalid_code() {
     let events = given_registered()
         .and(vec![email_requested("h1")])
-        .when(UserCommand::ConfirmEmail {
-            code_hash: "wrong".into(),
-            at: t(10),
-        })
+        .when(confirm_email("wrong", t(10)))
         .inspect_result()
         .expect("the attempt is recorded");
     assert_eq!(
@@ -113,47 +125,28 @@ fn a_wrong_code_is_recorded_and_reported_as_invalid_code() {
 
 #[test]
 fn after_five_wrong_codes_the_change_is_locked() {
-    let failures: Vec<UserEvent> = (1..=5)
-        .map(|n| UserEvent::EmailConfirmationFailed { failed_attempts: n })
-        .collect();
     given_registered()
         .and(vec![email_requested("h1")])
-        .and(failures)
-        .when(UserCommand::ConfirmEmail {
-            code_hash: "h1".into(),
-            at: t(10),
-        })
+        .and(five_wrong_codes())
+        .when(confirm_email("h1", t(10)))
         .then_expect_error(DomainError::RateLimitExceeded);
 }
 
 #[test]
 fn a_new_code_unlocks_a_locked_change() {
-    let failures: Vec<UserEvent> = (1..=5)
-        .map(|n| UserEvent::EmailConfirmationFailed { failed_attempts: n })
-        .collect();
     given_registered()
         .and(vec![email_requested("h1")])
-        .and(failures)
+        .and(five_wrong_codes())
         .and(vec![email_requested("h2")])
-        .when(UserCommand::ConfirmEmail {
-            code_hash: "h2".into(),
-            at: t(10),
-        })
-        .then_expect_events(vec![UserEvent::EmailConfirmed {
-            email: email("new@example.com"),
-            previous: Some(email("ada@example.com")),
-            at: t(10),
-        }]);
+        .when(confirm_email("h2", t(10)))
+        .then_expect_events(vec![email_confirmed(t(10))]);
 }
 
 #[test]
 fn an_expired_code_is_rejected() {
     given_registered()
         .and(vec![email_requested("h1")])
-        .when(UserCommand::ConfirmEmail {
-            code_hash: "h1".into(),
-            at: t(601),
-        })
+        .when(confirm_email("h1", t(601)))
         .then_expect_error(DomainError::CodeExpired);
 }
 

@@ -657,6 +657,16 @@ pub mod ask {
         }
     }
 
+    /// CreateAdmin of an admin of `admin_type` acting in acme.
+    pub fn new_admin(email: &str, admin_type: pb::AdminType) -> pb::CreateAdminRequest {
+        pb::CreateAdminRequest {
+            email: email.into(),
+            display_name: "Someone".into(),
+            admin_type: admin_type as i32,
+            tenants: vec!["acme".into()],
+        }
+    }
+
     pub fn deactivate(user_id: &str) -> pb::DeactivateUserRequest {
         pb::DeactivateUserRequest {
             user_id: user_id.into(),
