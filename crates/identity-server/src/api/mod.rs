@@ -8,6 +8,7 @@ mod auth_admin;
 pub mod identification;
 pub mod me;
 pub mod projection;
+mod refresh;
 pub mod status_tier;
 pub mod tenant;
 pub mod user;
