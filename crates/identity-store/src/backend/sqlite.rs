@@ -11,6 +11,20 @@ use super::{to_i64, to_u64, Dialect, EventRow as _};
 use crate::append::{fail_all, is_conflict, AppendError, Outcome, Request};
 use crate::{migrations, FeedCursor, StoreError, StoredEvent};
 
+/// How long a statement waits for another connection's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SQLITE_BUSY, or one of its extended codes.
+fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .is_some_and(|c| c & 0xff == 5),
+        _ => false,
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Sqlite;
 
@@ -41,11 +55,24 @@ impl Dialect for Sqlite {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10));
-        Ok(SqlitePoolOptions::new()
-            .max_connections(max_connections.clamp(1, 8))
-            .connect_with(options)
-            .await?)
+            .busy_timeout(BUSY_TIMEOUT);
+        // Opening a new file while another process sets it up (WAL mode, the first tables)
+        // can answer SQLITE_BUSY at once, before any busy handler applies: seen as "database is
+        // locked" when four replicas start together on a new store. Try again for as long as
+        // a busy statement would wait.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            let opened = SqlitePoolOptions::new()
+                .max_connections(max_connections.clamp(1, 8))
+                .connect_with(options.clone())
+                .await;
+            match opened {
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return Ok(other?),
+            }
+        }
     }
 
     async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
