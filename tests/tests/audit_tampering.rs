@@ -1,5 +1,7 @@
 //! Tamper evidence on both stores: an edited, a deleted and two reordered events are each
-//! found and pinpointed, every break is reported, and an unhashed event is one.
+//! found and pinpointed, every break is reported, and an unhashed event is one. What no
+//! chain can see (an aggregate's removed tail, a whole removed aggregate) the signed
+//! checkpoint catches.
 
 #[macro_use]
 mod common;
@@ -14,10 +16,64 @@ on_both_stores!(
     a_deleted_event_is_detected_and_pinpointed,
     reordered_events_are_detected_and_pinpointed,
     every_break_is_reported_and_an_unhashed_event_is_one,
+    an_untouched_log_matches_its_signed_checkpoint,
+    a_removed_tail_event_is_caught_by_the_signed_checkpoint,
+    a_removed_aggregate_is_caught_by_the_signed_checkpoint,
 );
 
 mod scenarios {
     use super::*;
+
+    pub(super) async fn an_untouched_log_matches_its_signed_checkpoint(store: Store) {
+        let app = checkpointing_app(store).await;
+        workload(&app).await;
+        let signed = checkpointed(&app).await;
+        let report = ok!(audit(&app).verify_chain(req("acme", pb::VerifyChainRequest {})));
+        assert!(report.intact, "{report:?}");
+        let checkpoint = report.checkpoint.expect("a checkpoint was checked");
+        assert!(checkpoint.matches, "{checkpoint:?}");
+        assert!(checkpoint.position >= signed.position);
+        assert!(checkpoint.events >= signed.events && checkpoint.events > 0);
+        assert!(!checkpoint.key_id.is_empty() && checkpoint.signed_at.is_some());
+    }
+
+    pub(super) async fn a_removed_tail_event_is_caught_by_the_signed_checkpoint(store: Store) {
+        let app = checkpointing_app(store).await;
+        let (_, _, positions) = workload(&app).await;
+        checkpointed(&app).await;
+        // The wallet's last credit: its chain still verifies without it.
+        let sql = format!(
+            "DELETE FROM events WHERE global_position = {}",
+            positions[2]
+        );
+        tamper(&app, &sql, &sql).await;
+        let chains = app
+            .event_log()
+            .verify_chains(Some("acme"), |_| {})
+            .await
+            .expect("verifies");
+        assert!(chains.intact(), "{chains:?}");
+        let checkpoint = only_the_checkpoint_catches_it(&app).await;
+        assert!(
+            checkpoint.problem.contains("removed"),
+            "{}",
+            checkpoint.problem
+        );
+    }
+
+    pub(super) async fn a_removed_aggregate_is_caught_by_the_signed_checkpoint(store: Store) {
+        let app = checkpointing_app(store).await;
+        let (_, wallet, _) = workload(&app).await;
+        checkpointed(&app).await;
+        let sql = format!("DELETE FROM events WHERE aggregate_id = 'acme/{wallet}'");
+        tamper(&app, &sql, &sql).await;
+        let checkpoint = only_the_checkpoint_catches_it(&app).await;
+        assert!(
+            checkpoint.problem.contains("events found where"),
+            "{}",
+            checkpoint.problem
+        );
+    }
 
     pub(super) async fn an_edited_event_is_detected_and_pinpointed(store: Store) {
         let app = spawn_app(store).await;

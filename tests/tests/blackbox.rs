@@ -111,7 +111,13 @@ async fn the_admin_cli_replays_exports_rebuilds_and_catches_tampering() {
     let db = TestDb::create(Store::Sqlite).await;
     let url = db.url().to_string();
     let dir = std::env::temp_dir();
-    let server = Server::start(&dir, &[("DATABASE_URL", &url)]);
+    let server = Server::start(
+        &dir,
+        &[
+            ("DATABASE_URL", &url),
+            ("IDENTITY_CHECKPOINT_INTERVAL_MS", "50"),
+        ],
+    );
     let (mut users, mut wallets) = server.clients().await;
     let wallet = user_with_wallet(&mut users, &mut wallets, "cli@example.com").await;
     let mut positions = Vec::new();
@@ -159,9 +165,52 @@ async fn the_admin_cli_replays_exports_rebuilds_and_catches_tampering() {
     let (ok, out, err) = admin(&dir, &url, &["rebuild", "balances"]);
     assert!(ok, "{err}");
     assert!(out.contains("events/s"), "{out}");
-    let (ok, out, err) = admin(&dir, &url, &["verify"]);
+    // An auditor keeps the latest checkpoint outside the service...
+    let kept = tempfile_path("checkpoint.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out, err) = admin(&dir, &url, &["checkpoint"]);
+        let covered = ok
+            && serde_json::from_str::<Value>(&out)
+                .is_ok_and(|c| c["position"].as_u64() >= Some(positions[1]));
+        if covered {
+            std::fs::write(&kept, out).expect("keeps the checkpoint");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint within 30 s: {out} {err}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let checkpoints = tempfile_path("checkpoints.jsonl");
+    let (ok, _, err) = admin(
+        &dir,
+        &url,
+        &[
+            "export",
+            "--checkpoints",
+            &checkpoints.display().to_string(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let exported = std::fs::read_to_string(&checkpoints).expect("exported checkpoints");
+    assert!(
+        exported.lines().count() >= 1 && exported.contains("\"signature\""),
+        "{exported}"
+    );
+    // ... and gives it back: the log still matches it, and the latest stored one.
+    let key = kit_key().0.display().to_string();
+    let kept_arg = kept.display().to_string();
+    let verify = ["verify", "--checkpoint", &kept_arg, "--public-key", &key];
+    let (ok, out, err) = admin(&dir, &url, &verify);
     assert!(ok, "verify fails on an untouched store: {out} {err}");
     assert!(out.contains("hash chains: intact"), "{out}");
+    assert!(
+        out.contains(&format!("checkpoint {kept_arg}: matches")),
+        "{out}"
+    );
+    assert!(out.contains("latest stored checkpoint: matches"), "{out}");
 
     let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
     sqlx::query("UPDATE events SET payload = json_set(payload, '$.TokensCredited.amount', '500') WHERE global_position = ?1")
@@ -169,10 +218,14 @@ async fn the_admin_cli_replays_exports_rebuilds_and_catches_tampering() {
         .execute(&pool)
         .await
         .expect("tamper");
-    let (ok, out, _) = admin(&dir, &url, &["verify"]);
+    let (ok, out, _) = admin(&dir, &url, &verify);
     assert!(!ok, "verify must fail after tampering: {out}");
     assert!(
         out.contains(&format!("BROKEN at position {}", positions[0])),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("checkpoint {kept_arg}: DOES NOT MATCH")),
         "{out}"
     );
     let (ok, _, err) = admin(&dir, &url, &["history", "Nope", "x"]);
@@ -496,4 +549,13 @@ async fn production_starts_from_a_bootstrapped_admin_and_nothing_else() {
     assert!(!ok);
     assert_eq!(refused["code"], 16, "UNAUTHENTICATED: {refused}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A path of its own in the temporary directory, for a file a test writes.
+fn tempfile_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "identity-{}-{}-{name}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ))
 }

@@ -19,6 +19,8 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod checkpoints;
+
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use identity_projections::replay::{state_at, states_after_each, AsOf};
@@ -68,12 +70,27 @@ enum Command {
         from: u64,
         #[arg(long)]
         to: Option<u64>,
+        /// Also write the signed checkpoints that end in that range to this file (JSON Lines).
+        #[arg(long)]
+        checkpoints: Option<std::path::PathBuf>,
     },
+    /// Prints the latest signed checkpoint as JSON: keep it outside the service, and give it
+    /// back to `verify --checkpoint` to prove nothing before it changed since.
+    Checkpoint,
     /// Rebuilds a read model (balances, status or directory) from position 0 and swaps it in.
     Rebuild { read_model: String },
-    /// Replays every event into fresh read models, compares them with the live ones, and
-    /// verifies every hash chain.
-    Verify,
+    /// Replays every event into fresh read models, compares them with the live ones,
+    /// verifies every hash chain, and checks the log against the latest signed checkpoint
+    /// (and one given with --checkpoint).
+    Verify {
+        /// A checkpoint kept outside the service (what `checkpoint` printed).
+        #[arg(long)]
+        checkpoint: Option<std::path::PathBuf>,
+        /// The public key(s) checkpoints must be signed with (SPKI PEM); by default the
+        /// service's signing key and IDENTITY_PREVIOUS_SIGNING_KEYS.
+        #[arg(long = "public-key")]
+        public_keys: Vec<std::path::PathBuf>,
+    },
     /// Prints a bearer token signed with the service's key (IDENTITY_SIGNING_KEY_FILE, or
     /// ./data/signing-key.pem in development). Without options: the development SUPER_ADMIN.
     Token {
@@ -359,7 +376,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => bail!("{aggregate_type} {id} had no events at that point"),
             }
         }
-        Command::Export { from, to } => {
+        Command::Checkpoint => {
+            let log = open_log().await?;
+            println!("{}", checkpoints::latest(&log).await?);
+        }
+        Command::Export {
+            from,
+            to,
+            checkpoints: checkpoints_file,
+        } => {
             let log = open_log().await?;
             let filter = EventFilter {
                 to_position: to,
@@ -385,6 +410,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             out.flush()?;
             eprintln!("exported {written} events");
+            if let Some(path) = checkpoints_file {
+                let n = checkpoints::export(&log, &path, from, to).await?;
+                eprintln!("exported {n} checkpoints to {}", path.display());
+            }
         }
         Command::Rebuild { read_model } => {
             let p = Projection::parse(&read_model)?;
@@ -404,7 +433,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 replayed as f64 / seconds.max(1e-6)
             );
         }
-        Command::Verify => {
+        Command::Verify {
+            checkpoint,
+            public_keys,
+        } => {
+            let keys = checkpoints::keys(&public_keys)?;
             let log = open_log().await?;
             let mut failed = false;
             let started = Instant::now();
@@ -437,6 +470,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         report.breaks_found - report.breaks.len() as u64
                     );
                 }
+            }
+            if !checkpoints::verify(&log, checkpoint.as_deref(), &keys).await? {
+                failed = true;
             }
             let projections = Projections::open(log).await?;
             for p in Projection::ALL {

@@ -107,7 +107,10 @@ impl Application {
         crate::observability::prometheus();
         crate::observability::spawn_gauges(log.clone(), projections.clone());
         tracing::info!(%addr, %admin_addr, store = log.kind(), database = %settings.database_url_for_logs(), "identity service ready");
-        let core = Core::new(log, Arc::new(settings), projections, access);
+        let checkpoints = crate::checkpoints::Checkpoints::load(&settings)
+            .context("loading the checkpoint keys")?;
+        let mut core = Core::new(log, Arc::new(settings), projections, access);
+        core.checkpoints = checkpoints;
         Ok(Self {
             tls,
             listener,
@@ -217,6 +220,17 @@ impl Application {
             })
         };
         let relay_task = tokio::spawn(core.delivery.clone().run());
+        let checkpoint_task = match (
+            &core.checkpoints.signer,
+            core.settings.checkpoint_interval_ms,
+        ) {
+            (Some(signer), every) if every > 0 => Some(tokio::spawn(
+                core.log
+                    .clone()
+                    .run_checkpoints(signer.clone(), Duration::from_millis(every)),
+            )),
+            _ => None,
+        };
         let admin = crate::observability::admin_router(core.log.clone(), core.access.jwks.clone());
         let admin_listener = self.admin_listener;
         let admin_tls = crate::tls::acceptor(&core.settings)?;
@@ -322,6 +336,9 @@ impl Application {
         admin_task.abort();
         readiness_task.abort();
         relay_task.abort();
+        if let Some(task) = checkpoint_task {
+            task.abort();
+        }
         core.log.close().await;
         result.context("serving gRPC")
     }

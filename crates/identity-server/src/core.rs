@@ -34,6 +34,8 @@ pub struct Core {
     pub access: crate::access::Access,
     /// The outbox writer and relay of one-time codes.
     pub delivery: crate::delivery::Delivery,
+    /// The keys that sign and verify checkpoints of the log.
+    pub checkpoints: crate::checkpoints::Checkpoints,
 }
 
 /// The longest a query waits for its read model when the call sets no deadline.
@@ -96,6 +98,7 @@ impl Core {
         Self {
             hub: crate::stream::FeedHub::start(log.clone(), settings.stream_buffer),
             delivery: crate::delivery::Delivery::new(log.clone(), settings.clone()),
+            checkpoints: crate::checkpoints::Checkpoints::default(),
             log,
             passwords,
             user_services,

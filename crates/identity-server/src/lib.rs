@@ -24,6 +24,7 @@
 pub mod access;
 pub mod api;
 pub mod app;
+pub mod checkpoints;
 pub mod context;
 pub mod convert;
 pub mod core;

@@ -137,6 +137,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "serve gRPC reflection (it describes the API, never data)",
     },
     Setting {
+        names: &["IDENTITY_CHECKPOINT_INTERVAL_MS"],
+        default: "`10000`",
+        meaning: "how often the checkpointer signs the log's running digest with the signing key, when there are new events (`0`: never); an edit, removal or truncation at or before a checkpoint is then reported by VerifyChain and `identity-admin verify`",
+    },
+    Setting {
         names: &["IDENTITY_ACCESS_REFRESH_MS"],
         default: "`250`",
         meaning: "how often each replica reloads changed tenants, project keys and admins: a revocation reaches every replica within this",

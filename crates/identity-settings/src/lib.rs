@@ -57,6 +57,8 @@ pub struct Settings {
     pub trusted_issuers_file: Option<PathBuf>,
     pub reflection: bool,
     pub access_refresh_ms: u64,
+    /// How often the checkpointer signs the log (ms); 0: never.
+    pub checkpoint_interval_ms: u64,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     pub tls_client_ca_file: Option<PathBuf>,
@@ -103,6 +105,7 @@ impl Default for Settings {
             trusted_issuers_file: None,
             reflection: true,
             access_refresh_ms: 250,
+            checkpoint_interval_ms: 10_000,
             tls_cert_file: None,
             tls_key_file: None,
             tls_client_ca_file: None,
@@ -282,6 +285,9 @@ impl Settings {
         s.trusted_issuers_file = source.var("IDENTITY_TRUSTED_ISSUERS").map(PathBuf::from);
         if let Some(v) = source.parsed("IDENTITY_REFLECTION", "true or false")? {
             s.reflection = v;
+        }
+        if let Some(v) = source.parsed::<u64>("IDENTITY_CHECKPOINT_INTERVAL_MS", "a number")? {
+            s.checkpoint_interval_ms = v;
         }
         if let Some(v) = source.parsed::<u64>("IDENTITY_ACCESS_REFRESH_MS", "a number")? {
             s.access_refresh_ms = v.max(10);

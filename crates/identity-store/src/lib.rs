@@ -24,6 +24,7 @@ mod audit;
 mod backend;
 mod cache;
 mod chain;
+mod checkpoint;
 mod decode;
 mod error;
 mod feed;
@@ -35,6 +36,9 @@ pub use audit::{ChainBreak, ChainReport, EventFilter, MAX_REPORTED_BREAKS};
 pub use cache::DEFAULT_CACHE_CAPACITY;
 use cache::{AggregateCache, AggregateLock, CacheKey, Cached, CommandLocks};
 pub use chain::{event_hash, HashInput};
+pub use checkpoint::{
+    Checkpoint, CheckpointCheck, CheckpointSigner, CheckpointVerifier, RunningDigest,
+};
 pub use decode::Upcasters;
 pub use error::{Cause, Report, StoreError};
 pub use feed::{FeedCursor, StoredEvent, NOTIFY_CHANNEL};

@@ -45,3 +45,38 @@ pub(crate) async fn first_break(app: &TestApp) -> pb::ChainBreak {
     assert!(!report.intact, "tampering went unnoticed: {report:?}");
     report.first_break.expect("a break")
 }
+
+/// A server that signs a checkpoint every 50 ms while there are new events.
+pub(crate) async fn checkpointing_app(store: Store) -> TestApp {
+    spawn_app_with(store, |s| s.checkpoint_interval_ms = 50).await
+}
+
+/// Waits (up to 30 s) until a signed checkpoint covers every event written so far.
+pub(crate) async fn checkpointed(app: &TestApp) -> identity_store::Checkpoint {
+    let head = app.head_position().await;
+    let log = app.event_log();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(c) = log.latest_checkpoint().await.expect("reads checkpoints") {
+            if c.position >= head {
+                return c;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint covered position {head} within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// VerifyChain after tampering that leaves every hash chain intact: no chain break, and the
+/// checkpoint, which covers the whole log, does not match.
+pub(crate) async fn only_the_checkpoint_catches_it(app: &TestApp) -> pb::CheckpointCheck {
+    let report = ok!(audit(app).verify_chain(req("acme", pb::VerifyChainRequest {})));
+    assert_eq!(report.breaks_found, 0, "the chains saw it too: {report:?}");
+    assert!(!report.intact, "tampering went unnoticed: {report:?}");
+    let checkpoint = report.checkpoint.expect("a checkpoint was checked");
+    assert!(!checkpoint.matches, "{checkpoint:?}");
+    checkpoint
+}

@@ -452,14 +452,32 @@ impl AuditService for AuditApi {
             sequence: b.sequence,
             reason: b.reason.clone(),
         };
+        let log = &self.core.log;
+        let checkpoint = match log.latest_checkpoint().await.map_err(ApiError::from)? {
+            Some(c) => Some(
+                log.check_checkpoint(&c, &self.core.checkpoints.keys)
+                    .await
+                    .map_err(ApiError::from)?,
+            ),
+            None => None,
+        };
+        let intact = report.intact() && checkpoint.as_ref().is_none_or(|c| c.matches());
         Ok(Response::new(pb::VerifyChainResponse {
-            intact: report.intact(),
+            intact,
             events_checked: report.events_checked,
             aggregates_checked: report.aggregates_checked,
             unhashed: report.unhashed,
             first_break: report.first_break().map(to_pb),
             breaks: report.breaks.iter().map(to_pb).collect(),
             breaks_found: report.breaks_found,
+            checkpoint: checkpoint.map(|c| pb::CheckpointCheck {
+                position: c.checkpoint.position,
+                events: c.checkpoint.events,
+                signed_at: timestamp_text(&c.checkpoint.signed_at),
+                key_id: c.checkpoint.key_id.clone(),
+                matches: c.matches(),
+                problem: c.problem.unwrap_or_default(),
+            }),
         }))
     }
 }
