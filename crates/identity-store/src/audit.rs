@@ -274,18 +274,7 @@ impl EventLog {
                 previous.clear();
                 return;
             };
-            let computed = event_hash(
-                &previous,
-                &HashInput {
-                    aggregate_type: &e.aggregate_type,
-                    aggregate_id: &e.aggregate_id,
-                    sequence: e.sequence,
-                    event_type: &e.event_type,
-                    event_version: &e.event_version,
-                    payload: &e.payload,
-                    metadata: &e.metadata,
-                },
-            );
+            let computed = event_hash(&previous, &HashInput::from(&e));
             // After a sequence break the predecessor is gone: that break says it all.
             if in_sequence && computed != stored {
                 report.record(broken(

@@ -74,6 +74,21 @@ pub struct HashInput<'a> {
     pub metadata: &'a Value,
 }
 
+impl<'a> From<&'a crate::StoredEvent> for HashInput<'a> {
+    /// What the hash of a stored event covers, as it is stored.
+    fn from(e: &'a crate::StoredEvent) -> Self {
+        Self {
+            aggregate_type: &e.aggregate_type,
+            aggregate_id: &e.aggregate_id,
+            sequence: e.sequence,
+            event_type: &e.event_type,
+            event_version: &e.event_version,
+            payload: &e.payload,
+            metadata: &e.metadata,
+        }
+    }
+}
+
 /// The chained hash of an event, as lowercase hex.
 pub fn event_hash(previous: &str, e: &HashInput<'_>) -> String {
     let mut body = String::new();

@@ -42,18 +42,7 @@ pub struct RunningDigest {
 impl RunningDigest {
     /// Folds in the next event of the feed, as stored.
     pub fn add(&mut self, e: &StoredEvent) {
-        let content = event_hash(
-            "",
-            &HashInput {
-                aggregate_type: &e.aggregate_type,
-                aggregate_id: &e.aggregate_id,
-                sequence: e.sequence,
-                event_type: &e.event_type,
-                event_version: &e.event_version,
-                payload: &e.payload,
-                metadata: &e.metadata,
-            },
-        );
+        let content = event_hash("", &HashInput::from(e));
         let mut h = Sha256::new();
         h.update(self.digest.as_bytes());
         h.update(format!("\n{}\n", e.position).as_bytes());
