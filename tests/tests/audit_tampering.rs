@@ -19,6 +19,7 @@ on_both_stores!(
     an_untouched_log_matches_its_signed_checkpoint,
     a_removed_tail_event_is_caught_by_the_signed_checkpoint,
     a_removed_aggregate_is_caught_by_the_signed_checkpoint,
+    an_edit_with_its_chain_recomputed_is_caught_by_the_signed_checkpoint,
 );
 
 mod scenarios {
@@ -180,5 +181,45 @@ mod scenarios {
             .find(|b| b.position == user_position)
             .expect("the unhashed event");
         assert!(unhashed.reason.contains("no hash"), "{}", unhashed.reason);
+    }
+
+    /// Someone who can write the database but not sign: the wallet's last credit raised to
+    /// 999 with its hash recomputed, so its chain verifies again.
+    pub(super) async fn an_edit_with_its_chain_recomputed_is_caught_by_the_signed_checkpoint(
+        store: Store,
+    ) {
+        let app = checkpointing_app(store).await;
+        let (_, wallet, positions) = workload(&app).await;
+        checkpointed(&app).await;
+        let history = app
+            .event_log()
+            .aggregate_history("Wallet", &format!("acme/{wallet}"))
+            .await
+            .expect("history");
+        let (before, last) = (&history[history.len() - 2], &history[history.len() - 1]);
+        assert_eq!(last.position, positions[2]);
+        let mut edited = last.clone();
+        edited.payload["TokensCredited"]["amount"] = "999".into();
+        let previous = before.hash.clone().expect("hashed");
+        let hash = identity_store::event_hash(&previous, &(&edited).into());
+        let sql = |cast: &str| {
+            format!(
+                "UPDATE events SET payload = '{}'{cast}, hash = '{hash}' WHERE global_position = {}",
+                edited.payload, positions[2]
+            )
+        };
+        tamper(&app, &sql("::jsonb"), &sql("")).await;
+        let chains = app
+            .event_log()
+            .verify_chains(Some("acme"), |_| {})
+            .await
+            .expect("verifies");
+        assert!(chains.intact(), "the recomputed chain verifies: {chains:?}");
+        let checkpoint = only_the_checkpoint_catches_it(&app).await;
+        assert!(
+            checkpoint.problem.contains("digest different"),
+            "{}",
+            checkpoint.problem
+        );
     }
 }

@@ -74,7 +74,7 @@ pub(crate) async fn verify(
         let check = log.check_checkpoint(&c, keys).await?;
         match &check.problem {
             None => println!(
-                "{name}: matches ({} events up to position {}, signed {} with key {})",
+                "{name}: matches (the hashes of {} events up to position {}, signed {} with key {})",
                 c.events, c.position, c.signed_at, c.key_id
             ),
             Some(problem) => {

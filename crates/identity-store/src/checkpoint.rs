@@ -7,13 +7,16 @@
 //! `feed.rs`: transaction, then position; position alone on SQLite) up to a feed cursor,
 //! with the number of events, signed with the service's Ed25519 key.
 //!
-//! `digest₀ = ""`, `digestₙ = hex(SHA-256(digestₙ₋₁ ‖ "\n" ‖ position ‖ "\n" ‖ content))`
-//! where `content` is the event's hash without a predecessor ([`event_hash`] of `""`): it
-//! covers the aggregate, the sequence, the type, the version, the payload and the metadata,
-//! as stored. Removing, inserting, editing or reordering any event at or before a
-//! checkpoint changes the digest (or the count) recomputed from the log, and the signature
-//! cannot be remade without the key. Events after the latest checkpoint are covered by the
-//! next one.
+//! `digest₀ = ""`, `digestₙ = hex(SHA-256(digestₙ₋₁ ‖ "\n" ‖ position ‖ "\n" ‖ hash))`
+//! where `hash` is the event's stored chain hash (`-` for an unhashed event). The chain hash
+//! covers the event's content and its predecessor, and verifying the chains checks every
+//! stored hash against its event, so the two checks together cover every byte: an event
+//! edited with its hash left alone breaks its chain; one edited with its chain recomputed
+//! changes the digest. Removing, inserting or reordering any event at or before a checkpoint
+//! changes the digest (or the count) recomputed from the log, and the signature cannot be
+//! remade without the key. Events after the latest checkpoint are covered by the next one.
+//! Digesting reads positions and hashes only, never payloads: the checkpointer costs a
+//! fraction of a projector.
 //!
 //! The signed text is [`Checkpoint::signed_text`]; its first line names the purpose, so a
 //! signature over it can never be taken for a token signature made with the same key.
@@ -25,8 +28,7 @@ use sha2::{Digest as _, Sha256};
 use sqlx::Row;
 
 use crate::backend::{dialect, on_pool, to_i64, to_u64, Dialect as _};
-use crate::chain::{event_hash, HashInput};
-use crate::{EventLog, FeedCursor, StoreError, StoredEvent};
+use crate::{EventLog, FeedCursor, StoreError};
 
 /// The running digest over the log, event by event, in feed order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,16 +42,15 @@ pub struct RunningDigest {
 }
 
 impl RunningDigest {
-    /// Folds in the next event of the feed, as stored.
-    pub fn add(&mut self, e: &StoredEvent) {
-        let content = event_hash("", &HashInput::from(e));
+    /// Folds in the next event of the feed: its cursor and its stored chain hash.
+    pub fn add(&mut self, cursor: FeedCursor, hash: Option<&str>) {
         let mut h = Sha256::new();
         h.update(self.digest.as_bytes());
-        h.update(format!("\n{}\n", e.position).as_bytes());
-        h.update(content.as_bytes());
+        h.update(format!("\n{}\n", cursor.position).as_bytes());
+        h.update(hash.unwrap_or("-").as_bytes());
         self.digest = hex::encode(h.finalize());
         self.events += 1;
-        self.cursor = e.cursor();
+        self.cursor = cursor;
     }
 }
 
@@ -226,15 +227,14 @@ impl EventLog {
         loop {
             let after = from.cursor;
             let limit = i64::from(DIGEST_BATCH);
-            // As stored: the digest covers the stored bytes, not an upcast shape.
             let batch =
-                dialect!(&self.backend, D, pool => D::read_feed(pool, after, limit, None).await?);
+                dialect!(&self.backend, D, pool => D::read_hashes(pool, after, limit).await?);
             let full = batch.len() == DIGEST_BATCH as usize;
-            for e in &batch {
-                if until.is_some_and(|u| e.cursor() > u) {
+            for (cursor, hash) in &batch {
+                if until.is_some_and(|u| *cursor > u) {
                     return Ok(from);
                 }
-                from.add(e);
+                from.add(*cursor, hash.as_deref());
             }
             if !full {
                 return Ok(from);
@@ -337,7 +337,7 @@ impl EventLog {
 
 impl EventLog {
     /// Signs a checkpoint of the log every `every`, while there are new events: the
-    /// checkpointer. It resumes from the latest checkpoint it can verify with `signer`'s key
+    /// checkpointer. It digests what is new at least every second in between. It resumes from the latest checkpoint it can verify with `signer`'s key
     /// (one signed elsewhere, or one that does not verify, means starting from the first
     /// event). Runs until dropped; a failure is logged and retried at the next interval.
     pub async fn run_checkpoints(self, signer: CheckpointSigner, every: std::time::Duration) {
@@ -355,6 +355,9 @@ impl EventLog {
             }
         };
         let mut signed = digest.cursor;
+        let mut last_signed = std::time::Instant::now();
+        // Digest at least every second, so that the reading is spread out; sign at `every`.
+        let read_every = every.min(std::time::Duration::from_secs(1));
         loop {
             match self.digest_from(digest.clone(), None).await {
                 Ok(next) => digest = next,
@@ -362,12 +365,13 @@ impl EventLog {
                     tracing::warn!(error = %crate::Report(&e), "checkpoints: reading the log failed; retrying");
                 }
             }
-            if digest.events > 0 && digest.cursor != signed {
+            if digest.events > 0 && digest.cursor != signed && last_signed.elapsed() >= every {
                 let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
                 let c = signer.sign(&digest, at);
                 match self.store_checkpoint(&c).await {
                     Ok(()) => {
                         signed = digest.cursor;
+                        last_signed = std::time::Instant::now();
                         tracing::debug!(
                             position = c.position,
                             events = c.events,
@@ -379,7 +383,7 @@ impl EventLog {
                     }
                 }
             }
-            tokio::time::sleep(every).await;
+            tokio::time::sleep(read_every).await;
         }
     }
 }
@@ -388,20 +392,8 @@ impl EventLog {
 mod tests {
     use super::*;
 
-    fn event(position: u64, payload: serde_json::Value) -> StoredEvent {
-        StoredEvent {
-            position,
-            xid: 0,
-            aggregate_type: "T".into(),
-            aggregate_id: "t/1".into(),
-            sequence: position,
-            event_type: "E".into(),
-            event_version: "1.0".into(),
-            payload,
-            metadata: serde_json::json!({}),
-            recorded_at: "2026-12-04T00:00:00.000000Z".into(),
-            hash: None,
-        }
+    fn at(position: u64) -> FeedCursor {
+        FeedCursor { xid: 0, position }
     }
 
     fn signer() -> CheckpointSigner {
@@ -414,29 +406,29 @@ mod tests {
 
     #[test]
     fn the_digest_depends_on_every_event_and_its_place() {
-        let (a, b) = (
-            event(1, serde_json::json!({"n": 1})),
-            event(2, serde_json::json!({"n": 2})),
-        );
         let mut both = RunningDigest::default();
-        both.add(&a);
-        both.add(&b);
+        both.add(at(1), Some("a"));
+        both.add(at(2), Some("b"));
         let mut swapped = RunningDigest::default();
-        swapped.add(&b);
-        swapped.add(&a);
+        swapped.add(at(1), Some("b"));
+        swapped.add(at(2), Some("a"));
         let mut edited = RunningDigest::default();
-        edited.add(&a);
-        edited.add(&event(2, serde_json::json!({"n": 3})));
-        assert_eq!(both.events, 2);
-        assert_ne!(both.digest, swapped.digest);
-        assert_ne!(both.digest, edited.digest);
+        edited.add(at(1), Some("a"));
+        edited.add(at(2), Some("c"));
+        let mut moved = RunningDigest::default();
+        moved.add(at(1), Some("a"));
+        moved.add(at(3), Some("b"));
+        assert_eq!((both.events, both.cursor), (2, at(2)));
+        for other in [&swapped, &edited, &moved] {
+            assert_ne!(both.digest, other.digest);
+        }
     }
 
     #[test]
     fn a_signature_holds_only_for_what_was_signed_and_with_a_known_key() {
         let signer = signer();
         let mut d = RunningDigest::default();
-        d.add(&event(1, serde_json::json!({})));
+        d.add(at(1), Some("a"));
         let c = signer.sign(&d, "2026-12-04T00:00:00Z".into());
         let keys = signer.verifier();
         assert_eq!(keys.check_signature(&c), Ok(()));

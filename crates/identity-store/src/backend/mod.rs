@@ -84,6 +84,13 @@ pub(crate) trait Dialect {
         limit: i64,
         prefix: Option<String>,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The cursors and stored hashes of up to `limit` events after `after` in feed order,
+    /// below the horizon: what the checkpointer digests, without reading payloads.
+    async fn read_hashes(
+        pool: &Self::Pool,
+        after: FeedCursor,
+        limit: i64,
+    ) -> Result<Vec<(FeedCursor, Option<String>)>, StoreError>;
     /// The cursor of the last event below the horizon, if any.
     async fn feed_tail(pool: &Self::Pool) -> Result<Option<FeedCursor>, StoreError>;
     /// The cursor of the event at `position` (above 0), if it exists.

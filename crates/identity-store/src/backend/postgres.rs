@@ -73,6 +73,36 @@ impl Dialect for Postgres {
         .collect()
     }
 
+    async fn read_hashes(
+        pool: &PgPool,
+        after: FeedCursor,
+        limit: i64,
+    ) -> Result<Vec<(FeedCursor, Option<String>)>, StoreError> {
+        let rows: Vec<(i64, i64, Option<String>)> = sqlx::query_as(
+            "SELECT xid::text::bigint, global_position, hash FROM events
+              WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+                AND (xid, global_position) > ($1::text::xid8, $2)
+              ORDER BY events.xid, events.global_position
+              LIMIT $3",
+        )
+        .bind(to_i64(after.xid))
+        .bind(to_i64(after.position))
+        .bind(limit)
+        // Not prepared, as in `read_feed`: the row comparison starts deep in the index.
+        .persistent(false)
+        .fetch_all(pool)
+        .await?;
+        rows.into_iter()
+            .map(|(xid, position, hash)| {
+                let cursor = FeedCursor {
+                    xid: to_u64(xid)?,
+                    position: to_u64(position)?,
+                };
+                Ok((cursor, hash))
+            })
+            .collect()
+    }
+
     async fn feed_tail(pool: &PgPool) -> Result<Option<FeedCursor>, StoreError> {
         let row: Option<(i64, i64)> = sqlx::query_as(
             "SELECT xid::text::bigint, global_position FROM events

@@ -105,6 +105,30 @@ impl Dialect for Sqlite {
         .collect()
     }
 
+    async fn read_hashes(
+        pool: &SqlitePool,
+        after: FeedCursor,
+        limit: i64,
+    ) -> Result<Vec<(FeedCursor, Option<String>)>, StoreError> {
+        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT global_position, hash FROM events WHERE global_position > $1
+              ORDER BY global_position LIMIT $2",
+        )
+        .bind(to_i64(after.position))
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+        rows.into_iter()
+            .map(|(position, hash)| {
+                let cursor = FeedCursor {
+                    xid: 0,
+                    position: to_u64(position)?,
+                };
+                Ok((cursor, hash))
+            })
+            .collect()
+    }
+
     async fn feed_tail(pool: &SqlitePool) -> Result<Option<FeedCursor>, StoreError> {
         let position: Option<i64> = sqlx::query_scalar(
             "SELECT global_position FROM events ORDER BY global_position DESC LIMIT 1",
