@@ -122,6 +122,21 @@ pub(crate) fn to_u64(v: i64) -> Result<u64, StoreError> {
     Ok(u64::try_from(v)?)
 }
 
+/// `(xid, position, hash)` rows as feed cursors with their stored hashes.
+pub(crate) fn cursors_and_hashes(
+    rows: Vec<(i64, i64, Option<String>)>,
+) -> Result<Vec<(FeedCursor, Option<String>)>, StoreError> {
+    rows.into_iter()
+        .map(|(xid, position, hash)| {
+            let cursor = FeedCursor {
+                xid: to_u64(xid)?,
+                position: to_u64(position)?,
+            };
+            Ok((cursor, hash))
+        })
+        .collect()
+}
+
 /// A position or cursor as a database argument. A value beyond `i64::MAX` lies beyond every
 /// stored position, so it saturates: as a lower bound it matches nothing, as an upper bound
 /// everything.

@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use tokio::sync::Notify;
 
-use super::{to_i64, to_u64, Dialect, EventRow as _};
+use super::{cursors_and_hashes, to_i64, to_u64, Dialect, EventRow as _};
 use crate::append::{fail_all, positions_of, AppendError, Key, NewEvent, Outcome, Request};
 use crate::{migrations, FeedCursor, StoreError, StoredEvent, NOTIFY_CHANNEL};
 
@@ -92,15 +92,7 @@ impl Dialect for Postgres {
         .persistent(false)
         .fetch_all(pool)
         .await?;
-        rows.into_iter()
-            .map(|(xid, position, hash)| {
-                let cursor = FeedCursor {
-                    xid: to_u64(xid)?,
-                    position: to_u64(position)?,
-                };
-                Ok((cursor, hash))
-            })
-            .collect()
+        cursors_and_hashes(rows)
     }
 
     async fn feed_tail(pool: &PgPool) -> Result<Option<FeedCursor>, StoreError> {

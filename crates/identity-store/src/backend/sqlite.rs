@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-use super::{to_i64, to_u64, Dialect, EventRow as _};
+use super::{cursors_and_hashes, to_i64, to_u64, Dialect, EventRow as _};
 use crate::append::{fail_all, is_conflict, AppendError, Outcome, Request};
 use crate::{migrations, FeedCursor, StoreError, StoredEvent};
 
@@ -110,23 +110,15 @@ impl Dialect for Sqlite {
         after: FeedCursor,
         limit: i64,
     ) -> Result<Vec<(FeedCursor, Option<String>)>, StoreError> {
-        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
-            "SELECT global_position, hash FROM events WHERE global_position > $1
+        let rows: Vec<(i64, i64, Option<String>)> = sqlx::query_as(
+            "SELECT 0, global_position, hash FROM events WHERE global_position > $1
               ORDER BY global_position LIMIT $2",
         )
         .bind(to_i64(after.position))
         .bind(limit)
         .fetch_all(pool)
         .await?;
-        rows.into_iter()
-            .map(|(position, hash)| {
-                let cursor = FeedCursor {
-                    xid: 0,
-                    position: to_u64(position)?,
-                };
-                Ok((cursor, hash))
-            })
-            .collect()
+        cursors_and_hashes(rows)
     }
 
     async fn feed_tail(pool: &SqlitePool) -> Result<Option<FeedCursor>, StoreError> {
