@@ -265,9 +265,23 @@ impl EventLog {
 
     /// Every stored checkpoint, in feed order.
     pub async fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        let sql = "SELECT xid, position, events, digest, signed_at, key_id, signature
-                     FROM checkpoints ORDER BY xid, position";
-        on_pool!(&self.backend, pool => sqlx::query(sql)
+        self.checkpoints_ordered("ORDER BY xid, position").await
+    }
+
+    /// The latest stored checkpoint, if any.
+    pub async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self
+            .checkpoints_ordered("ORDER BY xid DESC, position DESC LIMIT 1")
+            .await?
+            .pop())
+    }
+
+    async fn checkpoints_ordered(&self, order: &str) -> Result<Vec<Checkpoint>, StoreError> {
+        let sql = format!(
+            "SELECT xid, position, events, digest, signed_at, key_id, signature
+               FROM checkpoints {order}"
+        );
+        on_pool!(&self.backend, pool => sqlx::query(&sql)
             .fetch_all(pool)
             .await?
             .iter()
@@ -283,11 +297,6 @@ impl EventLog {
                 })
             })
             .collect())
-    }
-
-    /// The latest stored checkpoint, if any.
-    pub async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        Ok(self.checkpoints().await?.pop())
     }
 
     /// Checks the log against `c`: its signature, then the digest and count of the events
