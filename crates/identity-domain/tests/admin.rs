@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-
 use common::*;
 use cqrs_es::test::TestFramework;
 use identity_domain::admin::*;
@@ -16,14 +14,7 @@ use uuid::Uuid;
 
 fn given_admin() -> cqrs_es::test::AggregateTestExecutor<Admin> {
     TestFramework::<Admin>::with(services()).given(vec![
-        AdminEvent::AdminCreated {
-            admin_id: Uuid::from_u128(7),
-            email: email("ops@example.com"),
-            display_name: name("Ops"),
-            admin_type: AdminType::TenantAdmin,
-            tenants: BTreeSet::from([tenant()]),
-            created_at: t(0),
-        },
+        ops_admin_created(0),
         AdminEvent::AdminPasswordSet {
             credential: Credential::Modern {
                 phc: "phc:right".into(),

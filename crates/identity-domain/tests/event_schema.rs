@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use chrono::NaiveDate;
 use common::*;
 use cqrs_es::DomainEvent;
-use identity_domain::admin::{AdminEvent, AdminType};
+use identity_domain::admin::AdminEvent;
 use identity_domain::claim::ClaimEvent;
 use identity_domain::identification::*;
 use identity_domain::session::SignInFact;
@@ -156,14 +156,7 @@ fn samples() -> Vec<String> {
             eligible_tokens: BTreeSet::from([token("PTS")]),
             created_at: t(0),
         },
-        StatusTierEvent::StatusTierUpdated {
-            name: None,
-            description: None,
-            min_balance: Some(amount(2000)),
-            discount: None,
-            image_url: None,
-            updated_at: t(1),
-        },
+        min_balance_raised(),
         StatusTierEvent::StatusTierRetired { at: t(2) },
         StatusTierEvent::EligibleTokenAdded {
             token: token("USDC"),
@@ -248,14 +241,7 @@ fn samples() -> Vec<String> {
     ];
     out.extend(tenants.iter().map(line));
     let admins = [
-        AdminEvent::AdminCreated {
-            admin_id: Uuid::from_u128(7),
-            email: email("ops@example.com"),
-            display_name: name("Ops"),
-            admin_type: AdminType::TenantAdmin,
-            tenants: BTreeSet::from([tenant()]),
-            created_at: t(1),
-        },
+        ops_admin_created(1),
         AdminEvent::AdminAssignedToTenant {
             tenant: tenant(),
             at: t(2),

@@ -74,14 +74,7 @@ fn updating_records_only_what_changed() {
             }),
             t(1),
         ))
-        .then_expect_events(vec![StatusTierEvent::StatusTierUpdated {
-            name: None,
-            description: None,
-            min_balance: Some(amount(2000)),
-            discount: None,
-            image_url: None,
-            updated_at: t(1),
-        }]);
+        .then_expect_events(vec![min_balance_raised()]);
 }
 
 #[test]

@@ -190,6 +190,25 @@ pub(crate) fn many(text: &str) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::A
     sqlx::query(text).persistent(false)
 }
 
+/// "$2, $3, …" for `n` keys that follow the tenant (`$1`) in `WHERE tenant = $1 AND k IN (…)`.
+pub(crate) fn key_marks(n: usize) -> String {
+    (2..n + 2)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `text` (a [`many`] statement) with the tenant bound as `$1` and `keys` as `$2`, `$3`, …
+/// (the marks [`key_marks`] writes).
+pub(crate) fn for_keys<'q>(
+    text: &'q str,
+    tenant: &'q str,
+    keys: impl IntoIterator<Item = &'q str>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    keys.into_iter()
+        .fold(many(text).bind(tenant), |q, key| q.bind(key))
+}
+
 /// Rows per multi-row statement (4–12 arguments each, far below both databases' limits).
 pub(crate) const ROWS_PER_STATEMENT: usize = 200;
 

@@ -154,25 +154,6 @@ impl Core {
             .await
     }
 
-    /// Runs a unit of work: `build` makes its decisions (claims, the command they guard,
-    /// releases) and hands the unit back with the decision on the aggregate the caller
-    /// asked about (`id`);
-    /// all their events commit in one transaction or none do, whatever happens to the
-    /// caller. After a lost race the unit is built again on fresh state.
-    pub async fn transact<'c, A, F>(
-        &'c self,
-        ctx: &RequestContext,
-        id: &str,
-        build: F,
-    ) -> ApiResult<Executed<A>>
-    where
-        A: Aggregate<Error = DomainError> + 'static,
-        A::Event: RecordsRejection,
-        F: FnMut(Unit<'c>) -> Built<'c, A, ApiError>,
-    {
-        self.transact_as(ctx.event_metadata(), id, build).await
-    }
-
     /// [`Core::execute`] outside any one tenant (the access registry), recording `metadata`.
     pub async fn execute_as<A: Runnable>(
         &self,
@@ -181,7 +162,7 @@ impl Core {
         command: A::Command,
         services: &A::Services,
     ) -> ApiResult<Executed<A>> {
-        self.transact_as::<A, _>(metadata, id, |mut unit| {
+        self.transact::<A, _>(metadata, id, |mut unit| {
             let command = command.clone();
             Box::pin(async move {
                 let decided = unit.decide::<A>(id, command, services).await?;
@@ -191,16 +172,19 @@ impl Core {
         .await
     }
 
-    /// [`Core::transact`] with the event metadata given.
-    pub async fn transact_as<'c, A, F>(
+    /// Runs a unit of work: `build` makes its decisions (claims, the command they guard,
+    /// releases) and hands the unit back with the decision on the aggregate the caller
+    /// asked about (`id`); all their events commit in one transaction or none do, whatever
+    /// happens to the caller, recording `metadata` (a request's: `ctx.event_metadata()`).
+    /// After a lost race the unit is built again on fresh state.
+    pub async fn transact<'c, A, F>(
         &'c self,
         metadata: std::collections::HashMap<String, String>,
         id: &str,
         build: F,
     ) -> ApiResult<Executed<A>>
     where
-        A: Aggregate<Error = DomainError> + 'static,
-        A::Event: RecordsRejection,
+        A: Runnable,
         F: FnMut(Unit<'c>) -> Built<'c, A, ApiError>,
     {
         use tracing::Instrument as _;
@@ -272,17 +256,21 @@ impl Core {
         Ok(())
     }
 
-    /// Gives a claimed value up inside a unit (after a contact change), if `owner` holds it.
-    pub async fn release_in(
+    /// Moves `owner`'s claim of `kind` to `value` inside a unit (after a contact or person
+    /// code change): claims it, and gives up `previous`, the value held before, if it differs.
+    pub async fn reclaim_in(
         unit: &mut Unit<'_>,
         ctx: &RequestContext,
-        kind: ClaimKind,
-        value: &str,
+        (kind, value): (ClaimKind, &str),
+        previous: Option<&str>,
         owner: UserId,
     ) -> ApiResult<()> {
-        let id = claim_id(&ctx.tenant, kind, value);
-        unit.decide::<UniqueClaim>(&id, ClaimCommand::Release { owner }, &())
-            .await?;
+        Self::claim_in(unit, ctx, kind, value, owner).await?;
+        if let Some(old) = previous.filter(|old| *old != value) {
+            let id = claim_id(&ctx.tenant, kind, old);
+            unit.decide::<UniqueClaim>(&id, ClaimCommand::Release { owner }, &())
+                .await?;
+        }
         Ok(())
     }
 

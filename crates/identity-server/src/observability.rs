@@ -73,28 +73,13 @@ pub struct GrpcMetrics<S> {
 pub fn known_methods() -> &'static std::collections::HashSet<String> {
     static KNOWN: OnceLock<std::collections::HashSet<String>> = OnceLock::new();
     KNOWN.get_or_init(|| {
-        use identity_proto::prost::Message as _;
-        let mut known = std::collections::HashSet::new();
-        for set in [
+        let mut known: std::collections::HashSet<String> = [
             identity_proto::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
-        ] {
-            let Ok(files) = identity_proto::prost_types::FileDescriptorSet::decode(set) else {
-                continue;
-            };
-            for file in files.file {
-                let package = file.package.unwrap_or_default();
-                for service in file.service {
-                    let name = service.name.unwrap_or_default();
-                    for method in service.method {
-                        known.insert(format!(
-                            "{package}.{name}/{}",
-                            method.name.unwrap_or_default()
-                        ));
-                    }
-                }
-            }
-        }
+        ]
+        .into_iter()
+        .flat_map(identity_proto::method_names)
+        .collect();
         for reflection in ["grpc.reflection.v1", "grpc.reflection.v1alpha"] {
             known.insert(format!(
                 "{reflection}.ServerReflection/ServerReflectionInfo"

@@ -86,3 +86,27 @@ pub fn services() -> UserServices {
         credentials: Arc::new(FakeVerifier),
     }
 }
+
+/// The tenant admin "ops@example.com" of acme, created at `t(at)`.
+pub fn ops_admin_created(at: i64) -> identity_domain::admin::AdminEvent {
+    identity_domain::admin::AdminEvent::AdminCreated {
+        admin_id: Uuid::from_u128(7),
+        email: email("ops@example.com"),
+        display_name: name("Ops"),
+        admin_type: identity_domain::admin::AdminType::TenantAdmin,
+        tenants: std::collections::BTreeSet::from([tenant()]),
+        created_at: t(at),
+    }
+}
+
+/// A tier update that raises only the minimum balance, to 2000, at `t(1)`.
+pub fn min_balance_raised() -> identity_domain::status_tier::StatusTierEvent {
+    identity_domain::status_tier::StatusTierEvent::StatusTierUpdated {
+        name: None,
+        description: None,
+        min_balance: Some(amount(2000)),
+        discount: None,
+        image_url: None,
+        updated_at: t(1),
+    }
+}

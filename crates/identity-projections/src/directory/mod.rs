@@ -11,7 +11,8 @@ use identity_store::StoredEvent;
 use sqlx::{AnyConnection, Row};
 
 use crate::apply::{
-    chrono_secs, decode, many, tenant_and_id, values_list, Result, Sql, ROWS_PER_STATEMENT,
+    chrono_secs, decode, for_keys, key_marks, many, tenant_and_id, values_list, Result, Sql,
+    ROWS_PER_STATEMENT,
 };
 use crate::read_model::{Fold, ReadModel, Target, Writing};
 use crate::schema::Table;
@@ -363,16 +364,12 @@ impl DirectoryFold {
         }
         for (tenant, users) in &registered {
             for chunk in users.chunks(ROWS_PER_STATEMENT) {
-                let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
                 let text = sql.text(&format!(
                     "SELECT DISTINCT user_id FROM {{rm_user_wallets}} WHERE tenant = $1 AND user_id IN ({})",
-                    marks.join(", ")
+                    key_marks(chunk.len())
                 ));
-                let mut q = many(&text).bind(tenant);
-                for u in chunk {
-                    q = q.bind(u);
-                }
-                for row in q.fetch_all(&mut *conn).await? {
+                let keys = chunk.iter().map(String::as_str);
+                for row in for_keys(&text, tenant, keys).fetch_all(&mut *conn).await? {
                     self.refresh.insert((tenant.clone(), row.try_get(0)?));
                 }
             }
@@ -383,18 +380,14 @@ impl DirectoryFold {
         }
         for (tenant, users) in &per_tenant {
             for chunk in users.chunks(ROWS_PER_STATEMENT) {
-                let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-                let marks = marks.join(", ");
+                let marks = key_marks(chunk.len());
                 let mut parts: BTreeMap<String, Vec<String>> = BTreeMap::new();
                 let text = sql.text(&format!(
                     "SELECT user_id, email, phone, external_id, identifier_email, first_name, last_name
                        FROM {{rm_users}} WHERE tenant = $1 AND user_id IN ({marks})"
                 ));
-                let mut q = many(&text).bind(tenant);
-                for u in chunk {
-                    q = q.bind(u);
-                }
-                for row in q.fetch_all(&mut *conn).await? {
+                let keys = chunk.iter().map(String::as_str);
+                for row in for_keys(&text, tenant, keys).fetch_all(&mut *conn).await? {
                     let mut fields = Vec::new();
                     for i in 1..7 {
                         fields.extend(row.try_get::<Option<String>, _>(i)?);
@@ -408,11 +401,8 @@ impl DirectoryFold {
                     "SELECT user_id, address FROM {{rm_user_wallets}}
                       WHERE tenant = $1 AND user_id IN ({marks}) ORDER BY user_id, wallet_id"
                 ));
-                let mut q = many(&text).bind(tenant);
-                for u in chunk {
-                    q = q.bind(u);
-                }
-                for row in q.fetch_all(&mut *conn).await? {
+                let keys = chunk.iter().map(String::as_str);
+                for row in for_keys(&text, tenant, keys).fetch_all(&mut *conn).await? {
                     let user: String = row.try_get(0)?;
                     if let Some(fields) = parts.get_mut(&user) {
                         fields.push(row.try_get(1)?);

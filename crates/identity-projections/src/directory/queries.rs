@@ -160,16 +160,13 @@ impl Projections {
     ) -> Result<Vec<DirectoryUser>> {
         // One query for the whole page (at most MAX_LIMIT users), not one per user.
         for chunk in users.chunks_mut(MAX_LIMIT as usize) {
-            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql = self.q(&format!(
                 "SELECT user_id, address FROM rm_user_wallets WHERE tenant = $1 AND user_id IN ({})
                   ORDER BY user_id, wallet_id",
-                marks.join(", ")
+                crate::apply::key_marks(chunk.len())
             ));
-            let mut query = sqlx::query(&sql).persistent(false).bind(tenant);
-            for u in chunk.iter() {
-                query = query.bind(&u.user_id);
-            }
+            let keys: Vec<String> = chunk.iter().map(|u| u.user_id.clone()).collect();
+            let query = crate::apply::for_keys(&sql, tenant, keys.iter().map(String::as_str));
             let mut addresses: std::collections::HashMap<String, Vec<String>> =
                 std::collections::HashMap::new();
             for row in query.fetch_all(self.pool()).await? {

@@ -11,7 +11,8 @@ use identity_store::StoredEvent;
 use sqlx::{AnyConnection, Row};
 
 use crate::apply::{
-    chrono_secs, decode, many, tenant_and_id, values_list, Result, Sql, ROWS_PER_STATEMENT,
+    chrono_secs, decode, for_keys, key_marks, many, tenant_and_id, values_list, Result, Sql,
+    ROWS_PER_STATEMENT,
 };
 use crate::read_model::{Fold, ReadModel, Target, Writing};
 use crate::schema::Table;
@@ -76,16 +77,12 @@ impl StatusFold {
         for (tenant, ids) in &wallets {
             let ids: Vec<&str> = ids.iter().copied().collect();
             for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-                let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
                 let text = sql.text(&format!(
                     "SELECT wallet_id, user_id FROM {{st_wallets}} WHERE tenant = $1 AND wallet_id IN ({})",
-                    marks.join(", ")
+                    key_marks(chunk.len())
                 ));
-                let mut q = many(&text).bind(*tenant);
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                for row in q.fetch_all(&mut *conn).await? {
+                let keys = chunk.iter().copied();
+                for row in for_keys(&text, tenant, keys).fetch_all(&mut *conn).await? {
                     owners.insert(((*tenant).to_string(), row.try_get(0)?), row.try_get(1)?);
                 }
             }
@@ -177,16 +174,12 @@ pub(crate) async fn recompute(
     }
     let rules = tier_rules(conn, sql, tenant).await?;
     for chunk in users.chunks(200) {
-        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
         let q = sql.text(&format!(
             "SELECT user_id, token, amount FROM {{st_balances}} WHERE tenant = $1 AND user_id IN ({})",
-            marks.join(", ")
+            key_marks(chunk.len())
         ));
-        let mut query = many(&q).bind(tenant);
-        for u in chunk {
-            query = query.bind(u);
-        }
-        let rows = query.fetch_all(&mut *conn).await?;
+        let keys = chunk.iter().map(String::as_str);
+        let rows = for_keys(&q, tenant, keys).fetch_all(&mut *conn).await?;
         let mut per_user: BTreeMap<String, BTreeMap<TokenId, TokenAmount>> =
             chunk.iter().map(|u| (u.clone(), BTreeMap::new())).collect();
         for r in rows {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use identity_domain::session::SessionCommand;
 use identity_domain::session::{CodeChannel, SessionEnd};
 use identity_domain::user::{Credential, Secret, User, UserCommand, UserEvent};
-use identity_domain::values::{Email, ExternalId, PersonCode, Phone, SessionId, UserId};
+use identity_domain::values::{Email, ExternalId, PersonCode, Phone, UserId};
 use identity_domain::{ClaimKind, DomainError};
 use identity_proto::v1 as pb;
 use identity_proto::v1::auth_service_server::AuthService;
@@ -21,7 +21,7 @@ use crate::error::{ApiError, ApiResult};
 type Rpc<T> = Result<Response<T>, Status>;
 
 use super::refresh::parse_refresh;
-pub(crate) use super::refresh::{opening, Account, RefreshToken};
+pub(crate) use super::refresh::{opening, Account, RefreshToken, SessionRefresh};
 
 #[derive(Debug, Clone)]
 pub struct AuthApi {
@@ -88,18 +88,9 @@ impl AuthApi {
         &self,
         ctx: &RequestContext,
         user: &User,
-        session: SessionId,
-        refresh_token: String,
-        refresh_expires: DateTime<Utc>,
+        refresh: SessionRefresh,
     ) -> ApiResult<pb::Tokens> {
-        issue_tokens(
-            &self.core,
-            ctx,
-            user,
-            session,
-            refresh_token,
-            refresh_expires,
-        )
+        issue_tokens(&self.core, ctx, user, refresh)
     }
 
     /// Continues a person's session with a new refresh token.
@@ -120,13 +111,7 @@ impl AuthApi {
                 }
                 e => e,
             })?;
-        let tokens = self.tokens(
-            ctx,
-            &executed.aggregate,
-            presented.session,
-            renewal.token,
-            renewal.expires_at,
-        )?;
+        let tokens = self.tokens(ctx, &executed.aggregate, renewal.refresh)?;
         Ok(pb::RefreshResponse {
             tokens: Some(tokens),
             position: executed.position,
@@ -213,9 +198,7 @@ pub(crate) fn issue_tokens(
     core: &Core,
     ctx: &RequestContext,
     user: &User,
-    session: SessionId,
-    refresh_token: String,
-    refresh_expires: DateTime<Utc>,
+    refresh: SessionRefresh,
 ) -> ApiResult<pb::Tokens> {
     let user_id = user
         .id
@@ -232,7 +215,7 @@ pub(crate) fn issue_tokens(
         permissions,
         roles: user.roles.iter().map(|r| r.as_str().to_string()).collect(),
     };
-    sign_tokens(core, ctx, subject, session, refresh_token, refresh_expires)
+    sign_tokens(core, ctx, subject, refresh)
 }
 
 /// Who an access token speaks for.
@@ -249,10 +232,13 @@ pub(crate) fn sign_tokens(
     core: &Core,
     ctx: &RequestContext,
     subject: Subject,
-    session: SessionId,
-    refresh_token: String,
-    refresh_expires: DateTime<Utc>,
+    refresh: SessionRefresh,
 ) -> ApiResult<pb::Tokens> {
+    let SessionRefresh {
+        session,
+        token: refresh_token,
+        expires_at: refresh_expires,
+    } = refresh;
     let signer = core.access.signer.as_ref().ok_or_else(|| {
         ApiError::Internal("no signing key configured: this service cannot issue tokens".into())
     })?;
@@ -334,16 +320,9 @@ impl AuthService for AuthApi {
                 .map_err(ApiError::from)?;
             return Err(ApiError::from(DomainError::InvalidCredentials).into());
         };
-        let (refresh_token, attempt) = opening(&ctx, &self.core, Account::User(user), password);
-        let (session, expires_at) = (attempt.session, attempt.expires_at);
+        let (refresh, attempt) = opening(&ctx, &self.core, Account::User(user), password);
         let executed = self.run(&ctx, user, UserCommand::SignIn(attempt)).await?;
-        let tokens = self.tokens(
-            &ctx,
-            &executed.aggregate,
-            session,
-            refresh_token,
-            expires_at,
-        )?;
+        let tokens = self.tokens(&ctx, &executed.aggregate, refresh)?;
         Ok(Response::new(pb::SignInResponse {
             tokens: Some(tokens),
             user_id: user.to_string(),

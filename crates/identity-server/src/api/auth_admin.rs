@@ -2,15 +2,14 @@
 //! sessions as people (the rules are the domain's `SignInState`), ending in an admin token
 //! for the tenant of the app's key, which the admin must act in.
 
-use chrono::Utc;
 use identity_domain::admin::{admin_aggregate_id, admin_id, Admin, AdminCommand};
 use identity_domain::user::{CredentialVerifier as _, Secret};
-use identity_domain::values::{Email, SessionId};
+use identity_domain::values::Email;
 use identity_domain::DomainError;
 use identity_proto::v1 as pb;
 use uuid::Uuid;
 
-use super::auth::{opening, sign_tokens, Account, RefreshToken, Subject};
+use super::auth::{opening, sign_tokens, Account, RefreshToken, SessionRefresh, Subject};
 use crate::context::RequestContext;
 use crate::core::Core;
 use crate::error::{ApiError, ApiResult};
@@ -34,9 +33,7 @@ fn tokens(
     core: &Core,
     ctx: &RequestContext,
     admin: &Admin,
-    session: SessionId,
-    refresh_token: String,
-    refresh_expires: chrono::DateTime<Utc>,
+    refresh: SessionRefresh,
 ) -> ApiResult<pb::Tokens> {
     let (Some(id), Some(admin_type)) = (admin.id, admin.admin_type) else {
         return Err(DomainError::AdminNotFound.into());
@@ -47,7 +44,7 @@ fn tokens(
         permissions: crate::access::permission::of_admin(admin_type),
         roles: vec![admin_type.as_str().to_string()],
     };
-    sign_tokens(core, ctx, subject, session, refresh_token, refresh_expires)
+    sign_tokens(core, ctx, subject, refresh)
 }
 
 /// Signs an admin in. An unknown admin, or one that does not act in the key's tenant, costs
@@ -73,8 +70,7 @@ pub(super) async fn sign_in(
             .map_err(ApiError::from)?;
         return Err(DomainError::InvalidCredentials.into());
     }
-    let (refresh_token, attempt) = opening(ctx, core, Account::Admin(id), password);
-    let (session, expires_at) = (attempt.session, attempt.expires_at);
+    let (refresh, attempt) = opening(ctx, core, Account::Admin(id), password);
     let executed = run(core, ctx, id, AdminCommand::SignIn(attempt))
         .await
         .map_err(|e| match e {
@@ -83,14 +79,7 @@ pub(super) async fn sign_in(
             }
             e => e,
         })?;
-    let tokens = tokens(
-        core,
-        ctx,
-        &executed.aggregate,
-        session,
-        refresh_token,
-        expires_at,
-    )?;
+    let tokens = tokens(core, ctx, &executed.aggregate, refresh)?;
     Ok(pb::SignInResponse {
         tokens: Some(tokens),
         user_id: String::new(),
@@ -117,14 +106,7 @@ pub(super) async fn refresh(
     if !executed.aggregate.acts_in(&ctx.tenant) {
         return Err(DomainError::InvalidRefreshToken.into());
     }
-    let tokens = tokens(
-        core,
-        ctx,
-        &executed.aggregate,
-        presented.session,
-        renewal.token,
-        renewal.expires_at,
-    )?;
+    let tokens = tokens(core, ctx, &executed.aggregate, renewal.refresh)?;
     Ok(pb::RefreshResponse {
         tokens: Some(tokens),
         position: executed.position,

@@ -43,7 +43,7 @@ impl IdentificationApi {
         let id = ctx.aggregate_id(user);
         let result = self
             .core
-            .transact::<Identification, _>(ctx, &id, |mut unit| {
+            .transact::<Identification, _>(ctx.event_metadata(), &id, |mut unit| {
                 let (id, key, identity) = (&id, &key, identity.clone());
                 Box::pin(async move {
                     let previous = unit
@@ -69,10 +69,8 @@ impl IdentificationApi {
                             &(),
                         )
                         .await?;
-                    Core::claim_in(&mut unit, ctx, ClaimKind::PersonCode, key, user).await?;
-                    if let Some(old) = previous.filter(|old| old != key) {
-                        Core::release_in(&mut unit, ctx, ClaimKind::PersonCode, &old, user).await?;
-                    }
+                    let code = (ClaimKind::PersonCode, key.as_str());
+                    Core::reclaim_in(&mut unit, ctx, code, previous.as_deref(), user).await?;
                     Ok((unit, decided))
                 })
             })

@@ -44,11 +44,17 @@ pub(crate) struct RefreshToken {
     pub(crate) digest: String,
 }
 
-/// What continuing a presented session takes: its next refresh token, when that expires,
-/// and the command that records it.
-pub(crate) struct Renewal {
+/// The refresh token a session is given (at sign-in or on renewal), and when it expires.
+pub(crate) struct SessionRefresh {
+    pub(crate) session: SessionId,
     pub(crate) token: String,
     pub(crate) expires_at: DateTime<Utc>,
+}
+
+/// What continuing a presented session takes: its next refresh token and the command that
+/// records it.
+pub(crate) struct Renewal {
+    pub(crate) refresh: SessionRefresh,
     pub(crate) command: SessionCommand,
 }
 
@@ -66,8 +72,11 @@ impl RefreshToken {
             at,
         };
         Renewal {
-            token,
-            expires_at,
+            refresh: SessionRefresh {
+                session: self.session,
+                token,
+                expires_at,
+            },
             command,
         }
     }
@@ -93,18 +102,24 @@ pub(crate) fn opening(
     core: &Core,
     account: Account,
     password: Secret,
-) -> (String, SignIn) {
+) -> (SessionRefresh, SignIn) {
     let at = Utc::now();
     let session = SessionId(uuid::Uuid::new_v4());
-    let (refresh_token, refresh_digest) = new_refresh_token(ctx, account, session);
+    let (token, refresh_digest) = new_refresh_token(ctx, account, session);
+    let expires_at = refresh_expiry(core, at);
     let attempt = SignIn {
         password,
         session,
         refresh_digest,
-        expires_at: refresh_expiry(core, at),
+        expires_at,
         at,
     };
-    (refresh_token, attempt)
+    let refresh = SessionRefresh {
+        session,
+        token,
+        expires_at,
+    };
+    (refresh, attempt)
 }
 
 /// When a refresh token made at `at` expires.

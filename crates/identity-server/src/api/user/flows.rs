@@ -16,7 +16,7 @@ impl UserApi {
         let id = ctx.aggregate_id(owner);
         let services = &self.core.user_services;
         self.core
-            .transact::<User, _>(ctx, &id, |mut unit| {
+            .transact::<User, _>(ctx.event_metadata(), &id, |mut unit| {
                 let (claims, cmd, id) = (&claims, cmd.clone(), &id);
                 Box::pin(async move {
                     for (kind, value) in claims {
@@ -118,7 +118,7 @@ impl UserApi {
         let services = &self.core.user_services;
         let executed = self
             .core
-            .transact::<User, _>(ctx, &aggregate_id, |mut unit| {
+            .transact::<User, _>(ctx.event_metadata(), &aggregate_id, |mut unit| {
                 let (id, code_hash) = (&aggregate_id, code_hash.clone());
                 Box::pin(async move {
                     let at = Utc::now();
@@ -145,10 +145,8 @@ impl UserApi {
                             ),
                             _ => continue,
                         };
-                        Core::claim_in(&mut unit, ctx, kind, &new, user).await?;
-                        if let Some(old) = previous.filter(|old| *old != new) {
-                            Core::release_in(&mut unit, ctx, kind, &old, user).await?;
-                        }
+                        let previous = previous.as_deref();
+                        Core::reclaim_in(&mut unit, ctx, (kind, &new), previous, user).await?;
                     }
                     Ok((unit, decided))
                 })
