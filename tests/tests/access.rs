@@ -13,7 +13,6 @@ use access_support::*;
 use common::*;
 use identity_proto::v1 as pb;
 use identity_proto::v1::tenant_service_client::TenantServiceClient;
-use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 on_both_stores!(
@@ -114,12 +113,8 @@ mod scenarios {
             .expect_err("credit refused");
         assert_eq!(status.code(), Code::PermissionDenied);
         assert_eq!(reason(&status), "PERMISSION_DENIED");
-        let info = tonic_types::StatusExt::get_error_details(&status)
-            .error_info()
-            .cloned()
-            .expect("error info");
         assert_eq!(
-            info.metadata.get("permission").map(String::as_str),
+            detail(&status, "permission").as_deref(),
             Some("credit:wallets")
         );
         // Creating tenants is a SUPER_ADMIN's: a tenant-wide service cannot.
@@ -148,11 +143,7 @@ mod scenarios {
         let app = spawn_app(store).await;
         // A second replica on the same store.
         let (addr2, _stop2, _server2) = start_server(app.db.url()).await;
-        let replica = Channel::from_shared(format!("http://{addr2}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
+        let replica = connect(addr2).await;
         let user = app.register("acme", "pk@example.com").await;
         let issued = ok!(
             TenantServiceClient::new(app.channel()).issue_project_key(req(
@@ -224,12 +215,9 @@ mod scenarios {
             );
             async move { users.user_exists(r).await }
         };
-        within(
-            Instant::now(),
-            Duration::from_secs(1),
-            "the second replica never accepted the new key",
-            || async { exists_on_replica().await.is_ok() },
-        )
+        soon("the second replica never accepted the new key", || async {
+            exists_on_replica().await.is_ok()
+        })
         .await;
         // Revoked on the first replica: refused there at once, and on the second within 1 s.
         TenantServiceClient::new(app.channel())

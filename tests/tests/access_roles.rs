@@ -13,7 +13,6 @@ use common::*;
 use identity_proto::v1 as pb;
 use identity_proto::v1::admin_service_client::AdminServiceClient;
 use identity_proto::v1::tenant_service_client::TenantServiceClient;
-use tonic::transport::Channel;
 use tonic::Code;
 
 on_both_stores!(
@@ -27,24 +26,14 @@ mod scenarios {
     pub(super) async fn admins_act_in_their_tenants_with_their_types_permissions(store: Store) {
         let app = spawn_app(store).await;
         let (addr2, _stop2, _server2) = start_server(app.db.url()).await;
-        let replica = Channel::from_shared(format!("http://{addr2}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
+        let replica = connect(addr2).await;
         let mut admins = AdminServiceClient::new(app.channel());
-        let tenant_admin = ok!(admins.create_admin(req(
-            "acme",
-            ask::new_admin("ta@example.com", pb::AdminType::TenantAdmin),
-        )))
-        .admin
-        .expect("admin");
-        let auditor = ok!(admins.create_admin(req(
-            "acme",
-            ask::new_admin("au@example.com", pb::AdminType::Auditor),
-        )))
-        .admin
-        .expect("admin");
+        let tenant_admin = app
+            .new_admin("ta@example.com", pb::AdminType::TenantAdmin)
+            .await;
+        let auditor = app
+            .new_admin("au@example.com", pb::AdminType::Auditor)
+            .await;
         let ta = mint("admin", &tenant_admin.admin_id, None, &[]);
         let au = mint("admin", &auditor.admin_id, None, &[]);
         let user = app.register("acme", "who@example.com").await;
@@ -117,12 +106,9 @@ mod scenarios {
             let r = with_token(&ta, Some("acme"), ask::get_user(&user));
             async move { users.get_user(r).await }
         };
-        within(
-            Instant::now(),
-            Duration::from_secs(1),
-            "the second replica never knew the admin",
-            || async { on_replica().await.is_ok() },
-        )
+        soon("the second replica never knew the admin", || async {
+            on_replica().await.is_ok()
+        })
         .await;
         admins
             .remove_admin_from_tenant(req(

@@ -212,11 +212,7 @@ impl Served {
             .await
             .expect("the server runs");
         });
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connects");
+        let channel = connect(addr).await;
         Self {
             channel,
             admin,
@@ -510,11 +506,7 @@ async fn reflection_can_be_switched_off_and_health_stays_open() {
     let db = TestDb::create(Store::Sqlite).await;
     let (addr, _stop, _server, _, _, _) =
         start_server_with_settings(db.url(), |s| s.reflection = false).await;
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = connect(addr).await;
     let listed = std::process::Command::new(grpcurl())
         .args(["-plaintext", &addr.to_string(), "list"])
         .output()

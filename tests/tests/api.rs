@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use identity_proto::v1 as pb;
+use identity_proto::v1::user_service_client::UserServiceClient;
 use tonic::Code;
 
 on_both_stores!(
@@ -51,11 +52,12 @@ mod scenarios {
         .expect("user");
         assert_eq!(fetched, user);
 
-        let duplicate = app
-            .users()
-            .register_user(registering("acme", user_input("ADA@example.com")))
-            .await;
-        assert_error(duplicate, Code::AlreadyExists, "EMAIL_ALREADY_ASSIGNED");
+        fails!(
+            app.users()
+                .register_user(registering("acme", user_input("ADA@example.com"))),
+            Code::AlreadyExists,
+            "EMAIL_ALREADY_ASSIGNED"
+        );
 
         let unknown = app
             .users()
@@ -137,16 +139,18 @@ mod scenarios {
             .await;
         assert_error(result, Code::Unauthenticated, "UNAUTHENTICATED");
         // Naming a tenant never creates it.
-        let unknown = app
-            .users()
-            .register_user(registering("no-such-tenant", user_input("a@example.com")))
-            .await;
-        assert_error(unknown, Code::NotFound, "TENANT_NOT_FOUND");
-        let bad = app
-            .users()
-            .register_user(registering("Not A Tenant!", user_input("a@example.com")))
-            .await;
-        assert_error(bad, Code::InvalidArgument, "INVALID_METADATA");
+        fails!(
+            app.users()
+                .register_user(registering("no-such-tenant", user_input("a@example.com"))),
+            Code::NotFound,
+            "TENANT_NOT_FOUND"
+        );
+        fails!(
+            app.users()
+                .register_user(registering("NotATenant!", user_input("a@example.com"))),
+            Code::InvalidArgument,
+            "INVALID_METADATA"
+        );
     }
 
     pub(super) async fn tenants_never_see_each_other(store: Store) {
@@ -183,8 +187,18 @@ mod scenarios {
         n: usize,
         make: impl Fn(usize) -> pb::UserInput,
     ) -> (usize, Vec<tonic::Status>) {
+        race_through(|_| app.users(), n, make).await
+    }
+
+    /// Sends `n` registrations at once, the i-th through `client(i)`; how many succeeded, and
+    /// the others' errors.
+    async fn race_through(
+        client: impl Fn(usize) -> UserServiceClient<tonic::transport::Channel>,
+        n: usize,
+        make: impl Fn(usize) -> pb::UserInput,
+    ) -> (usize, Vec<tonic::Status>) {
         let calls = (0..n).map(|i| {
-            let mut client = app.users();
+            let mut client = client(i);
             let input = make(i);
             async move {
                 client
@@ -255,35 +269,16 @@ mod scenarios {
     pub(super) async fn two_servers_on_one_store_never_both_take_an_email(store: Store) {
         let app = spawn_app(store).await;
         let (addr2, _stop2, _server2) = start_server(app.db.url()).await;
-        let channel2 = tonic::transport::Channel::from_shared(format!("http://{addr2}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
+        let channel2 = connect(addr2).await;
         for round in 0..5 {
             let email = format!("twin{round}@example.com");
-            let calls = (0..16).map(|i| {
-                let mut client = if i % 2 == 0 {
-                    app.users()
-                } else {
-                    identity_proto::v1::user_service_client::UserServiceClient::new(
-                        channel2.clone(),
-                    )
-                };
-                let input = pb::UserInput {
-                    email: email.clone(),
-                    ..Default::default()
-                };
-                async move {
-                    client
-                        .register_user(req("acme", pb::RegisterUserRequest { user: Some(input) }))
-                        .await
-                }
-            });
-            let results = futures::future::join_all(calls).await;
-            let ok = results.iter().filter(|r| r.is_ok()).count();
-            assert_eq!(ok, 1, "round {round}: {results:?}");
-            for e in results.iter().filter_map(|r| r.as_ref().err()) {
+            let either = |i: usize| match i % 2 {
+                0 => app.users(),
+                _ => UserServiceClient::new(channel2.clone()),
+            };
+            let (ok, errors) = race_through(either, 16, |_| user_input(&email)).await;
+            assert_eq!(ok, 1, "round {round}: {errors:?}");
+            for e in &errors {
                 assert_eq!(reason(e), "EMAIL_ALREADY_ASSIGNED", "{e:?}");
             }
         }

@@ -42,16 +42,7 @@ mod scenarios {
             Code::FailedPrecondition,
             "INSUFFICIENT_BALANCE",
         );
-        use tonic_types::StatusExt;
-        let info = status
-            .get_error_details()
-            .error_info()
-            .cloned()
-            .expect("info");
-        assert_eq!(
-            info.metadata.get("available").map(String::as_str),
-            Some("100")
-        );
+        assert_eq!(detail(&status, "available").as_deref(), Some("100"));
         let debited = ok!(w.debit_tokens(req("acme", debit(&wallet, "40", "d2"))));
         assert_eq!(debited.balance, "60");
         fails!(

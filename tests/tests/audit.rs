@@ -13,7 +13,6 @@ use futures::StreamExt as _;
 use identity_proto::v1 as pb;
 use identity_proto::v1::audit_service_client::AuditServiceClient;
 use tonic::Code;
-use tonic_types::StatusExt as _;
 
 on_both_stores!(
     events_are_listed_with_filters_and_pages,
@@ -28,10 +27,24 @@ mod scenarios {
     use super::*;
 
     /// What ListEvents in `acme` answers for `filter`.
+    /// The next event a stream delivers (it must deliver one).
+    async fn next_event(stream: &mut tonic::Streaming<pb::StreamEventsResponse>) -> pb::Event {
+        stream
+            .message()
+            .await
+            .expect("receives")
+            .expect("an event")
+            .event
+            .expect("event")
+    }
+
+    /// The events of "acme" that match the filter `shape` sets.
     async fn matching(
         a: &mut AuditServiceClient<tonic::transport::Channel>,
-        filter: pb::EventFilter,
+        shape: impl FnOnce(&mut pb::EventFilter),
     ) -> pb::ListEventsResponse {
+        let mut filter = pb::EventFilter::default();
+        shape(&mut filter);
         ok!(a.list_events(req("acme", ask::events(filter))))
     }
 
@@ -83,33 +96,21 @@ mod scenarios {
         );
         assert_eq!(e.hash.len(), 64);
         // Filters: aggregate, actor, position range.
-        let by_wallet = matching(
-            &mut a,
-            pb::EventFilter {
-                aggregate_type: "Wallet".into(),
-                aggregate_id: wallet.clone(),
-                ..Default::default()
-            },
-        )
+        let by_wallet = matching(&mut a, |f| {
+            f.aggregate_type = "Wallet".into();
+            f.aggregate_id = wallet.clone();
+        })
         .await;
         assert_eq!(by_wallet.events.len(), 5);
-        let by_actor = matching(
-            &mut a,
-            pb::EventFilter {
-                actor: "somebody-else".into(),
-                ..Default::default()
-            },
-        )
+        let by_actor = matching(&mut a, |f| {
+            f.actor = "somebody-else".into();
+        })
         .await;
         assert!(by_actor.events.is_empty());
-        let ranged = matching(
-            &mut a,
-            pb::EventFilter {
-                from_position: positions[1],
-                to_position: positions[2],
-                ..Default::default()
-            },
-        )
+        let ranged = matching(&mut a, |f| {
+            f.from_position = positions[1];
+            f.to_position = positions[2];
+        })
         .await;
         assert_eq!(
             ranged.events.iter().map(|e| e.position).collect::<Vec<_>>(),
@@ -135,13 +136,9 @@ mod scenarios {
             .set_password(req("acme", ask::set_password(&user, "correct horse")))
             .await
             .expect("sets");
-        let set = matching(
-            &mut a,
-            pb::EventFilter {
-                event_type: "PasswordSet".into(),
-                ..Default::default()
-            },
-        )
+        let set = matching(&mut a, |f| {
+            f.event_type = "PasswordSet".into();
+        })
         .await;
         let shown = format!("{:?}", set.events[0].payload);
         assert!(
@@ -168,13 +165,7 @@ mod scenarios {
         )));
         let mut seen = Vec::new();
         for _ in 0..5 {
-            let e = stream
-                .message()
-                .await
-                .expect("receives")
-                .expect("an event")
-                .event
-                .expect("event");
+            let e = next_event(&mut stream).await;
             seen.push(e.position);
         }
         assert_eq!(&seen[2..], &positions[..], "history first");
@@ -206,21 +197,9 @@ mod scenarios {
                 after_position: resumed_after,
             },
         )));
-        let next = again
-            .message()
-            .await
-            .expect("receives")
-            .expect("event")
-            .event
-            .expect("event");
+        let next = next_event(&mut again).await;
         assert_eq!(next.position, positions[2]);
-        let next = again
-            .message()
-            .await
-            .expect("receives")
-            .expect("event")
-            .event
-            .expect("event");
+        let next = next_event(&mut again).await;
         assert_eq!(next.position, live);
     }
 
@@ -389,13 +368,7 @@ mod scenarios {
         // One live event read: the stream now follows the shared tail (a consumer reading
         // history from the database at its own pace is never dropped).
         let first = credit(0).await;
-        let live = stream
-            .message()
-            .await
-            .expect("receives")
-            .expect("an event")
-            .event
-            .expect("event");
+        let live = next_event(&mut stream).await;
         assert_eq!(live.position, first);
         let credits = 1500u32;
         let calls = (1..credits).map(credit);
@@ -418,10 +391,7 @@ mod scenarios {
         };
         assert_eq!(ended.code(), tonic::Code::ResourceExhausted, "{ended:?}");
         assert_eq!(reason(&ended), "SLOW_CONSUMER");
-        let resume_after: u64 = ended
-            .get_error_details()
-            .error_info()
-            .and_then(|i| i.metadata.get("resume_after_position").cloned())
+        let resume_after: u64 = detail(&ended, "resume_after_position")
             .and_then(|p| p.parse().ok())
             .expect("a position to resume from");
         if let Some(last) = seen.last() {

@@ -180,11 +180,7 @@ mod scenarios {
         }
         assert_eq!(codes.len(), 3, "one code per user");
         let (addr, _stop, _server) = start_server(first.db.url()).await;
-        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connects");
+        let channel = connect(addr).await;
         let mut client = identity_proto::v1::user_service_client::UserServiceClient::new(channel);
         for (n, user) in users.iter().enumerate() {
             let confirmed =

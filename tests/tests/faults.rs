@@ -30,11 +30,7 @@ pub(crate) struct Replica {
 impl Replica {
     pub(crate) async fn start(app: &TestApp) -> Self {
         let (addr, stop, _server) = start_server(app.db.url()).await;
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect to the second replica");
+        let channel = connect(addr).await;
         Self {
             channel,
             _stop: stop,

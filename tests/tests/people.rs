@@ -104,12 +104,7 @@ mod scenarios {
         user_with_password(&app, "forgot@example.com", "forgotten pw").await;
         let key = project_key(&app, "acme").await;
         let mut auth = AuthServiceClient::new(app.channel());
-        let session = ok!(auth.sign_in(with_key(
-            &key,
-            sign_in("forgot@example.com", "forgotten pw"),
-        )))
-        .tokens
-        .expect("tokens");
+        let first_session = session(&mut auth, &key, "forgot@example.com", "forgotten pw").await;
         let by_email = || {
             Some(pb::request_password_reset_request::Identifier::Email(
                 "forgot@example.com".into(),
@@ -201,12 +196,7 @@ mod scenarios {
             Code::InvalidArgument,
             "INVALID_CODE",
         );
-        let second_session = ok!(auth.sign_in(with_key(
-            &key,
-            sign_in("forgot2@example.com", "forgotten pw"),
-        )))
-        .tokens
-        .expect("tokens");
+        let second_session = session(&mut auth, &key, "forgot2@example.com", "forgotten pw").await;
         auth.reset_password(with_key(
             &key,
             pb::ResetPasswordRequest {
@@ -254,7 +244,10 @@ mod scenarios {
         );
         // The first user's session is untouched by the second user's reset.
         MeServiceClient::new(app.channel())
-            .get_me(bearer(&session.access_token, pb::GetMeRequest::default()))
+            .get_me(bearer(
+                &first_session.access_token,
+                pb::GetMeRequest::default(),
+            ))
             .await
             .expect("still signed in");
     }
@@ -332,14 +325,7 @@ mod scenarios {
             Code::PermissionDenied,
             "FIELD_OUT_OF_SCOPE",
         );
-        {
-            use tonic_types::StatusExt as _;
-            let info = s.get_error_details().error_info().cloned().expect("info");
-            assert_eq!(
-                info.metadata.get("field").map(String::as_str),
-                Some("email")
-            );
-        }
+        assert_eq!(detail(&s, "field").as_deref(), Some("email"));
         // The directory answers follow the same table.
         let listed = ok!(users.list_users(bearer(
             &token,

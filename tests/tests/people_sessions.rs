@@ -108,58 +108,25 @@ mod scenarios {
         let key = project_key(&app, "acme").await;
         let mut auth = AuthServiceClient::new(app.channel());
         let mut me = MeServiceClient::new(app.channel());
-        let first = ok!(auth.sign_in(with_key(
-            &key,
-            sign_in("rotate@example.com", "my password 2"),
-        )))
-        .tokens
-        .expect("tokens");
-        let second = ok!(auth.refresh(with_key(
-            &key,
-            pb::RefreshRequest {
-                refresh_token: first.refresh_token.clone(),
-            },
-        )))
-        .tokens
-        .expect("tokens");
+        let first = session(&mut auth, &key, "rotate@example.com", "my password 2").await;
+        let second = ok!(auth.refresh(refreshing(&key, &first.refresh_token)))
+            .tokens
+            .expect("tokens");
         assert_ne!(second.refresh_token, first.refresh_token, "rotated");
         assert_eq!(second.session_id, first.session_id);
         me.get_me(bearer(&second.access_token, pb::GetMeRequest::default()))
             .await
             .expect("the new access token works");
         // The first refresh token again: a copy is in use, so the session ends.
-        fails!(
-            auth.refresh(with_key(
-                &key,
-                pb::RefreshRequest {
-                    refresh_token: first.refresh_token.clone(),
-                },
-            )),
-            Code::Unauthenticated,
-            "INVALID_REFRESH_TOKEN",
-        );
-        fails!(
-            auth.refresh(with_key(
-                &key,
-                pb::RefreshRequest {
-                    refresh_token: second.refresh_token.clone(),
-                },
-            )),
-            Code::Unauthenticated,
-            "INVALID_REFRESH_TOKEN",
-        );
+        refresh_refused(&mut auth, &key, &first.refresh_token).await;
+        refresh_refused(&mut auth, &key, &second.refresh_token).await;
         fails!(
             me.get_me(bearer(&second.access_token, pb::GetMeRequest::default())),
             Code::Unauthenticated,
             "UNAUTHENTICATED",
         );
         // A fresh session, signed out: its access token stops at once.
-        let third = ok!(auth.sign_in(with_key(
-            &key,
-            sign_in("rotate@example.com", "my password 2"),
-        )))
-        .tokens
-        .expect("tokens");
+        let third = session(&mut auth, &key, "rotate@example.com", "my password 2").await;
         let listed = ok!(me.list_my_sessions(bearer(
             &third.access_token,
             pb::ListMySessionsRequest::default(),
@@ -181,16 +148,7 @@ mod scenarios {
         );
         // Garbage and other tenants' tokens say nothing more than "invalid".
         for bad in ["", "rt1", "rt1.acme.x.y.z", "rt1.other.a.b.c"] {
-            fails!(
-                auth.refresh(with_key(
-                    &key,
-                    pb::RefreshRequest {
-                        refresh_token: bad.into(),
-                    },
-                )),
-                Code::Unauthenticated,
-                "INVALID_REFRESH_TOKEN",
-            );
+            refresh_refused(&mut auth, &key, bad).await;
         }
     }
 
@@ -198,20 +156,14 @@ mod scenarios {
         use identity_proto::v1::admin_service_client::AdminServiceClient;
         let app = spawn_app(store).await;
         let mut admins = AdminServiceClient::new(app.channel());
-        let auditor = ok!(admins.create_admin(req(
-            "acme",
-            ask::new_admin("audit@acme.example", pb::AdminType::Auditor),
-        )))
-        .admin
-        .expect("admin")
-        .admin_id;
-        let ops = ok!(admins.create_admin(req(
-            "acme",
-            ask::new_admin("ops@acme.example", pb::AdminType::TenantAdmin),
-        )))
-        .admin
-        .expect("admin")
-        .admin_id;
+        let auditor = app
+            .new_admin("audit@acme.example", pb::AdminType::Auditor)
+            .await
+            .admin_id;
+        let ops = app
+            .new_admin("ops@acme.example", pb::AdminType::TenantAdmin)
+            .await
+            .admin_id;
         let set = |admin_id: &str, password: &str| pb::SetAdminPasswordRequest {
             admin_id: admin_id.into(),
             password: password.into(),
@@ -280,27 +232,13 @@ mod scenarios {
         list(&tokens.access_token).await.expect("acts as the admin");
 
         // Rotation: the new refresh token continues, the old one replayed ends the session.
-        let refreshed = ok!(auth.refresh(with_key(
-            &key,
-            pb::RefreshRequest {
-                refresh_token: tokens.refresh_token.clone(),
-            },
-        )))
-        .tokens
-        .expect("tokens");
+        let refreshed = ok!(auth.refresh(refreshing(&key, &tokens.refresh_token)))
+            .tokens
+            .expect("tokens");
         list(&refreshed.access_token)
             .await
             .expect("the refreshed token acts");
-        fails!(
-            auth.refresh(with_key(
-                &key,
-                pb::RefreshRequest {
-                    refresh_token: tokens.refresh_token,
-                },
-            )),
-            Code::Unauthenticated,
-            "INVALID_REFRESH_TOKEN",
-        );
+        refresh_refused(&mut auth, &key, &tokens.refresh_token).await;
         let ended = list(&refreshed.access_token)
             .await
             .expect_err("the session ended");

@@ -230,21 +230,12 @@ mod scenarios {
             ))
             .await;
         let status = assert_error(result, Code::Unavailable, "READ_MODEL_BEHIND");
-        use tonic_types::StatusExt;
-        let info = status
-            .get_error_details()
-            .error_info()
-            .cloned()
-            .expect("info");
+        assert_eq!(detail(&status, "projection").as_deref(), Some("directory"));
         assert_eq!(
-            info.metadata.get("projection").map(String::as_str),
-            Some("directory")
-        );
-        assert_eq!(
-            info.metadata.get("requested_position").map(String::as_str),
+            detail(&status, "requested_position").as_deref(),
             Some("1000000")
         );
-        assert!(info.metadata.contains_key("applied_position"));
+        assert!(detail(&status, "applied_position").is_some());
         // With the registration's own position the read model answers at once.
         let found = ok!(app.users().lookup_user(req(
             "acme",

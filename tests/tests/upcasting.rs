@@ -192,11 +192,7 @@ mod scenarios {
         // The server, reading through the same upcaster: the command path, queries and audit.
         let (addr, stop, server, _, _, _) =
             start_server_reading_through(app.db.url(), |_| {}, amt_became_amount()).await;
-        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connects");
+        let channel = connect(addr).await;
         let wallets = pb::wallet_service_client::WalletServiceClient::new(channel.clone());
         let credited = ok!(wallets
             .clone()

@@ -12,23 +12,10 @@ use crate::common::*;
 
 /// Every `identity.v1` RPC path, from the descriptor set the server publishes.
 pub(crate) fn every_rpc() -> Vec<String> {
-    use identity_proto::prost::Message as _;
-    let files =
-        identity_proto::prost_types::FileDescriptorSet::decode(identity_proto::FILE_DESCRIPTOR_SET)
-            .expect("descriptor set");
-    let mut paths = Vec::new();
-    for file in files.file {
-        let package = file.package.unwrap_or_default();
-        for service in file.service {
-            let name = service.name.unwrap_or_default();
-            for method in service.method {
-                paths.push(format!(
-                    "/{package}.{name}/{}",
-                    method.name.unwrap_or_default()
-                ));
-            }
-        }
-    }
+    let paths: Vec<String> = identity_proto::method_names(identity_proto::FILE_DESCRIPTOR_SET)
+        .into_iter()
+        .map(|name| format!("/{name}"))
+        .collect();
     assert!(paths.len() >= 60, "only {} RPCs found", paths.len());
     paths
 }
@@ -117,8 +104,18 @@ pub(crate) fn forged_tokens() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Waits (at most 1 s from now) until `probe` holds: what another replica learns by polling.
+pub(crate) async fn soon<F, Fut>(what: &str, probe: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    within(Instant::now(), Duration::from_secs(1), what, probe).await
+}
+
 /// Polls `probe` every 20 ms until it holds, failing with `what` once `within` has passed
 /// since `since`; returns how long it took.
+
 pub(crate) async fn within<F, Fut>(
     since: Instant,
     within: Duration,

@@ -160,6 +160,15 @@ pub async fn start_server(
     (addr, stop, server)
 }
 
+/// A plaintext channel to the server at `addr`.
+pub async fn connect(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect to the server")
+}
+
 /// A server running in this process: its address, what stops it, its task, and its read
 /// models, event log and password hasher.
 pub type Running = (
@@ -332,11 +341,7 @@ pub async fn spawn_app_with(store: Store, adjust: impl FnOnce(&mut Settings)) ->
     let db = TestDb::create(store).await;
     let (addr, stop, server, projections, log, passwords) =
         start_server_with_settings(db.url(), adjust).await;
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect to the server");
+    let channel = connect(addr).await;
     create_kit_tenants(channel.clone()).await;
     TestApp {
         addr,
@@ -406,6 +411,15 @@ impl TestApp {
     }
 
     /// Opens and activates an internal Polygon wallet for a user.
+    /// Creates an admin of acme with `email` and `admin_type`.
+    pub async fn new_admin(&self, email: &str, admin_type: pb::AdminType) -> pb::Admin {
+        use identity_proto::v1::admin_service_client::AdminServiceClient;
+        ok!(AdminServiceClient::new(self.channel())
+            .create_admin(req("acme", ask::new_admin(email, admin_type))))
+        .admin
+        .expect("admin")
+    }
+
     pub async fn active_wallet(&self, tenant: &str, user_id: &str) -> String {
         let wallet = ok!(self
             .wallets()
@@ -520,12 +534,17 @@ pub fn reason(status: &Status) -> String {
         .unwrap_or_default()
 }
 
-/// The `retry_after_seconds` an error names (0 when it names none).
-pub fn retry_after(status: &Status) -> u64 {
+/// The value an error's `ErrorInfo` gives under `key`, if any.
+pub fn detail(status: &Status, key: &str) -> Option<String> {
     status
         .get_error_details()
         .error_info()
-        .and_then(|i| i.metadata.get("retry_after_seconds").cloned())
+        .and_then(|i| i.metadata.get(key).cloned())
+}
+
+/// The `retry_after_seconds` an error names (0 when it names none).
+pub fn retry_after(status: &Status) -> u64 {
+    detail(status, "retry_after_seconds")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }

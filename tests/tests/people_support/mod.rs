@@ -3,6 +3,8 @@
 #![allow(dead_code)] // Each file uses its part.
 
 use identity_proto::v1 as pb;
+use identity_proto::v1::auth_service_client::AuthServiceClient;
+use tonic::transport::Channel;
 use tonic::Request;
 
 use crate::common::*;
@@ -34,6 +36,37 @@ pub(crate) fn sign_in(email: &str, password: &str) -> pb::SignInRequest {
         identifier: Some(pb::sign_in_request::Identifier::Email(email.into())),
         password: password.into(),
     }
+}
+
+/// A refresh of `token`, sent with the project key `key`.
+pub(crate) fn refreshing(key: &str, token: &str) -> Request<pb::RefreshRequest> {
+    with_key(
+        key,
+        pb::RefreshRequest {
+            refresh_token: token.into(),
+        },
+    )
+}
+
+/// Asserts that refreshing `token` is refused, saying only that it is invalid.
+pub(crate) async fn refresh_refused(auth: &mut AuthServiceClient<Channel>, key: &str, token: &str) {
+    fails!(
+        auth.refresh(refreshing(key, token)),
+        tonic::Code::Unauthenticated,
+        "INVALID_REFRESH_TOKEN",
+    );
+}
+
+/// Signs in by email with the project key `key`; the new session's tokens.
+pub(crate) async fn session(
+    auth: &mut AuthServiceClient<Channel>,
+    key: &str,
+    email: &str,
+    password: &str,
+) -> pb::Tokens {
+    ok!(auth.sign_in(with_key(key, sign_in(email, password))))
+        .tokens
+        .expect("tokens")
 }
 
 pub(crate) async fn user_with_password(app: &TestApp, email: &str, password: &str) -> String {
