@@ -115,7 +115,6 @@ where
 
 /// Polls `probe` every 20 ms until it holds, failing with `what` once `within` has passed
 /// since `since`; returns how long it took.
-
 pub(crate) async fn within<F, Fut>(
     since: Instant,
     within: Duration,
