@@ -11,6 +11,7 @@ use tonic::Code;
 on_both_stores!(
     users_are_listed_searched_sorted_and_paged,
     users_are_looked_up_by_every_key,
+    user_exists_answers_by_user_id,
     queries_never_cross_tenants,
 );
 
@@ -315,6 +316,50 @@ mod scenarios {
             )),
             Code::NotFound,
             "USER_NOT_FOUND",
+        );
+    }
+
+    /// UserExists takes a user id too (issue 17): the upstream's callers ask by id.
+    pub(super) async fn user_exists_answers_by_user_id(store: Store) {
+        let app = spawn_app(store).await;
+        let registered = ok!(app
+            .users()
+            .register_user(registering("acme", user_input("known@example.com"))));
+        let (user, position) = (registered.user.expect("user").user_id, registered.position);
+        let by_id = |user_id: &str| {
+            req(
+                "acme",
+                pb::UserExistsRequest {
+                    user_id: user_id.into(),
+                    min_position: position,
+                    ..Default::default()
+                },
+            )
+        };
+        let found = ok!(app.users().user_exists(by_id(&user)));
+        assert!(found.exists);
+        assert_eq!(found.matched_key, "user_id");
+        assert_eq!(found.user_id, user);
+        let unknown = ok!(app
+            .users()
+            .user_exists(by_id("5a0e8f2c-51c5-4d1e-9f3b-6b7c2d9e0a11")));
+        assert!(!unknown.exists);
+        assert_eq!(unknown.user_id, "");
+        // Another tenant's id is not a user of this one.
+        let other = ok!(app.users().user_exists(req(
+            "other",
+            pb::UserExistsRequest {
+                user_id: user.clone(),
+                min_position: position,
+                ..Default::default()
+            },
+        )));
+        assert!(!other.exists);
+        // A malformed id is the caller's mistake, named as such.
+        fails!(
+            app.users().user_exists(by_id("not-a-uuid")),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
         );
     }
 }

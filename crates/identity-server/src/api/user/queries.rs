@@ -133,6 +133,7 @@ impl UserApi {
             require(&ctx, Permission::LookupPersonCode)?;
         }
         let candidates = [
+            ("user_id", req.user_id.as_str()),
             ("email", req.email.as_str()),
             ("phone", req.phone.as_str()),
             ("external_id", req.external_id.as_str()),
