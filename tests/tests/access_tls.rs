@@ -413,6 +413,7 @@ async fn the_admin_port_serves_tls_with_the_same_certificate() {
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         database_url: db.url().to_string(),
         signing_key_file: Some(kit_key().0.clone()),
+        master_key_file: Some(kit_master_key_file().clone()),
         tls_cert_file: Some(cert),
         tls_key_file: Some(key),
         ..identity_server::Settings::default()
@@ -527,6 +528,7 @@ async fn outside_development_the_service_needs_keys_and_beyond_loopback_tls() {
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         database_url: db.url().to_string(),
         environment: identity_server::settings::Environment::Production,
+        master_key_file: Some(kit_master_key_file().clone()),
         ..identity_server::Settings::default()
     };
     let refused = identity_server::Application::build(production.clone())
@@ -534,6 +536,20 @@ async fn outside_development_the_service_needs_keys_and_beyond_loopback_tls() {
         .expect_err("production started without a signing key or issuer");
     assert!(
         format!("{refused:#}").contains("IDENTITY_SIGNING_KEY_FILE"),
+        "{refused:#}"
+    );
+    // Nor without the master key of personal data: one made up on the spot would seal what
+    // no other replica can open.
+    let keyless = identity_server::Settings {
+        signing_key_file: Some(kit_key().0.clone()),
+        master_key_file: None,
+        ..production.clone()
+    };
+    let refused = identity_server::Application::build(keyless)
+        .await
+        .expect_err("production started without a master key");
+    assert!(
+        format!("{refused:#}").contains("IDENTITY_MASTER_KEY_FILE"),
         "{refused:#}"
     );
     let open = identity_server::Settings {

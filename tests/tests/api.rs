@@ -315,7 +315,8 @@ mod scenarios {
                     cache_capacity: 0,
                 })
                 .await
-                .expect("open");
+                .expect("open")
+                .with_master_key(kit_master_key());
                 let id = format!("acme/{}", user.user.expect("user").user_id);
                 let events = log
                     .events::<identity_domain::user::User>(&id)

@@ -492,6 +492,7 @@ async fn production_starts_from_a_bootstrapped_admin_and_nothing_else() {
         .env("IDENTITY_ENVIRONMENT", "production")
         .env("IDENTITY_LISTEN_ADDR", "127.0.0.1:0")
         .env("IDENTITY_ADMIN_ADDR", "127.0.0.1:0")
+        .env("IDENTITY_MASTER_KEY_FILE", kit_master_key_file())
         .env_remove("IDENTITY_SIGNING_KEY_FILE")
         .output()
         .expect("run the server");
@@ -522,12 +523,14 @@ async fn production_starts_from_a_bootstrapped_admin_and_nothing_else() {
     );
     assert!(ok, "bootstrap: {out} {err}");
     let key = kit_key().0.display().to_string();
+    let master = kit_master_key_file().display().to_string();
     let mut server = Server::spawn(
         &dir,
         &[
             ("DATABASE_URL", &url),
             ("IDENTITY_ENVIRONMENT", "production"),
             ("IDENTITY_SIGNING_KEY_FILE", &key),
+            ("IDENTITY_MASTER_KEY_FILE", &master),
         ],
     );
     let minted = Command::new(admin_binary())

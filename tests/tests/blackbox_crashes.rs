@@ -114,6 +114,7 @@ async fn a_killed_server_leaves_no_orphan_claims(store: Store) {
     })
     .await
     .expect("open the log")
+    .with_master_key(kit_master_key())
     .head_position()
     .await
     .expect("head");
@@ -232,7 +233,8 @@ async fn read_models_survive_a_crash_mid_stream_exactly_once() {
         cache_capacity: 0,
     })
     .await
-    .expect("open log");
+    .expect("open log")
+    .with_master_key(kit_master_key());
     let head = log.head_position().await.expect("head");
     assert!(
         head > 20,

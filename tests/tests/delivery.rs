@@ -162,7 +162,8 @@ mod scenarios {
             cache_capacity: 0,
         })
         .await
-        .expect("opens the store");
+        .expect("opens the store")
+        .with_master_key(kit_master_key());
         outbox_drained(&log).await;
         // A relay that published and died before forgetting: the row is back, and it is
         // published again under the same message id.

@@ -48,6 +48,7 @@ async fn open(db: &TestDb, upcasters: Upcasters) -> EventLog {
     )
     .await
     .expect("opens the log")
+    .with_master_key(kit_master_key())
 }
 
 fn credit_amounts(events: &[identity_store::StoredEvent]) -> Vec<(String, Value)> {

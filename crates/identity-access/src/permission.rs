@@ -48,6 +48,8 @@ permissions! {
     ReadUsers = "read:users", global = false;
     CreateUsers = "create:users", global = false;
     UpdateUsers = "update:users", global = false;
+    /// Erasing a person for good (ADR 0006) is its own permission.
+    EraseUsers = "erase:users", global = false;
     /// Granting roles grants permissions, so it is its own permission.
     UpdateRoles = "update:roles", global = false;
     VerifyPasswords = "verify:passwords", global = false;
@@ -123,6 +125,7 @@ rules! {
         "ImportLegacyPassword" => UpdateUsers,
         "VerifyPassword" => VerifyPasswords,
         "MergeUsers" => UpdateUsers,
+        "EraseUser" => EraseUsers,
         "GetUser" => ReadUsers,
         "GetUserWithBalances" => ReadUsers,
         "LookupUser" => ReadUsers,

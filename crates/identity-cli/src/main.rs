@@ -150,7 +150,7 @@ fn full_id(id: &str, tenant: Option<&str>) -> String {
 
 async fn open_log() -> anyhow::Result<EventLog> {
     let settings = Settings::from_env()?;
-    EventLog::open(&StoreConfig {
+    let log = EventLog::open(&StoreConfig {
         url: settings.database_url.clone(),
         max_connections: 4,
         cache_capacity: 0,
@@ -161,7 +161,8 @@ async fn open_log() -> anyhow::Result<EventLog> {
             "opening the event store at {}",
             settings.database_url_for_logs()
         )
-    })
+    })?;
+    Ok(log.with_master_key(settings.master_key()?))
 }
 
 fn print_table(events: &[StoredEvent], states: &[serde_json::Value]) {

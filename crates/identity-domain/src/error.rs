@@ -72,6 +72,8 @@ pub enum DomainError {
     NoPendingChange(&'static str),
     #[error("user not found")]
     UserNotFound,
+    #[error("the user was erased")]
+    UserErased,
     #[error("user already exists")]
     UserAlreadyExists,
     #[error("user is inactive")]
@@ -173,6 +175,7 @@ impl DomainError {
             Self::CodeExpired => "CODE_EXPIRED",
             Self::NoPendingChange(_) => "NO_PENDING_CHANGE",
             Self::UserNotFound => "USER_NOT_FOUND",
+            Self::UserErased => "USER_ERASED",
             Self::UserAlreadyExists => "USER_ALREADY_EXISTS",
             Self::UserInactive => "USER_INACTIVE",
             Self::UserMerged { .. } => "USER_MERGED",
@@ -237,6 +240,7 @@ impl DomainError {
             | Self::CodeExpired
             | Self::NoPendingChange(_)
             | Self::UserNotFound
+            | Self::UserErased
             | Self::UserAlreadyExists
             | Self::UserInactive
             | Self::MergeIntoSelf

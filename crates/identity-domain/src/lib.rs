@@ -106,6 +106,7 @@ pub mod claim;
 pub mod derive;
 pub mod error;
 pub mod identification;
+pub mod personal;
 pub mod session;
 pub mod status_tier;
 pub mod tenant;

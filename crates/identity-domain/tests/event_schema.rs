@@ -342,6 +342,12 @@ fn samples() -> Vec<String> {
         }),
     ];
     out.extend(admin_sign_in.iter().map(line));
+    // Events added later go here, at the end, so that earlier lines never move.
+    out.push(line(&UserEvent::UserErased {
+        basis: text("GDPR art. 17, ticket 42"),
+        erased_by: "admin:7".into(),
+        at: t(80),
+    }));
     out
 }
 
@@ -361,4 +367,62 @@ fn the_stored_json_of_every_event_type_is_pinned() {
         assert_eq!(got, want, "event #{n} changed shape");
     }
     assert_eq!(golden.lines().count(), actual.lines().count());
+}
+
+/// Every personal field the store seals (`identity_domain::personal`) names a field its
+/// event really has: a misspelt one would leave the real field in clear.
+#[test]
+fn every_sealed_field_is_a_field_of_its_event() {
+    let samples = samples();
+    for (aggregate_type, event_type, fields) in identity_domain::personal::SEALED {
+        assert!(identity_domain::personal::is_personal(aggregate_type));
+        let body = samples
+            .iter()
+            .filter_map(|l| {
+                let mut parts = l.splitn(3, ' ');
+                let (ty, _version, json) = (parts.next()?, parts.next()?, parts.next()?);
+                (ty == *event_type).then(|| serde_json::from_str::<serde_json::Value>(json))
+            })
+            .next()
+            .unwrap_or_else(|| panic!("no sample of {aggregate_type}/{event_type}"))
+            .expect("json");
+        let variant = body[*event_type]
+            .as_object()
+            .expect("a variant with fields");
+        for field in *fields {
+            assert!(
+                variant.contains_key(*field),
+                "{event_type} has no field {field}"
+            );
+        }
+    }
+}
+
+/// Once a person's key is destroyed, each sealed field reads as its erased value: the event
+/// must still decode into its type, so that histories and states stay readable.
+#[test]
+fn every_event_decodes_with_its_personal_fields_erased() {
+    use identity_domain::personal::{erased_value, SEALED};
+    let samples = samples();
+    for (aggregate_type, event_type, fields) in SEALED {
+        for line in samples
+            .iter()
+            .filter(|l| l.starts_with(&format!("{event_type} ")))
+        {
+            let json = line.splitn(3, ' ').nth(2).expect("json");
+            let mut value: serde_json::Value = serde_json::from_str(json).expect("json");
+            for field in *fields {
+                value[*event_type][*field] = erased_value(field);
+            }
+            let decoded = match *aggregate_type {
+                "User" => serde_json::from_value::<UserEvent>(value).map(|_| ()),
+                "Identification" => {
+                    serde_json::from_value::<IdentificationEvent>(value).map(|_| ())
+                }
+                "Admin" => serde_json::from_value::<AdminEvent>(value).map(|_| ()),
+                other => panic!("no decoder for {other}"),
+            };
+            decoded.unwrap_or_else(|e| panic!("{event_type} erased does not decode: {e}"));
+        }
+    }
 }

@@ -243,3 +243,63 @@ fn only_an_active_unmerged_user_may_own_a_new_wallet() {
         })
     );
 }
+
+fn erase(at: i64) -> UserCommand {
+    UserCommand::Erase {
+        basis: Text::parse("GDPR art. 17").expect("text"),
+        erased_by: "admin:7".into(),
+        at: t(at),
+    }
+}
+
+#[test]
+fn erasing_records_who_erased_whom_and_why_and_leaves_nothing_personal() {
+    UserTest::with(services())
+        .given(vec![registered(), UserEvent::UserDeactivated { at: t(1) }])
+        .when(erase(2))
+        .then_expect_events(vec![UserEvent::UserErased {
+            basis: Text::parse("GDPR art. 17").expect("text"),
+            erased_by: "admin:7".into(),
+            at: t(2),
+        }]);
+    let mut user = User::default();
+    for e in [
+        registered(),
+        UserEvent::UserErased {
+            basis: Text::parse("GDPR art. 17").expect("text"),
+            erased_by: "admin:7".into(),
+            at: t(2),
+        },
+    ] {
+        user.apply(e);
+    }
+    assert!(user.erased && !user.active);
+    assert!(
+        user.id.is_some(),
+        "the id stays: balances and history refer to it"
+    );
+    assert_eq!(
+        (user.email, user.phone, user.first_name, user.last_name),
+        (None, None, None, None)
+    );
+    assert!(user.custom_data.as_map().is_empty() && user.identifier_email.is_empty());
+}
+
+#[test]
+fn an_erased_user_takes_no_more_commands_and_an_unknown_one_cannot_be_erased() {
+    let erased = UserEvent::UserErased {
+        basis: Text::parse("GDPR art. 17").expect("text"),
+        erased_by: "admin:7".into(),
+        at: t(2),
+    };
+    for command in [erase(3), UserCommand::Reactivate { at: t(3) }] {
+        UserTest::with(services())
+            .given(vec![registered(), erased.clone()])
+            .when(command)
+            .then_expect_error(DomainError::UserErased);
+    }
+    UserTest::with(services())
+        .given_no_previous_events()
+        .when(erase(1))
+        .then_expect_error(DomainError::UserNotFound);
+}

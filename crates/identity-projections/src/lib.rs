@@ -265,7 +265,11 @@ impl Projections {
                     Box::pin(async move {
                         if dialect == Dialect::Sqlite {
                             sqlx::query("PRAGMA busy_timeout = 10000")
-                                .execute(conn)
+                                .execute(&mut *conn)
+                                .await?;
+                            // An erased person's rows are zeroed when deleted (ADR 0006).
+                            sqlx::query("PRAGMA secure_delete = ON")
+                                .execute(&mut *conn)
                                 .await?;
                         } else if !timeout.is_zero() {
                             sqlx::query(&format!(

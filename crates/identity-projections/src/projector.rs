@@ -44,6 +44,12 @@ impl Projections {
         self.save_checkpoint(&mut tx, name, last).await?;
         tx.commit().await?;
         self.wake_feed_readers();
+        if events.iter().any(|e| e.event_type == "UserErased") {
+            // The deleted rows of an erased person are zeroed in the database file
+            // (`secure_delete`); their earlier page images must not linger in SQLite's
+            // write-ahead log either (docs/adr/0006).
+            self.log.flush_wal().await?;
+        }
         Ok((last, events.len(), touched))
     }
 

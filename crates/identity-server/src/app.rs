@@ -69,7 +69,16 @@ impl Application {
                 "opening the event store at {}",
                 settings.database_url_for_logs()
             )
-        })?;
+        })?
+        .with_master_key(settings.master_key()?);
+        // Finish any erasure a crash interrupted, and re-erase after a backup is restored.
+        let finished = log
+            .destroy_erased_keys()
+            .await
+            .context("destroying the data keys of erased people")?;
+        if finished > 0 {
+            tracing::info!(keys = finished, "destroyed the data keys of erased people");
+        }
         let tls = settings.tls_cert_file.is_some() || settings.tls_key_file.is_some();
         if !settings.listen_addr.ip().is_loopback() && !tls {
             if settings.allow_plaintext {

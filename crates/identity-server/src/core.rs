@@ -237,8 +237,13 @@ impl Core {
         ctx: &RequestContext,
         user_id: UserId,
     ) -> ApiResult<Loaded<User>> {
-        self.load::<User>(&ctx.aggregate_id(user_id), DomainError::UserNotFound)
-            .await
+        let loaded = self
+            .load::<User>(&ctx.aggregate_id(user_id), DomainError::UserNotFound)
+            .await?;
+        if loaded.aggregate.erased {
+            return Err(DomainError::UserErased.into());
+        }
+        Ok(loaded)
     }
 
     /// Claims a unique value for `owner` inside a unit. Claiming a value one already holds
@@ -256,6 +261,20 @@ impl Core {
         Ok(())
     }
 
+    /// Gives a claimed value up inside a unit, if `owner` holds it (an erasure).
+    pub async fn release_in(
+        unit: &mut Unit<'_>,
+        ctx: &RequestContext,
+        kind: ClaimKind,
+        value: &str,
+        owner: UserId,
+    ) -> ApiResult<()> {
+        let id = claim_id(&ctx.tenant, kind, value);
+        unit.decide::<UniqueClaim>(&id, ClaimCommand::Release { owner }, &())
+            .await?;
+        Ok(())
+    }
+
     /// Moves `owner`'s claim of `kind` to `value` inside a unit (after a contact or person
     /// code change): claims it, and gives up `previous`, the value held before, if it differs.
     pub async fn reclaim_in(
@@ -267,9 +286,7 @@ impl Core {
     ) -> ApiResult<()> {
         Self::claim_in(unit, ctx, kind, value, owner).await?;
         if let Some(old) = previous.filter(|old| *old != value) {
-            let id = claim_id(&ctx.tenant, kind, old);
-            unit.decide::<UniqueClaim>(&id, ClaimCommand::Release { owner }, &())
-                .await?;
+            Self::release_in(unit, ctx, kind, old, owner).await?;
         }
         Ok(())
     }

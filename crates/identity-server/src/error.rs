@@ -115,6 +115,7 @@ fn domain_code(e: &DomainError) -> Code {
         D::ReasonRequired | D::InvalidPassword(_) => Code::InvalidArgument,
         D::InvalidCredentials | D::InvalidRefreshToken => Code::Unauthenticated,
         D::UserNotFound
+        | D::UserErased
         | D::WalletNotFound
         | D::TierNotFound
         | D::IdentificationNotFound

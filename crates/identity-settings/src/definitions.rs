@@ -104,12 +104,17 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         names: &["IDENTITY_DATA_DIR"],
         default: "`./data`",
-        meaning: "where development keeps its signing key",
+        meaning: "where development keeps its signing key and master key",
     },
     Setting {
         names: &["IDENTITY_SIGNING_KEY_FILE"],
         default: "`<data dir>/signing-key.pem` in development",
         meaning: "the service's Ed25519 signing key (PKCS#8 PEM, e.g. `openssl genpkey -algorithm ed25519`)",
+    },
+    Setting {
+        names: &["IDENTITY_MASTER_KEY_FILE"],
+        default: "`<data dir>/master.key` in development (created on first start)",
+        meaning: "the master key (64 hex characters) that wraps each person's data key; personal fields of events are sealed under those (ADR 0006). Production refuses to start without it. Keep it apart from the database's backups: without it no personal field can be read",
     },
     Setting {
         names: &["IDENTITY_JWT_ISSUER"],

@@ -50,6 +50,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The Ed25519 signing key; `None` means `<data_dir>/signing-key.pem` in development.
     pub signing_key_file: Option<PathBuf>,
+    /// The master key of personal data; `None` means `<data_dir>/master.key` in development.
+    pub master_key_file: Option<PathBuf>,
     /// Keys rotated out: they verify (and publish) but never sign.
     pub previous_signing_keys: Vec<PathBuf>,
     pub jwt_issuer: String,
@@ -99,6 +101,7 @@ impl Default for Settings {
             environment: Environment::Development,
             data_dir: PathBuf::from("data"),
             signing_key_file: None,
+            master_key_file: None,
             previous_signing_keys: Vec::new(),
             jwt_issuer: "identity".into(),
             jwt_audience: "identity".into(),
@@ -268,6 +271,7 @@ impl Settings {
             s.data_dir = PathBuf::from(v);
         }
         s.signing_key_file = source.var("IDENTITY_SIGNING_KEY_FILE").map(PathBuf::from);
+        s.master_key_file = source.var("IDENTITY_MASTER_KEY_FILE").map(PathBuf::from);
         if let Some(v) = source.var("IDENTITY_PREVIOUS_SIGNING_KEYS") {
             s.previous_signing_keys = v
                 .split(',')
@@ -337,6 +341,25 @@ impl Settings {
             (None, Environment::Development) => Some(self.data_dir.join("signing-key.pem")),
             (None, Environment::Production) => None,
         }
+    }
+
+    /// The master key of personal data: `IDENTITY_MASTER_KEY_FILE`, or in development
+    /// `<data dir>/master.key`, created on first start. Production has no default: a key
+    /// made up on the spot would seal data no other replica could read.
+    pub fn master_key(&self) -> anyhow::Result<identity_store::MasterKey> {
+        let (path, create) = match (&self.master_key_file, self.environment) {
+            (Some(path), _) => (path.clone(), false),
+            (None, Environment::Development) => (self.data_dir.join("master.key"), true),
+            (None, Environment::Production) => anyhow::bail!(
+                "no master key: set IDENTITY_MASTER_KEY_FILE (64 hex characters, e.g. `openssl rand -hex 32`)"
+            ),
+        };
+        let key = if create {
+            identity_store::MasterKey::read_or_create(&path)
+        } else {
+            identity_store::MasterKey::read(&path)
+        };
+        Ok(key?)
     }
 
     /// The database URL with any password masked, for logs.

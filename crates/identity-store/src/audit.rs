@@ -121,12 +121,19 @@ impl ChainReport {
 }
 
 impl EventLog {
-    /// A row read from the log, brought forward to its current shape (`decode.rs`).
-    pub(crate) fn read(
+    /// Rows read from the log, their personal fields opened (`seal.rs`) and brought
+    /// forward to their current shape (`decode.rs`): the decode point of every read but the
+    /// aggregate load's.
+    pub(crate) async fn decoded(
         &self,
-        row: Result<StoredEvent, StoreError>,
-    ) -> Result<StoredEvent, StoreError> {
-        row.map(|e| self.upcasters.event(e))
+        rows: Vec<StoredEvent>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(self
+            .open_rows(rows)
+            .await?
+            .into_iter()
+            .map(|e| self.upcasters.event(e))
+            .collect())
     }
 
     /// Events matching `filter` with a position above `after`, in position order.
@@ -187,10 +194,8 @@ impl EventLog {
             conds.join(" AND "),
             limit.max(1)
         );
-        dialect!(&self.backend, D, pool => D::fetch_listing(pool, &sql, &args, self.query_timeout).await?)
-            .into_iter()
-            .map(|e| self.read(Ok(e)))
-            .collect()
+        let rows = dialect!(&self.backend, D, pool => D::fetch_listing(pool, &sql, &args, self.query_timeout).await?);
+        self.decoded(rows).await
     }
 
     /// Every event of one aggregate, in sequence order.
@@ -203,14 +208,15 @@ impl EventLog {
             "SELECT {} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
             self.backend.event_columns()
         );
-        on_pool!(&self.backend, pool => sqlx::query(&sql)
+        let rows = on_pool!(&self.backend, pool => sqlx::query(&sql)
             .bind(aggregate_type)
             .bind(aggregate_id)
             .fetch_all(pool)
             .await?
             .iter()
-            .map(|r| self.read(r.stored_event()))
-            .collect())
+            .map(|r| r.stored_event())
+            .collect::<Result<Vec<_>, StoreError>>())?;
+        self.decoded(rows).await
     }
 
     /// Recomputes every hash chain (of one tenant, or all) and reports every broken link.

@@ -79,10 +79,9 @@ impl EventLog {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let limit = i64::from(limit.max(1));
         let prefix = tenant.map(|t| format!("{t}/"));
-        dialect!(&self.backend, D, pool => D::read_feed(pool, after, limit, prefix).await?)
-            .into_iter()
-            .map(|e| self.read(Ok(e)))
-            .collect()
+        let rows =
+            dialect!(&self.backend, D, pool => D::read_feed(pool, after, limit, prefix).await?);
+        self.decoded(rows).await
     }
 
     /// The cursor of the last event below the feed's horizon: a reader starting there sees

@@ -30,6 +30,7 @@ mod error;
 mod feed;
 mod migrations;
 mod outbox;
+mod seal;
 mod unit;
 
 pub use audit::{ChainBreak, ChainReport, EventFilter, MAX_REPORTED_BREAKS};
@@ -43,6 +44,7 @@ pub use decode::Upcasters;
 pub use error::{Cause, Report, StoreError};
 pub use feed::{FeedCursor, StoredEvent, NOTIFY_CHANNEL};
 pub use outbox::OutboxMessage;
+pub use seal::{Keyring, MasterKey};
 pub use unit::{widen, Built, Committed, Decided, Unit};
 
 use std::collections::HashMap;
@@ -115,6 +117,8 @@ pub struct EventLog {
     query_timeout: Option<Duration>,
     /// What brings every event read forward to its current shape (`decode.rs`).
     upcasters: Upcasters,
+    /// The master key and the people's data keys that seal personal fields (`seal.rs`).
+    keyring: Keyring,
 }
 
 /// Connection settings.
@@ -175,10 +179,18 @@ impl EventLog {
             url: url.into(),
             query_timeout: None,
             upcasters,
+            keyring: Keyring::default(),
         };
         log.migrate().await?;
         log.spawn_listener();
         Ok(log)
+    }
+
+    /// Seals personal fields under data keys wrapped by `master` (docs/adr/0006), and opens
+    /// them on every read. Without it nothing is sealed, and a sealed field cannot be read.
+    pub fn with_master_key(mut self, master: MasterKey) -> Self {
+        self.keyring = Keyring::new(Some(master));
+        self
     }
 
     /// Bounds event listings (ListEvents) on PostgreSQL by a statement timeout.
@@ -245,7 +257,11 @@ impl EventLog {
         type Stored = (i64, Option<String>, i64);
         let mut aggregate = A::default();
         let mut last: Stored = (0, None, 0);
+        if identity_domain::personal::is_personal(A::TYPE) {
+            self.prepare_key(id).await?;
+        }
         let apply = |aggregate: &mut A, event_type: &str, version: String, payload: Value| {
+            let payload = self.keyring.open(A::TYPE, id, event_type, payload)?;
             let (version, payload) =
                 self.upcasters
                     .bring_forward(A::TYPE, event_type, version, payload);

@@ -246,6 +246,12 @@ impl<'l> Unit<'l> {
                 .map_err(|e| ExecuteError::Store(other(e)))?;
             let event_type = event.event_type();
             let event_version = event.event_version();
+            // Personal fields are sealed before the hash is chained: the chain covers what
+            // is stored (seal.rs).
+            let payload = log
+                .seal(A::TYPE, id, &event_type, payload)
+                .await
+                .map_err(ExecuteError::Store)?;
             hash = event_hash(
                 &hash,
                 &HashInput {

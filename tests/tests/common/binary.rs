@@ -54,8 +54,10 @@ impl Server {
     /// development SUPER_ADMIN.
     pub fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Self {
         let key = kit_key().0.display().to_string();
+        let master = kit_master_key_file().display().to_string();
         let mut env = env.to_vec();
         env.push(("IDENTITY_SIGNING_KEY_FILE", &key));
+        env.push(("IDENTITY_MASTER_KEY_FILE", &master));
         let mut server = Self::spawn(dir, &env);
         server.token = super_admin_token().to_string();
         for t in KIT_TENANTS {
@@ -308,6 +310,8 @@ pub fn admin(dir: &std::path::Path, url: &str, args: &[&str]) -> (bool, String, 
     let out = Command::new(admin_binary())
         .current_dir(dir)
         .env("DATABASE_URL", url)
+        // The servers these tests start read personal data with the kit's master key.
+        .env("IDENTITY_MASTER_KEY_FILE", kit_master_key_file())
         .env("RUST_LOG", "warn")
         .args(args)
         .output()

@@ -202,6 +202,7 @@ pub async fn start_server_reading_through(
         db_max_connections: 8,
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         signing_key_file: Some(kit_key().0.clone()),
+        master_key_file: Some(kit_master_key_file().clone()),
         // Tests of one process share their callers (one token, one address): per-caller rates
         // are tested on their own, with small limits.
         sign_in_per_minute: 100_000,
@@ -244,6 +245,25 @@ pub fn kit_key() -> &'static (PathBuf, identity_server::access::SigningKey) {
         let key = identity_server::access::SigningKey::from_pem(&pem).expect("the kit key");
         (path, key)
     })
+}
+
+/// The test kit's master key of personal data (one per test process), written where
+/// servers read it (`IDENTITY_MASTER_KEY_FILE`).
+pub fn kit_master_key_file() -> &'static PathBuf {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!(
+            "identity-kit-master-{}.key",
+            uuid::Uuid::new_v4().simple()
+        ));
+        identity_store::MasterKey::read_or_create(&path).expect("the kit's master key");
+        path
+    })
+}
+
+/// The kit's master key, for a test that opens the event log itself.
+pub fn kit_master_key() -> identity_store::MasterKey {
+    identity_store::MasterKey::read(kit_master_key_file()).expect("the kit's master key")
 }
 
 /// A token signed with the kit's key: `kind` admin, service or user, for `sub`.

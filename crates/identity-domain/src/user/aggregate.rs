@@ -215,6 +215,20 @@ impl User {
                 self.merged_into = Some(into);
                 self.updated_at = Some(at);
             }
+            E::UserErased { at, .. } => {
+                // Only what is not personal stays: the id, tenant, roles, dates and merge.
+                *self = User {
+                    id: self.id,
+                    tenant: self.tenant.take(),
+                    roles: std::mem::take(&mut self.roles),
+                    merged_into: self.merged_into,
+                    registered_at: self.registered_at,
+                    updated_at: Some(at),
+                    active: false,
+                    erased: true,
+                    ..User::default()
+                };
+            }
         }
     }
 }

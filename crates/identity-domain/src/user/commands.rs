@@ -105,4 +105,11 @@ pub enum UserCommand {
         survivor: UserId,
         at: DateTime<Utc>,
     },
+    /// Erases the person (docs/adr/0006): `basis` is why (never personal data itself),
+    /// `erased_by` the principal who asked.
+    Erase {
+        basis: Text,
+        erased_by: String,
+        at: DateTime<Utc>,
+    },
 }

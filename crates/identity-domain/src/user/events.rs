@@ -138,6 +138,13 @@ pub enum UserEvent {
         credential: Credential,
         at: DateTime<Utc>,
     },
+    /// The person was erased: their data key is destroyed, so every personal field of their
+    /// events reads as erased from now on. Holds no personal data itself.
+    UserErased {
+        basis: Text,
+        erased_by: String,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -169,6 +176,7 @@ impl DomainEvent for UserEvent {
             Self::PasswordResetStarted { .. } => "PasswordResetStarted",
             Self::PasswordResetFailed { .. } => "PasswordResetFailed",
             Self::PasswordReset { .. } => "PasswordReset",
+            Self::UserErased { .. } => "UserErased",
         }
         .to_string()
     }

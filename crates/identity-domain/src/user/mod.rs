@@ -19,7 +19,7 @@ use crate::session::{
     SignInState, CODE_ATTEMPT_WINDOW_SECS, CODE_COOLDOWN_SECS,
 };
 use crate::values::{
-    Email, ExternalId, JsonObject, Locale, Name, Phone, Role, SessionId, TenantId, UserId,
+    Email, ExternalId, JsonObject, Locale, Name, Phone, Role, SessionId, TenantId, Text, UserId,
 };
 use crate::RecordsRejection;
 
@@ -181,6 +181,9 @@ pub struct User {
     pub sign_in: SignInState,
     #[serde(default)]
     pub pending_reset: Option<PendingChange<CodeChannel>>,
+    /// Erased (docs/adr/0006): nothing personal is left, and nothing more is done.
+    #[serde(default)]
+    pub erased: bool,
 }
 
 impl User {
@@ -332,8 +335,15 @@ impl User {
             command,
             C::Reactivate { .. } | C::Sessions(SessionCommand::End { .. })
         );
-        if !matches!(command, C::Register(_)) {
-            self.ensure_usable(allow_inactive)?;
+        if self.erased {
+            return Err(DomainError::UserErased);
+        }
+        match command {
+            C::Register(_) => {}
+            // Inactive and merged users are erased too: they still hold personal data.
+            C::Erase { .. } if self.id.is_none() => return Err(DomainError::UserNotFound),
+            C::Erase { .. } => {}
+            _ => self.ensure_usable(allow_inactive)?,
         }
         let events = match command {
             C::Register(cmd) => {
@@ -511,6 +521,19 @@ impl User {
                 }
                 vec![E::UserMerged { into: survivor, at }]
             }
+            C::Erase {
+                basis,
+                erased_by,
+                at,
+            } => self
+                .end_all_sessions(SessionEnd::Revoked, at)
+                .into_iter()
+                .chain([E::UserErased {
+                    basis,
+                    erased_by,
+                    at,
+                }])
+                .collect(),
         };
         Ok(events)
     }

@@ -116,6 +116,20 @@ pub(crate) async fn directory_user(
                 .execute(&mut *conn)
                 .await?;
         }
+        UserEvent::UserErased { .. } => {
+            // The person is gone from the directory: their row, search text, wallet
+            // addresses and person code (docs/adr/0006).
+            for table in ["rm_users", "rm_user_wallets", "rm_person_codes"] {
+                sqlx::query(&sql.text(&format!(
+                    "DELETE FROM {{{table}}} WHERE tenant = $1 AND user_id = $2"
+                )))
+                .bind(&tenant)
+                .bind(&user)
+                .execute(&mut *conn)
+                .await?;
+            }
+            refresh.remove(&(tenant, user));
+        }
         UserEvent::UserMerged { into, at } => {
             sqlx::query(&touch("merged_into = $4, updated_at = $5, "))
                 .bind(version)

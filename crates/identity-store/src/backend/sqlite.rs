@@ -55,6 +55,9 @@ impl Dialect for Sqlite {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
+            // Deleted and overwritten bytes are zeroed, not left in free pages: an erased
+            // person's data key must not survive in the file (docs/adr/0006).
+            .pragma("secure_delete", "ON")
             .busy_timeout(BUSY_TIMEOUT);
         // Opening a new file while another process sets it up (WAL mode, the first tables)
         // can answer SQLITE_BUSY at once, before any busy handler applies: seen as "database is

@@ -42,6 +42,7 @@ impl UserApi {
     }
 }
 
+mod erasure;
 mod flows;
 mod input;
 mod passwords;
@@ -341,6 +342,22 @@ impl UserService for UserApi {
             )
             .await?;
         Ok(Response::new(pb::MergeUsersResponse {
+            position: executed.position,
+        }))
+    }
+
+    async fn erase_user(
+        &self,
+        request: Request<pb::EraseUserRequest>,
+    ) -> Rpc<pb::EraseUserResponse> {
+        let ctx = RequestContext::from_request(&request)?;
+        let req = request.into_inner();
+        parse_fields! {
+            user = field("user_id", &req.user_id, UserId::parse),
+            basis = field("basis", &req.basis, identity_domain::values::Text::parse),
+        }
+        let executed = self.erase(&ctx, user, basis).await?;
+        Ok(Response::new(pb::EraseUserResponse {
             position: executed.position,
         }))
     }

@@ -1,0 +1,565 @@
+//! Personal fields sealed per person (docs/adr/0006-personal-data-keys-and-erasure.md).
+//!
+//! The domain lists which fields of which events are personal
+//! (`identity_domain::personal`); the person is the aggregate id. On the way in
+//! ([`EventLog::seal`], in the command path before the hash is chained) each such field,
+//! when it holds a value, becomes the string `sealed:v1:<base64url(nonce ‖ ciphertext)>`:
+//! XChaCha20-Poly1305 under the person's data key, over the field's JSON, bound to the
+//! aggregate, event type and field name (a ciphertext moved elsewhere does not open). The
+//! hash chain and the checkpoints cover the sealed bytes.
+//!
+//! On the way out, the decode point opens them ([`EventLog::open_rows`], [`Keyring::open`])
+//! before upcasters run, so nothing above the store sees a sealed value.
+//!
+//! Data keys live in `data_keys`, one row per person, wrapped by the master key (AEAD, bound
+//! to the person and the master key's id); unwrapped ones are kept in memory. A field
+//! stored before sealing existed is read as it is.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use identity_domain::personal;
+use rand::RngCore as _;
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use crate::backend::on_pool;
+use crate::{EventLog, StoreError, StoredEvent};
+
+const SEALED: &str = "sealed:v1:";
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+const NONCE_LEN: usize = 24;
+/// Unwrapped data keys kept in memory; past this many the cache starts over.
+const KEPT_KEYS: usize = 100_000;
+
+/// The key that wraps every person's data key: 32 bytes, kept outside the database (a file
+/// or a secret store). Its `Debug` shows only its id.
+#[derive(Clone)]
+pub struct MasterKey {
+    id: String,
+    cipher: XChaCha20Poly1305,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterKey").field("id", &self.id).finish()
+    }
+}
+
+impl MasterKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        // The id names the key (in data_keys rows and errors) without revealing it.
+        let id =
+            hex::encode(&Sha256::digest([b"master-key-id/v1:".as_slice(), &bytes].concat())[..6]);
+        Self {
+            id,
+            cipher: XChaCha20Poly1305::new(&bytes.into()),
+        }
+    }
+
+    /// Which master key this is (a digest of it), as data-key rows record it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Reads a key file: 64 hex characters (white space around them is ignored).
+    pub fn read(path: &Path) -> Result<Self, StoreError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            StoreError::config_by(format!("reading the master key {}", path.display()), e)
+        })?;
+        let bytes: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                StoreError::config(format!(
+                    "the master key {} is not 64 hex characters (32 bytes)",
+                    path.display()
+                ))
+            })?;
+        Ok(Self::from_bytes(bytes))
+    }
+
+    /// Reads the key file, first creating it with a new random key when there is none (the
+    /// development default, like the SQLite file). Processes starting together agree on
+    /// one key: the file appears whole or not at all (written aside, then linked).
+    pub fn read_or_create(path: &Path) -> Result<Self, StoreError> {
+        if !path.exists() {
+            let mut bytes = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            if let Some(dir) = dir {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::config_by(format!("creating {}", dir.display()), e))?;
+            }
+            let aside = path.with_extension(format!("new-{}", std::process::id()));
+            write_private(&aside, hex::encode(bytes).as_bytes())
+                .map_err(|e| StoreError::config_by(format!("writing {}", aside.display()), e))?;
+            // A hard link fails when the file exists: the first process's key wins.
+            let linked = std::fs::hard_link(&aside, path);
+            let _ = std::fs::remove_file(&aside);
+            match linked {
+                Ok(()) => tracing::info!(path = %path.display(), "created a master key"),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(StoreError::config_by(
+                        format!("creating the master key {}", path.display()),
+                        e,
+                    ))
+                }
+            }
+        }
+        Self::read(path)
+    }
+
+    fn wrap(&self, subject: &str, key: &[u8; 32]) -> String {
+        seal_bytes(&self.cipher, &self.wrap_aad(subject), key)
+    }
+
+    fn unwrap(&self, subject: &str, wrapped: &str) -> Option<[u8; 32]> {
+        open_bytes(&self.cipher, &self.wrap_aad(subject), wrapped)?
+            .try_into()
+            .ok()
+    }
+
+    fn wrap_aad(&self, subject: &str) -> String {
+        format!("data-key/v1\n{subject}\n{}", self.id)
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(bytes)
+}
+
+fn seal_bytes(cipher: &XChaCha20Poly1305, aad: &str, plain: &[u8]) -> String {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let sealed = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plain,
+                aad: aad.as_bytes(),
+            },
+        )
+        // Encryption fails only for messages of gigabytes, which no event holds.
+        .unwrap_or_default();
+    B64.encode([nonce.as_slice(), &sealed].concat())
+}
+
+fn open_bytes(cipher: &XChaCha20Poly1305, aad: &str, text: &str) -> Option<Vec<u8>> {
+    let bytes = B64.decode(text).ok()?;
+    if bytes.len() < NONCE_LEN {
+        return None;
+    }
+    let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+    cipher
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: sealed,
+                aad: aad.as_bytes(),
+            },
+        )
+        .ok()
+}
+
+/// What the keyring knows of one person's data key.
+#[derive(Clone)]
+enum Known {
+    Live(Arc<XChaCha20Poly1305>),
+    /// Destroyed by an erasure: the person's sealed fields read as erased.
+    Destroyed,
+}
+
+/// The master key and the data keys unwrapped so far. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Keyring {
+    master: Option<MasterKey>,
+    known: Arc<Mutex<HashMap<String, Known>>>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("master", &self.master)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where one field sits: its event and name, the associated data of its seal.
+fn field_aad(aggregate_type: &str, aggregate_id: &str, event_type: &str, field: &str) -> String {
+    format!("field/v1\n{aggregate_type}\n{aggregate_id}\n{event_type}\n{field}")
+}
+
+impl Keyring {
+    /// A keyring that seals with data keys wrapped by `master`; without one, nothing is
+    /// sealed and a sealed field cannot be read.
+    pub fn new(master: Option<MasterKey>) -> Self {
+        Self {
+            master,
+            known: Arc::default(),
+        }
+    }
+
+    fn cached(&self, subject: &str) -> Option<Known> {
+        self.known.lock().ok()?.get(subject).cloned()
+    }
+
+    fn remember(&self, subject: &str, known: Known) {
+        if let Ok(mut map) = self.known.lock() {
+            if map.len() >= KEPT_KEYS {
+                map.clear();
+            }
+            map.insert(subject.to_string(), known);
+        }
+    }
+
+    /// Opens the sealed personal fields of one payload (already read from the log). The data
+    /// key must be known (see [`EventLog::open_rows`]); a field stored in clear before
+    /// sealing existed is left as it is.
+    pub(crate) fn open(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        event_type: &str,
+        mut payload: Value,
+    ) -> Result<Value, StoreError> {
+        let fields = personal::sealed_fields(aggregate_type, event_type);
+        let Some(body) = payload.get_mut(event_type).and_then(Value::as_object_mut) else {
+            return Ok(payload);
+        };
+        for field in fields {
+            let Some(value) = body.get_mut(*field) else {
+                continue;
+            };
+            let Some(sealed) = value.as_str().and_then(|s| s.strip_prefix(SEALED)) else {
+                continue;
+            };
+            let what = || format!("{aggregate_type}/{aggregate_id}: {event_type}.{field}");
+            let known = self.cached(aggregate_id).ok_or_else(|| {
+                StoreError::corrupt(format!("{}: sealed, and no data key opens it", what()))
+            })?;
+            let cipher = match known {
+                Known::Live(cipher) => cipher,
+                Known::Destroyed => {
+                    *value = personal::erased_value(field);
+                    continue;
+                }
+            };
+            let aad = field_aad(aggregate_type, aggregate_id, event_type, field);
+            let plain = open_bytes(&cipher, &aad, sealed).ok_or_else(|| {
+                StoreError::corrupt(format!("{}: the seal does not open", what()))
+            })?;
+            *value = serde_json::from_slice(&plain)
+                .map_err(|e| StoreError::corrupt_by(format!("{}: opened, not JSON", what()), e))?;
+        }
+        Ok(payload)
+    }
+}
+
+impl EventLog {
+    /// Seals the personal fields of a payload about to be appended (before its hash is
+    /// chained), creating the person's data key on first use. Without a master key, or for
+    /// an event with no personal value, the payload is returned as it is.
+    pub(crate) async fn seal(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        event_type: &str,
+        mut payload: Value,
+    ) -> Result<Value, StoreError> {
+        let fields = personal::sealed_fields(aggregate_type, event_type);
+        if fields.is_empty() || self.keyring.master.is_none() {
+            return Ok(payload);
+        }
+        let Some(body) = payload.get_mut(event_type).and_then(Value::as_object_mut) else {
+            return Ok(payload);
+        };
+        let mut cipher = None;
+        for field in fields {
+            let Some(value) = body.get_mut(*field).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            let cipher = match &cipher {
+                Some(c) => c,
+                None => cipher.insert(self.data_key_for_writing(aggregate_id).await?),
+            };
+            let aad = field_aad(aggregate_type, aggregate_id, event_type, field);
+            let plain = serde_json::to_vec(value).map_err(|e| {
+                StoreError::corrupt_by(format!("{event_type}.{field}: not JSON"), e)
+            })?;
+            *value = Value::String(format!("{SEALED}{}", seal_bytes(cipher, &aad, &plain)));
+        }
+        Ok(payload)
+    }
+
+    /// The data key of `subject`, created (and stored wrapped) on first use. Two processes
+    /// creating one at once agree on the first stored.
+    async fn data_key_for_writing(
+        &self,
+        subject: &str,
+    ) -> Result<Arc<XChaCha20Poly1305>, StoreError> {
+        let Some(master) = &self.keyring.master else {
+            return Err(StoreError::config(
+                "no master key: personal data cannot be sealed",
+            ));
+        };
+        for attempt in 0..2 {
+            if self.keyring.cached(subject).is_none() {
+                self.load_keys(&[subject]).await?;
+            }
+            match self.keyring.cached(subject) {
+                Some(Known::Live(cipher)) => return Ok(cipher),
+                Some(Known::Destroyed) => {
+                    return Err(StoreError::config(format!(
+                        "{subject} was erased: no personal data of theirs is written again"
+                    )))
+                }
+                None => {}
+            }
+            if attempt == 0 {
+                let mut key = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut key);
+                let wrapped = master.wrap(subject, &key);
+                let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                on_pool!(&self.backend, pool => sqlx::query(
+                    "INSERT INTO data_keys (subject, master_key_id, wrapped, created_at)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (subject) DO NOTHING",
+                )
+                .bind(subject)
+                .bind(master.id())
+                .bind(&wrapped)
+                .bind(&now)
+                .execute(pool)
+                .await
+                .map(|_| ()))?;
+            }
+        }
+        Err(StoreError::other(format!(
+            "the data key of {subject} was not stored"
+        )))
+    }
+
+    /// Loads and unwraps the stored data keys of `subjects` into the keyring.
+    async fn load_keys(&self, subjects: &[&str]) -> Result<(), StoreError> {
+        let Some(master) = &self.keyring.master else {
+            return Ok(());
+        };
+        for chunk in subjects.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT subject, master_key_id, wrapped FROM data_keys WHERE subject IN ({})",
+                marks.join(", ")
+            );
+            let rows: Vec<(String, String, Option<String>)> = on_pool!(&self.backend, pool => {
+                let mut q = sqlx::query_as(&sql);
+                for s in chunk {
+                    q = q.bind(*s);
+                }
+                q.fetch_all(pool).await?
+            });
+            for (subject, master_id, wrapped) in rows {
+                let Some(wrapped) = wrapped else {
+                    self.keyring.remember(&subject, Known::Destroyed);
+                    continue;
+                };
+                if master_id != master.id() {
+                    return Err(StoreError::config(format!(
+                        "the data key of {subject} is wrapped by master key {master_id}, and this \
+                         process has {}: is IDENTITY_MASTER_KEY_FILE the one this store was written with?",
+                        master.id()
+                    )));
+                }
+                let key = master.unwrap(&subject, &wrapped).ok_or_else(|| {
+                    StoreError::corrupt(format!("the data key of {subject} does not unwrap"))
+                })?;
+                let cipher = XChaCha20Poly1305::new(&key.into());
+                self.keyring
+                    .remember(&subject, Known::Live(Arc::new(cipher)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure the data keys that rows of personal aggregates need are in the keyring
+    /// (one query for all that are missing), then opens the rows' sealed fields.
+    pub(crate) async fn open_rows(
+        &self,
+        rows: Vec<StoredEvent>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let missing: BTreeSet<&str> = rows
+            .iter()
+            .filter(|e| {
+                !personal::sealed_fields(&e.aggregate_type, &e.event_type).is_empty()
+                    && self.keyring.cached(&e.aggregate_id).is_none()
+            })
+            .map(|e| e.aggregate_id.as_str())
+            .collect();
+        if !missing.is_empty() {
+            let missing: Vec<&str> = missing.into_iter().collect();
+            self.load_keys(&missing).await?;
+        }
+        rows.into_iter()
+            .map(|mut e| {
+                let payload = std::mem::take(&mut e.payload);
+                e.payload = self.keyring.open(
+                    &e.aggregate_type,
+                    &e.aggregate_id,
+                    &e.event_type,
+                    payload,
+                )?;
+                Ok(e)
+            })
+            .collect()
+    }
+
+    /// Destroys the data key of `subject` (an erasure): from now on every personal field
+    /// sealed under it reads as erased, and nothing personal of theirs is sealed again. The
+    /// row stays as a tombstone (so that no new key is made for them); on SQLite the freed
+    /// bytes are zeroed (`secure_delete`) and the write-ahead log emptied, so that no copy of
+    /// the key is left in the files. Idempotent.
+    pub async fn destroy_key(&self, subject: &str) -> Result<(), StoreError> {
+        let master_id = self.keyring.master.as_ref().map_or("", MasterKey::id);
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        on_pool!(&self.backend, pool => sqlx::query(
+            "INSERT INTO data_keys (subject, master_key_id, wrapped, created_at, destroyed_at)
+             VALUES ($1, $2, NULL, $3, $3)
+             ON CONFLICT (subject) DO UPDATE
+                SET wrapped = NULL, destroyed_at = COALESCE(data_keys.destroyed_at, $3)",
+        )
+        .bind(subject)
+        .bind(master_id)
+        .bind(&now)
+        .execute(pool)
+        .await
+        .map(|_| ()))?;
+        self.keyring.remember(subject, Known::Destroyed);
+        self.flush_wal().await
+    }
+
+    /// The keys of every person the log says was erased are destroyed (idempotent): run at
+    /// start, so that a crash between an erasure and its key's destruction, or a restored
+    /// backup, cannot bring a key back.
+    pub async fn destroy_erased_keys(&self) -> Result<usize, StoreError> {
+        let erased: Vec<String> = on_pool!(&self.backend, pool => sqlx::query_scalar(
+            "SELECT e.aggregate_id FROM events e
+              WHERE e.aggregate_type = 'User' AND e.event_type = 'UserErased'
+                AND NOT EXISTS (SELECT 1 FROM data_keys k
+                                 WHERE k.subject = e.aggregate_id AND k.wrapped IS NULL)",
+        )
+        .fetch_all(pool)
+        .await?);
+        for subject in &erased {
+            self.destroy_key(subject).await?;
+        }
+        Ok(erased.len())
+    }
+
+    /// On SQLite, moves the write-ahead log into the database file and empties it, so that
+    /// page images holding erased bytes do not linger there. Nothing on PostgreSQL.
+    pub async fn flush_wal(&self) -> Result<(), StoreError> {
+        if let crate::backend::Backend::Sqlite(pool) = &self.backend {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Loads the data key of one person into the keyring, if it has one.
+    pub(crate) async fn prepare_key(&self, subject: &str) -> Result<(), StoreError> {
+        if self.keyring.cached(subject).is_none() {
+            self.load_keys(&[subject]).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn keyring_with(subject: &str) -> Keyring {
+        let ring = Keyring::new(Some(MasterKey::from_bytes([7; 32])));
+        let cipher = XChaCha20Poly1305::new(&[9u8; 32].into());
+        ring.remember(subject, Known::Live(Arc::new(cipher)));
+        ring
+    }
+
+    fn sealed_with(ring: &Keyring, aad: &str, value: &Value) -> Value {
+        let Some(Known::Live(cipher)) = ring.cached("acme/u1") else {
+            panic!("key");
+        };
+        let plain = serde_json::to_vec(value).expect("json");
+        Value::String(format!("{SEALED}{}", seal_bytes(&cipher, aad, &plain)))
+    }
+
+    #[test]
+    fn a_sealed_field_opens_only_where_it_was_sealed() {
+        let ring = keyring_with("acme/u1");
+        let aad = field_aad("User", "acme/u1", "EmailConfirmed", "email");
+        let sealed = sealed_with(&ring, &aad, &json!("ada@example.com"));
+        let payload = json!({"EmailConfirmed": {"email": sealed, "previous": null, "at": "t"}});
+        let opened = ring
+            .open("User", "acme/u1", "EmailConfirmed", payload.clone())
+            .expect("opens");
+        assert_eq!(opened["EmailConfirmed"]["email"], "ada@example.com");
+        assert_eq!(opened["EmailConfirmed"]["at"], "t");
+        // The same ciphertext in another event's field does not open.
+        let moved = json!({"PhoneConfirmed": {"phone": payload["EmailConfirmed"]["email"]}});
+        assert!(ring
+            .open("User", "acme/u1", "PhoneConfirmed", moved)
+            .is_err());
+        // A field stored in clear (before sealing) reads as it is.
+        let clear = json!({"EmailConfirmed": {"email": "old@example.com"}});
+        assert_eq!(
+            ring.open("User", "acme/u1", "EmailConfirmed", clear.clone())
+                .expect("clear"),
+            clear
+        );
+    }
+
+    #[test]
+    fn after_erasure_a_sealed_field_reads_as_erased() {
+        let ring = keyring_with("acme/u1");
+        let aad = field_aad("User", "acme/u1", "EmailConfirmed", "email");
+        let sealed = sealed_with(&ring, &aad, &json!("ada@example.com"));
+        ring.remember("acme/u1", Known::Destroyed);
+        let payload = json!({"EmailConfirmed": {"email": sealed, "at": "t"}});
+        let opened = ring
+            .open("User", "acme/u1", "EmailConfirmed", payload)
+            .expect("an erased field is not an error");
+        assert_eq!(opened["EmailConfirmed"]["email"], "erased");
+        assert_eq!(opened["EmailConfirmed"]["at"], "t");
+    }
+
+    #[test]
+    fn a_master_key_unwraps_only_its_own_subjects_keys() {
+        let master = MasterKey::from_bytes([1; 32]);
+        let wrapped = master.wrap("acme/u1", &[5; 32]);
+        assert_eq!(master.unwrap("acme/u1", &wrapped), Some([5; 32]));
+        assert_eq!(master.unwrap("acme/u2", &wrapped), None);
+        assert_eq!(
+            MasterKey::from_bytes([2; 32]).unwrap("acme/u1", &wrapped),
+            None
+        );
+        assert_ne!(
+            MasterKey::from_bytes([1; 32]).id(),
+            MasterKey::from_bytes([2; 32]).id()
+        );
+        assert!(!format!("{master:?}").contains("cipher"));
+    }
+}
