@@ -35,6 +35,9 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL
 const NONCE_LEN: usize = 24;
 /// Unwrapped data keys kept in memory; past this many the cache starts over.
 const KEPT_KEYS: usize = 100_000;
+/// How long a live data key is used from memory before it is read again: another replica
+/// may have destroyed it (an erasure), and this one must stop opening the person's fields.
+const LIVE_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The key that wraps every person's data key: 32 bytes, kept outside the database (a file
 /// or a secret store). Its `Debug` shows only its id.
@@ -187,7 +190,7 @@ enum Known {
 #[derive(Clone, Default)]
 pub struct Keyring {
     master: Option<MasterKey>,
-    known: Arc<Mutex<HashMap<String, Known>>>,
+    known: Arc<Mutex<HashMap<String, (Known, std::time::Instant)>>>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -214,7 +217,11 @@ impl Keyring {
     }
 
     fn cached(&self, subject: &str) -> Option<Known> {
-        self.known.lock().ok()?.get(subject).cloned()
+        let map = self.known.lock().ok()?;
+        let (known, at) = map.get(subject)?;
+        // A destroyed key never comes back; a live one is checked again now and then.
+        let fresh = matches!(known, Known::Destroyed) || at.elapsed() < LIVE_KEY_TTL;
+        fresh.then(|| known.clone())
     }
 
     fn remember(&self, subject: &str, known: Known) {
@@ -222,7 +229,7 @@ impl Keyring {
             if map.len() >= KEPT_KEYS {
                 map.clear();
             }
-            map.insert(subject.to_string(), known);
+            map.insert(subject.to_string(), (known, std::time::Instant::now()));
         }
     }
 
