@@ -33,6 +33,18 @@ const PERSONAL: [&str; 6] = [EMAIL, PHONE_DIGITS, FIRST, LAST, CUSTOM, PERSON_CO
 mod scenarios {
     use super::*;
 
+    /// GetAggregateHistory of one aggregate of acme.
+    fn history(aggregate_type: &str, id: &str) -> tonic::Request<pb::GetAggregateHistoryRequest> {
+        req(
+            "acme",
+            pb::GetAggregateHistoryRequest {
+                aggregate_type: aggregate_type.into(),
+                aggregate_id: id.into(),
+                ..Default::default()
+            },
+        )
+    }
+
     /// How many stored events contain `needle` anywhere in their payload.
     async fn events_containing(app: &TestApp, needle: &str) -> i64 {
         app.db
@@ -119,15 +131,8 @@ mod scenarios {
         .expect("found by its email");
         assert_eq!(found.user_id, user);
         let mut audit = AuditServiceClient::new(app.channel());
-        let history = ok!(audit.get_aggregate_history(req(
-            "acme",
-            pb::GetAggregateHistoryRequest {
-                aggregate_type: "User".into(),
-                aggregate_id: user.clone(),
-                ..Default::default()
-            },
-        )));
-        let shown = format!("{:?}", history.entries);
+        let events = ok!(audit.get_aggregate_history(history("User", &user)));
+        let shown = format!("{:?}", events.entries);
         assert!(shown.contains(EMAIL) && shown.contains(CUSTOM), "{shown}");
         assert!(!shown.contains("sealed:v1:"), "{shown}");
         let report = ok!(audit.verify_chain(req("acme", pb::VerifyChainRequest {})));
@@ -160,17 +165,10 @@ mod scenarios {
             ))
             .await
             .expect("moves the sealed email");
-        let history = AuditServiceClient::new(app.channel())
-            .get_aggregate_history(req(
-                "acme",
-                pb::GetAggregateHistoryRequest {
-                    aggregate_type: "User".into(),
-                    aggregate_id: second.clone(),
-                    ..Default::default()
-                },
-            ))
+        let moved = AuditServiceClient::new(app.channel())
+            .get_aggregate_history(history("User", &second))
             .await;
-        let refused = history.expect_err("a moved seal must not open");
+        let refused = moved.expect_err("a moved seal must not open");
         assert!(
             !format!("{refused:?}").contains(EMAIL),
             "the refusal shows the value: {refused:?}"
@@ -307,15 +305,8 @@ mod scenarios {
         )));
         assert_eq!(balances.balances[0].amount, "70");
         let mut audit = AuditServiceClient::new(app.channel());
-        let history = ok!(audit.get_aggregate_history(req(
-            "acme",
-            pb::GetAggregateHistoryRequest {
-                aggregate_type: "User".into(),
-                aggregate_id: user.clone(),
-                ..Default::default()
-            },
-        )));
-        let shown = format!("{:?}", history.entries);
+        let events = ok!(audit.get_aggregate_history(history("User", &user)));
+        let shown = format!("{:?}", events.entries);
         assert!(shown.contains("UserRegistered") && shown.contains("UserErased"));
         assert!(
             shown.contains("GDPR art. 17, ticket 42"),
@@ -325,14 +316,7 @@ mod scenarios {
         for value in PERSONAL {
             assert!(!shown.contains(value), "{value} in {shown}");
         }
-        let wallet_history = ok!(audit.get_aggregate_history(req(
-            "acme",
-            pb::GetAggregateHistoryRequest {
-                aggregate_type: "Wallet".into(),
-                aggregate_id: wallet.clone(),
-                ..Default::default()
-            },
-        )));
+        let wallet_history = ok!(audit.get_aggregate_history(history("Wallet", &wallet)));
         assert_eq!(
             wallet_history.entries.len(),
             4,

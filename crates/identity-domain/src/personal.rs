@@ -64,6 +64,12 @@ pub fn sealed_fields(aggregate_type: &str, event_type: &str) -> &'static [&'stat
         .map_or(&[], |(_, _, fields)| fields)
 }
 
+/// Whether an aggregate of this type is the person itself (User, Admin): a new one is a new
+/// person, who has no data key yet. (A user's Identification is not: it shares the user's.)
+pub fn is_person(aggregate_type: &str) -> bool {
+    matches!(aggregate_type, "User" | "Admin")
+}
+
 /// Whether events of this aggregate type can hold personal data at all (their aggregate id
 /// names the person whose data key seals them).
 pub fn is_personal(aggregate_type: &str) -> bool {

@@ -261,17 +261,19 @@ impl Core {
         Ok(())
     }
 
-    /// Gives a claimed value up inside a unit, if `owner` holds it (an erasure).
+    /// Gives claimed values up inside a unit, each if `owner` holds it (a contact change,
+    /// an erasure).
     pub async fn release_in(
         unit: &mut Unit<'_>,
         ctx: &RequestContext,
-        kind: ClaimKind,
-        value: &str,
+        values: impl IntoIterator<Item = (ClaimKind, String)>,
         owner: UserId,
     ) -> ApiResult<()> {
-        let id = claim_id(&ctx.tenant, kind, value);
-        unit.decide::<UniqueClaim>(&id, ClaimCommand::Release { owner }, &())
-            .await?;
+        for (kind, value) in values {
+            let id = claim_id(&ctx.tenant, kind, &value);
+            unit.decide::<UniqueClaim>(&id, ClaimCommand::Release { owner }, &())
+                .await?;
+        }
         Ok(())
     }
 
@@ -285,10 +287,14 @@ impl Core {
         owner: UserId,
     ) -> ApiResult<()> {
         Self::claim_in(unit, ctx, kind, value, owner).await?;
-        if let Some(old) = previous.filter(|old| *old != value) {
-            Self::release_in(unit, ctx, kind, old, owner).await?;
-        }
-        Ok(())
+        let replaced = previous.filter(|old| *old != value);
+        Self::release_in(
+            unit,
+            ctx,
+            replaced.map(|old| (kind, old.to_string())),
+            owner,
+        )
+        .await
     }
 
     /// A fresh one-time code and its hash; the hash binds the code to one aggregate.

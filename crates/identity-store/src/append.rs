@@ -48,6 +48,16 @@ pub(crate) struct NewEvent {
     pub(crate) hash: String,
 }
 
+/// A person's new data key, wrapped, stored in the transaction of the first events sealed
+/// under it (seal.rs): a key exists only if its events do, and costs no commit of its own.
+#[derive(Debug, Clone)]
+pub(crate) struct NewKey {
+    pub(crate) subject: String,
+    pub(crate) master_key_id: String,
+    pub(crate) wrapped: String,
+    pub(crate) created_at: String,
+}
+
 /// Why an append did not go through.
 #[derive(Debug)]
 pub(crate) enum AppendError {
@@ -62,6 +72,9 @@ pub(crate) type Outcome = Result<Vec<u64>, AppendError>;
 #[derive(Debug)]
 pub(crate) struct Request {
     pub(crate) events: Vec<NewEvent>,
+    /// Data keys the events are sealed under, new with them: stored first, in the same
+    /// transaction; one already stored is a conflict (another writer got there first).
+    pub(crate) keys: Vec<NewKey>,
     reply: oneshot::Sender<Outcome>,
 }
 
@@ -86,12 +99,20 @@ impl Appender {
 
     /// Appends one unit's events atomically and answers, after the commit, with the global
     /// position of each event, in order.
-    pub(crate) async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<u64>, AppendError> {
+    pub(crate) async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        keys: Vec<NewKey>,
+    ) -> Result<Vec<u64>, AppendError> {
         let stopped =
             || AppendError::Store(StoreError::unavailable("the event writer has stopped"));
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request { events, reply })
+            .send(Request {
+                events,
+                keys,
+                reply,
+            })
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?

@@ -257,11 +257,16 @@ impl EventLog {
         type Stored = (i64, Option<String>, i64);
         let mut aggregate = A::default();
         let mut last: Stored = (0, None, 0);
-        if identity_domain::personal::is_personal(A::TYPE) {
-            self.prepare_key(id).await?;
-        }
+        // The person's data key is read once, at the first event with personal fields (a
+        // new aggregate, a registration's, needs none).
+        let mut key_ready = !identity_domain::personal::is_personal(A::TYPE);
         let apply = |aggregate: &mut A, event_type: &str, version: String, payload: Value| {
-            let payload = self.keyring.open(A::TYPE, id, event_type, payload)?;
+            let at = seal::Place {
+                aggregate_type: A::TYPE,
+                aggregate_id: id,
+                event_type,
+            };
+            let payload = self.keyring.open(at, payload)?;
             let (version, payload) =
                 self.upcasters
                     .bring_forward(A::TYPE, event_type, version, payload);
@@ -277,6 +282,13 @@ impl EventLog {
             .bind(id)
             .fetch(pool);
             while let Some(row) = futures::TryStreamExt::try_next(&mut rows).await? {
+                let event_type: &str = row.try_get("event_type")?;
+                if !key_ready
+                    && !identity_domain::personal::sealed_fields(A::TYPE, event_type).is_empty()
+                {
+                    self.prepare_key(id).await?;
+                    key_ready = true;
+                }
                 apply(
                     &mut aggregate,
                     row.try_get("event_type")?,

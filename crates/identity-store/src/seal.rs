@@ -27,6 +27,7 @@ use rand::RngCore as _;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
+use crate::append::NewKey;
 use crate::backend::on_pool;
 use crate::{EventLog, StoreError, StoredEvent};
 
@@ -178,6 +179,30 @@ fn open_bytes(cipher: &XChaCha20Poly1305, aad: &str, text: &str) -> Option<Vec<u
         .ok()
 }
 
+/// Data keys a unit of work made for people who had none: stored in the unit's transaction
+/// (append.rs), kept in the keyring once it commits, forgotten if it does not.
+#[derive(Default)]
+pub(crate) struct PendingKeys {
+    rows: Vec<NewKey>,
+    ciphers: HashMap<String, Arc<XChaCha20Poly1305>>,
+}
+
+impl PendingKeys {
+    pub(crate) fn rows(&self) -> Vec<NewKey> {
+        self.rows.clone()
+    }
+}
+
+/// The key to seal with, unless the person was erased.
+fn live(subject: &str, known: Known) -> Result<Arc<XChaCha20Poly1305>, StoreError> {
+    match known {
+        Known::Live(cipher) => Ok(cipher),
+        Known::Destroyed => Err(StoreError::config(format!(
+            "{subject} was erased: no personal data of theirs is written again"
+        ))),
+    }
+}
+
 /// What the keyring knows of one person's data key.
 #[derive(Clone)]
 enum Known {
@@ -201,9 +226,56 @@ impl std::fmt::Debug for Keyring {
     }
 }
 
-/// Where one field sits: its event and name, the associated data of its seal.
-fn field_aad(aggregate_type: &str, aggregate_id: &str, event_type: &str, field: &str) -> String {
-    format!("field/v1\n{aggregate_type}\n{aggregate_id}\n{event_type}\n{field}")
+/// The personal fields a payload holds (`{"EventType": {field: value, ...}}`), by name, as
+/// the domain lists them for its event.
+fn personal_values<'p>(
+    aggregate_type: &str,
+    event_type: &str,
+    payload: &'p mut Value,
+) -> Vec<(&'static str, &'p mut Value)> {
+    let fields = personal::sealed_fields(aggregate_type, event_type);
+    if fields.is_empty() {
+        return Vec::new();
+    }
+    let Some(body) = payload.get_mut(event_type).and_then(Value::as_object_mut) else {
+        return Vec::new();
+    };
+    body.iter_mut()
+        .filter_map(|(name, value)| {
+            let field = fields.iter().find(|f| **f == name.as_str())?;
+            Some((*field, value))
+        })
+        .collect()
+}
+
+/// The event a payload belongs to: what each of its seals is bound to, and how errors name
+/// a field of it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Place<'a> {
+    pub(crate) aggregate_type: &'a str,
+    pub(crate) aggregate_id: &'a str,
+    pub(crate) event_type: &'a str,
+}
+
+impl Place<'_> {
+    /// The associated data of one field's seal.
+    fn aad(&self, field: &str) -> String {
+        format!(
+            "field/v1\n{}\n{}\n{}\n{field}",
+            self.aggregate_type, self.aggregate_id, self.event_type
+        )
+    }
+
+    fn name(&self, field: &str) -> String {
+        format!(
+            "{}/{}: {}.{field}",
+            self.aggregate_type, self.aggregate_id, self.event_type
+        )
+    }
+
+    fn personal_values<'p>(&self, payload: &'p mut Value) -> Vec<(&'static str, &'p mut Value)> {
+        personal_values(self.aggregate_type, self.event_type, payload)
+    }
 }
 
 impl Keyring {
@@ -236,26 +308,13 @@ impl Keyring {
     /// Opens the sealed personal fields of one payload (already read from the log). The data
     /// key must be known (see [`EventLog::open_rows`]); a field stored in clear before
     /// sealing existed is left as it is.
-    pub(crate) fn open(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        event_type: &str,
-        mut payload: Value,
-    ) -> Result<Value, StoreError> {
-        let fields = personal::sealed_fields(aggregate_type, event_type);
-        let Some(body) = payload.get_mut(event_type).and_then(Value::as_object_mut) else {
-            return Ok(payload);
-        };
-        for field in fields {
-            let Some(value) = body.get_mut(*field) else {
-                continue;
-            };
+    pub(crate) fn open(&self, at: Place<'_>, mut payload: Value) -> Result<Value, StoreError> {
+        for (field, value) in at.personal_values(&mut payload) {
             let Some(sealed) = value.as_str().and_then(|s| s.strip_prefix(SEALED)) else {
                 continue;
             };
-            let what = || format!("{aggregate_type}/{aggregate_id}: {event_type}.{field}");
-            let known = self.cached(aggregate_id).ok_or_else(|| {
+            let what = || at.name(field);
+            let known = self.cached(at.aggregate_id).ok_or_else(|| {
                 StoreError::corrupt(format!("{}: sealed, and no data key opens it", what()))
             })?;
             let cipher = match known {
@@ -265,8 +324,7 @@ impl Keyring {
                     continue;
                 }
             };
-            let aad = field_aad(aggregate_type, aggregate_id, event_type, field);
-            let plain = open_bytes(&cipher, &aad, sealed).ok_or_else(|| {
+            let plain = open_bytes(&cipher, &at.aad(field), sealed).ok_or_else(|| {
                 StoreError::corrupt(format!("{}: the seal does not open", what()))
             })?;
             *value = serde_json::from_slice(&plain)
@@ -278,85 +336,82 @@ impl Keyring {
 
 impl EventLog {
     /// Seals the personal fields of a payload about to be appended (before its hash is
-    /// chained), creating the person's data key on first use. Without a master key, or for
-    /// an event with no personal value, the payload is returned as it is.
+    /// chained), creating the person's data key on first use (`fresh`: the aggregate has no
+    /// event yet). Without a master key, or for an event with no personal value, the payload
+    /// is returned as it is.
     pub(crate) async fn seal(
         &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        event_type: &str,
+        at: Place<'_>,
+        fresh: bool,
         mut payload: Value,
+        pending: &mut PendingKeys,
     ) -> Result<Value, StoreError> {
-        let fields = personal::sealed_fields(aggregate_type, event_type);
-        if fields.is_empty() || self.keyring.master.is_none() {
+        if self.keyring.master.is_none() {
             return Ok(payload);
         }
-        let Some(body) = payload.get_mut(event_type).and_then(Value::as_object_mut) else {
-            return Ok(payload);
-        };
         let mut cipher = None;
-        for field in fields {
-            let Some(value) = body.get_mut(*field).filter(|v| !v.is_null()) else {
+        for (field, value) in at.personal_values(&mut payload) {
+            if value.is_null() {
                 continue;
-            };
+            }
             let cipher = match &cipher {
                 Some(c) => c,
-                None => cipher.insert(self.data_key_for_writing(aggregate_id).await?),
+                None => cipher.insert(self.data_key_for_writing(at, fresh, pending).await?),
             };
-            let aad = field_aad(aggregate_type, aggregate_id, event_type, field);
-            let plain = serde_json::to_vec(value).map_err(|e| {
-                StoreError::corrupt_by(format!("{event_type}.{field}: not JSON"), e)
-            })?;
-            *value = Value::String(format!("{SEALED}{}", seal_bytes(cipher, &aad, &plain)));
+            let plain = serde_json::to_vec(value)
+                .map_err(|e| StoreError::corrupt_by(format!("{}: not JSON", at.name(field)), e))?;
+            *value = Value::String(format!(
+                "{SEALED}{}",
+                seal_bytes(cipher, &at.aad(field), &plain)
+            ));
         }
         Ok(payload)
     }
 
-    /// The data key of `subject`, created (and stored wrapped) on first use. Two processes
-    /// creating one at once agree on the first stored.
+    /// The data key to seal a person's fields with: the one stored for them, or a new one
+    /// made in this unit (stored with its events, `PendingKeys`). `fresh`: the aggregate has
+    /// no event yet, so when it is the person itself (a registration) there is no stored key
+    /// to look for.
     async fn data_key_for_writing(
         &self,
-        subject: &str,
+        at: Place<'_>,
+        fresh: bool,
+        pending: &mut PendingKeys,
     ) -> Result<Arc<XChaCha20Poly1305>, StoreError> {
+        let subject = at.aggregate_id;
+        if let Some(cipher) = pending.ciphers.get(subject) {
+            return Ok(cipher.clone());
+        }
+        let new_person = fresh && personal::is_person(at.aggregate_type);
+        if self.keyring.cached(subject).is_none() && !new_person {
+            self.load_keys(&[subject]).await?;
+        }
+        if let Some(known) = self.keyring.cached(subject) {
+            return live(subject, known);
+        }
         let Some(master) = &self.keyring.master else {
             return Err(StoreError::config(
                 "no master key: personal data cannot be sealed",
             ));
         };
-        for attempt in 0..2 {
-            if self.keyring.cached(subject).is_none() {
-                self.load_keys(&[subject]).await?;
-            }
-            match self.keyring.cached(subject) {
-                Some(Known::Live(cipher)) => return Ok(cipher),
-                Some(Known::Destroyed) => {
-                    return Err(StoreError::config(format!(
-                        "{subject} was erased: no personal data of theirs is written again"
-                    )))
-                }
-                None => {}
-            }
-            if attempt == 0 {
-                let mut key = [0u8; 32];
-                rand::rngs::OsRng.fill_bytes(&mut key);
-                let wrapped = master.wrap(subject, &key);
-                let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-                on_pool!(&self.backend, pool => sqlx::query(
-                    "INSERT INTO data_keys (subject, master_key_id, wrapped, created_at)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (subject) DO NOTHING",
-                )
-                .bind(subject)
-                .bind(master.id())
-                .bind(&wrapped)
-                .bind(&now)
-                .execute(pool)
-                .await
-                .map(|_| ()))?;
-            }
+        let mut key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        pending.rows.push(NewKey {
+            subject: subject.to_string(),
+            master_key_id: master.id().to_string(),
+            wrapped: master.wrap(subject, &key),
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        });
+        let cipher = Arc::new(XChaCha20Poly1305::new(&key.into()));
+        pending.ciphers.insert(subject.to_string(), cipher.clone());
+        Ok(cipher)
+    }
+
+    /// Keeps the keys a unit stored, now that its transaction committed.
+    pub(crate) fn keep_keys(&self, keys: PendingKeys) {
+        for (subject, cipher) in keys.ciphers {
+            self.keyring.remember(&subject, Known::Live(cipher));
         }
-        Err(StoreError::other(format!(
-            "the data key of {subject} was not stored"
-        )))
     }
 
     /// Loads and unwraps the stored data keys of `subjects` into the keyring.
@@ -421,12 +476,12 @@ impl EventLog {
         rows.into_iter()
             .map(|mut e| {
                 let payload = std::mem::take(&mut e.payload);
-                e.payload = self.keyring.open(
-                    &e.aggregate_type,
-                    &e.aggregate_id,
-                    &e.event_type,
-                    payload,
-                )?;
+                let at = Place {
+                    aggregate_type: &e.aggregate_type,
+                    aggregate_id: &e.aggregate_id,
+                    event_type: &e.event_type,
+                };
+                e.payload = self.keyring.open(at, payload)?;
                 Ok(e)
             })
             .collect()
@@ -499,6 +554,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const EMAIL_CONFIRMED: Place<'static> = Place {
+        aggregate_type: "User",
+        aggregate_id: "acme/u1",
+        event_type: "EmailConfirmed",
+    };
+
     fn keyring_with(subject: &str) -> Keyring {
         let ring = Keyring::new(Some(MasterKey::from_bytes([7; 32])));
         let cipher = XChaCha20Poly1305::new(&[9u8; 32].into());
@@ -517,24 +578,27 @@ mod tests {
     #[test]
     fn a_sealed_field_opens_only_where_it_was_sealed() {
         let ring = keyring_with("acme/u1");
-        let aad = field_aad("User", "acme/u1", "EmailConfirmed", "email");
+        let aad = EMAIL_CONFIRMED.aad("email");
         let sealed = sealed_with(&ring, &aad, &json!("ada@example.com"));
         let payload = json!({"EmailConfirmed": {"email": sealed, "previous": null, "at": "t"}});
-        let opened = ring
-            .open("User", "acme/u1", "EmailConfirmed", payload.clone())
-            .expect("opens");
+        let opened = ring.open(EMAIL_CONFIRMED, payload.clone()).expect("opens");
         assert_eq!(opened["EmailConfirmed"]["email"], "ada@example.com");
         assert_eq!(opened["EmailConfirmed"]["at"], "t");
         // The same ciphertext in another event's field does not open.
         let moved = json!({"PhoneConfirmed": {"phone": payload["EmailConfirmed"]["email"]}});
         assert!(ring
-            .open("User", "acme/u1", "PhoneConfirmed", moved)
+            .open(
+                Place {
+                    event_type: "PhoneConfirmed",
+                    ..EMAIL_CONFIRMED
+                },
+                moved,
+            )
             .is_err());
         // A field stored in clear (before sealing) reads as it is.
         let clear = json!({"EmailConfirmed": {"email": "old@example.com"}});
         assert_eq!(
-            ring.open("User", "acme/u1", "EmailConfirmed", clear.clone())
-                .expect("clear"),
+            ring.open(EMAIL_CONFIRMED, clear.clone()).expect("clear"),
             clear
         );
     }
@@ -542,12 +606,12 @@ mod tests {
     #[test]
     fn after_erasure_a_sealed_field_reads_as_erased() {
         let ring = keyring_with("acme/u1");
-        let aad = field_aad("User", "acme/u1", "EmailConfirmed", "email");
+        let aad = EMAIL_CONFIRMED.aad("email");
         let sealed = sealed_with(&ring, &aad, &json!("ada@example.com"));
         ring.remember("acme/u1", Known::Destroyed);
         let payload = json!({"EmailConfirmed": {"email": sealed, "at": "t"}});
         let opened = ring
-            .open("User", "acme/u1", "EmailConfirmed", payload)
+            .open(EMAIL_CONFIRMED, payload)
             .expect("an erased field is not an error");
         assert_eq!(opened["EmailConfirmed"]["email"], "erased");
         assert_eq!(opened["EmailConfirmed"]["at"], "t");

@@ -111,6 +111,8 @@ pub struct Unit<'l> {
     metadata: Value,
     staged: Vec<Box<dyn StagedEntry>>,
     rows: Vec<NewEvent>,
+    /// Data keys made for people new in this unit, stored with its events.
+    keys: crate::seal::PendingKeys,
     _locks: Vec<AggregateLock>,
 }
 
@@ -134,6 +136,7 @@ impl<'l> Unit<'l> {
             metadata,
             staged: Vec::new(),
             rows: Vec::new(),
+            keys: crate::seal::PendingKeys::default(),
             _locks: Vec::new(),
         }
     }
@@ -249,7 +252,16 @@ impl<'l> Unit<'l> {
             // Personal fields are sealed before the hash is chained: the chain covers what
             // is stored (seal.rs).
             let payload = log
-                .seal(A::TYPE, id, &event_type, payload)
+                .seal(
+                    crate::seal::Place {
+                        aggregate_type: A::TYPE,
+                        aggregate_id: id,
+                        event_type: &event_type,
+                    },
+                    staged.state.sequence == 0,
+                    payload,
+                    &mut self.keys,
+                )
                 .await
                 .map_err(ExecuteError::Store)?;
             hash = event_hash(
@@ -310,8 +322,10 @@ impl<'l> Unit<'l> {
             Vec::new()
         } else {
             let rows = std::mem::take(&mut self.rows);
-            match self.log.appender.append(rows).await {
+            let keys = std::mem::take(&mut self.keys);
+            match self.log.appender.append(rows, keys.rows()).await {
                 Ok(positions) => {
+                    self.log.keep_keys(keys);
                     self.log.appended.notify_waiters();
                     positions
                 }

@@ -11,7 +11,7 @@ use sqlx::{PgPool, Row};
 use tokio::sync::Notify;
 
 use super::{cursors_and_hashes, to_i64, to_u64, Dialect, EventRow as _};
-use crate::append::{fail_all, positions_of, AppendError, Key, NewEvent, Outcome, Request};
+use crate::append::{fail_all, positions_of, AppendError, Key, NewEvent, NewKey, Outcome, Request};
 use crate::{migrations, FeedCursor, StoreError, StoredEvent, NOTIFY_CHANNEL};
 
 #[derive(Debug)]
@@ -229,10 +229,12 @@ pub(crate) fn loopback_without_tls(url: &str) -> String {
 /// alone, so only the stale or bad one reports its error (see `append.rs`).
 async fn write_batch(pool: &PgPool, batch: &[Request]) -> Vec<Outcome> {
     let mut all: Vec<&NewEvent> = Vec::new();
+    let mut keys: Vec<&NewKey> = Vec::new();
     for request in batch {
         all.extend(&request.events);
+        keys.extend(&request.keys);
     }
-    match insert_postgres(pool, &all).await {
+    match insert_postgres(pool, &all, &keys).await {
         Ok(Some(positions)) => {
             let mut outcomes = Vec::with_capacity(batch.len());
             for request in batch {
@@ -246,7 +248,8 @@ async fn write_batch(pool: &PgPool, batch: &[Request]) -> Vec<Outcome> {
             let mut outcomes = Vec::with_capacity(batch.len());
             for request in batch {
                 let own: Vec<&NewEvent> = request.events.iter().collect::<Vec<_>>();
-                outcomes.push(match insert_postgres(pool, &own).await {
+                let own_keys: Vec<&NewKey> = request.keys.iter().collect();
+                outcomes.push(match insert_postgres(pool, &own, &own_keys).await {
                     Ok(Some(positions)) => positions_of(&positions, request),
                     Ok(None) => Err(AppendError::Conflict),
                     Err(e) => Err(AppendError::Store(e)),
@@ -259,11 +262,12 @@ async fn write_batch(pool: &PgPool, batch: &[Request]) -> Vec<Outcome> {
     }
 }
 
-/// Inserts `events` in one transaction and commits; `None` (rolled back) when any of them
-/// conflicts.
+/// Inserts `keys`, then `events`, in one transaction and commits; `None` (rolled back) when
+/// any of them conflicts.
 async fn insert_postgres(
     pool: &PgPool,
     events: &[&NewEvent],
+    keys: &[&NewKey],
 ) -> Result<Option<HashMap<Key, i64>>, StoreError> {
     // Columns built before the query: nothing borrowed by a closure lives across an await.
     let mut types = Vec::with_capacity(events.len());
@@ -285,6 +289,25 @@ async fn insert_postgres(
         hashes.push(e.hash.as_str());
     }
     let mut tx = pool.begin().await?;
+    if !keys.is_empty() {
+        let column = |f: fn(&NewKey) -> &str| keys.iter().map(|k| f(k)).collect::<Vec<_>>();
+        let stored = sqlx::query(
+            "INSERT INTO data_keys (subject, master_key_id, wrapped, created_at)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+             ON CONFLICT DO NOTHING
+             RETURNING subject",
+        )
+        .bind(column(|k| &k.subject))
+        .bind(column(|k| &k.master_key_id))
+        .bind(column(|k| &k.wrapped))
+        .bind(column(|k| &k.created_at))
+        .fetch_all(&mut *tx)
+        .await?;
+        if stored.len() != keys.len() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+    }
     let rows = sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, hash)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[])

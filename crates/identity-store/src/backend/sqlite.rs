@@ -200,7 +200,29 @@ async fn sqlite_batch(pool: &SqlitePool, batch: &[Request]) -> Result<Vec<Outcom
         let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
         let mut positions = Vec::with_capacity(request.events.len());
         let mut failure = None;
-        for e in &request.events {
+        // New data keys first: one already stored fails as a conflict, like a taken sequence.
+        for k in &request.keys {
+            let stored = sqlx::query(
+                "INSERT INTO data_keys (subject, master_key_id, wrapped, created_at)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(k.subject.as_str())
+            .bind(k.master_key_id.as_str())
+            .bind(k.wrapped.as_str())
+            .bind(k.created_at.as_str())
+            .execute(&mut *savepoint)
+            .await;
+            if let Err(e) = stored {
+                failure = Some(e);
+                break;
+            }
+        }
+        let events = if failure.is_none() {
+            &request.events[..]
+        } else {
+            &[]
+        };
+        for e in events {
             // Writers are serialized (BEGIN IMMEDIATE), so one past the highest is the next
             // position; the unique index makes MAX a single probe.
             let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(

@@ -51,9 +51,7 @@ impl UserApi {
                         at: Utc::now(),
                     };
                     let decided = unit.decide::<User>(id, erase, services).await?;
-                    for (kind, value) in held.into_iter().flatten() {
-                        Core::release_in(&mut unit, ctx, kind, &value, user).await?;
-                    }
+                    Core::release_in(&mut unit, ctx, held.into_iter().flatten(), user).await?;
                     Ok((unit, decided))
                 })
             })
