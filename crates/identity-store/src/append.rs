@@ -49,7 +49,7 @@ pub(crate) struct NewEvent {
 }
 
 /// A person's new data key, wrapped, stored in the transaction of the first events sealed
-/// under it (seal.rs): a key exists only if its events do, and costs no commit of its own.
+/// under it (seal/): a key exists only if its events do, and costs no commit of its own.
 #[derive(Debug, Clone)]
 pub(crate) struct NewKey {
     pub(crate) subject: String,

@@ -121,7 +121,7 @@ impl ChainReport {
 }
 
 impl EventLog {
-    /// Rows read from the log, their personal fields opened (`seal.rs`) and brought
+    /// Rows read from the log, their personal fields opened (`seal/`) and brought
     /// forward to their current shape (`decode.rs`): the decode point of every read but the
     /// aggregate load's.
     pub(crate) async fn decoded(

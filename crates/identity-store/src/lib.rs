@@ -117,7 +117,7 @@ pub struct EventLog {
     query_timeout: Option<Duration>,
     /// What brings every event read forward to its current shape (`decode.rs`).
     upcasters: Upcasters,
-    /// The master key and the people's data keys that seal personal fields (`seal.rs`).
+    /// The master key and the people's data keys that seal personal fields (`seal/`).
     keyring: Keyring,
 }
 

@@ -250,7 +250,7 @@ impl<'l> Unit<'l> {
             let event_type = event.event_type();
             let event_version = event.event_version();
             // Personal fields are sealed before the hash is chained: the chain covers what
-            // is stored (seal.rs).
+            // is stored (seal/).
             let payload = log
                 .seal(
                     crate::seal::Place {

@@ -1,4 +1,4 @@
--- One data key per person, wrapped by the master key (seal.rs, docs/adr/0006): the personal
+-- One data key per person, wrapped by the master key (seal/, docs/adr/0006): the personal
 -- fields of that person's events are sealed under it, and destroying it erases them.
 CREATE TABLE data_keys (
     subject       text PRIMARY KEY,

@@ -16,7 +16,6 @@
 //! stored before sealing existed is read as it is.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -25,11 +24,13 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use identity_domain::personal;
 use rand::RngCore as _;
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
 use crate::append::NewKey;
 use crate::backend::on_pool;
 use crate::{EventLog, StoreError, StoredEvent};
+
+mod master;
+pub use master::MasterKey;
 
 const SEALED: &str = "sealed:v1:";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -40,113 +41,7 @@ const KEPT_KEYS: usize = 100_000;
 /// may have destroyed it (an erasure), and this one must stop opening the person's fields.
 const LIVE_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The key that wraps every person's data key: 32 bytes, kept outside the database (a file
-/// or a secret store). Its `Debug` shows only its id.
-#[derive(Clone)]
-pub struct MasterKey {
-    id: String,
-    cipher: XChaCha20Poly1305,
-}
-
-impl std::fmt::Debug for MasterKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MasterKey").field("id", &self.id).finish()
-    }
-}
-
-impl MasterKey {
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        // The id names the key (in data_keys rows and errors) without revealing it.
-        let id =
-            hex::encode(&Sha256::digest([b"master-key-id/v1:".as_slice(), &bytes].concat())[..6]);
-        Self {
-            id,
-            cipher: XChaCha20Poly1305::new(&bytes.into()),
-        }
-    }
-
-    /// Which master key this is (a digest of it), as data-key rows record it.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// Reads a key file: 64 hex characters (white space around them is ignored).
-    pub fn read(path: &Path) -> Result<Self, StoreError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            StoreError::config_by(format!("reading the master key {}", path.display()), e)
-        })?;
-        let bytes: [u8; 32] = hex::decode(text.trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| {
-                StoreError::config(format!(
-                    "the master key {} is not 64 hex characters (32 bytes)",
-                    path.display()
-                ))
-            })?;
-        Ok(Self::from_bytes(bytes))
-    }
-
-    /// Reads the key file, first creating it with a new random key when there is none (the
-    /// development default, like the SQLite file). Processes starting together agree on
-    /// one key: the file appears whole or not at all (written aside, then linked).
-    pub fn read_or_create(path: &Path) -> Result<Self, StoreError> {
-        if !path.exists() {
-            let mut bytes = [0u8; 32];
-            rand::rngs::OsRng.fill_bytes(&mut bytes);
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-            if let Some(dir) = dir {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::config_by(format!("creating {}", dir.display()), e))?;
-            }
-            let aside = path.with_extension(format!("new-{}", std::process::id()));
-            write_private(&aside, hex::encode(bytes).as_bytes())
-                .map_err(|e| StoreError::config_by(format!("writing {}", aside.display()), e))?;
-            // A hard link fails when the file exists: the first process's key wins.
-            let linked = std::fs::hard_link(&aside, path);
-            let _ = std::fs::remove_file(&aside);
-            match linked {
-                Ok(()) => tracing::info!(path = %path.display(), "created a master key"),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    return Err(StoreError::config_by(
-                        format!("creating the master key {}", path.display()),
-                        e,
-                    ))
-                }
-            }
-        }
-        Self::read(path)
-    }
-
-    fn wrap(&self, subject: &str, key: &[u8; 32]) -> String {
-        seal_bytes(&self.cipher, &self.wrap_aad(subject), key)
-    }
-
-    fn unwrap(&self, subject: &str, wrapped: &str) -> Option<[u8; 32]> {
-        open_bytes(&self.cipher, &self.wrap_aad(subject), wrapped)?
-            .try_into()
-            .ok()
-    }
-
-    fn wrap_aad(&self, subject: &str) -> String {
-        format!("data-key/v1\n{subject}\n{}", self.id)
-    }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    options.open(path)?.write_all(bytes)
-}
-
-fn seal_bytes(cipher: &XChaCha20Poly1305, aad: &str, plain: &[u8]) -> String {
+pub(super) fn seal_bytes(cipher: &XChaCha20Poly1305, aad: &str, plain: &[u8]) -> String {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let sealed = cipher
@@ -162,7 +57,7 @@ fn seal_bytes(cipher: &XChaCha20Poly1305, aad: &str, plain: &[u8]) -> String {
     B64.encode([nonce.as_slice(), &sealed].concat())
 }
 
-fn open_bytes(cipher: &XChaCha20Poly1305, aad: &str, text: &str) -> Option<Vec<u8>> {
+pub(super) fn open_bytes(cipher: &XChaCha20Poly1305, aad: &str, text: &str) -> Option<Vec<u8>> {
     let bytes = B64.decode(text).ok()?;
     if bytes.len() < NONCE_LEN {
         return None;
@@ -550,87 +445,4 @@ impl EventLog {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    const EMAIL_CONFIRMED: Place<'static> = Place {
-        aggregate_type: "User",
-        aggregate_id: "acme/u1",
-        event_type: "EmailConfirmed",
-    };
-
-    fn keyring_with(subject: &str) -> Keyring {
-        let ring = Keyring::new(Some(MasterKey::from_bytes([7; 32])));
-        let cipher = XChaCha20Poly1305::new(&[9u8; 32].into());
-        ring.remember(subject, Known::Live(Arc::new(cipher)));
-        ring
-    }
-
-    fn sealed_with(ring: &Keyring, aad: &str, value: &Value) -> Value {
-        let Some(Known::Live(cipher)) = ring.cached("acme/u1") else {
-            panic!("key");
-        };
-        let plain = serde_json::to_vec(value).expect("json");
-        Value::String(format!("{SEALED}{}", seal_bytes(&cipher, aad, &plain)))
-    }
-
-    #[test]
-    fn a_sealed_field_opens_only_where_it_was_sealed() {
-        let ring = keyring_with("acme/u1");
-        let aad = EMAIL_CONFIRMED.aad("email");
-        let sealed = sealed_with(&ring, &aad, &json!("ada@example.com"));
-        let payload = json!({"EmailConfirmed": {"email": sealed, "previous": null, "at": "t"}});
-        let opened = ring.open(EMAIL_CONFIRMED, payload.clone()).expect("opens");
-        assert_eq!(opened["EmailConfirmed"]["email"], "ada@example.com");
-        assert_eq!(opened["EmailConfirmed"]["at"], "t");
-        // The same ciphertext in another event's field does not open.
-        let moved = json!({"PhoneConfirmed": {"phone": payload["EmailConfirmed"]["email"]}});
-        assert!(ring
-            .open(
-                Place {
-                    event_type: "PhoneConfirmed",
-                    ..EMAIL_CONFIRMED
-                },
-                moved,
-            )
-            .is_err());
-        // A field stored in clear (before sealing) reads as it is.
-        let clear = json!({"EmailConfirmed": {"email": "old@example.com"}});
-        assert_eq!(
-            ring.open(EMAIL_CONFIRMED, clear.clone()).expect("clear"),
-            clear
-        );
-    }
-
-    #[test]
-    fn after_erasure_a_sealed_field_reads_as_erased() {
-        let ring = keyring_with("acme/u1");
-        let aad = EMAIL_CONFIRMED.aad("email");
-        let sealed = sealed_with(&ring, &aad, &json!("ada@example.com"));
-        ring.remember("acme/u1", Known::Destroyed);
-        let payload = json!({"EmailConfirmed": {"email": sealed, "at": "t"}});
-        let opened = ring
-            .open(EMAIL_CONFIRMED, payload)
-            .expect("an erased field is not an error");
-        assert_eq!(opened["EmailConfirmed"]["email"], "erased");
-        assert_eq!(opened["EmailConfirmed"]["at"], "t");
-    }
-
-    #[test]
-    fn a_master_key_unwraps_only_its_own_subjects_keys() {
-        let master = MasterKey::from_bytes([1; 32]);
-        let wrapped = master.wrap("acme/u1", &[5; 32]);
-        assert_eq!(master.unwrap("acme/u1", &wrapped), Some([5; 32]));
-        assert_eq!(master.unwrap("acme/u2", &wrapped), None);
-        assert_eq!(
-            MasterKey::from_bytes([2; 32]).unwrap("acme/u1", &wrapped),
-            None
-        );
-        assert_ne!(
-            MasterKey::from_bytes([1; 32]).id(),
-            MasterKey::from_bytes([2; 32]).id()
-        );
-        assert!(!format!("{master:?}").contains("cipher"));
-    }
-}
+mod tests;
