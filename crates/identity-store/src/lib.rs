@@ -260,13 +260,18 @@ impl EventLog {
         // The person's data key is read once, at the first event with personal fields (a
         // new aggregate, a registration's, needs none).
         let mut key_ready = !identity_domain::personal::is_personal(A::TYPE);
-        let apply = |aggregate: &mut A, event_type: &str, version: String, payload: Value| {
+        let mut key = None;
+        let apply = |aggregate: &mut A,
+                     key: Option<&seal::Known>,
+                     event_type: &str,
+                     version: String,
+                     payload: Value| {
             let at = seal::Place {
                 aggregate_type: A::TYPE,
                 aggregate_id: id,
                 event_type,
             };
-            let payload = self.keyring.open(at, payload)?;
+            let payload = seal::open_payload(key, at, payload)?;
             let (version, payload) =
                 self.upcasters
                     .bring_forward(A::TYPE, event_type, version, payload);
@@ -286,11 +291,12 @@ impl EventLog {
                 if !key_ready
                     && !identity_domain::personal::sealed_fields(A::TYPE, event_type).is_empty()
                 {
-                    self.prepare_key(id).await?;
+                    key = self.prepare_key(id).await?;
                     key_ready = true;
                 }
                 apply(
                     &mut aggregate,
+                    key.as_ref(),
                     row.try_get("event_type")?,
                     row.try_get("event_version")?,
                     row.json("payload")?,

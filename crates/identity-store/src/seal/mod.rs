@@ -8,7 +8,7 @@
 //! aggregate, event type and field name (a ciphertext moved elsewhere does not open). The
 //! hash chain and the checkpoints cover the sealed bytes.
 //!
-//! On the way out, the decode point opens them ([`EventLog::open_rows`], [`Keyring::open`])
+//! On the way out, the decode point opens them ([`EventLog::open_rows`], [`open_payload`])
 //! before upcasters run, so nothing above the store sees a sealed value.
 //!
 //! Data keys live in `data_keys`, one row per person, wrapped by the master key (AEAD, bound
@@ -100,7 +100,7 @@ fn live(subject: &str, known: Known) -> Result<Arc<XChaCha20Poly1305>, StoreErro
 
 /// What the keyring knows of one person's data key.
 #[derive(Clone)]
-enum Known {
+pub(crate) enum Known {
     Live(Arc<XChaCha20Poly1305>),
     /// Destroyed by an erasure: the person's sealed fields read as erased.
     Destroyed,
@@ -183,6 +183,8 @@ impl Keyring {
         }
     }
 
+    /// What is known of a person's key, if it is fresh enough to rely on without reading it
+    /// again (a live key for [`LIVE_KEY_TTL`]; a destroyed one for ever).
     fn cached(&self, subject: &str) -> Option<Known> {
         let map = self.known.lock().ok()?;
         let (known, at) = map.get(subject)?;
@@ -199,34 +201,40 @@ impl Keyring {
             map.insert(subject.to_string(), (known, std::time::Instant::now()));
         }
     }
+}
 
-    /// Opens the sealed personal fields of one payload (already read from the log). The data
-    /// key must be known (see [`EventLog::open_rows`]); a field stored in clear before
-    /// sealing existed is left as it is.
-    pub(crate) fn open(&self, at: Place<'_>, mut payload: Value) -> Result<Value, StoreError> {
-        for (field, value) in at.personal_values(&mut payload) {
-            let Some(sealed) = value.as_str().and_then(|s| s.strip_prefix(SEALED)) else {
+/// Opens the sealed personal fields of one payload with its person's key, as known when the
+/// read began (`None`: no key, so a sealed field is an error); a destroyed key makes them
+/// read as erased.
+pub(crate) fn open_payload(
+    known: Option<&Known>,
+    at: Place<'_>,
+    mut payload: Value,
+) -> Result<Value, StoreError> {
+    for (field, value) in at.personal_values(&mut payload) {
+        let Some(sealed) = value.as_str().and_then(|s| s.strip_prefix(SEALED)) else {
+            continue;
+        };
+        let what = || at.name(field);
+        let cipher = match known {
+            None => {
+                return Err(StoreError::corrupt(format!(
+                    "{}: sealed, and no data key opens it",
+                    what()
+                )))
+            }
+            Some(Known::Live(cipher)) => cipher,
+            Some(Known::Destroyed) => {
+                *value = personal::erased_value(field);
                 continue;
-            };
-            let what = || at.name(field);
-            let known = self.cached(at.aggregate_id).ok_or_else(|| {
-                StoreError::corrupt(format!("{}: sealed, and no data key opens it", what()))
-            })?;
-            let cipher = match known {
-                Known::Live(cipher) => cipher,
-                Known::Destroyed => {
-                    *value = personal::erased_value(field);
-                    continue;
-                }
-            };
-            let plain = open_bytes(&cipher, &at.aad(field), sealed).ok_or_else(|| {
-                StoreError::corrupt(format!("{}: the seal does not open", what()))
-            })?;
-            *value = serde_json::from_slice(&plain)
-                .map_err(|e| StoreError::corrupt_by(format!("{}: opened, not JSON", what()), e))?;
-        }
-        Ok(payload)
+            }
+        };
+        let plain = open_bytes(cipher, &at.aad(field), sealed)
+            .ok_or_else(|| StoreError::corrupt(format!("{}: the seal does not open", what())))?;
+        *value = serde_json::from_slice(&plain)
+            .map_err(|e| StoreError::corrupt_by(format!("{}: opened, not JSON", what()), e))?;
     }
+    Ok(payload)
 }
 
 impl EventLog {
@@ -310,9 +318,10 @@ impl EventLog {
     }
 
     /// Loads and unwraps the stored data keys of `subjects` into the keyring.
-    async fn load_keys(&self, subjects: &[&str]) -> Result<(), StoreError> {
+    async fn load_keys(&self, subjects: &[&str]) -> Result<Vec<(String, Known)>, StoreError> {
+        let mut loaded = Vec::new();
         let Some(master) = &self.keyring.master else {
-            return Ok(());
+            return Ok(loaded);
         };
         for chunk in subjects.chunks(500) {
             let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
@@ -330,6 +339,7 @@ impl EventLog {
             for (subject, master_id, wrapped) in rows {
                 let Some(wrapped) = wrapped else {
                     self.keyring.remember(&subject, Known::Destroyed);
+                    loaded.push((subject, Known::Destroyed));
                     continue;
                 };
                 if master_id != master.id() {
@@ -342,12 +352,12 @@ impl EventLog {
                 let key = master.unwrap(&subject, &wrapped).ok_or_else(|| {
                     StoreError::corrupt(format!("the data key of {subject} does not unwrap"))
                 })?;
-                let cipher = XChaCha20Poly1305::new(&key.into());
-                self.keyring
-                    .remember(&subject, Known::Live(Arc::new(cipher)));
+                let known = Known::Live(Arc::new(XChaCha20Poly1305::new(&key.into())));
+                self.keyring.remember(&subject, known.clone());
+                loaded.push((subject, known));
             }
         }
-        Ok(())
+        Ok(loaded)
     }
 
     /// Makes sure the data keys that rows of personal aggregates need are in the keyring
@@ -356,17 +366,26 @@ impl EventLog {
         &self,
         rows: Vec<StoredEvent>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let missing: BTreeSet<&str> = rows
-            .iter()
-            .filter(|e| {
-                !personal::sealed_fields(&e.aggregate_type, &e.event_type).is_empty()
-                    && self.keyring.cached(&e.aggregate_id).is_none()
-            })
-            .map(|e| e.aggregate_id.as_str())
-            .collect();
+        // The keys this batch opens with, as known now: from memory when fresh, else read
+        // (one query for all missing), so that none can age out while the batch is opened.
+        let mut keys: HashMap<String, Known> = HashMap::new();
+        let mut missing: BTreeSet<&str> = BTreeSet::new();
+        for e in &rows {
+            if personal::sealed_fields(&e.aggregate_type, &e.event_type).is_empty() {
+                continue;
+            }
+            match self.keyring.cached(&e.aggregate_id) {
+                Some(known) => {
+                    keys.insert(e.aggregate_id.clone(), known);
+                }
+                None => {
+                    missing.insert(&e.aggregate_id);
+                }
+            }
+        }
         if !missing.is_empty() {
             let missing: Vec<&str> = missing.into_iter().collect();
-            self.load_keys(&missing).await?;
+            keys.extend(self.load_keys(&missing).await?);
         }
         rows.into_iter()
             .map(|mut e| {
@@ -376,7 +395,7 @@ impl EventLog {
                     aggregate_id: &e.aggregate_id,
                     event_type: &e.event_type,
                 };
-                e.payload = self.keyring.open(at, payload)?;
+                e.payload = open_payload(keys.get(&e.aggregate_id), at, payload)?;
                 Ok(e)
             })
             .collect()
@@ -435,12 +454,16 @@ impl EventLog {
         Ok(())
     }
 
-    /// Loads the data key of one person into the keyring, if it has one.
-    pub(crate) async fn prepare_key(&self, subject: &str) -> Result<(), StoreError> {
-        if self.keyring.cached(subject).is_none() {
-            self.load_keys(&[subject]).await?;
+    /// The data key of one person, as known now (fresh from memory, else read), if any.
+    pub(crate) async fn prepare_key(&self, subject: &str) -> Result<Option<Known>, StoreError> {
+        if let Some(known) = self.keyring.cached(subject) {
+            return Ok(Some(known));
         }
-        Ok(())
+        Ok(self
+            .load_keys(&[subject])
+            .await?
+            .into_iter()
+            .find_map(|(s, known)| (s == subject).then_some(known)))
     }
 }
 
