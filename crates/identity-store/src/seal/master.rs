@@ -90,7 +90,7 @@ impl MasterKey {
         Self::read(path)
     }
 
-    pub(super) fn wrap(&self, subject: &str, key: &[u8; 32]) -> String {
+    pub(super) fn wrap(&self, subject: &str, key: &[u8; 32]) -> Result<String, StoreError> {
         seal_bytes(&self.cipher, &self.wrap_aad(subject), key)
     }
 

@@ -41,7 +41,11 @@ const KEPT_KEYS: usize = 100_000;
 /// may have destroyed it (an erasure), and this one must stop opening the person's fields.
 const LIVE_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
-pub(super) fn seal_bytes(cipher: &XChaCha20Poly1305, aad: &str, plain: &[u8]) -> String {
+pub(super) fn seal_bytes(
+    cipher: &XChaCha20Poly1305,
+    aad: &str,
+    plain: &[u8],
+) -> Result<String, StoreError> {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let sealed = cipher
@@ -52,9 +56,9 @@ pub(super) fn seal_bytes(cipher: &XChaCha20Poly1305, aad: &str, plain: &[u8]) ->
                 aad: aad.as_bytes(),
             },
         )
-        // Encryption fails only for messages of gigabytes, which no event holds.
-        .unwrap_or_default();
-    B64.encode([nonce.as_slice(), &sealed].concat())
+        // Only a message past the cipher's limit (hundreds of gigabytes) fails.
+        .map_err(|_| StoreError::other("a personal field could not be sealed"))?;
+    Ok(B64.encode([nonce.as_slice(), &sealed].concat()))
 }
 
 pub(super) fn open_bytes(cipher: &XChaCha20Poly1305, aad: &str, text: &str) -> Option<Vec<u8>> {
@@ -265,7 +269,7 @@ impl EventLog {
                 .map_err(|e| StoreError::corrupt_by(format!("{}: not JSON", at.name(field)), e))?;
             *value = Value::String(format!(
                 "{SEALED}{}",
-                seal_bytes(cipher, &at.aad(field), &plain)
+                seal_bytes(cipher, &at.aad(field), &plain)?
             ));
         }
         Ok(payload)
@@ -302,7 +306,7 @@ impl EventLog {
         pending.rows.push(NewKey {
             subject: subject.to_string(),
             master_key_id: master.id().to_string(),
-            wrapped: master.wrap(subject, &key),
+            wrapped: master.wrap(subject, &key)?,
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         });
         let cipher = Arc::new(XChaCha20Poly1305::new(&key.into()));
