@@ -233,6 +233,17 @@ mod scenarios {
         ok!(app
             .wallets()
             .debit_tokens(req("acme", debit(&wallet, "30", "d1"))));
+        // A code for them still waiting to be delivered (its message names their email).
+        app.event_log()
+            .outbox_put(&identity_store::OutboxMessage {
+                id: "code-1".into(),
+                aggregate_id: format!("acme/{user}"),
+                code_hash: "h".into(),
+                body: format!(r#"{{"to":"{EMAIL}","code":"123456"}}"#),
+                expires_at: chrono::Utc::now() + chrono::Duration::minutes(10),
+            })
+            .await
+            .expect("a waiting message");
         assert!(
             !left_in_the_store(&app).is_empty(),
             "the directory holds them before"
@@ -282,6 +293,12 @@ mod scenarios {
             "SELECT COUNT(*) FROM data_keys WHERE subject = 'acme/{user}' AND wrapped IS NULL"
         );
         assert_eq!(app.db.count(&destroyed).await, 1);
+        let waiting = format!("SELECT COUNT(*) FROM outbox WHERE aggregate_id = 'acme/{user}'");
+        assert_eq!(
+            app.db.count(&waiting).await,
+            0,
+            "their undelivered code is dropped"
+        );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             let left = left_in_the_store(&app);

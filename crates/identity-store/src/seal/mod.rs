@@ -406,11 +406,18 @@ impl EventLog {
     }
 
     /// Destroys the data key of `subject` (an erasure): from now on every personal field
-    /// sealed under it reads as erased, and nothing personal of theirs is sealed again. The
+    /// sealed under it reads as erased, and nothing personal of theirs is sealed again; their
+    /// messages waiting in the outbox are dropped. The
     /// row stays as a tombstone (so that no new key is made for them); on SQLite the freed
     /// bytes are zeroed (`secure_delete`) and the write-ahead log emptied, so that no copy of
     /// the key is left in the files. Idempotent.
     pub async fn destroy_key(&self, subject: &str) -> Result<(), StoreError> {
+        // A message still waiting to reach them (a code to their email or phone) goes too.
+        on_pool!(&self.backend, pool => sqlx::query("DELETE FROM outbox WHERE aggregate_id = $1")
+            .bind(subject)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
         let master_id = self.keyring.master.as_ref().map_or("", MasterKey::id);
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         on_pool!(&self.backend, pool => sqlx::query(
