@@ -102,15 +102,13 @@ async fn a_person_is_erased_through_the_binary(store: Store) {
     let position = erased["position"].as_str().expect("position").to_string();
 
     // Nothing of the person is left in the store (the directory drops them as it catches up).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let left = left_in(&db, &dir);
-        if left.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still stored: {left:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    within(
+        Instant::now(),
+        Duration::from_secs(15),
+        "the person's values are still in the store",
+        || async { left_in(&db, &dir).is_empty() },
+    )
+    .await;
     // The balance and the non-personal facts remain, and the log still verifies.
     let balances = called(
         &server,

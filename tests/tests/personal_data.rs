@@ -299,18 +299,13 @@ mod scenarios {
             0,
             "their undelivered code is dropped"
         );
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let left = left_in_the_store(&app);
-            if left.is_empty() {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "still in the store 10 s after the erasure: {left:?}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        within(
+            std::time::Instant::now(),
+            std::time::Duration::from_secs(10),
+            "the person's values are still in the store",
+            || async { left_in_the_store(&app).is_empty() },
+        )
+        .await;
 
         // The trail remains: the balance, the non-personal facts, verifiable chains.
         let balances = ok!(app.wallets().get_balances(req(

@@ -112,26 +112,3 @@ where
 {
     within(Instant::now(), Duration::from_secs(1), what, probe).await
 }
-
-/// Polls `probe` every 20 ms until it holds, failing with `what` once `within` has passed
-/// since `since`; returns how long it took.
-pub(crate) async fn within<F, Fut>(
-    since: Instant,
-    within: Duration,
-    what: &str,
-    mut probe: F,
-) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    while !probe().await {
-        assert!(
-            since.elapsed() < within,
-            "{what} after {:?}",
-            since.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    since.elapsed()
-}

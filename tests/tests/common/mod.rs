@@ -499,6 +499,29 @@ pub fn assert_error<T: std::fmt::Debug>(
     status
 }
 
+/// Polls `probe` every 20 ms until it holds, failing with `what` once `within` has passed
+/// since `since`; returns how long it took.
+pub async fn within<F, Fut>(
+    since: std::time::Instant,
+    within: Duration,
+    what: &str,
+    mut probe: F,
+) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    while !probe().await {
+        assert!(
+            since.elapsed() < within,
+            "{what} after {:?}",
+            since.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    since.elapsed()
+}
+
 /// The workspace's root directory.
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
