@@ -13,6 +13,10 @@
 //! - `bootstrap --tenant T --email E`: create a tenant and a SUPER_ADMIN in it (production's
 //!   first step; development does it on its own).
 //!
+//! - `seal-forward`: once, before the first release: seal the personal fields a store
+//!   written before sealing holds in clear, and move its claims to keyed ids;
+//! - `rewrap-keys`: after a master-key rotation, wrap every stored key with the new key.
+//!
 //! Aggregate ids are `<tenant>/<id>` as stored, or `<id>` with `--tenant`.
 
 use std::io::Write as _;
@@ -20,6 +24,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 mod checkpoints;
+mod forward;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
@@ -121,6 +126,15 @@ enum Command {
     /// writes a new key in its place, and prints the setting that keeps tokens signed with
     /// the old key verifying (and its key published) until they expire.
     RotateSigningKey,
+    /// Once, on a store written before personal data was sealed: seals every personal field
+    /// still stored in clear (and erases those of people already erased), rewrites the hash
+    /// chains that changes, removes the checkpoints of the old log, and moves every claim to
+    /// its keyed id. Run with no replica serving; a second run changes nothing.
+    SealForward,
+    /// The second step of a master-key rotation: wraps every stored key still wrapped by a
+    /// key in IDENTITY_PREVIOUS_MASTER_KEY_FILES with IDENTITY_MASTER_KEY_FILE. Safe while
+    /// replicas serve.
+    RewrapKeys,
     /// Creates a tenant and a SUPER_ADMIN attached to it, unless they exist.
     Bootstrap {
         #[arg(long)]
@@ -162,7 +176,9 @@ async fn open_log() -> anyhow::Result<EventLog> {
             settings.database_url_for_logs()
         )
     })?;
-    Ok(log.with_master_key(settings.master_key()?))
+    Ok(log
+        .with_master_key(settings.master_key()?)
+        .with_previous_master_keys(settings.previous_master_keys()?))
 }
 
 fn print_table(events: &[StoredEvent], states: &[serde_json::Value]) {
@@ -375,6 +391,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }))?
                 ),
                 None => bail!("{aggregate_type} {id} had no events at that point"),
+            }
+        }
+        Command::SealForward => {
+            if !forward::seal_forward(&open_log().await?).await? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::RewrapKeys => {
+            let log = open_log().await?;
+            let moved = log.rewrap_keys().await?;
+            println!("rewrapped {moved} key(s) with the current master key");
+            for (master, keys) in log.keys_by_master().await? {
+                println!("  master key {master}: {keys} key(s)");
             }
         }
         Command::Checkpoint => {

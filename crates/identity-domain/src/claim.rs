@@ -74,6 +74,35 @@ impl Aggregate for UniqueClaim {
     }
 }
 
+/// The unique values a person holds claims on: the user's email, phone and external id and
+/// the person code of their identity. What an erasure gives up, and what a claim is matched
+/// against when it moves to a new id.
+pub fn values_held(
+    person: &crate::user::User,
+    kyc: &crate::identification::Identification,
+) -> Vec<(ClaimKind, String)> {
+    [
+        person
+            .email
+            .as_ref()
+            .map(|e| (ClaimKind::Email, e.to_string())),
+        person
+            .phone
+            .as_ref()
+            .map(|p| (ClaimKind::Phone, p.to_string())),
+        person
+            .external_id
+            .as_ref()
+            .map(|x| (ClaimKind::ExternalId, x.to_string())),
+        kyc.identity
+            .as_ref()
+            .map(|i| (ClaimKind::PersonCode, i.person_code.key())),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use cqrs_es::test::TestFramework;

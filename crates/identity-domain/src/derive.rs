@@ -1,7 +1,14 @@
 //! Deterministic derivations: the identifier email, wallet addresses and aggregate ids.
 //! Each output is a function of its inputs alone, forever: changing one of these functions
 //! changes the meaning of stored events, so add a new version instead of editing one.
+//!
+//! An id derived from a personal value (a claim id, the identifier email) is a keyed MAC
+//! under the tenant's [`IdKey`] (version 2): a bare hash of an email or a phone number gives
+//! the value back to anyone who hashes candidates, and these ids reach logs and traces.
+//! Version 1 (a bare SHA-256) is kept for what stores written before it hold
+//! (docs/adr/0006-personal-data-keys-and-erasure.md, "Keyed ids").
 
+use hmac::{Hmac, Mac as _};
 use sha2::{Digest, Sha256};
 
 use uuid::Uuid;
@@ -20,6 +27,34 @@ fn sha256(parts: &[&str]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Feeds length-prefixed parts to a digest, so that ("ab", "c") and ("a", "bc") never collide.
+fn keyed(key: &IdKey, parts: &[&str]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256>>::new_from_slice(&key.0)
+        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    for p in parts {
+        mac.update(&(p.len() as u64).to_be_bytes());
+        mac.update(p.as_bytes());
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// A tenant's secret for the ids derived from its people's personal values: 32 random
+/// bytes, kept by the store wrapped by the master key. Its `Debug` shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdKey([u8; 32]);
+
+impl IdKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl std::fmt::Debug for IdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdKey(..)")
+    }
+}
+
 /// What the identifier email is derived from, in order of preference.
 #[derive(Debug, Clone, Copy)]
 pub enum IdentifierSource<'a> {
@@ -28,16 +63,34 @@ pub enum IdentifierSource<'a> {
     Phone(&'a Phone),
 }
 
-/// The user's identifier email (version 1): `u<32 hex>@<tenant>.id`, the salt of the user's
-/// wallet addresses. Derived from the email when there is one, else the external id, else
-/// the phone.
+impl IdentifierSource<'_> {
+    fn parts(self) -> (&'static str, String) {
+        match self {
+            IdentifierSource::Email(e) => ("email", e.as_str().to_string()),
+            IdentifierSource::ExternalId(x) => ("external_id", x.as_str().to_string()),
+            IdentifierSource::Phone(p) => ("phone", p.as_str().to_string()),
+        }
+    }
+}
+
+/// The identifier email of users registered before version 2: a bare hash. Kept because
+/// their events hold it and their wallet addresses are salted with it.
 pub fn identifier_email(tenant: &TenantId, source: IdentifierSource<'_>) -> String {
-    let (kind, value) = match source {
-        IdentifierSource::Email(e) => ("email", e.as_str()),
-        IdentifierSource::ExternalId(x) => ("external_id", x.as_str()),
-        IdentifierSource::Phone(p) => ("phone", p.as_str()),
-    };
-    let digest = sha256(&["identifier-email/v1", tenant.as_str(), kind, value]);
+    let (kind, value) = source.parts();
+    let digest = sha256(&["identifier-email/v1", tenant.as_str(), kind, &value]);
+    format!("u{}@{}.id", hex::encode(&digest[..16]), tenant.as_str())
+}
+
+/// The user's identifier email (version 2): `u<32 hex>@<tenant>.id`, the salt of the user's
+/// wallet addresses, keyed by the tenant's [`IdKey`]. Derived from the email when there is
+/// one, else the external id, else the phone.
+pub fn keyed_identifier_email(
+    key: &IdKey,
+    tenant: &TenantId,
+    source: IdentifierSource<'_>,
+) -> String {
+    let (kind, value) = source.parts();
+    let digest = keyed(key, &["identifier-email/v2", tenant.as_str(), kind, &value]);
     format!("u{}@{}.id", hex::encode(&digest[..16]), tenant.as_str())
 }
 
@@ -102,9 +155,23 @@ pub fn wallet_id(
     WalletId(Uuid::new_v5(&WALLET_NAMESPACE, name.as_bytes()))
 }
 
-/// The id of the claim aggregate guarding one unique value in one tenant. Hashed so that no
-/// email or phone number appears in aggregate ids, logs or traces.
-pub fn claim_id(tenant: &TenantId, kind: ClaimKind, normalized_value: &str) -> String {
+/// The id of the claim aggregate guarding one unique value in one tenant (version 2): a
+/// keyed MAC under the tenant's [`IdKey`], so that no email or phone number can be read
+/// back from aggregate ids, logs or traces. `<tenant>/c2.<64 hex>`.
+pub fn claim_id(key: &IdKey, tenant: &TenantId, kind: ClaimKind, normalized_value: &str) -> String {
+    let digest = keyed(
+        key,
+        &["claim/v2", tenant.as_str(), kind.as_str(), normalized_value],
+    );
+    format!("{}/{CLAIM_V2}{}", tenant.as_str(), hex::encode(digest))
+}
+
+/// What starts the id part of a version 2 claim id.
+pub const CLAIM_V2: &str = "c2.";
+
+/// The claim id version 1 gave a value (a bare SHA-256): what stores written before
+/// version 2 hold, and what `identity-admin seal-forward` moves to [`claim_id`].
+pub fn legacy_claim_id(tenant: &TenantId, kind: ClaimKind, normalized_value: &str) -> String {
     let digest = sha256(&["claim/v1", tenant.as_str(), kind.as_str(), normalized_value]);
     format!("{}/{}", tenant.as_str(), hex::encode(digest))
 }
@@ -196,15 +263,50 @@ mod tests {
 
     #[test]
     fn claim_ids_hide_the_value_and_separate_tenants() {
-        let a = claim_id(&tenant("acme"), ClaimKind::Email, "ada@example.com");
+        let k = IdKey::from_bytes([1; 32]);
+        let a = claim_id(&k, &tenant("acme"), ClaimKind::Email, "ada@example.com");
         assert!(!a.contains("ada"));
         assert_ne!(
             a,
-            claim_id(&tenant("beta"), ClaimKind::Email, "ada@example.com")
+            claim_id(&k, &tenant("beta"), ClaimKind::Email, "ada@example.com")
         );
         assert_ne!(
             a,
-            claim_id(&tenant("acme"), ClaimKind::Phone, "ada@example.com")
+            claim_id(&k, &tenant("acme"), ClaimKind::Phone, "ada@example.com")
         );
+    }
+
+    #[test]
+    fn keyed_ids_are_pinned_and_depend_on_the_key() {
+        // Pinned: if these change, every claim of every store stops guarding its value and
+        // every later user's wallet addresses move. Both values were computed apart from
+        // this code, with Python's hmac module over the same length-prefixed parts.
+        let k = IdKey::from_bytes([7; 32]);
+        let acme = tenant("acme");
+        let e = Email::parse("ada@example.com").unwrap();
+        assert_eq!(
+            claim_id(&k, &acme, ClaimKind::Email, "ada@example.com"),
+            "acme/c2.9af4d3951efe91b522fc43f79650ee7f47da41d07a1f0b8d0375f28fd74fdf80"
+        );
+        assert_eq!(
+            keyed_identifier_email(&k, &acme, IdentifierSource::Email(&e)),
+            "ud80d4781ea3054675afcc2cf8569fee0@acme.id"
+        );
+        // Without the key, the value cannot be found by hashing candidates: neither the bare
+        // hash of version 1 nor another tenant's key gives the same id.
+        let other = IdKey::from_bytes([8; 32]);
+        assert_ne!(
+            claim_id(&k, &acme, ClaimKind::Email, "ada@example.com"),
+            claim_id(&other, &acme, ClaimKind::Email, "ada@example.com")
+        );
+        assert_ne!(
+            claim_id(&k, &acme, ClaimKind::Email, "ada@example.com").trim_start_matches("acme/c2."),
+            legacy_claim_id(&acme, ClaimKind::Email, "ada@example.com").trim_start_matches("acme/")
+        );
+        assert_ne!(
+            keyed_identifier_email(&k, &acme, IdentifierSource::Email(&e)),
+            identifier_email(&acme, IdentifierSource::Email(&e))
+        );
+        assert_eq!(format!("{k:?}"), "IdKey(..)");
     }
 }

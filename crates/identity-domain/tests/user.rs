@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use common::users::*;
 use common::*;
 use cqrs_es::Aggregate as _;
-use identity_domain::derive::{identifier_email, IdentifierSource};
+use identity_domain::derive::{keyed_identifier_email, IdentifierSource};
 use identity_domain::user::*;
 use identity_domain::values::*;
 use identity_domain::DomainError;
@@ -44,7 +44,8 @@ fn registering_with_only_an_external_id_derives_the_identifier_from_it() {
         .when(UserCommand::Register(Box::new(cmd.clone())))
         .inspect_result()
         .expect("registers");
-    let expected = identifier_email(
+    let expected = keyed_identifier_email(
+        &cmd.id_key,
         &cmd.tenant,
         IdentifierSource::ExternalId(cmd.external_id.as_ref().expect("id")),
     );

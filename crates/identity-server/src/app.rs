@@ -70,7 +70,17 @@ impl Application {
                 settings.database_url_for_logs()
             )
         })?
-        .with_master_key(settings.master_key()?);
+        .with_master_key(settings.master_key()?)
+        .with_previous_master_keys(settings.previous_master_keys()?);
+        // A store written before keyed ids would let a value be claimed twice (once under
+        // its old id, once under its keyed one): it must be brought forward first.
+        let unkeyed = log.unkeyed_claims_held().await?;
+        if unkeyed > 0 {
+            anyhow::bail!(
+                "the store holds {unkeyed} claim(s) under ids written before keyed ids: run \
+                 `identity-admin seal-forward` once (with no replica serving), then start again"
+            );
+        }
         // Finish any erasure a crash interrupted, and re-erase after a backup is restored.
         let finished = log
             .destroy_erased_keys()

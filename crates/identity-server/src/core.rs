@@ -255,7 +255,8 @@ impl Core {
         value: &str,
         owner: UserId,
     ) -> ApiResult<()> {
-        let id = claim_id(&ctx.tenant, kind, value);
+        let key = unit.log().id_key(ctx.tenant.as_str()).await?;
+        let id = claim_id(&key, &ctx.tenant, kind, value);
         unit.decide::<UniqueClaim>(&id, ClaimCommand::Claim { kind, owner }, &())
             .await?;
         Ok(())
@@ -269,8 +270,9 @@ impl Core {
         values: impl IntoIterator<Item = (ClaimKind, String)>,
         owner: UserId,
     ) -> ApiResult<()> {
+        let key = unit.log().id_key(ctx.tenant.as_str()).await?;
         for (kind, value) in values {
-            let id = claim_id(&ctx.tenant, kind, &value);
+            let id = claim_id(&key, &ctx.tenant, kind, &value);
             unit.decide::<UniqueClaim>(&id, ClaimCommand::Release { owner }, &())
                 .await?;
         }
@@ -316,6 +318,11 @@ impl Core {
             .await
     }
 
+    /// The caller's tenant's key of ids derived from personal values.
+    pub async fn id_key(&self, ctx: &RequestContext) -> ApiResult<identity_domain::derive::IdKey> {
+        Ok(self.log.id_key(ctx.tenant.as_str()).await?)
+    }
+
     /// The owner of a unique value in the caller's tenant, if any.
     pub async fn owner_of(
         &self,
@@ -323,7 +330,7 @@ impl Core {
         kind: ClaimKind,
         value: &str,
     ) -> ApiResult<Option<UserId>> {
-        let id = claim_id(&ctx.tenant, kind, value);
+        let id = claim_id(&self.id_key(ctx).await?, &ctx.tenant, kind, value);
         Ok(self
             .log
             .load::<UniqueClaim>(&id)

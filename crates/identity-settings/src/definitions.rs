@@ -117,6 +117,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "the master key (64 hex characters) that wraps each person's data key; personal fields of events are sealed under those (ADR 0006). Production refuses to start without it. Keep it apart from the database's backups: without it no personal field can be read",
     },
     Setting {
+        names: &["IDENTITY_PREVIOUS_MASTER_KEY_FILES"],
+        default: "unset",
+        meaning: "comma-separated files of master keys rotated out: the data keys they wrapped still open until `identity-admin rewrap-keys` has wrapped them with the current one; never used to wrap",
+    },
+    Setting {
         names: &["IDENTITY_JWT_ISSUER"],
         default: "`identity`",
         meaning: "`iss` of the tokens the service signs",

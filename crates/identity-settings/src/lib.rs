@@ -54,6 +54,7 @@ pub struct Settings {
     pub master_key_file: Option<PathBuf>,
     /// Keys rotated out: they verify (and publish) but never sign.
     pub previous_signing_keys: Vec<PathBuf>,
+    pub previous_master_key_files: Vec<PathBuf>,
     pub jwt_issuer: String,
     pub jwt_audience: String,
     pub trusted_issuers_file: Option<PathBuf>,
@@ -103,6 +104,7 @@ impl Default for Settings {
             signing_key_file: None,
             master_key_file: None,
             previous_signing_keys: Vec::new(),
+            previous_master_key_files: Vec::new(),
             jwt_issuer: "identity".into(),
             jwt_audience: "identity".into(),
             trusted_issuers_file: None,
@@ -273,12 +275,10 @@ impl Settings {
         s.signing_key_file = source.var("IDENTITY_SIGNING_KEY_FILE").map(PathBuf::from);
         s.master_key_file = source.var("IDENTITY_MASTER_KEY_FILE").map(PathBuf::from);
         if let Some(v) = source.var("IDENTITY_PREVIOUS_SIGNING_KEYS") {
-            s.previous_signing_keys = v
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from)
-                .collect();
+            s.previous_signing_keys = paths(&v);
+        }
+        if let Some(v) = source.var("IDENTITY_PREVIOUS_MASTER_KEY_FILES") {
+            s.previous_master_key_files = paths(&v);
         }
         if let Some(v) = source.var("IDENTITY_JWT_ISSUER") {
             s.jwt_issuer = v;
@@ -362,6 +362,16 @@ impl Settings {
         Ok(key?)
     }
 
+    /// Master keys rotated out (`IDENTITY_PREVIOUS_MASTER_KEY_FILES`): they still unwrap the
+    /// keys they wrapped until `identity-admin rewrap-keys` has moved those.
+    pub fn previous_master_keys(&self) -> anyhow::Result<Vec<identity_store::MasterKey>> {
+        Ok(self
+            .previous_master_key_files
+            .iter()
+            .map(|p| identity_store::MasterKey::read(p))
+            .collect::<Result<_, _>>()?)
+    }
+
     /// The database URL with any password masked, for logs.
     pub fn database_url_for_logs(&self) -> String {
         match self.database_url.split_once('@') {
@@ -372,6 +382,15 @@ impl Settings {
             _ => self.database_url.clone(),
         }
     }
+}
+
+/// A comma-separated list of file paths.
+fn paths(list: &str) -> Vec<PathBuf> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .collect()
 }
 
 #[cfg(test)]

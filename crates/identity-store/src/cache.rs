@@ -81,6 +81,12 @@ impl AggregateCache {
         entry.downcast::<Cached<A>>().ok().map(|c| *c)
     }
 
+    /// Forgets every aggregate (after stored events were rewritten: seal-forward).
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.weight = 0;
+    }
+
     pub(crate) fn put<A: Send + Sync + 'static>(&mut self, key: CacheKey, state: Cached<A>) {
         let weight = state.sequence + 1;
         if weight > self.budget / 4 {

@@ -44,7 +44,7 @@ pub use decode::Upcasters;
 pub use error::{Cause, Report, StoreError};
 pub use feed::{FeedCursor, StoredEvent, NOTIFY_CHANNEL};
 pub use outbox::OutboxMessage;
-pub use seal::{Keyring, MasterKey};
+pub use seal::{Keyring, MasterKey, SealForward};
 pub use unit::{widen, Built, Committed, Decided, Unit};
 
 use std::collections::HashMap;
@@ -190,6 +190,13 @@ impl EventLog {
     /// them on every read. Without it nothing is sealed, and a sealed field cannot be read.
     pub fn with_master_key(mut self, master: MasterKey) -> Self {
         self.keyring = Keyring::new(Some(master));
+        self
+    }
+
+    /// Master keys rotated out (`IDENTITY_PREVIOUS_MASTER_KEY_FILES`): data keys they wrapped
+    /// still open until [`EventLog::rewrap_keys`] moves them to the current master key.
+    pub fn with_previous_master_keys(mut self, previous: Vec<MasterKey>) -> Self {
+        self.keyring.set_previous(previous);
         self
     }
 

@@ -141,6 +141,11 @@ impl<'l> Unit<'l> {
         }
     }
 
+    /// The log this unit commits to.
+    pub fn log(&self) -> &'l EventLog {
+        self.log
+    }
+
     /// Takes an aggregate into the unit (lock, then cache or store) and returns its index.
     async fn stage<A: Aggregate + 'static>(&mut self, id: &str) -> Result<usize, StoreError> {
         let key: CacheKey = (A::TYPE, id.to_string());

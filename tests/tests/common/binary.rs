@@ -307,12 +307,23 @@ pub fn admin_binary() -> PathBuf {
 }
 
 pub fn admin(dir: &std::path::Path, url: &str, args: &[&str]) -> (bool, String, String) {
+    // The servers these tests start read personal data with the kit's master key.
+    let master = kit_master_key_file().display().to_string();
+    admin_with(dir, url, args, &[("IDENTITY_MASTER_KEY_FILE", &master)])
+}
+
+/// [`admin`] with these environment variables.
+pub fn admin_with(
+    dir: &std::path::Path,
+    url: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     let out = Command::new(admin_binary())
         .current_dir(dir)
         .env("DATABASE_URL", url)
-        // The servers these tests start read personal data with the kit's master key.
-        .env("IDENTITY_MASTER_KEY_FILE", kit_master_key_file())
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .args(args)
         .output()
         .expect("run identity-admin");

@@ -101,20 +101,24 @@ impl TestDb {
 
     /// The single integer a `SELECT COUNT(*) …` answers.
     pub async fn count(&self, sql: &str) -> i64 {
+        self.column(sql).await.pop().expect("a count")
+    }
+
+    /// The first column of every row a query answers.
+    pub async fn column<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: Send + Unpin,
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+        T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    {
         match self {
             TestDb::Postgres(identity_testkit::PgDatabase { url, .. }) => {
                 let pool = sqlx::PgPool::connect(url).await.expect("connect");
-                sqlx::query_scalar(sql)
-                    .fetch_one(&pool)
-                    .await
-                    .expect("count")
+                sqlx::query_scalar(sql).fetch_all(&pool).await.expect(sql)
             }
             TestDb::Sqlite { url, .. } => {
                 let pool = sqlx::SqlitePool::connect(url).await.expect("connect");
-                sqlx::query_scalar(sql)
-                    .fetch_one(&pool)
-                    .await
-                    .expect("count")
+                sqlx::query_scalar(sql).fetch_all(&pool).await.expect(sql)
             }
         }
     }
@@ -183,6 +187,24 @@ pub type Running = (
     identity_server::credentials::Passwords,
 );
 
+/// The settings of every test server on the store at `url`: ports chosen by the system,
+/// the kit's signing and master keys.
+pub fn kit_settings(url: &str) -> Settings {
+    Settings {
+        listen_addr: "127.0.0.1:0".parse().expect("addr"),
+        database_url: url.to_string(),
+        db_max_connections: 8,
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        signing_key_file: Some(kit_key().0.clone()),
+        master_key_file: Some(kit_master_key_file().clone()),
+        // Tests of one process share their callers (one token, one address): per-caller rates
+        // are tested on their own, with small limits.
+        sign_in_per_minute: 100_000,
+        code_requests_per_minute: 100_000,
+        ..Settings::default()
+    }
+}
+
 /// Starts the server and also hands out its read models and event log.
 pub async fn start_server_with_handles(url: &str) -> Running {
     start_server_with_settings(url, |_| {}).await
@@ -199,19 +221,7 @@ pub async fn start_server_reading_through(
     adjust: impl FnOnce(&mut Settings),
     upcasters: identity_store::Upcasters,
 ) -> Running {
-    let mut settings = Settings {
-        listen_addr: "127.0.0.1:0".parse().expect("addr"),
-        database_url: url.to_string(),
-        db_max_connections: 8,
-        admin_addr: "127.0.0.1:0".parse().expect("addr"),
-        signing_key_file: Some(kit_key().0.clone()),
-        master_key_file: Some(kit_master_key_file().clone()),
-        // Tests of one process share their callers (one token, one address): per-caller rates
-        // are tested on their own, with small limits.
-        sign_in_per_minute: 100_000,
-        code_requests_per_minute: 100_000,
-        ..Settings::default()
-    };
+    let mut settings = kit_settings(url);
     adjust(&mut settings);
     let app = Application::build_with_upcasters(settings, upcasters)
         .await
@@ -276,7 +286,11 @@ pub async fn spawn_app(store: Store) -> TestApp {
 
 /// [`spawn_app`] with settings changed by `adjust` (small limits, say).
 pub async fn spawn_app_with(store: Store, adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    let db = TestDb::create(store).await;
+    spawn_app_on(TestDb::create(store).await, adjust).await
+}
+
+/// [`spawn_app_with`] on a database the test prepared (an old store, say).
+pub async fn spawn_app_on(db: TestDb, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let (addr, stop, server, projections, log, passwords) =
         start_server_with_settings(db.url(), adjust).await;
     let channel = connect(addr).await;
@@ -337,6 +351,18 @@ impl TestApp {
         if let Some(s) = self.server.take() {
             let _ = s.await;
         }
+    }
+
+    /// Stops the server and starts a new one on the same store, with settings changed by
+    /// `adjust` (another master key, say).
+    pub async fn restart_with(&mut self, adjust: impl FnOnce(&mut Settings)) {
+        self.stop().await;
+        let (addr, stop, server, projections, log, passwords) =
+            start_server_with_settings(self.db.url(), adjust).await;
+        self.channel = connect(addr).await;
+        (self.addr, self.projections, self.log, self.passwords) =
+            (addr, projections, log, passwords);
+        (self.stop, self.server) = (Some(stop), Some(server));
     }
 
     /// Registers a user with this email in `tenant` and returns its id.

@@ -6,6 +6,8 @@ use super::*;
 pub struct RegisterUser {
     pub user_id: UserId,
     pub tenant: TenantId,
+    /// The tenant's key for ids derived from personal values (the identifier email).
+    pub id_key: crate::derive::IdKey,
     pub email: Option<Email>,
     pub phone: Option<Phone>,
     pub external_id: Option<ExternalId>,

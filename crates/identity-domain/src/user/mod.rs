@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::derive::{identifier_email, IdentifierSource};
+use crate::derive::{keyed_identifier_email, IdentifierSource};
 use crate::error::DomainError;
 use crate::session::{
     seconds_until, CodeChannel, Session, SessionCommand, SessionEnd, SignIn, SignInFact,
@@ -283,7 +283,7 @@ impl User {
         };
         Ok(UserEvent::UserRegistered {
             user_id: cmd.user_id,
-            identifier_email: identifier_email(&cmd.tenant, source),
+            identifier_email: keyed_identifier_email(&cmd.id_key, &cmd.tenant, source),
             tenant: cmd.tenant,
             email: cmd.email,
             phone: cmd.phone,

@@ -1,7 +1,7 @@
 //! Fixtures of the User aggregate's tests: a registration and what it records.
 
 use cqrs_es::test::TestFramework;
-use identity_domain::derive::{identifier_email, IdentifierSource};
+use identity_domain::derive::{keyed_identifier_email, IdKey, IdentifierSource};
 use identity_domain::user::*;
 use identity_domain::values::*;
 
@@ -13,6 +13,7 @@ pub fn register_cmd() -> RegisterUser {
     RegisterUser {
         user_id: user_id(1),
         tenant: tenant(),
+        id_key: IdKey::from_bytes([3; 32]),
         email: Some(email("ada@example.com")),
         phone: None,
         external_id: Some(ExternalId::parse("crm-1").expect("id")),
@@ -29,7 +30,8 @@ pub fn registered() -> UserEvent {
     let c = register_cmd();
     UserEvent::UserRegistered {
         user_id: c.user_id,
-        identifier_email: identifier_email(
+        identifier_email: keyed_identifier_email(
+            &c.id_key,
             &c.tenant,
             IdentifierSource::Email(c.email.as_ref().expect("email")),
         ),

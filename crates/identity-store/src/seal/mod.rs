@@ -29,7 +29,10 @@ use crate::append::NewKey;
 use crate::backend::on_pool;
 use crate::{EventLog, StoreError, StoredEvent};
 
+mod forward;
+mod ids;
 mod master;
+pub use forward::SealForward;
 pub use master::MasterKey;
 
 const SEALED: &str = "sealed:v1:";
@@ -114,7 +117,12 @@ pub(crate) enum Known {
 #[derive(Clone, Default)]
 pub struct Keyring {
     master: Option<MasterKey>,
+    /// Master keys rotated out: they still unwrap the data keys they wrapped until
+    /// `identity-admin rewrap-keys` has moved those to `master`; they never wrap.
+    previous: Vec<MasterKey>,
     known: Arc<Mutex<HashMap<String, (Known, std::time::Instant)>>>,
+    /// The tenants' keys of derived ids, never destroyed, so kept for good once read.
+    ids: Arc<Mutex<HashMap<String, identity_domain::derive::IdKey>>>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -183,8 +191,47 @@ impl Keyring {
     pub fn new(master: Option<MasterKey>) -> Self {
         Self {
             master,
-            known: Arc::default(),
+            ..Self::default()
         }
+    }
+
+    /// The current master key, which wraps every new key.
+    fn master(&self) -> Result<&MasterKey, StoreError> {
+        self.master
+            .as_ref()
+            .ok_or_else(|| StoreError::config("no master key: personal data cannot be sealed"))
+    }
+
+    /// Unwraps a stored key with the master key that wrapped it (the current one or one
+    /// rotated out).
+    fn unwrap(
+        &self,
+        subject: &str,
+        master_id: &str,
+        wrapped: &str,
+    ) -> Result<[u8; 32], StoreError> {
+        let Some(master) = self
+            .master
+            .iter()
+            .chain(&self.previous)
+            .find(|m| m.id() == master_id)
+        else {
+            let known: Vec<&str> = self
+                .master
+                .iter()
+                .chain(&self.previous)
+                .map(MasterKey::id)
+                .collect();
+            return Err(StoreError::config(format!(
+                "the data key of {subject} is wrapped by master key {master_id}, and this \
+                 process has {}: is IDENTITY_MASTER_KEY_FILE the one this store was written with \
+                 (or, after a rotation, is the old key in IDENTITY_PREVIOUS_MASTER_KEY_FILES)?",
+                known.join(", ")
+            )));
+        };
+        master.unwrap(subject, wrapped).ok_or_else(|| {
+            StoreError::corrupt(format!("the data key of {subject} does not unwrap"))
+        })
     }
 
     /// What is known of a person's key, if it is fresh enough to rely on without reading it
@@ -296,11 +343,7 @@ impl EventLog {
         if let Some(known) = self.keyring.cached(subject) {
             return live(subject, known);
         }
-        let Some(master) = &self.keyring.master else {
-            return Err(StoreError::config(
-                "no master key: personal data cannot be sealed",
-            ));
-        };
+        let master = self.keyring.master()?;
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
         pending.rows.push(NewKey {
@@ -324,9 +367,9 @@ impl EventLog {
     /// Loads and unwraps the stored data keys of `subjects` into the keyring.
     async fn load_keys(&self, subjects: &[&str]) -> Result<Vec<(String, Known)>, StoreError> {
         let mut loaded = Vec::new();
-        let Some(master) = &self.keyring.master else {
+        if self.keyring.master.is_none() {
             return Ok(loaded);
-        };
+        }
         for chunk in subjects.chunks(500) {
             let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
@@ -346,16 +389,7 @@ impl EventLog {
                     loaded.push((subject, Known::Destroyed));
                     continue;
                 };
-                if master_id != master.id() {
-                    return Err(StoreError::config(format!(
-                        "the data key of {subject} is wrapped by master key {master_id}, and this \
-                         process has {}: is IDENTITY_MASTER_KEY_FILE the one this store was written with?",
-                        master.id()
-                    )));
-                }
-                let key = master.unwrap(&subject, &wrapped).ok_or_else(|| {
-                    StoreError::corrupt(format!("the data key of {subject} does not unwrap"))
-                })?;
+                let key = self.keyring.unwrap(&subject, &master_id, &wrapped)?;
                 let known = Known::Live(Arc::new(XChaCha20Poly1305::new(&key.into())));
                 self.keyring.remember(&subject, known.clone());
                 loaded.push((subject, known));

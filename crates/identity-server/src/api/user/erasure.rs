@@ -28,30 +28,14 @@ impl UserApi {
                         .state::<Identification>(id)
                         .await
                         .map_err(ApiError::from)?;
-                    let held = [
-                        person
-                            .email
-                            .as_ref()
-                            .map(|e| (ClaimKind::Email, e.to_string())),
-                        person
-                            .phone
-                            .as_ref()
-                            .map(|p| (ClaimKind::Phone, p.to_string())),
-                        person
-                            .external_id
-                            .as_ref()
-                            .map(|x| (ClaimKind::ExternalId, x.to_string())),
-                        kyc.identity
-                            .as_ref()
-                            .map(|i| (ClaimKind::PersonCode, i.person_code.key())),
-                    ];
+                    let held = identity_domain::claim::values_held(&person, &kyc);
                     let erase = UserCommand::Erase {
                         basis,
                         erased_by,
                         at: Utc::now(),
                     };
                     let decided = unit.decide::<User>(id, erase, services).await?;
-                    Core::release_in(&mut unit, ctx, held.into_iter().flatten(), user).await?;
+                    Core::release_in(&mut unit, ctx, held, user).await?;
                     Ok((unit, decided))
                 })
             })

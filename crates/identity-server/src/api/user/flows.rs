@@ -38,7 +38,8 @@ impl UserApi {
         input: pb::UserInput,
     ) -> ApiResult<pb::UpsertUserResult> {
         let prefix = format!("users[{index}].");
-        let cmd = parse_input(input, &prefix, UserId(Uuid::new_v4()), ctx)?;
+        let id_key = self.core.id_key(ctx).await?;
+        let cmd = parse_input(input, &prefix, UserId(Uuid::new_v4()), ctx, id_key)?;
         let mut existing = None;
         for (kind, value) in claims_of(&cmd) {
             if let Some(owner) = self.core.owner_of(ctx, kind, &value).await? {

@@ -48,6 +48,7 @@ pub(super) fn parse_input(
     prefix: &str,
     user_id: UserId,
     ctx: &RequestContext,
+    id_key: identity_domain::derive::IdKey,
 ) -> ApiResult<RegisterUser> {
     let mut v = Violations::new();
     let f = |name: &str| format!("{prefix}{name}");
@@ -74,6 +75,7 @@ pub(super) fn parse_input(
     Ok(RegisterUser {
         user_id,
         tenant: ctx.tenant.clone(),
+        id_key,
         email,
         phone,
         external_id,

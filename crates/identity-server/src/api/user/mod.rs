@@ -90,7 +90,8 @@ impl UserService for UserApi {
     ) -> Rpc<pb::RegisterUserResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let input = request.into_inner().user.unwrap_or_default();
-        let cmd = parse_input(input, "user.", UserId(Uuid::new_v4()), &ctx)?;
+        let id_key = self.core.id_key(&ctx).await?;
+        let cmd = parse_input(input, "user.", UserId(Uuid::new_v4()), &ctx, id_key)?;
         let executed = self.register(&ctx, cmd).await?;
         let (user, withheld_fields) = scoped_user(&ctx, &executed.aggregate, executed.sequence);
         Ok(Response::new(pb::RegisterUserResponse {
@@ -435,7 +436,8 @@ mod tests {
             external_id: "e1".into(),
             ..Default::default()
         };
-        let cmd = parse_input(input, "", UserId(Uuid::nil()), &ctx).unwrap();
+        let key = identity_domain::derive::IdKey::from_bytes([0; 32]);
+        let cmd = parse_input(input, "", UserId(Uuid::nil()), &ctx, key).unwrap();
         let kinds: Vec<ClaimKind> = claims_of(&cmd).into_iter().map(|(k, _)| k).collect();
         assert_eq!(
             kinds,
