@@ -10,7 +10,15 @@ use identity_domain::derive::{aggregate_id, claim_id, legacy_claim_id, CLAIM_V2}
 use identity_domain::identification::Identification;
 use identity_domain::user::User;
 use identity_domain::values::TenantId;
-use identity_store::EventLog;
+use identity_store::{EventLog, RunningDigest};
+
+fn or_dash(digest: &str) -> &str {
+    if digest.is_empty() {
+        "-"
+    } else {
+        digest
+    }
+}
 
 /// What moving the claims to keyed ids did.
 #[derive(Debug, Default)]
@@ -86,6 +94,9 @@ pub(crate) async fn rekey_claims(log: &EventLog) -> anyhow::Result<Rekeyed> {
 
 /// `identity-admin seal-forward`.
 pub(crate) async fn seal_forward(log: &EventLog) -> anyhow::Result<bool> {
+    // The digests of the whole log before and after, for the release notes: what an
+    // auditor's checkpoints of the old log are superseded by.
+    let before = log.digest_from(RunningDigest::default(), None).await?;
     let sealed = log.seal_forward().await?;
     println!(
         "sealed {} personal field(s) and erased {} of erased people, in {} event(s) of {} \
@@ -104,5 +115,13 @@ pub(crate) async fn seal_forward(log: &EventLog) -> anyhow::Result<bool> {
     for id in &claims.unmatched {
         println!("  NOT MOVED: claim {id}: none of its owner's values gives it");
     }
+    let after = log.digest_from(RunningDigest::default(), None).await?;
+    println!(
+        "log digest before: {} ({} events); after: {} ({} events)",
+        or_dash(&before.digest),
+        before.events,
+        or_dash(&after.digest),
+        after.events
+    );
     Ok(claims.unmatched.is_empty())
 }
