@@ -160,7 +160,7 @@ mod scenarios {
                     pb::SetUserRolesRequest {
                         user_id: user.clone(),
                         roles: vec![role.into()],
-                        replace: true,
+                        mode: pb::RolesMode::Replace as i32,
                     },
                 ))
                 .await

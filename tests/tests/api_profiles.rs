@@ -242,18 +242,27 @@ mod scenarios {
             Code::InvalidArgument,
             "INVALID_ARGUMENT",
         );
-        let roles = ok!(u.set_user_roles(req("acme", ask::roles(&user, &["admin"], false))));
+        let roles = ok!(u.set_user_roles(req(
+            "acme",
+            ask::roles(&user, &["admin"], pb::RolesMode::Add)
+        )));
         assert_eq!(roles.roles, vec!["admin"]);
-        let roles = ok!(u.set_user_roles(req("acme", ask::roles(&user, &["support"], false))));
+        let roles = ok!(u.set_user_roles(req(
+            "acme",
+            ask::roles(&user, &["support"], pb::RolesMode::Add)
+        )));
         assert_eq!(roles.roles, vec!["admin", "support"]);
-        let roles = ok!(u.set_user_roles(req("acme", ask::roles(&user, &["viewer"], true))));
+        let roles = ok!(u.set_user_roles(req(
+            "acme",
+            ask::roles(&user, &["viewer"], pb::RolesMode::Replace)
+        )));
         assert_eq!(roles.roles, vec!["viewer"]);
 
         u.deactivate_user(req("acme", ask::deactivate(&user)))
             .await
             .expect("deactivates");
         fails!(
-            u.set_user_roles(req("acme", ask::roles(&user, &["x"], false))),
+            u.set_user_roles(req("acme", ask::roles(&user, &["x"], pb::RolesMode::Add))),
             Code::FailedPrecondition,
             "USER_INACTIVE",
         );

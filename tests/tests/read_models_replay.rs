@@ -165,7 +165,12 @@ mod scenarios {
                         }
                         1 => {
                             let role = format!("r{}", next(5));
-                            let roles = ask::roles(&u, &[&role], next(2) == 0);
+                            let mode = if next(2) == 0 {
+                                pb::RolesMode::Replace
+                            } else {
+                                pb::RolesMode::Add
+                            };
+                            let roles = ask::roles(&u, &[&role], mode);
                             api.set_user_roles(req("acme", roles)).await.is_ok()
                         }
                         2 => api

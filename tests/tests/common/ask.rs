@@ -51,12 +51,12 @@ pub fn confirm_phone(user_id: &str, code: &str) -> pb::ConfirmPhoneRequest {
     }
 }
 
-/// SetUserRoles, adding `roles` or replacing the set with them.
-pub fn roles(user_id: &str, roles: &[&str], replace: bool) -> pb::SetUserRolesRequest {
+/// SetUserRoles, adding `roles` or replacing the set with them (`mode`).
+pub fn roles(user_id: &str, roles: &[&str], mode: pb::RolesMode) -> pb::SetUserRolesRequest {
     pb::SetUserRolesRequest {
         user_id: user_id.into(),
         roles: roles.iter().map(|r| (*r).to_string()).collect(),
-        replace,
+        mode: mode as i32,
     }
 }
 

@@ -75,7 +75,8 @@ string_value!(
     CountryCode
 );
 string_value!(
-    /// A role name: lowercase letters, digits, `_`, `-`, `.` and `:`.
+    /// A role id: letters, digits, `_`, `-`, `.` and `:`, kept as given (ids such as
+    /// `rol_abCdeFghIjklMnmP` are case-sensitive).
     Role
 );
 string_value!(
@@ -258,19 +259,16 @@ impl CountryCode {
 
 impl Role {
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
-        let s = raw.trim().to_ascii_lowercase();
+        let s = raw.trim();
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| {
-                b.is_ascii_lowercase()
-                    || b.is_ascii_digit()
-                    || matches!(b, b'_' | b'-' | b'.' | b':')
-            });
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
         if ok {
-            Ok(Self(s))
+            Ok(Self(s.to_string()))
         } else {
             Err(ValueError::new(
-                "role must be 1 to 64 characters of a-z, 0-9, '_', '-', '.' or ':'",
+                "role must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '-', '.' or ':'",
             ))
         }
     }

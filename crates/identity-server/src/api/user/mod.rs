@@ -267,12 +267,8 @@ impl UserService for UserApi {
             .collect();
         parse_fields! { v;
             user = field("user_id", &req.user_id, UserId::parse),
+            mode = crate::convert::checked("mode", roles_mode(req.mode)),
         }
-        let mode = if req.replace {
-            RolesMode::Replace
-        } else {
-            RolesMode::Add
-        };
         let executed = self
             .run(&ctx, user, UserCommand::SetRoles { roles, mode })
             .await?;
@@ -407,6 +403,17 @@ impl UserService for UserApi {
         request: Request<pb::ListPublicProfilesRequest>,
     ) -> Rpc<pb::ListPublicProfilesResponse> {
         self.answer_list_public_profiles(request).await
+    }
+}
+
+/// The required mode of SetUserRoles: there is no default.
+fn roles_mode(raw: i32) -> Result<RolesMode, identity_domain::ValueError> {
+    match pb::RolesMode::try_from(raw) {
+        Ok(pb::RolesMode::Add) => Ok(RolesMode::Add),
+        Ok(pb::RolesMode::Replace) => Ok(RolesMode::Replace),
+        _ => Err(identity_domain::ValueError::new(
+            "mode is required: ROLES_MODE_ADD or ROLES_MODE_REPLACE",
+        )),
     }
 }
 
