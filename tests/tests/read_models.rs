@@ -314,6 +314,7 @@ mod scenarios {
             pb::ListStatusTiersRequest {
                 include_retired: false,
                 min_position: retired,
+                ..Default::default()
             },
         )))
         .tiers;
@@ -323,6 +324,7 @@ mod scenarios {
             pb::ListStatusTiersRequest {
                 include_retired: true,
                 min_position: retired,
+                ..Default::default()
             },
         )))
         .tiers;

@@ -271,6 +271,7 @@ mod scenarios {
             pb::ListPublicProfilesRequest {
                 user_ids: vec![user.clone(), uuid::Uuid::new_v4().to_string()],
                 min_position: position,
+                ..Default::default()
             },
         )))
         .profiles;

@@ -94,8 +94,96 @@ pub fn keyed_identifier_email(
     format!("u{}@{}.id", hex::encode(&digest[..16]), tenant.as_str())
 }
 
-/// A counterfactual wallet address (version 1) for an owner's identifier on a network: the
-/// same owner and network always give the same address, and no chain is called.
+/// Where a network's smart contract wallets are deployed from with CREATE2 (EIP-1014): the
+/// factory's address and the keccak256 of the wallet's init code (creation code and
+/// constructor arguments). Configured per network (`IDENTITY_WALLET_FACTORY`,
+/// `IDENTITY_WALLET_FACTORIES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalletFactory {
+    pub address: [u8; 20],
+    pub init_code_hash: [u8; 32],
+}
+
+impl WalletFactory {
+    /// Parses `0x<40 hex>:0x<64 hex>`: the factory's address, then the init code's hash.
+    pub fn parse(raw: &str) -> Result<Self, crate::error::ValueError> {
+        let bad = || {
+            crate::error::ValueError::new(
+                "a wallet factory is 0x<factory address, 40 hex>:0x<init code hash, 64 hex>",
+            )
+        };
+        let (address, hash) = raw.trim().split_once(':').ok_or_else(bad)?;
+        let bytes = |text: &str| {
+            text.strip_prefix("0x")
+                .and_then(|h| hex::decode(h).ok())
+                .ok_or_else(bad)
+        };
+        Ok(Self {
+            address: bytes(address)?.try_into().map_err(|_| bad())?,
+            init_code_hash: bytes(hash)?.try_into().map_err(|_| bad())?,
+        })
+    }
+}
+
+fn keccak256(parts: &[&[u8]]) -> [u8; 32] {
+    use sha3::Digest as _;
+    let mut h = sha3::Keccak256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// The address CREATE2 deploys to (EIP-1014):
+/// `keccak256(0xff ‖ deployer ‖ salt ‖ init_code_hash)[12..]`.
+pub fn create2_address(
+    deployer: &[u8; 20],
+    salt: &[u8; 32],
+    init_code_hash: &[u8; 32],
+) -> [u8; 20] {
+    let digest = keccak256(&[&[0xff], deployer, salt, init_code_hash]);
+    let mut address = [0u8; 20];
+    address.copy_from_slice(&digest[12..]);
+    address
+}
+
+/// An address in EIP-55 mixed case: a hex letter is upper case where the keccak256 of the
+/// lowercase hex has a nibble of 8 or more.
+pub fn checksummed(address: &[u8; 20]) -> String {
+    let lower = hex::encode(address);
+    let digest = keccak256(&[lower.as_bytes()]);
+    let mixed: String = lower
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            let nibble = (digest[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 0x0f;
+            if c.is_ascii_alphabetic() && nibble >= 8 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect();
+    format!("0x{mixed}")
+}
+
+/// A user's smart contract wallet address (version 2) on an EVM network: CREATE2 from the
+/// network's factory, salted by `keccak256(identifier)` (the owner's identifier email as
+/// UTF-8, what the factory computes from it on deployment), EIP-55 checksummed. The same
+/// owner, factory and init code give the same address on every chain, and no chain is
+/// called.
+pub fn counterfactual_address(identifier: &str, factory: &WalletFactory) -> String {
+    let salt = keccak256(&[identifier.as_bytes()]);
+    checksummed(&create2_address(
+        &factory.address,
+        &salt,
+        &factory.init_code_hash,
+    ))
+}
+
+/// A placeholder wallet address (version 1) for an owner's identifier on a network, kept
+/// for Solana and for the wallets opened before version 2 (their events hold it): the same
+/// owner and network always give the same address, and no chain is called.
 pub fn wallet_address(identifier: &str, network: Network, salt_index: u32) -> String {
     let digest = sha256(&[
         "wallet-address/v1",
@@ -216,6 +304,94 @@ mod tests {
         assert_ne!(a, wallet_address("u1@acme.id", Network::Polygon, 1));
         let s = wallet_address("u1@acme.id", Network::Solana, 0);
         assert!((32..=44).contains(&s.len()));
+    }
+
+    fn bytes<const N: usize>(text: &str) -> [u8; N] {
+        hex::decode(text.trim_start_matches("0x"))
+            .unwrap()
+            .try_into()
+            .unwrap()
+    }
+
+    #[test]
+    fn create2_gives_the_published_eip_1014_examples() {
+        // The examples of EIP-1014 (deployer, salt, init code, address), checksummed.
+        let examples = [
+            (
+                "0x0000000000000000000000000000000000000000",
+                "0x0000000000000000000000000000000000000000000000000000000000000000",
+                "00",
+                "0x4D1A2e2bB4F88F0250f26Ffff098B0b30B26BF38",
+            ),
+            (
+                "0xdeadbeef00000000000000000000000000000000",
+                "0x0000000000000000000000000000000000000000000000000000000000000000",
+                "00",
+                "0xB928f69Bb1D91Cd65274e3c79d8986362984fDA3",
+            ),
+            (
+                "0xdeadbeef00000000000000000000000000000000",
+                "0x000000000000000000000000feed000000000000000000000000000000000000",
+                "00",
+                "0xD04116cDd17beBE565EB2422F2497E06cC1C9833",
+            ),
+            (
+                "0x0000000000000000000000000000000000000000",
+                "0x0000000000000000000000000000000000000000000000000000000000000000",
+                "deadbeef",
+                "0x70f2b2914A2a4b783FaEFb75f459A580616Fcb5e",
+            ),
+            (
+                "0x00000000000000000000000000000000deadbeef",
+                "0x00000000000000000000000000000000000000000000000000000000cafebabe",
+                "deadbeef",
+                "0x60f3f640a8508fC6a86d45DF051962668E1e8AC7",
+            ),
+        ];
+        for (deployer, salt, init_code, expected) in examples {
+            let init_code_hash = keccak256(&[&hex::decode(init_code).unwrap()]);
+            let address = create2_address(&bytes(deployer), &bytes(salt), &init_code_hash);
+            assert_eq!(checksummed(&address), expected);
+        }
+    }
+
+    #[test]
+    fn addresses_carry_the_eip_55_checksum() {
+        // The examples of EIP-55.
+        for expected in [
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+            "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+            "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
+        ] {
+            assert_eq!(
+                checksummed(&bytes(&expected.to_ascii_lowercase())),
+                expected
+            );
+        }
+    }
+
+    #[test]
+    fn a_users_wallet_address_is_create2_from_the_factory_salted_by_the_identifier() {
+        let factory = WalletFactory::parse(
+            "0x00000000000000000000000000000000deadbeef:0x0000000000000000000000000000000000000000000000000000000000000001",
+        )
+        .unwrap();
+        let id = "u0123456789abcdef0123456789abcdef@acme.id";
+        let address = counterfactual_address(id, &factory);
+        let salt = keccak256(&[id.as_bytes()]);
+        assert_eq!(
+            address,
+            checksummed(&create2_address(
+                &factory.address,
+                &salt,
+                &factory.init_code_hash
+            ))
+        );
+        assert_eq!(address, counterfactual_address(id, &factory));
+        assert_ne!(address, counterfactual_address("other@acme.id", &factory));
+        assert!(WalletFactory::parse("0xdeadbeef:0x01").is_err());
+        assert!(WalletFactory::parse("deadbeef").is_err());
     }
 
     #[test]

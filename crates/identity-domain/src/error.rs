@@ -110,6 +110,8 @@ pub enum DomainError {
     WalletNotFound,
     #[error("wallet already exists")]
     WalletAlreadyExists,
+    #[error("no wallet factory is configured for {0}")]
+    NoWalletFactory(String),
     #[error("wallet is {0}")]
     WalletNotUsable(&'static str),
     #[error("wallet cannot go from {from} to {to}")]
@@ -194,6 +196,7 @@ impl DomainError {
             Self::InvalidIdentity => "INVALID_IDENTITY",
             Self::WalletNotFound => "WALLET_NOT_FOUND",
             Self::WalletAlreadyExists => "WALLET_ALREADY_EXISTS",
+            Self::NoWalletFactory(_) => "NO_WALLET_FACTORY",
             Self::WalletNotUsable(_) => "WALLET_NOT_USABLE",
             Self::InvalidWalletTransition { .. } => "INVALID_WALLET_TRANSITION",
             Self::InsufficientBalance { .. } => "INSUFFICIENT_BALANCE",
@@ -256,6 +259,7 @@ impl DomainError {
             | Self::LegacyImportDisabled
             | Self::WalletNotFound
             | Self::WalletAlreadyExists
+            | Self::NoWalletFactory(_)
             | Self::WalletNotUsable(_)
             | Self::InvalidWalletTransition { .. }
             | Self::IdempotencyKeyReused

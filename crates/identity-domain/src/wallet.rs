@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::derive::wallet_address;
+use crate::derive::{counterfactual_address, wallet_address, WalletFactory};
 use crate::error::{DomainError, ValueError};
 use crate::values::{IdempotencyKey, Network, TenantId, TokenAmount, TokenId, WalletId};
 use crate::RecordsRejection;
@@ -129,6 +129,9 @@ pub struct OpenWallet {
     pub network: Network,
     /// Required for external wallets, ignored for internal ones (their address is derived).
     pub external_address: Option<String>,
+    /// Where the network's smart contract wallets are deployed from: an internal wallet on
+    /// an EVM network needs one (its address is CREATE2 from it).
+    pub factory: Option<WalletFactory>,
     pub at: DateTime<Utc>,
 }
 
@@ -342,6 +345,12 @@ impl Wallet {
             }
             let open = *open;
             let address = match open.wallet_type {
+                WalletType::Internal if open.network.is_evm_like() => {
+                    let factory = open
+                        .factory
+                        .ok_or_else(|| DomainError::NoWalletFactory(open.network.to_string()))?;
+                    counterfactual_address(&open.owner_identifier, &factory)
+                }
                 WalletType::Internal => wallet_address(&open.owner_identifier, open.network, 0),
                 WalletType::External => match open.external_address.as_deref() {
                     Some(raw) => {

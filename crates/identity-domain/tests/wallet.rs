@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use cqrs_es::test::TestFramework;
 use cqrs_es::Aggregate;
-use identity_domain::derive::wallet_address;
+use identity_domain::derive::{counterfactual_address, WalletFactory};
 use identity_domain::values::*;
 use identity_domain::wallet::*;
 use identity_domain::DomainError;
@@ -34,12 +34,17 @@ fn open_cmd(wallet_type: WalletType, external_address: Option<&str>) -> WalletCo
         wallet_type,
         network: Network::Polygon,
         external_address: external_address.map(str::to_string),
+        factory: Some(factory()),
         at: t(0),
     }))
 }
 
+fn factory() -> WalletFactory {
+    WalletFactory::parse("0x4e59b44847b379578588920ca78fbf26c0b4956c:0xc5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470").expect("factory")
+}
+
 fn opened() -> WalletEvent {
-    let address = wallet_address("u1@acme.id", Network::Polygon, 0);
+    let address = counterfactual_address("u1@acme.id", &factory());
     WalletEvent::WalletOpened {
         wallet_id: wallet_id(),
         tenant: tenant(),
@@ -81,6 +86,29 @@ fn opening_an_internal_wallet_derives_its_address_from_the_owner() {
         .given_no_previous_events()
         .when(open_cmd(WalletType::Internal, None))
         .then_expect_events(vec![opened()]);
+}
+
+#[test]
+fn an_internal_evm_wallet_needs_its_networks_factory_and_a_solana_one_does_not() {
+    let without = |network| {
+        let WalletCommand::Open(mut open) = open_cmd(WalletType::Internal, None) else {
+            unreachable!("an open command")
+        };
+        open.network = network;
+        open.factory = None;
+        WalletTest::with(())
+            .given_no_previous_events()
+            .when(WalletCommand::Open(open))
+            .inspect_result()
+    };
+    let err = without(Network::Evm(80002)).expect_err("no factory");
+    assert_eq!(err.reason(), "NO_WALLET_FACTORY");
+    assert!(err.to_string().contains("evm:80002"), "{err}");
+    let events = without(Network::Solana).expect("solana needs no factory");
+    assert!(matches!(
+        &events[0],
+        WalletEvent::WalletOpened { address, .. } if !address.starts_with("0x")
+    ));
 }
 
 #[test]

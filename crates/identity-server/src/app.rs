@@ -128,8 +128,10 @@ impl Application {
         tracing::info!(%addr, %admin_addr, store = log.kind(), database = %settings.database_url_for_logs(), "identity service ready");
         let checkpoints = crate::checkpoints::Checkpoints::load(&settings)
             .context("loading the checkpoint keys")?;
+        let factories = crate::factories::Factories::from_settings(&settings)?;
         let mut core = Core::new(log, Arc::new(settings), projections, access);
         core.checkpoints = checkpoints;
+        core.factories = factories;
         Ok(Self {
             tls,
             listener,

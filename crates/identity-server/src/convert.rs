@@ -6,7 +6,7 @@ use identity_domain::error::ValueError;
 use identity_domain::identification::{Document, DocumentKind, Identification};
 use identity_domain::status_tier::StatusTier;
 use identity_domain::user::User;
-use identity_domain::values::{IdentificationLevel, JsonObject, TokenAmount, TokenId};
+use identity_domain::values::{IdentificationLevel, JsonObject, Network, TokenAmount, TokenId};
 use identity_domain::wallet::{OwnerType, Wallet, WalletStatus, WalletType};
 use identity_domain::Violations;
 use identity_proto::prost_types::{self, value::Kind};
@@ -284,7 +284,8 @@ pub fn wallet_to_pb(w: &Wallet) -> pb::Wallet {
         status: wallet_status_to_pb(w.status) as i32,
         network: w.network.map(|n| n.to_string()).unwrap_or_default(),
         address: w.address.clone(),
-        explorer_url: w.explorer_url.clone().unwrap_or_default(),
+        explorer_url: explorer_url(w.network, &w.address, w.explorer_url.as_deref()),
+        chain_id: w.network.and_then(Network::chain_id).unwrap_or_default(),
         balances: w
             .balances
             .iter()
@@ -402,7 +403,8 @@ pub fn wallet_view_to_pb(w: &identity_projections::queries::WalletView) -> pb::W
         status: wallet_status_to_pb(w.status) as i32,
         network: w.network.clone(),
         address: w.address.clone(),
-        explorer_url: w.explorer_url.clone().unwrap_or_default(),
+        explorer_url: view_explorer_url(w),
+        chain_id: view_chain_id(w),
         balances: balances_to_pb(&w.balances),
         created_at: timestamp_text(&w.created_at),
         updated_at: timestamp_text(&w.updated_at),
@@ -417,7 +419,33 @@ pub fn wallet_balances_to_pb(w: &identity_projections::queries::WalletView) -> p
         address: w.address.clone(),
         status: wallet_status_to_pb(w.status) as i32,
         balances: balances_to_pb(&w.balances),
+        explorer_url: view_explorer_url(w),
+        chain_id: view_chain_id(w),
     }
+}
+
+/// Where to look a wallet up: the URL its event recorded, else the network table's (so a
+/// wallet opened before its network was known gets one too); empty when neither has one.
+fn explorer_url(network: Option<Network>, address: &str, recorded: Option<&str>) -> String {
+    recorded
+        .map(str::to_string)
+        .or_else(|| network.and_then(|n| n.explorer_url(address)))
+        .unwrap_or_default()
+}
+
+fn view_explorer_url(w: &identity_projections::queries::WalletView) -> String {
+    explorer_url(
+        Network::parse(&w.network).ok(),
+        &w.address,
+        w.explorer_url.as_deref(),
+    )
+}
+
+fn view_chain_id(w: &identity_projections::queries::WalletView) -> u64 {
+    Network::parse(&w.network)
+        .ok()
+        .and_then(Network::chain_id)
+        .unwrap_or_default()
 }
 
 /// Per-token sums over several wallets, exact (`u128`; saturating, which a sum of valid

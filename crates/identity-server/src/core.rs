@@ -36,6 +36,8 @@ pub struct Core {
     pub delivery: crate::delivery::Delivery,
     /// The keys that sign and verify checkpoints of the log.
     pub checkpoints: crate::checkpoints::Checkpoints,
+    /// Where each EVM network's smart contract wallets are deployed from.
+    pub factories: crate::factories::Factories,
 }
 
 /// The longest a query waits for its read model when the call sets no deadline.
@@ -102,6 +104,7 @@ impl Core {
             hub: crate::stream::FeedHub::start(log.clone(), settings.stream_buffer),
             delivery: crate::delivery::Delivery::new(log.clone(), settings.clone()),
             checkpoints: crate::checkpoints::Checkpoints::default(),
+            factories: crate::factories::Factories::default(),
             log,
             passwords,
             user_services,

@@ -111,6 +111,7 @@ fn domain_code(e: &DomainError) -> Code {
         | D::AdminRemoved
         | D::CredentialExists
         | D::LegacyImportDisabled
+        | D::NoWalletFactory(_)
         | D::InvalidIdentity => Code::FailedPrecondition,
         D::ReasonRequired | D::InvalidPassword(_) => Code::InvalidArgument,
         D::InvalidCredentials | D::InvalidRefreshToken => Code::Unauthenticated,

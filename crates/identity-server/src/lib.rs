@@ -31,6 +31,7 @@ pub mod core;
 pub mod credentials;
 pub mod delivery;
 pub mod error;
+pub mod factories;
 pub mod limits;
 pub mod observability;
 pub use identity_settings as settings;

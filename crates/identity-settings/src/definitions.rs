@@ -42,6 +42,16 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "balance answers kept in memory until the balances read model moves (`0`: off)",
     },
     Setting {
+        names: &["IDENTITY_WALLET_FACTORY"],
+        default: "in development, a placeholder (the deterministic deployment proxy with an empty init code); none in production",
+        meaning: "where every EVM network's smart contract wallets are deployed from, `0x<factory address>:0x<keccak256 of the wallet's init code>`: a user's internal wallet address is CREATE2 (EIP-1014) from it, salted by `keccak256(identifier email)`, EIP-55 checksummed. Without one, opening an internal EVM wallet is FAILED_PRECONDITION, `NO_WALLET_FACTORY`",
+    },
+    Setting {
+        names: &["IDENTITY_WALLET_FACTORIES"],
+        default: "unset",
+        meaning: "per-network factories, `<chain id>=0x<factory>:0x<init code hash>` separated by commas (`80002=0x…:0x…,8453=0x…:0x…`; Polygon is 137); each wins over `IDENTITY_WALLET_FACTORY` on its network",
+    },
+    Setting {
         names: &["IDENTITY_CODE_PEPPER"],
         default: "a built-in development value",
         meaning: "secret mixed into stored one-time code hashes: **set it in production**",

@@ -27,6 +27,10 @@ pub struct Settings {
     /// Balance answers kept in memory until the balances read model moves.
     pub read_cache: usize,
     pub code_pepper: String,
+    /// `IDENTITY_WALLET_FACTORY`: the factory of every EVM network without its own.
+    pub wallet_factory: Option<String>,
+    /// `IDENTITY_WALLET_FACTORIES`: `<chain id>=<factory>,…`, one network's own factory each.
+    pub wallet_factories: Option<String>,
     pub code_ttl_secs: i64,
     pub log_json: bool,
     pub shutdown_grace_secs: u64,
@@ -88,6 +92,8 @@ impl Default for Settings {
             aggregate_cache: identity_store::DEFAULT_CACHE_CAPACITY,
             read_cache: identity_projections::DEFAULT_READ_CACHE,
             code_pepper: "identity-dev-pepper-change-me".into(),
+            wallet_factory: None,
+            wallet_factories: None,
             code_ttl_secs: 600,
             log_json: false,
             shutdown_grace_secs: 10,
@@ -232,6 +238,8 @@ impl Settings {
         if let Some(v) = source.var("IDENTITY_CODE_PEPPER") {
             s.code_pepper = v;
         }
+        s.wallet_factory = source.var("IDENTITY_WALLET_FACTORY");
+        s.wallet_factories = source.var("IDENTITY_WALLET_FACTORIES");
         if let Some(v) = source.parsed("IDENTITY_CODE_TTL_SECS", "a number")? {
             s.code_ttl_secs = v;
         }

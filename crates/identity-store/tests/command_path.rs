@@ -50,6 +50,7 @@ async fn open_wallet(log: &EventLog, n: u128) {
         wallet_type: WalletType::Internal,
         network: Network::Polygon,
         external_address: None,
+        factory: identity_domain::derive::WalletFactory::parse("0x4e59b44847b379578588920ca78fbf26c0b4956c:0xc5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470").ok(),
         at: Utc::now(),
     }));
     log.execute::<Wallet, _>(&wallet_id(n), &command, &(), &HashMap::new())
@@ -265,6 +266,7 @@ async fn a_command_the_store_refuses_fails_alone_in_its_batch(url: String) {
                 wallet_type: WalletType::Internal,
                 network: Network::Polygon,
                 external_address: None,
+                factory: identity_domain::derive::WalletFactory::parse("0x4e59b44847b379578588920ca78fbf26c0b4956c:0xc5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470").ok(),
                 at: Utc::now(),
             }));
             let outcome = log

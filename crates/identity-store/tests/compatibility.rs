@@ -37,6 +37,7 @@ async fn write_a_wallet(url: &str) -> (EventLog, String) {
         wallet_type: WalletType::Internal,
         network: Network::Polygon,
         external_address: None,
+        factory: identity_domain::derive::WalletFactory::parse("0x4e59b44847b379578588920ca78fbf26c0b4956c:0xc5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470").ok(),
         at: Utc::now(),
     }));
     let mut commands = vec![open, WalletCommand::Activate { at: Utc::now() }];

@@ -374,7 +374,6 @@ impl TestApp {
             .expect("registers")
     }
 
-    /// Opens and activates an internal Polygon wallet for a user.
     /// Creates an admin of acme with `email` and `admin_type`.
     pub async fn new_admin(&self, email: &str, admin_type: pb::AdminType) -> pb::Admin {
         use identity_proto::v1::admin_service_client::AdminServiceClient;
@@ -384,6 +383,7 @@ impl TestApp {
         .expect("admin")
     }
 
+    /// Opens and activates an internal Polygon wallet for a user.
     pub async fn active_wallet(&self, tenant: &str, user_id: &str) -> String {
         let wallet = ok!(self
             .wallets()

@@ -14,7 +14,7 @@ mod network;
 
 pub use json::{JsonObject, MAX_JSON_DEPTH};
 pub use money::{Percentage, TokenAmount};
-pub use network::{IdentificationLevel, Network};
+pub use network::{IdentificationLevel, KnownNetwork, Network, KNOWN_NETWORKS};
 
 /// Limits that keep one request from filling the store.
 pub const MAX_NAME_LEN: usize = 200;

@@ -11,21 +11,72 @@ pub enum Network {
     Evm(u64),
 }
 
+/// An EVM network the service knows by name, with its explorer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownNetwork {
+    pub name: &'static str,
+    pub chain_id: u64,
+    /// The explorer's base URL; an address is looked up at `<base>/address/<address>`.
+    pub explorer: &'static str,
+}
+
+/// The EVM networks known by name. Any other is `evm:<chain id>`, without an explorer.
+pub const KNOWN_NETWORKS: &[KnownNetwork] = &[
+    KnownNetwork {
+        name: "polygon",
+        chain_id: 137,
+        explorer: "https://polygonscan.com",
+    },
+    KnownNetwork {
+        name: "amoy",
+        chain_id: 80002,
+        explorer: "https://amoy.polygonscan.com",
+    },
+    KnownNetwork {
+        name: "ethereum",
+        chain_id: 1,
+        explorer: "https://etherscan.io",
+    },
+    KnownNetwork {
+        name: "sepolia",
+        chain_id: 11_155_111,
+        explorer: "https://sepolia.etherscan.io",
+    },
+    KnownNetwork {
+        name: "base",
+        chain_id: 8453,
+        explorer: "https://basescan.org",
+    },
+    KnownNetwork {
+        name: "base-sepolia",
+        chain_id: 84532,
+        explorer: "https://sepolia.basescan.org",
+    },
+];
+
 impl Network {
-    /// Parses `polygon`, `solana` or `evm:<chain id>`.
+    /// Parses `polygon`, `solana`, `evm:<chain id>`, or the name of a known EVM network
+    /// (`amoy`, `ethereum`, `sepolia`, `base`, `base-sepolia`: `evm:<its chain id>`).
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
         let s = raw.trim().to_ascii_lowercase();
         match s.as_str() {
             "polygon" => Ok(Self::Polygon),
             "solana" => Ok(Self::Solana),
-            _ => s
-                .strip_prefix("evm:")
-                .and_then(|id| id.parse::<u64>().ok())
-                .filter(|id| *id > 0)
-                .map(Self::Evm)
-                .ok_or_else(|| {
-                    ValueError::new("network must be polygon, solana or evm:<chain id>")
-                }),
+            _ => {
+                if let Some(known) = KNOWN_NETWORKS.iter().find(|n| n.name == s) {
+                    return Ok(Self::Evm(known.chain_id));
+                }
+                s.strip_prefix("evm:")
+                    .and_then(|id| id.parse::<u64>().ok())
+                    .filter(|id| *id > 0)
+                    .map(Self::Evm)
+                    .ok_or_else(|| {
+                        ValueError::new(
+                            "network must be polygon, solana, evm:<chain id> or a known network \
+                             (amoy, ethereum, sepolia, base, base-sepolia)",
+                        )
+                    })
+            }
         }
     }
 
@@ -33,15 +84,28 @@ impl Network {
         !matches!(self, Self::Solana)
     }
 
-    /// Where a person can look the address up, for the chains we know an explorer of.
+    /// The EVM chain id (Polygon is 137); none for Solana.
+    pub fn chain_id(self) -> Option<u64> {
+        match self {
+            Self::Polygon => Some(137),
+            Self::Evm(id) => Some(id),
+            Self::Solana => None,
+        }
+    }
+
+    /// The known network this is, if any.
+    pub fn known(self) -> Option<&'static KnownNetwork> {
+        let id = self.chain_id()?;
+        KNOWN_NETWORKS.iter().find(|n| n.chain_id == id)
+    }
+
+    /// Where a person can look the address up, for the networks with a known explorer.
     pub fn explorer_url(self, address: &str) -> Option<String> {
         let base = match self {
-            Self::Polygon | Self::Evm(137) => "https://polygonscan.com/address/",
-            Self::Solana => "https://explorer.solana.com/address/",
-            Self::Evm(1) => "https://etherscan.io/address/",
-            Self::Evm(_) => return None,
+            Self::Solana => "https://explorer.solana.com",
+            _ => self.known()?.explorer,
         };
-        Some(format!("{base}{address}"))
+        Some(format!("{base}/address/{address}"))
     }
 }
 

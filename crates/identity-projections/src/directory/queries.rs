@@ -65,20 +65,33 @@ pub enum SortField {
     LastName,
     IdentifierEmail,
     UserId,
+    /// Inactive users first (ascending).
+    Active,
+    Locale,
+    /// The user's account address: the lowest address of their wallets ("" without one).
+    AccountAddress,
 }
 
 impl SortField {
-    fn column(self) -> &'static str {
+    /// The sort key as a text expression over a row of `rm_users`: the database both orders
+    /// by it and hands it back for the cursor, so the two always agree.
+    fn expr(self) -> &'static str {
         match self {
-            SortField::CreatedAt => "created_at",
-            SortField::UpdatedAt => "updated_at",
-            SortField::Email => "email",
-            SortField::Phone => "phone",
-            SortField::ExternalId => "external_id",
-            SortField::FirstName => "first_name",
-            SortField::LastName => "last_name",
-            SortField::IdentifierEmail => "identifier_email",
+            SortField::CreatedAt => "COALESCE(created_at, '')",
+            SortField::UpdatedAt => "COALESCE(updated_at, '')",
+            SortField::Email => "COALESCE(email, '')",
+            SortField::Phone => "COALESCE(phone, '')",
+            SortField::ExternalId => "COALESCE(external_id, '')",
+            SortField::FirstName => "COALESCE(first_name, '')",
+            SortField::LastName => "COALESCE(last_name, '')",
+            SortField::IdentifierEmail => "COALESCE(identifier_email, '')",
             SortField::UserId => "user_id",
+            SortField::Active => "CAST(active AS TEXT)",
+            SortField::Locale => "COALESCE(locale, '')",
+            SortField::AccountAddress => {
+                "COALESCE((SELECT MIN(w.address) FROM rm_user_wallets w
+                            WHERE w.tenant = rm_users.tenant AND w.user_id = rm_users.user_id), '')"
+            }
         }
     }
 }
@@ -108,12 +121,12 @@ pub struct UserPage {
 #[error("invalid cursor")]
 pub struct InvalidCursor;
 
-fn encode_cursor(value: &str, id: &str) -> String {
+pub(crate) fn encode_cursor(value: &str, id: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(serde_json::json!([value, id]).to_string())
 }
 
-fn decode_cursor(c: &str) -> Option<(String, String)> {
+pub(crate) fn decode_cursor(c: &str) -> Option<(String, String)> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(c)
         .ok()?;
@@ -223,12 +236,7 @@ impl Projections {
         } else {
             q.limit.min(MAX_LIMIT)
         };
-        let col = q.sort.column();
-        let sort_expr = if col == "user_id" {
-            "user_id".to_string()
-        } else {
-            format!("COALESCE({col}, '')")
-        };
+        let sort_expr = q.sort.expr();
         let (dir, cmp) = if q.descending {
             ("DESC", "<")
         } else {
@@ -266,7 +274,8 @@ impl Projections {
             offset = u64::from(page - 1) * u64::from(limit);
         }
         let sql = format!(
-            "SELECT {USER_COLUMNS} FROM rm_users WHERE {} ORDER BY {sort_expr} {dir}, user_id {dir} LIMIT {} OFFSET {offset}",
+            "SELECT {USER_COLUMNS}, {sort_expr} AS sort_key FROM rm_users WHERE {}
+              ORDER BY sort_key {dir}, user_id {dir} LIMIT {} OFFSET {offset}",
             filters.join(" AND "),
             limit + 1
         );
@@ -279,23 +288,12 @@ impl Projections {
         let mut users = rows.iter().map(user_from_row).collect::<Result<Vec<_>>>()?;
         let more = users.len() > limit as usize;
         users.truncate(limit as usize);
-        let next_cursor = if more {
-            users.last().map(|u| {
-                let value = match q.sort {
-                    SortField::CreatedAt => u.created_at.clone(),
-                    SortField::UpdatedAt => u.updated_at.clone(),
-                    SortField::Email => u.email.clone().unwrap_or_default(),
-                    SortField::Phone => u.phone.clone().unwrap_or_default(),
-                    SortField::ExternalId => u.external_id.clone().unwrap_or_default(),
-                    SortField::FirstName => u.first_name.clone().unwrap_or_default(),
-                    SortField::LastName => u.last_name.clone().unwrap_or_default(),
-                    SortField::IdentifierEmail => u.identifier_email.clone(),
-                    SortField::UserId => u.user_id.clone(),
-                };
-                encode_cursor(&value, &u.user_id)
-            })
-        } else {
-            None
+        let next_cursor = match (more, rows.get(users.len().wrapping_sub(1)), users.last()) {
+            (true, Some(row), Some(u)) => {
+                let key: String = row.try_get("sort_key")?;
+                Some(encode_cursor(&key, &u.user_id))
+            }
+            _ => None,
         };
         let first_page = offset == 0 && q.cursor.as_deref().is_none_or(str::is_empty);
         let total = if first_page && !more {
@@ -316,11 +314,12 @@ impl Projections {
         }))
     }
 
-    /// Public profiles of some users (unknown ids are left out).
+    /// Public profiles of some users (unknown ids are left out), those `filter` matches.
     pub async fn public_profiles(
         &self,
         tenant: &str,
         ids: &[String],
+        filter: Option<&ProfileFilter>,
     ) -> Result<Vec<(String, serde_json::Map<String, serde_json::Value>)>> {
         let mut out = Vec::new();
         for id in ids {
@@ -332,9 +331,104 @@ impl Projections {
             .fetch_optional(self.pool())
             .await?;
             if let Some(p) = row {
-                out.push((id.clone(), json("public_profile", &p)?));
+                let profile = json("public_profile", &p)?;
+                if filter.is_none_or(|f| f.matches(&profile)) {
+                    out.push((id.clone(), profile));
+                }
             }
         }
         Ok(out)
+    }
+
+    /// A page of the tenant's public profiles by user id, those `filter` matches, after the
+    /// user `page_token` names; and the token of the next page when there is one.
+    pub async fn public_profiles_page(
+        &self,
+        tenant: &str,
+        filter: Option<&ProfileFilter>,
+        limit: u32,
+        page_token: &str,
+    ) -> Result<std::result::Result<(Vec<Profile>, Option<String>), InvalidCursor>> {
+        let limit = if limit == 0 {
+            DEFAULT_LIMIT
+        } else {
+            limit.min(MAX_LIMIT)
+        } as usize;
+        let mut after = String::new();
+        if !page_token.is_empty() {
+            let Some((_, id)) = decode_cursor(page_token) else {
+                return Ok(Err(InvalidCursor));
+            };
+            after = id;
+        }
+        // The key's JSON spelling narrows the scan; the exact match is decided on the parsed
+        // profile.
+        let pattern = filter.map(|f| {
+            let key = serde_json::to_string(&f.key).unwrap_or_default();
+            format!("%{}:%", escape_like(&key))
+        });
+        let sql = self.q(&format!(
+            "SELECT user_id, public_profile FROM rm_users
+              WHERE tenant = $1 AND user_id > $2{}
+              ORDER BY user_id LIMIT {SCAN_BATCH}",
+            if pattern.is_some() {
+                " AND public_profile LIKE $3 ESCAPE '\\'"
+            } else {
+                ""
+            }
+        ));
+        let mut page: Vec<Profile> = Vec::new();
+        loop {
+            let mut query = sqlx::query(&sql).bind(tenant).bind(after.clone());
+            if let Some(p) = &pattern {
+                query = query.bind(p.clone());
+            }
+            let rows = query.fetch_all(self.pool()).await?;
+            let full = rows.len() == SCAN_BATCH;
+            for row in &rows {
+                let id: String = row.try_get(0)?;
+                let text: String = row.try_get(1)?;
+                let profile = json("public_profile", &text)?;
+                after = id.clone();
+                if filter.is_none_or(|f| f.matches(&profile)) {
+                    page.push((id, profile));
+                    if page.len() > limit {
+                        page.truncate(limit);
+                        let next = page.last().map(|(id, _)| encode_cursor("", id));
+                        return Ok(Ok((page, next)));
+                    }
+                }
+            }
+            if !full {
+                return Ok(Ok((page, None)));
+            }
+        }
+    }
+}
+
+/// A user id and their public profile.
+pub type Profile = (String, serde_json::Map<String, serde_json::Value>);
+
+/// Rows read at a time while a filtered listing fills a page.
+const SCAN_BATCH: usize = 500;
+
+/// ListPublicProfiles' filter: a top-level field of the profile and the value it must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileFilter {
+    pub key: String,
+    pub value: String,
+}
+
+impl ProfileFilter {
+    /// Whether the profile's field holds the value: a string equal to it, or a number or
+    /// boolean written as it.
+    pub fn matches(&self, profile: &serde_json::Map<String, serde_json::Value>) -> bool {
+        match profile.get(&self.key) {
+            Some(serde_json::Value::String(s)) => *s == self.value,
+            Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                v.to_string() == self.value
+            }
+            _ => false,
+        }
     }
 }

@@ -3,7 +3,8 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::queries::{count, json, Result};
+use crate::directory::queries::{decode_cursor, encode_cursor, InvalidCursor};
+use crate::queries::{count, json, Result, DEFAULT_LIMIT, MAX_LIMIT};
 use crate::Projections;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,16 @@ fn tier_from_row(r: &AnyRow) -> Result<TierView> {
     })
 }
 
+/// The order of tiers: by minimum balance (a whole number as text: shorter is smaller),
+/// then by id.
+fn tier_key(t: &TierView) -> (usize, String, String) {
+    (
+        t.min_balance.len(),
+        t.min_balance.clone(),
+        t.tier_id.clone(),
+    )
+}
+
 const TIER_COLUMNS: &str = "tier_id, name, description, min_balance, discount, image_url, eligible_tokens, retired, created_at, updated_at, version";
 
 impl Projections {
@@ -61,17 +72,45 @@ impl Projections {
         .fetch_all(self.pool())
         .await?;
         let mut tiers = rows.iter().map(tier_from_row).collect::<Result<Vec<_>>>()?;
-        tiers.sort_by(|a, b| {
-            let key = |t: &TierView| {
-                (
-                    t.min_balance.len(),
-                    t.min_balance.clone(),
-                    t.tier_id.clone(),
-                )
-            };
-            key(a).cmp(&key(b))
-        });
+        tiers.sort_by_key(tier_key);
         Ok(tiers)
+    }
+
+    /// One page of a tenant's tiers, in [`Projections::tiers`]' order: at most `limit` (0:
+    /// the default; capped at the maximum) after the tier `page_token` names, and the token
+    /// of the next page when there is one.
+    pub async fn tiers_page(
+        &self,
+        tenant: &str,
+        include_retired: bool,
+        limit: u32,
+        page_token: &str,
+    ) -> Result<std::result::Result<(Vec<TierView>, Option<String>), InvalidCursor>> {
+        let limit = if limit == 0 {
+            DEFAULT_LIMIT
+        } else {
+            limit.min(MAX_LIMIT)
+        } as usize;
+        let mut tiers = self.tiers(tenant, include_retired).await?;
+        if !page_token.is_empty() {
+            // The token holds the last tier's sort key: the next page starts after it, even
+            // when that tier was retired or removed in between.
+            let Some((min_balance, tier_id)) = decode_cursor(page_token) else {
+                return Ok(Err(InvalidCursor));
+            };
+            let after = (min_balance.len(), min_balance, tier_id);
+            tiers.retain(|t| tier_key(t) > after);
+        }
+        let more = tiers.len() > limit;
+        tiers.truncate(limit);
+        let next = more
+            .then(|| {
+                tiers
+                    .last()
+                    .map(|t| encode_cursor(&t.min_balance, &t.tier_id))
+            })
+            .flatten();
+        Ok(Ok((tiers, next)))
     }
 
     /// The tiers a user qualifies for and the highest one. A user with no balances yet still

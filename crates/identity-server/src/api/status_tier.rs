@@ -272,14 +272,26 @@ impl StatusTierService for StatusTierApi {
         self.core
             .catch_up(Projection::Status, req.min_position, wait)
             .await?;
-        let tiers = self
+        let (tiers, next) = self
             .core
             .projections
-            .tiers(ctx.tenant.as_str(), req.include_retired)
+            .tiers_page(
+                ctx.tenant.as_str(),
+                req.include_retired,
+                req.page_size,
+                &req.page_token,
+            )
             .await
-            .map_err(ApiError::from)?;
+            .map_err(ApiError::from)?
+            .map_err(|_| {
+                ApiError::from(DomainError::invalid(
+                    "page_token",
+                    "not a next_page_token this service gave",
+                ))
+            })?;
         Ok(Response::new(pb::ListStatusTiersResponse {
             tiers: tiers.iter().map(tier_view_to_pb).collect(),
+            next_page_token: next.unwrap_or_default(),
         }))
     }
 

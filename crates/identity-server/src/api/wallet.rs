@@ -275,6 +275,7 @@ impl WalletService for WalletApi {
             wallet_type,
             network,
             external_address: address,
+            factory: self.core.factories.for_network(network),
             at: Utc::now(),
         }));
         let executed = self.run(&ctx, wallet_id, command).await?;

@@ -24,7 +24,7 @@ use crate::core::{deadline_of, Core};
 use crate::delivery::{Code, Purpose};
 use crate::error::{code_name, ApiError, ApiResult};
 use identity_domain::values::PersonCode;
-use identity_projections::queries::{ListUsers, SortField, UserKey};
+use identity_projections::queries::{ListUsers, ProfileFilter, SortField, UserKey};
 use identity_projections::Projection;
 
 /// Most items one UpsertUsers call takes.

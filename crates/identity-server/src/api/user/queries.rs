@@ -187,6 +187,9 @@ impl UserApi {
             Ok(F::LastName) => SortField::LastName,
             Ok(F::IdentifierEmail) => SortField::IdentifierEmail,
             Ok(F::UserId) => SortField::UserId,
+            Ok(F::Active) => SortField::Active,
+            Ok(F::Locale) => SortField::Locale,
+            Ok(F::AccountAddress) => SortField::AccountAddress,
             Err(_) => {
                 return Err(
                     ApiError::from(DomainError::invalid("sort_by", "unknown sort field")).into(),
@@ -260,7 +263,7 @@ impl UserApi {
         let mut found = self
             .core
             .projections
-            .public_profiles(ctx.tenant.as_str(), &[user.to_string()])
+            .public_profiles(ctx.tenant.as_str(), &[user.to_string()], None)
             .await
             .map_err(ApiError::from)?;
         let (user_id, profile) = found
@@ -293,16 +296,44 @@ impl UserApi {
                 user_id(&mut v, &format!("user_ids[{i}]"), id).map(|u| u.to_string())
             })
             .collect();
+        let filter = match (req.filter_key.trim(), req.filter_value.as_str()) {
+            ("", "") => None,
+            ("", _) => {
+                v.push("filter_key", "is required with filter_value");
+                None
+            }
+            (key, value) => Some(ProfileFilter {
+                key: key.to_string(),
+                value: value.to_string(),
+            }),
+        };
+        if !ids.is_empty() && !req.page_token.is_empty() {
+            v.push("page_token", "user_ids are answered in one page");
+        }
         v.finish().map_err(ApiError::from)?;
         self.core
             .catch_up(Projection::Directory, req.min_position, wait)
             .await?;
-        let profiles = self
-            .core
-            .projections
-            .public_profiles(ctx.tenant.as_str(), &ids)
-            .await
-            .map_err(ApiError::from)?;
+        let tenant = ctx.tenant.as_str();
+        let projections = &self.core.projections;
+        let (profiles, next) = if ids.is_empty() {
+            projections
+                .public_profiles_page(tenant, filter.as_ref(), req.page_size, &req.page_token)
+                .await
+                .map_err(ApiError::from)?
+                .map_err(|_| {
+                    ApiError::from(DomainError::invalid(
+                        "page_token",
+                        "not a next_page_token this service gave",
+                    ))
+                })?
+        } else {
+            let found = projections
+                .public_profiles(tenant, &ids, filter.as_ref())
+                .await
+                .map_err(ApiError::from)?;
+            (found, None)
+        };
         Ok(Response::new(pb::ListPublicProfilesResponse {
             profiles: profiles
                 .into_iter()
@@ -311,6 +342,7 @@ impl UserApi {
                     public_profile: Some(json_to_struct(&p)),
                 })
                 .collect(),
+            next_page_token: next.unwrap_or_default(),
         }))
     }
 }
