@@ -189,6 +189,7 @@ mod scenarios {
                         ..Default::default()
                     },
                 ],
+                ..Default::default()
             },
         )))
         .results;

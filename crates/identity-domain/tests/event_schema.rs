@@ -15,7 +15,7 @@ use identity_domain::identification::*;
 use identity_domain::session::SignInFact;
 use identity_domain::status_tier::StatusTierEvent;
 use identity_domain::tenant::TenantEvent;
-use identity_domain::user::{Credential, UserEvent};
+use identity_domain::user::{Credential, ProfileField, UserEvent};
 use identity_domain::values::*;
 use identity_domain::wallet::*;
 use identity_domain::ClaimKind;
@@ -348,6 +348,32 @@ fn samples() -> Vec<String> {
         erased_by: "admin:7".into(),
         at: t(80),
     }));
+    let email = |s: &str| Email::parse(s).expect("email");
+    out.extend(
+        [
+            UserEvent::EmailSet {
+                email: Some(email("set@example.com")),
+                previous: Some(email("old@example.com")),
+                at: t(81),
+            },
+            UserEvent::PhoneSet {
+                phone: None,
+                previous: Some(Phone::parse("+3725550000").expect("phone")),
+                at: t(82),
+            },
+            UserEvent::ExternalIdSet {
+                external_id: Some(ExternalId::parse("crm-2").expect("id")),
+                previous: None,
+                at: t(83),
+            },
+            UserEvent::ProfileFieldsCleared {
+                fields: [ProfileField::FirstName, ProfileField::CustomData].into(),
+                at: t(84),
+            },
+        ]
+        .iter()
+        .map(line),
+    );
     out
 }
 

@@ -215,6 +215,28 @@ impl User {
                 self.merged_into = Some(into);
                 self.updated_at = Some(at);
             }
+            E::EmailSet { email, at, .. } => {
+                self.email = email;
+                self.email_confirmed = false;
+                self.updated_at = Some(at);
+            }
+            E::PhoneSet { phone, at, .. } => {
+                self.phone = phone;
+                self.phone_confirmed = false;
+                self.updated_at = Some(at);
+            }
+            E::ExternalIdSet {
+                external_id, at, ..
+            } => {
+                self.external_id = external_id;
+                self.updated_at = Some(at);
+            }
+            E::ProfileFieldsCleared { fields, at } => {
+                for field in fields {
+                    self.clear(field);
+                }
+                self.updated_at = Some(at);
+            }
             E::UserErased { at, .. } => {
                 // Only what is not personal stays: the id, tenant, roles, dates and merge.
                 *self = User {

@@ -107,6 +107,9 @@ pub enum UserCommand {
         survivor: UserId,
         at: DateTime<Utc>,
     },
+    /// Updates a matched user as UpsertUsers asks (active or not): contacts, profile,
+    /// cleared fields and the active flag, in one decision.
+    Upsert(Box<Upsert>),
     /// Erases the person (docs/adr/0006): `basis` is why (never personal data itself),
     /// `erased_by` the principal who asked.
     Erase {
@@ -114,4 +117,15 @@ pub enum UserCommand {
         erased_by: String,
         at: DateTime<Utc>,
     },
+}
+
+/// What UpsertUsers changes on a user it matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upsert {
+    pub profile: UpdateProfile,
+    pub clear: BTreeSet<ProfileField>,
+    pub contacts: SetContacts,
+    /// `Some(true)` reactivates, `Some(false)` deactivates.
+    pub active: Option<bool>,
+    pub at: DateTime<Utc>,
 }

@@ -145,6 +145,28 @@ pub enum UserEvent {
         erased_by: String,
         at: DateTime<Utc>,
     },
+    /// Set (or cleared, `None`) by a trusted caller (UpsertUsers), not confirmed by code.
+    EmailSet {
+        email: Option<Email>,
+        previous: Option<Email>,
+        at: DateTime<Utc>,
+    },
+    /// As `EmailSet`.
+    PhoneSet {
+        phone: Option<Phone>,
+        previous: Option<Phone>,
+        at: DateTime<Utc>,
+    },
+    ExternalIdSet {
+        external_id: Option<ExternalId>,
+        previous: Option<ExternalId>,
+        at: DateTime<Utc>,
+    },
+    /// Profile fields emptied by a trusted caller (UpsertUsers with an update mask).
+    ProfileFieldsCleared {
+        fields: BTreeSet<ProfileField>,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -177,6 +199,10 @@ impl DomainEvent for UserEvent {
             Self::PasswordResetFailed { .. } => "PasswordResetFailed",
             Self::PasswordReset { .. } => "PasswordReset",
             Self::UserErased { .. } => "UserErased",
+            Self::EmailSet { .. } => "EmailSet",
+            Self::PhoneSet { .. } => "PhoneSet",
+            Self::ExternalIdSet { .. } => "ExternalIdSet",
+            Self::ProfileFieldsCleared { .. } => "ProfileFieldsCleared",
         }
         .to_string()
     }

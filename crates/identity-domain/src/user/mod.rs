@@ -135,10 +135,12 @@ impl fmt::Debug for UserServices {
 mod aggregate;
 mod codes;
 mod commands;
+mod contacts;
 mod events;
 
 use codes::*;
 pub use commands::*;
+pub use contacts::{Change, ProfileField, SetContacts};
 pub use events::*;
 
 /// A contact change waiting for its one-time code.
@@ -333,7 +335,7 @@ impl User {
         use UserEvent as E;
         let allow_inactive = matches!(
             command,
-            C::Reactivate { .. } | C::Sessions(SessionCommand::End { .. })
+            C::Reactivate { .. } | C::Upsert(_) | C::Sessions(SessionCommand::End { .. })
         );
         if self.erased {
             return Err(DomainError::UserErased);
@@ -515,6 +517,7 @@ impl User {
                     vec![E::PasswordResetFailed { failed_attempts }]
                 }
             },
+            C::Upsert(u) => self.upsert(*u)?,
             C::MergeInto { survivor, at } => {
                 if Some(survivor) == self.id {
                     return Err(DomainError::MergeIntoSelf);

@@ -17,13 +17,13 @@ use crate::apply::{
 use crate::read_model::{Fold, ReadModel, Target, Writing};
 use crate::schema::Table;
 
-/// A confirmed email or phone: `set` names the column and its new value; `row` is the
-/// version, tenant and user of the row.
-async fn confirmed(
+/// A contact value confirmed or set (`None`: cleared): `set` names the column and its new
+/// value; `row` is the version, tenant and user of the row.
+async fn contact(
     conn: &mut AnyConnection,
     touch: &impl Fn(&str) -> String,
     row: (i64, &str, &str),
-    set: (&str, String),
+    set: (&str, Option<String>),
     at: String,
 ) -> Result<()> {
     sqlx::query(&touch(&format!("{} = $4, updated_at = $5, ", set.0)))
@@ -98,12 +98,26 @@ pub(crate) async fn directory_user(
         }
         UserEvent::EmailConfirmed { email, at, .. } => {
             let row = (version, tenant.as_str(), user.as_str());
-            confirmed(conn, &touch, row, ("email", email.to_string()), fmt(at)).await?;
+            contact(
+                conn,
+                &touch,
+                row,
+                ("email", Some(email.to_string())),
+                fmt(at),
+            )
+            .await?;
             refresh.insert((tenant, user));
         }
         UserEvent::PhoneConfirmed { phone, at, .. } => {
             let row = (version, tenant.as_str(), user.as_str());
-            confirmed(conn, &touch, row, ("phone", phone.to_string()), fmt(at)).await?;
+            contact(
+                conn,
+                &touch,
+                row,
+                ("phone", Some(phone.to_string())),
+                fmt(at),
+            )
+            .await?;
             refresh.insert((tenant, user));
         }
         UserEvent::RolesChanged { roles } => {
@@ -129,6 +143,48 @@ pub(crate) async fn directory_user(
                 .await?;
             }
             refresh.remove(&(tenant, user));
+        }
+        UserEvent::EmailSet { email, at, .. } => {
+            let row = (version, tenant.as_str(), user.as_str());
+            let email = email.map(|v| v.to_string());
+            contact(conn, &touch, row, ("email", email), fmt(at)).await?;
+            refresh.insert((tenant, user));
+        }
+        UserEvent::PhoneSet { phone, at, .. } => {
+            let row = (version, tenant.as_str(), user.as_str());
+            let phone = phone.map(|v| v.to_string());
+            contact(conn, &touch, row, ("phone", phone), fmt(at)).await?;
+            refresh.insert((tenant, user));
+        }
+        UserEvent::ExternalIdSet {
+            external_id, at, ..
+        } => {
+            let row = (version, tenant.as_str(), user.as_str());
+            let external_id = external_id.map(|v| v.to_string());
+            contact(conn, &touch, row, ("external_id", external_id), fmt(at)).await?;
+            refresh.insert((tenant, user));
+        }
+        UserEvent::ProfileFieldsCleared { fields, at } => {
+            use identity_domain::user::ProfileField as F;
+            // Custom data is not in the directory.
+            let sets: String = fields
+                .iter()
+                .filter_map(|f| match f {
+                    F::FirstName => Some("first_name = NULL, "),
+                    F::LastName => Some("last_name = NULL, "),
+                    F::Locale => Some("locale = NULL, "),
+                    F::PublicProfile => Some("public_profile = '{}', "),
+                    F::CustomData => None,
+                })
+                .collect();
+            sqlx::query(&touch(&format!("{sets}updated_at = $4, ")))
+                .bind(version)
+                .bind(&tenant)
+                .bind(&user)
+                .bind(fmt(at))
+                .execute(&mut *conn)
+                .await?;
+            refresh.insert((tenant, user));
         }
         UserEvent::UserMerged { into, at } => {
             sqlx::query(&touch("merged_into = $4, updated_at = $5, "))

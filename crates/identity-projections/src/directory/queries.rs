@@ -140,6 +140,15 @@ fn escape_like(s: &str) -> String {
         .replace('_', "\\_")
 }
 
+/// The EIP-55 form of a lowercase EVM address (`0x` and 40 hex digits), if it is one.
+fn checksummed_form(address: &str) -> Option<String> {
+    let bytes: [u8; 20] = hex::decode(address.strip_prefix("0x")?)
+        .ok()?
+        .try_into()
+        .ok()?;
+    Some(identity_domain::derive::checksummed(&bytes))
+}
+
 const USER_COLUMNS: &str = "user_id, email, phone, external_id, identifier_email, first_name, last_name, locale, active, roles, public_profile, merged_into, created_at, updated_at, version";
 
 fn user_from_row(r: &AnyRow) -> Result<DirectoryUser> {
@@ -206,18 +215,21 @@ impl Projections {
                 "user_id IN (SELECT user_id FROM rm_person_codes WHERE tenant = $1 AND person_code = $2)",
                 v,
             ),
+            // An EVM address is held as written when its wallet opened: lowercase (external
+            // wallets, and internal ones before CREATE2) or EIP-55 mixed case. Both are asked.
             UserKey::WalletAddress(v) => (
-                "user_id IN (SELECT user_id FROM rm_user_wallets WHERE tenant = $1 AND address = $2)",
+                "user_id IN (SELECT user_id FROM rm_user_wallets WHERE tenant = $1 AND address IN ($2, $3))",
                 v,
             ),
         };
-        let row = sqlx::query(&self.q(&format!(
+        let sql = self.q(&format!(
             "SELECT {USER_COLUMNS} FROM rm_users WHERE tenant = $1 AND {filter} ORDER BY created_at, user_id LIMIT 1"
-        )))
-        .bind(tenant)
-        .bind(value)
-        .fetch_optional(self.pool())
-        .await?;
+        ));
+        let mut query = sqlx::query(&sql).bind(tenant).bind(value);
+        if let UserKey::WalletAddress(v) = key {
+            query = query.bind(checksummed_form(v).unwrap_or_else(|| v.clone()));
+        }
+        let row = query.fetch_optional(self.pool()).await?;
         let Some(row) = row else {
             return Ok(None);
         };

@@ -31,57 +31,6 @@ impl UserApi {
             .await
     }
 
-    pub(super) async fn upsert_one(
-        &self,
-        ctx: &RequestContext,
-        index: usize,
-        input: pb::UserInput,
-    ) -> ApiResult<pb::UpsertUserResult> {
-        let prefix = format!("users[{index}].");
-        let id_key = self.core.id_key(ctx).await?;
-        let cmd = parse_input(input, &prefix, UserId(Uuid::new_v4()), ctx, id_key)?;
-        let mut existing = None;
-        for (kind, value) in claims_of(&cmd) {
-            if let Some(owner) = self.core.owner_of(ctx, kind, &value).await? {
-                existing = Some(owner);
-                break;
-            }
-        }
-        let (user_id, executed, created) = match existing {
-            Some(owner) => {
-                let update = UpdateProfile {
-                    first_name: cmd.first_name,
-                    last_name: cmd.last_name,
-                    locale: cmd.locale,
-                    custom_data: (!cmd.custom_data.as_map().is_empty()).then_some(cmd.custom_data),
-                    public_profile: (!cmd.public_profile.as_map().is_empty())
-                        .then_some(cmd.public_profile),
-                };
-                let executed = self
-                    .core
-                    .execute::<User>(
-                        ctx,
-                        &ctx.aggregate_id(owner),
-                        UserCommand::UpdateProfile(Box::new(update), Utc::now()),
-                        &self.core.user_services,
-                    )
-                    .await?;
-                (owner, executed, false)
-            }
-            None => {
-                let id = cmd.user_id;
-                (id, self.register(ctx, cmd).await?, true)
-            }
-        };
-        Ok(pb::UpsertUserResult {
-            index: index as u32,
-            user_id: user_id.to_string(),
-            created,
-            position: executed.position,
-            error: None,
-        })
-    }
-
     /// Runs a command made at this moment on the user a request names; gives its position.
     pub(super) async fn on_user<T>(
         &self,
@@ -203,52 +152,5 @@ impl UserApi {
             )
             .await?;
         Ok((shown, expires, executed.position))
-    }
-
-    pub(super) async fn answer_upsert_users(
-        &self,
-        request: Request<pb::UpsertUsersRequest>,
-    ) -> Rpc<pb::UpsertUsersResponse> {
-        let ctx = RequestContext::from_request(&request)?;
-        let items = request.into_inner().users;
-        tracing::Span::current().record("items", items.len());
-        if items.len() > MAX_UPSERT_ITEMS {
-            return Err(ApiError::from(DomainError::invalid(
-                "users",
-                format!("at most {MAX_UPSERT_ITEMS} users per call"),
-            ))
-            .into());
-        }
-        let mut results = Vec::with_capacity(items.len());
-        for (index, input) in items.into_iter().enumerate() {
-            let result = match self.upsert_one(&ctx, index, input).await {
-                Ok(r) => r,
-                Err(e) => {
-                    let c = e.classify();
-                    crate::error::report(&e, &c);
-                    pb::UpsertUserResult {
-                        index: index as u32,
-                        user_id: String::new(),
-                        created: false,
-                        position: 0,
-                        error: Some(pb::ItemError {
-                            code: code_name(c.code).to_string(),
-                            reason: c.reason.to_string(),
-                            message: e.public_message(&c),
-                            field_violations: c
-                                .violations
-                                .into_iter()
-                                .map(|(field, description)| pb::FieldViolation {
-                                    field,
-                                    description,
-                                })
-                                .collect(),
-                        }),
-                    }
-                }
-            };
-            results.push(result);
-        }
-        Ok(Response::new(pb::UpsertUsersResponse { results }))
     }
 }

@@ -47,6 +47,7 @@ mod flows;
 mod input;
 mod passwords;
 mod queries;
+mod upsert;
 
 pub(crate) use input::scoped_user;
 use input::*;
