@@ -140,6 +140,9 @@ fn escape_like(s: &str) -> String {
         .replace('_', "\\_")
 }
 
+/// How many merges a lookup follows from the user holding a value to its survivor.
+const MERGE_HOPS: usize = 8;
+
 /// The EIP-55 form of a lowercase EVM address (`0x` and 40 hex digits), if it is one.
 fn checksummed_form(address: &str) -> Option<String> {
     let bytes: [u8; 20] = hex::decode(address.strip_prefix("0x")?)
@@ -233,7 +236,32 @@ impl Projections {
         let Some(row) = row else {
             return Ok(None);
         };
-        let user = user_from_row(&row)?;
+        let mut user = user_from_row(&row)?;
+        // A merged user's values belong to its survivor (docs/adr/0007): a lookup by a value
+        // follows the merge, over a few hops at most (a survivor merged later in turn). By
+        // id, the user asked for is the answer, merged or not.
+        let hops = if matches!(key, UserKey::Id(_)) {
+            0
+        } else {
+            MERGE_HOPS
+        };
+        for _ in 0..hops {
+            let Some(into) = user.merged_into.clone() else {
+                break;
+            };
+            let sql = self.q(&format!(
+                "SELECT {USER_COLUMNS} FROM rm_users WHERE tenant = $1 AND user_id = $2"
+            ));
+            match sqlx::query(&sql)
+                .bind(tenant)
+                .bind(&into)
+                .fetch_optional(self.pool())
+                .await?
+            {
+                Some(row) => user = user_from_row(&row)?,
+                None => break,
+            }
+        }
         Ok(self.with_addresses(tenant, vec![user]).await?.pop())
     }
 

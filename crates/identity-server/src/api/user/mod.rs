@@ -45,6 +45,7 @@ impl UserApi {
 mod erasure;
 mod flows;
 mod input;
+mod merge;
 mod passwords;
 mod queries;
 mod upsert;
@@ -322,23 +323,7 @@ impl UserService for UserApi {
             source = field("source_user_id", &req.source_user_id, UserId::parse),
             target = field("target_user_id", &req.target_user_id, UserId::parse),
         }
-        let survivor = self.core.load_user(&ctx, target).await?;
-        if let Some(into) = survivor.aggregate.merged_into {
-            return Err(ApiError::from(DomainError::UserMerged {
-                into: into.to_string(),
-            })
-            .into());
-        }
-        let executed = self
-            .run(
-                &ctx,
-                source,
-                UserCommand::MergeInto {
-                    survivor: target,
-                    at: Utc::now(),
-                },
-            )
-            .await?;
+        let executed = self.merge(&ctx, source, target).await?;
         Ok(Response::new(pb::MergeUsersResponse {
             position: executed.position,
         }))
