@@ -15,6 +15,7 @@ on_both_stores!(
     the_update_mask_clears_fields,
     the_match_key_decides_which_user_an_item_updates,
     concurrent_upserts_of_one_new_key_end_with_one_user,
+    users_are_registered_inactive_when_asked,
 );
 
 fn upsert(
@@ -247,5 +248,25 @@ mod scenarios {
         }
         assert_eq!(ids.len(), 1, "one user: {ids:?}");
         assert_eq!(created, 1);
+    }
+
+    pub(super) async fn users_are_registered_inactive_when_asked(store: Store) {
+        let app = spawn_app(store).await;
+        let mut input = user_input("sleeping@example.com");
+        input.active = Some(false);
+        let registered = ok!(app.users().register_user(registering("acme", input)))
+            .user
+            .expect("user");
+        assert!(!registered.active);
+        assert!(!user(&app, &registered.user_id).await.active);
+        let mut item = item("crm-sleep", "", "");
+        item.active = Some(false);
+        let created = upsert_one(
+            &app,
+            upsert(vec![item], pb::UpsertMatchKey::Unspecified, &[]),
+        )
+        .await;
+        assert!(created.created && created.error.is_none(), "{created:?}");
+        assert!(!user(&app, &created.user_id).await.active);
     }
 }

@@ -94,6 +94,7 @@ fn user_input() -> impl Strategy<Value = pb::UserInput> {
                     locale,
                     custom_data: custom,
                     public_profile: public,
+                    active: None,
                 }
             },
         )

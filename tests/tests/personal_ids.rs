@@ -170,10 +170,9 @@ mod scenarios {
         assert!(events_containing(&db, FIRST).await > 0);
 
         // The server does not start on it: its values would be free under keyed ids.
-        let refused = identity_server::Application::build(kit_settings(db.url()))
-            .await
-            .err()
-            .expect("a store with unkeyed claims is refused");
+        let Err(refused) = identity_server::Application::build(kit_settings(db.url())).await else {
+            panic!("a store with unkeyed claims is refused");
+        };
         assert!(
             format!("{refused:#}").contains("identity-admin seal-forward"),
             "{refused:#}"

@@ -466,7 +466,10 @@ impl ProfileFilter {
         match profile.get(&self.key) {
             Some(serde_json::Value::String(s)) => *s == self.value,
             Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
-                v.to_string() == self.value
+                serde_json::from_str::<serde_json::Value>(&self.value)
+                    .ok()
+                    .as_ref()
+                    == Some(v)
             }
             _ => false,
         }

@@ -5,11 +5,13 @@ use super::*;
 
 impl UserApi {
     /// Claims every unique value and registers, in one unit: the claims and the
-    /// registration commit together or not at all, whatever the caller does meanwhile.
+    /// registration commit together or not at all, whatever the caller does meanwhile. A
+    /// user registered inactive (`active: Some(false)`) is deactivated in the same unit.
     pub(super) async fn register(
         &self,
         ctx: &RequestContext,
         cmd: RegisterUser,
+        active: Option<bool>,
     ) -> ApiResult<Executed<User>> {
         let owner = cmd.user_id;
         let claims = claims_of(&cmd);
@@ -22,9 +24,15 @@ impl UserApi {
                     for (kind, value) in claims {
                         Core::claim_in(&mut unit, ctx, *kind, value, owner).await?;
                     }
-                    let decided = unit
+                    let mut decided = unit
                         .decide::<User>(id, UserCommand::Register(Box::new(cmd)), services)
                         .await?;
+                    if active == Some(false) {
+                        let at = Utc::now();
+                        decided = unit
+                            .decide::<User>(id, UserCommand::Deactivate { at }, services)
+                            .await?;
+                    }
                     Ok((unit, decided))
                 })
             })

@@ -92,9 +92,10 @@ impl UserService for UserApi {
     ) -> Rpc<pb::RegisterUserResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let input = request.into_inner().user.unwrap_or_default();
+        let active = input.active;
         let id_key = self.core.id_key(&ctx).await?;
         let cmd = parse_input(input, "user.", UserId(Uuid::new_v4()), &ctx, id_key)?;
-        let executed = self.register(&ctx, cmd).await?;
+        let executed = self.register(&ctx, cmd, active).await?;
         let (user, withheld_fields) = scoped_user(&ctx, &executed.aggregate, executed.sequence);
         Ok(Response::new(pb::RegisterUserResponse {
             user: Some(user),

@@ -215,7 +215,7 @@ impl UserApi {
                 let executed = self.update_matched(ctx, owner, update).await?;
                 return Ok(result(owner, executed.position, false));
             }
-            match self.register_upserted(ctx, cmd.clone(), active).await {
+            match self.register(ctx, cmd.clone(), active).await {
                 Ok(executed) => return Ok(result(cmd.user_id, executed.position, true)),
                 // Another call took one of this item's match values first: update its user.
                 Err(ApiError::Domain(DomainError::AlreadyAssigned(kind)))
@@ -226,22 +226,6 @@ impl UserApi {
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// Registers an upserted user (deactivated at once when the item says so).
-    async fn register_upserted(
-        &self,
-        ctx: &RequestContext,
-        cmd: RegisterUser,
-        active: Option<bool>,
-    ) -> ApiResult<Executed<User>> {
-        let executed = self.register(ctx, cmd.clone()).await?;
-        if active == Some(false) {
-            return self
-                .run(ctx, cmd.user_id, UserCommand::Deactivate { at: Utc::now() })
-                .await;
-        }
-        Ok(executed)
     }
 
     /// Updates a matched user in one unit: the user's events and the claims of the contact
