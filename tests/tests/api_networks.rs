@@ -10,7 +10,10 @@ use common::*;
 use identity_domain::derive::{counterfactual_address, WalletFactory};
 use identity_proto::v1 as pb;
 
-on_both_stores!(internal_wallets_are_at_their_create2_address_with_chain_and_explorer,);
+on_both_stores!(
+    internal_wallets_are_at_their_create2_address_with_chain_and_explorer,
+    a_directory_from_before_wallet_networks_is_rebuilt_at_start,
+);
 
 /// Amoy's own factory in this test; every other EVM network uses development's.
 const AMOY_FACTORY: &str = "0x00000000000000000000000000000000deadbeef:0x00000000000000000000000000000000000000000000000000000000000000aa";
@@ -111,6 +114,27 @@ mod scenarios {
             (listed.chain_id, listed.explorer_url.as_str()),
             (80002, amoy.explorer_url.as_str())
         );
+        let in_directory = balances
+            .user
+            .expect("user")
+            .wallets
+            .into_iter()
+            .find(|w| w.wallet_id == amoy.wallet_id)
+            .expect("the directory lists the Amoy wallet");
+        assert_eq!(
+            (
+                in_directory.address.as_str(),
+                in_directory.network.as_str(),
+                in_directory.chain_id,
+                in_directory.explorer_url.as_str()
+            ),
+            (
+                amoy.address.as_str(),
+                "evm:80002",
+                80002,
+                amoy.explorer_url.as_str()
+            )
+        );
         let got = ok!(app.wallets().get_wallet(req(
             "acme",
             pb::GetWalletRequest {
@@ -120,5 +144,52 @@ mod scenarios {
         .wallet
         .expect("wallet");
         assert_eq!((got.chain_id, got.explorer_url), (80002, amoy.explorer_url));
+    }
+
+    /// A store whose directory was built before it kept each wallet's network: the server
+    /// sees the table's columns differ from the current ones and builds the directory again
+    /// from the log, so the wallets come back with their networks.
+    pub(super) async fn a_directory_from_before_wallet_networks_is_rebuilt_at_start(store: Store) {
+        let mut app = spawn_app(store).await;
+        let user = app.register("acme", "before@example.com").await;
+        let wallet = app.active_wallet("acme", &user).await;
+        let position = app.head_position().await;
+        let listed = |app: &TestApp, position: u64| {
+            let mut users = app.users();
+            let request = req(
+                "acme",
+                pb::LookupUserRequest {
+                    key: Some(pb::lookup_user_request::Key::Email(
+                        "before@example.com".into(),
+                    )),
+                    min_position: position,
+                    read_mask: None,
+                },
+            );
+            async move {
+                users
+                    .lookup_user(request)
+                    .await
+                    .expect("lookup")
+                    .into_inner()
+                    .user
+                    .expect("user")
+                    .wallets
+            }
+        };
+        assert_eq!(listed(&app, position).await.len(), 1);
+        app.stop().await;
+        app.db
+            .sql("ALTER TABLE rm_user_wallets DROP COLUMN network")
+            .await
+            .expect("the old shape");
+        app.restart_with(|_| {}).await;
+        let wallets = listed(&app, position).await;
+        assert_eq!(wallets.len(), 1, "{wallets:?}");
+        assert_eq!(
+            (wallets[0].wallet_id.as_str(), wallets[0].network.as_str()),
+            (wallet.as_str(), "polygon")
+        );
+        assert_eq!(wallets[0].chain_id, 137);
     }
 }

@@ -6,7 +6,8 @@ use crate::{ProjectionError, Projections};
 pub(crate) use crate::balances::queries::ReadCache;
 pub use crate::balances::queries::WalletView;
 pub use crate::directory::queries::{
-    DirectoryUser, InvalidCursor, ListUsers, Profile, ProfileFilter, SortField, UserKey, UserPage,
+    DirectoryUser, DirectoryWallet, InvalidCursor, ListUsers, Profile, ProfileFilter, SortField,
+    UserKey, UserPage,
 };
 pub use crate::status::queries::{TierView, UserStatusView};
 

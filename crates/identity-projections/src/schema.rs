@@ -30,6 +30,38 @@ impl Table {
     }
 }
 
+/// The columns a table's DDL creates, lowercase, in order: what a live table is compared
+/// with at start (a read model whose tables changed columns is rebuilt from the log).
+pub(crate) fn columns(create: &str) -> Vec<String> {
+    let (Some(open), Some(close)) = (create.find('('), create.rfind(')')) else {
+        return Vec::new();
+    };
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0usize, open + 1);
+    for (i, c) in create.char_indices().take(close).skip(open + 1) {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(&create[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&create[start..close]);
+    parts
+        .into_iter()
+        .map(str::trim)
+        .filter(|p| {
+            let upper = p.to_ascii_uppercase();
+            !(upper.starts_with("PRIMARY KEY") || upper.starts_with("UNIQUE") || p.is_empty())
+        })
+        .filter_map(|p| p.split_whitespace().next())
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
 /// A read model's tables.
 pub(crate) fn tables(p: Projection) -> &'static [Table] {
     p.model().tables
@@ -69,4 +101,31 @@ pub(crate) fn create_statements(p: Projection, suffix: &str, trigram: bool) -> V
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_columns_of_every_table_are_read_from_its_ddl() {
+        let cols = columns(
+            "CREATE TABLE IF NOT EXISTS {t} (
+                tenant TEXT NOT NULL, wallet_id TEXT NOT NULL, amount NUMERIC(38, 0),
+                PRIMARY KEY (tenant, wallet_id))",
+        );
+        assert_eq!(cols, vec!["tenant", "wallet_id", "amount"]);
+        for p in Projection::ALL {
+            for t in tables(p) {
+                let cols = columns(t.create);
+                assert!(cols.len() >= 2, "{}: {cols:?}", t.name);
+                assert!(
+                    cols.iter()
+                        .all(|c| c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_')),
+                    "{}: {cols:?}",
+                    t.name
+                );
+            }
+        }
+    }
 }

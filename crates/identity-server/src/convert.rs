@@ -378,6 +378,20 @@ pub fn directory_user_to_pb(u: &identity_projections::queries::DirectoryUser) ->
         active: u.active,
         roles: u.roles.clone(),
         wallet_addresses: u.wallet_addresses.clone(),
+        wallets: u
+            .wallets
+            .iter()
+            .map(|w| {
+                let network = Network::parse(&w.network).ok();
+                pb::UserWallet {
+                    wallet_id: w.wallet_id.clone(),
+                    address: w.address.clone(),
+                    network: w.network.clone(),
+                    chain_id: network.and_then(Network::chain_id).unwrap_or_default(),
+                    explorer_url: explorer_url(network, &w.address, None),
+                }
+            })
+            .collect(),
         merged_into: u.merged_into.clone().unwrap_or_default(),
         created_at: timestamp_text(&u.created_at),
         updated_at: timestamp_text(&u.updated_at),

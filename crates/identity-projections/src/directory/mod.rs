@@ -346,7 +346,7 @@ async fn insert_users(conn: &mut AnyConnection, sql: &Sql<'_>, rows: &[UserRow])
 #[derive(Debug, Default)]
 pub(crate) struct DirectoryFold {
     users: Vec<UserRow>,
-    wallets: Vec<(String, String, String, String)>,
+    wallets: Vec<(String, String, String, String, String)>,
     person_codes: BTreeMap<(String, String), String>,
     /// Users registered in the span: their search text is complete unless they have wallets.
     registered: BTreeSet<(String, String)>,
@@ -368,11 +368,19 @@ impl DirectoryFold {
             ("User", _) => Ok(false),
             ("Wallet", "WalletOpened") => {
                 let (tenant, wallet) = tenant_and_id(e)?;
-                if let WalletEvent::WalletOpened { owner, address, .. } = decode(e)? {
+                if let WalletEvent::WalletOpened {
+                    owner,
+                    address,
+                    network,
+                    ..
+                } = decode(e)?
+                {
                     if owner.owner_type == OwnerType::User {
                         self.refresh
                             .insert((tenant.clone(), owner.owner_id.clone()));
-                        self.wallets.push((tenant, wallet, owner.owner_id, address));
+                        let network = network.to_string();
+                        self.wallets
+                            .push((tenant, wallet, owner.owner_id, address, network));
                     }
                 }
                 Ok(true)
@@ -393,12 +401,17 @@ impl DirectoryFold {
         insert_users(conn, sql, &std::mem::take(&mut self.users)).await?;
         for chunk in std::mem::take(&mut self.wallets).chunks(ROWS_PER_STATEMENT) {
             let text = sql.text(&format!(
-                "INSERT INTO {{rm_user_wallets}} (tenant, wallet_id, user_id, address) VALUES {}",
-                values_list(chunk.len(), 4, &[])
+                "INSERT INTO {{rm_user_wallets}} (tenant, wallet_id, user_id, address, network) VALUES {}",
+                values_list(chunk.len(), 5, &[])
             ));
             let mut q = many(&text);
-            for (tenant, wallet, user, address) in chunk {
-                q = q.bind(tenant).bind(wallet).bind(user).bind(address);
+            for (tenant, wallet, user, address, network) in chunk {
+                q = q
+                    .bind(tenant)
+                    .bind(wallet)
+                    .bind(user)
+                    .bind(address)
+                    .bind(network);
             }
             q.execute(&mut *conn).await?;
         }
@@ -524,7 +537,7 @@ const RM_USER_WALLETS: Table = Table {
         "tenant, wallet_id",
         "CREATE TABLE IF NOT EXISTS {t} (
             tenant TEXT NOT NULL, wallet_id TEXT NOT NULL, user_id TEXT NOT NULL, address TEXT NOT NULL,
-            PRIMARY KEY (tenant, wallet_id))",
+            network TEXT NOT NULL, PRIMARY KEY (tenant, wallet_id))",
     )
 };
 

@@ -25,6 +25,17 @@ pub struct DirectoryUser {
     pub updated_at: String,
     pub version: u64,
     pub wallet_addresses: Vec<String>,
+    /// The user's wallets as the directory knows them, in the order of `wallet_addresses`.
+    pub wallets: Vec<DirectoryWallet>,
+}
+
+/// A user's wallet in the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryWallet {
+    pub wallet_id: String,
+    pub address: String,
+    /// `polygon`, `solana` or `evm:<chain id>`.
+    pub network: String,
 }
 
 /// How a caller names a user.
@@ -174,6 +185,7 @@ fn user_from_row(r: &AnyRow) -> Result<DirectoryUser> {
         updated_at: r.try_get("updated_at")?,
         version: count(r, "version")?,
         wallet_addresses: Vec::new(),
+        wallets: Vec::new(),
     })
 }
 
@@ -186,22 +198,28 @@ impl Projections {
         // One query for the whole page (at most MAX_LIMIT users), not one per user.
         for chunk in users.chunks_mut(MAX_LIMIT as usize) {
             let sql = self.q(&format!(
-                "SELECT user_id, address FROM rm_user_wallets WHERE tenant = $1 AND user_id IN ({})
+                "SELECT user_id, wallet_id, address, network FROM rm_user_wallets
+                  WHERE tenant = $1 AND user_id IN ({})
                   ORDER BY user_id, wallet_id",
                 crate::apply::key_marks(chunk.len())
             ));
             let keys: Vec<String> = chunk.iter().map(|u| u.user_id.clone()).collect();
             let query = crate::apply::for_keys(&sql, tenant, keys.iter().map(String::as_str));
-            let mut addresses: std::collections::HashMap<String, Vec<String>> =
+            let mut wallets: std::collections::HashMap<String, Vec<DirectoryWallet>> =
                 std::collections::HashMap::new();
             for row in query.fetch_all(self.pool()).await? {
-                addresses
+                wallets
                     .entry(row.try_get(0)?)
                     .or_default()
-                    .push(row.try_get(1)?);
+                    .push(DirectoryWallet {
+                        wallet_id: row.try_get(1)?,
+                        address: row.try_get(2)?,
+                        network: row.try_get(3)?,
+                    });
             }
             for u in chunk.iter_mut() {
-                u.wallet_addresses = addresses.remove(&u.user_id).unwrap_or_default();
+                u.wallets = wallets.remove(&u.user_id).unwrap_or_default();
+                u.wallet_addresses = u.wallets.iter().map(|w| w.address.clone()).collect();
             }
         }
         Ok(users)

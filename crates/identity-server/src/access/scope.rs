@@ -32,6 +32,7 @@ pub const PERSONAL: &[(&str, &str, Scope)] = &[
     ("DirectoryUser", "locale", Scope::Profile),
     ("DirectoryUser", "roles", Scope::Roles),
     ("DirectoryUser", "wallet_addresses", Scope::WalletList),
+    ("DirectoryUser", "wallets", Scope::WalletList),
     ("GetUserWithBalancesResponse", "wallets", Scope::WalletList),
     ("GetMyBalancesResponse", "wallets", Scope::WalletList),
     ("Identification", "identity", Scope::Identity),
@@ -233,6 +234,7 @@ pub fn cut_directory_user(
     c.field("locale", &mut u.locale);
     c.field("roles", &mut u.roles);
     c.field("wallet_addresses", &mut u.wallet_addresses);
+    c.field("wallets", &mut u.wallets);
 }
 
 /// Cuts an identification to `scopes`.
