@@ -1,7 +1,8 @@
-//! MergeUsers moves the duplicate's contact values and roles to the survivor (issue 17,
-//! docs/adr/0007-merging-users.md): every lookup by a merged value finds the survivor, the
-//! claims move in the merge's own unit (so nobody can take a value in between), and the
-//! duplicate stays readable as merged. On both stores.
+//! MergeUsers moves the duplicate's contact values, roles and wallets to the survivor (issue
+//! 17, docs/adr/0007-merging-users.md): every lookup by a merged value finds the survivor, the
+//! claims move in the merge's own unit (so nobody can take a value in between), the wallets
+//! keep their ids, addresses and balances under their new owner, and the duplicate stays
+//! readable as merged. On both stores.
 
 #[macro_use]
 mod common;
@@ -54,6 +55,23 @@ mod scenarios {
             "acme",
             ask::roles(&survivor, &["admin"], pb::RolesMode::Add)
         )));
+        let tier = ok!(app.tiers().create_status_tier(req(
+            "acme",
+            pb::CreateStatusTierRequest {
+                name: "Silver".into(),
+                min_balance: "50".into(),
+                discount_percentage: "5".into(),
+                eligible_tokens: vec!["PTS".into()],
+                ..Default::default()
+            },
+        )))
+        .tier
+        .expect("tier")
+        .tier_id;
+        let wallet = app.active_wallet("acme", &duplicate).await;
+        ok!(app
+            .wallets()
+            .credit_tokens(req("acme", credit(&wallet, "70", "merge-1"))));
 
         let merged = ok!(u.merge_users(req(
             "acme",
@@ -100,6 +118,88 @@ mod scenarios {
         )));
         assert!(exists.exists);
         assert_eq!(exists.user_id, survivor);
+
+        // The wallet is the survivor's now, with its balance, on every read side.
+        let got = ok!(app.wallets().get_wallet(req(
+            "acme",
+            pb::GetWalletRequest {
+                wallet_id: wallet.clone()
+            }
+        )))
+        .wallet
+        .expect("wallet");
+        assert_eq!(got.owner_id, survivor);
+        let balances = ok!(u.get_user_with_balances(req(
+            "acme",
+            pb::GetUserWithBalancesRequest {
+                key: Some(pb::get_user_with_balances_request::Key::UserId(
+                    survivor.clone()
+                )),
+                min_position: merged.position,
+            },
+        )));
+        assert_eq!(
+            balances
+                .wallets
+                .iter()
+                .map(|w| w.wallet_id.clone())
+                .collect::<Vec<_>>(),
+            vec![wallet.clone()]
+        );
+        assert_eq!(
+            balances
+                .totals
+                .iter()
+                .map(|t| (t.token.as_str(), t.amount.as_str()))
+                .collect::<Vec<_>>(),
+            vec![("PTS", "70")]
+        );
+        let listed = balances.user.expect("user");
+        assert_eq!(listed.wallets.len(), 1);
+        assert_eq!(
+            lookup(
+                &app,
+                Key::WalletAddress(got.address.clone()),
+                merged.position
+            )
+            .await,
+            survivor
+        );
+        let left = ok!(u.get_user_with_balances(req(
+            "acme",
+            pb::GetUserWithBalancesRequest {
+                key: Some(pb::get_user_with_balances_request::Key::UserId(
+                    duplicate.clone()
+                )),
+                min_position: merged.position,
+            },
+        )));
+        assert!(
+            left.wallets.is_empty() && left.totals.is_empty(),
+            "{left:?}"
+        );
+        // The balance qualifies the survivor for the tier, and no longer the duplicate.
+        let status = |user: &str| {
+            let mut tiers = app.tiers();
+            let request = req(
+                "acme",
+                pb::GetUserStatusRequest {
+                    user_id: user.to_string(),
+                    min_position: merged.position,
+                },
+            );
+            async move {
+                tiers
+                    .get_user_status(request)
+                    .await
+                    .expect("status")
+                    .into_inner()
+                    .highest
+                    .map(|t| t.tier_id)
+            }
+        };
+        assert_eq!(status(&survivor).await, Some(tier));
+        assert_eq!(status(&duplicate).await, None);
 
         // The duplicate's values stay taken (by the survivor) ...
         fails!(

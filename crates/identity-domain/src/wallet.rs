@@ -146,11 +146,23 @@ pub struct TokenMovement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WalletCommand {
     Open(Box<OpenWallet>),
-    Activate { at: DateTime<Utc> },
-    Suspend { at: DateTime<Utc> },
-    Close { at: DateTime<Utc> },
+    Activate {
+        at: DateTime<Utc>,
+    },
+    Suspend {
+        at: DateTime<Utc>,
+    },
+    Close {
+        at: DateTime<Utc>,
+    },
     Credit(TokenMovement),
     Debit(TokenMovement),
+    /// Gives the wallet to another owner (a merge of users: docs/adr/0007), keeping its id,
+    /// address and balances.
+    ChangeOwner {
+        owner: Owner,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +200,11 @@ pub enum WalletEvent {
         idempotency_key: IdempotencyKey,
         at: DateTime<Utc>,
     },
+    WalletOwnerChanged {
+        owner: Owner,
+        previous: Owner,
+        at: DateTime<Utc>,
+    },
 }
 
 domain_event!(
@@ -200,6 +217,7 @@ domain_event!(
         WalletClosed,
         TokensCredited,
         TokensDebited,
+        WalletOwnerChanged,
     ]
 );
 
@@ -385,6 +403,14 @@ impl Wallet {
             WalletCommand::Close { at } => self.transition(WalletStatus::Closed, at),
             WalletCommand::Credit(m) => self.move_tokens(MovementKind::Credit, m),
             WalletCommand::Debit(m) => self.move_tokens(MovementKind::Debit, m),
+            WalletCommand::ChangeOwner { owner, at } => Ok(match self.owner.clone() {
+                Some(previous) if previous != owner => vec![WalletEvent::WalletOwnerChanged {
+                    owner,
+                    previous,
+                    at,
+                }],
+                _ => vec![],
+            }),
         }
     }
 
@@ -475,6 +501,10 @@ impl Wallet {
                 idempotency_key,
                 at,
             ),
+            WalletEvent::WalletOwnerChanged { owner, at, .. } => {
+                self.owner = Some(owner);
+                self.updated_at = Some(at);
+            }
         }
     }
 }

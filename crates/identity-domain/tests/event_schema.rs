@@ -374,6 +374,17 @@ fn samples() -> Vec<String> {
         .iter()
         .map(line),
     );
+    out.push(line(&WalletEvent::WalletOwnerChanged {
+        owner: Owner {
+            owner_type: OwnerType::User,
+            owner_id: Uuid::from_u128(8).to_string(),
+        },
+        previous: Owner {
+            owner_type: OwnerType::User,
+            owner_id: Uuid::from_u128(7).to_string(),
+        },
+        at: t(85),
+    }));
     out
 }
 

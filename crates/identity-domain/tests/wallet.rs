@@ -375,3 +375,29 @@ proptest! {
         prop_assert_eq!(replayed, wallet);
     }
 }
+
+#[test]
+fn a_wallet_changes_owner_keeping_its_balances_and_the_same_owner_changes_nothing() {
+    let survivor = Owner {
+        owner_type: OwnerType::User,
+        owner_id: user_id(2).to_string(),
+    };
+    let change = |owner: Owner| WalletCommand::ChangeOwner { owner, at: t(3) };
+    let credited_once = vec![
+        opened(),
+        WalletEvent::WalletActivated { at: t(0) },
+        credited("PTS", 70, 70, "k1"),
+    ];
+    WalletTest::with(())
+        .given(credited_once.clone())
+        .when(change(survivor.clone()))
+        .then_expect_events(vec![WalletEvent::WalletOwnerChanged {
+            owner: survivor,
+            previous: owner(),
+            at: t(3),
+        }]);
+    WalletTest::with(())
+        .given(credited_once)
+        .when(change(owner()))
+        .then_expect_events(vec![]);
+}

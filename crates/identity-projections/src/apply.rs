@@ -137,7 +137,13 @@ impl Folder {
         e: &StoredEvent,
     ) -> Result<()> {
         self.write(conn, sql).await?;
-        self.fold.apply_alone(untracked(conn, sql), e).await
+        // Tracked like written rows: a wallet changing owner changes cached balance reads.
+        let to = Target {
+            conn,
+            sql,
+            touched: self.touched.as_mut(),
+        };
+        self.fold.apply_alone(to, e).await
     }
 
     async fn write(&mut self, conn: &mut AnyConnection, sql: &Sql<'_>) -> Result<()> {

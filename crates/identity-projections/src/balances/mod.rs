@@ -103,6 +103,8 @@ impl BalanceFold {
                 );
                 at
             }
+            // Applied alone (`apply_alone`): the row it changes may be pending before it.
+            WalletEvent::WalletOwnerChanged { at, .. } => at,
         };
         change.updated_at = fmt(when);
         Ok(())
@@ -231,7 +233,49 @@ pub(crate) const MODEL: ReadModel = ReadModel {
 
 impl Fold for BalanceFold {
     fn fold_event(&mut self, e: &StoredEvent) -> Result<bool> {
+        if e.event_type == "WalletOwnerChanged" {
+            return Ok(false);
+        }
         self.add(e).map(|()| true)
+    }
+
+    fn apply_alone<'a>(&'a mut self, to: Target<'a>, e: &'a StoredEvent) -> Writing<'a> {
+        Box::pin(async move {
+            let (tenant, wallet) = tenant_and_id(e)?;
+            let WalletEvent::WalletOwnerChanged {
+                owner,
+                previous,
+                at,
+            } = decode(e)?
+            else {
+                return Ok(());
+            };
+            let fmt = at.to_rfc3339_opts(chrono_secs(), true);
+            sqlx::query(&to.sql.text(
+                "UPDATE {rm_wallets} SET owner_type = $1, owner_id = $2, updated_at = $3, version = $4
+                  WHERE tenant = $5 AND wallet_id = $6",
+            ))
+            .bind(owner.owner_type.as_str())
+            .bind(&owner.owner_id)
+            .bind(fmt)
+            .bind(i64::try_from(e.sequence).unwrap_or(i64::MAX))
+            .bind(&tenant)
+            .bind(&wallet)
+            .execute(&mut *to.conn)
+            .await?;
+            if let Some(touched) = to.touched {
+                touched
+                    .wallets
+                    .entry(tenant.clone())
+                    .or_default()
+                    .insert(wallet);
+                let owners = touched.owners.entry(tenant).or_default();
+                for o in [owner, previous] {
+                    owners.insert((o.owner_type.as_str().to_string(), o.owner_id));
+                }
+            }
+            Ok(())
+        })
     }
 
     fn pending(&self) -> usize {

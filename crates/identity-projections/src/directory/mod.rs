@@ -37,6 +37,48 @@ async fn contact(
     Ok(())
 }
 
+/// A user's wallet given to another user (a merge): the directory lists it under the new
+/// owner (and no longer at all when the new owner is not a user); both users' search texts
+/// change.
+async fn wallet_owner_changed(
+    conn: &mut AnyConnection,
+    sql: &Sql<'_>,
+    e: &StoredEvent,
+    refresh: &mut BTreeSet<(String, String)>,
+) -> Result<()> {
+    let (tenant, wallet) = tenant_and_id(e)?;
+    let WalletEvent::WalletOwnerChanged {
+        owner, previous, ..
+    } = decode(e)?
+    else {
+        return Ok(());
+    };
+    if owner.owner_type == OwnerType::User {
+        sqlx::query(&sql.text(
+            "UPDATE {rm_user_wallets} SET user_id = $3 WHERE tenant = $1 AND wallet_id = $2",
+        ))
+        .bind(&tenant)
+        .bind(&wallet)
+        .bind(&owner.owner_id)
+        .execute(&mut *conn)
+        .await?;
+    } else {
+        sqlx::query(
+            &sql.text("DELETE FROM {rm_user_wallets} WHERE tenant = $1 AND wallet_id = $2"),
+        )
+        .bind(&tenant)
+        .bind(&wallet)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for o in [owner, previous] {
+        if o.owner_type == OwnerType::User {
+            refresh.insert((tenant.clone(), o.owner_id));
+        }
+    }
+    Ok(())
+}
+
 /// A user event other than a registration: changes the user's existing row and marks its
 /// search text for recomputation.
 pub(crate) async fn directory_user(
@@ -385,6 +427,8 @@ impl DirectoryFold {
                 }
                 Ok(true)
             }
+            // Applied alone: the wallet's row may be pending before it.
+            ("Wallet", "WalletOwnerChanged") => Ok(false),
             ("Identification", "IdentitySubmitted") => {
                 let (tenant, user) = tenant_and_id(e)?;
                 if let IdentificationEvent::IdentitySubmitted { identity, .. } = decode(e)? {
@@ -581,6 +625,8 @@ impl Fold for DirectoryFold {
         Box::pin(async move {
             if e.aggregate_type == "User" {
                 directory_user(conn, sql, e, &mut self.refresh).await?;
+            } else if e.event_type == "WalletOwnerChanged" {
+                wallet_owner_changed(conn, sql, e, &mut self.refresh).await?;
             }
             Ok(())
         })

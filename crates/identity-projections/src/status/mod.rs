@@ -368,6 +368,62 @@ pub(crate) async fn status_tier(
     recompute(conn, sql, &tenant, &users).await
 }
 
+/// A wallet given to another user (a merge): its balances count for the new owner's status,
+/// and no longer for the old one's. (Wallets of businesses and tenants have no status.)
+async fn wallet_owner_changed(
+    conn: &mut AnyConnection,
+    sql: &Sql<'_>,
+    e: &StoredEvent,
+) -> Result<()> {
+    let (tenant, wallet) = tenant_and_id(e)?;
+    let WalletEvent::WalletOwnerChanged {
+        owner, previous, ..
+    } = decode(e)?
+    else {
+        return Ok(());
+    };
+    let user = |o: &identity_domain::wallet::Owner| {
+        (o.owner_type == OwnerType::User).then(|| o.owner_id.clone())
+    };
+    match user(&owner) {
+        Some(new) => {
+            sqlx::query(&sql.text(
+                "INSERT INTO {st_wallets} (tenant, wallet_id, user_id) VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant, wallet_id) DO UPDATE SET user_id = excluded.user_id",
+            ))
+            .bind(&tenant)
+            .bind(&wallet)
+            .bind(&new)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(&sql.text(
+                "UPDATE {st_balances} SET user_id = $3 WHERE tenant = $1 AND wallet_id = $2",
+            ))
+            .bind(&tenant)
+            .bind(&wallet)
+            .bind(&new)
+            .execute(&mut *conn)
+            .await?;
+        }
+        None => {
+            for table in ["st_wallets", "st_balances"] {
+                sqlx::query(&sql.text(&format!(
+                    "DELETE FROM {{{table}}} WHERE tenant = $1 AND wallet_id = $2"
+                )))
+                .bind(&tenant)
+                .bind(&wallet)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+    let users: Vec<String> = [user(&owner), user(&previous)]
+        .into_iter()
+        .flatten()
+        .collect();
+    recompute(conn, sql, &tenant, &users).await
+}
+
 const ST_WALLETS: Table = Table::new(
     "st_wallets",
     "tenant, wallet_id",
@@ -418,6 +474,8 @@ pub(crate) const MODEL: ReadModel = ReadModel {
 impl Fold for StatusFold {
     fn fold_event(&mut self, e: &StoredEvent) -> Result<bool> {
         match e.aggregate_type.as_str() {
+            // A wallet that changes owner moves its balances between two users' statuses.
+            "Wallet" if e.event_type == "WalletOwnerChanged" => Ok(false),
             "Wallet" => self.add(e).map(|()| true),
             // A tier change recomputes statuses from the rows before it.
             "StatusTier" => Ok(false),
@@ -438,6 +496,8 @@ impl Fold for StatusFold {
         Box::pin(async move {
             if e.aggregate_type == "StatusTier" {
                 status_tier(conn, sql, e).await?;
+            } else if e.event_type == "WalletOwnerChanged" {
+                wallet_owner_changed(conn, sql, e).await?;
             }
             Ok(())
         })

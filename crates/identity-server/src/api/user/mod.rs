@@ -319,12 +319,13 @@ impl UserService for UserApi {
         request: Request<pb::MergeUsersRequest>,
     ) -> Rpc<pb::MergeUsersResponse> {
         let ctx = RequestContext::from_request(&request)?;
+        let wait = deadline_of(&request);
         let req = request.into_inner();
         parse_fields! {
             source = field("source_user_id", &req.source_user_id, UserId::parse),
             target = field("target_user_id", &req.target_user_id, UserId::parse),
         }
-        let executed = self.merge(&ctx, source, target).await?;
+        let executed = self.merge(&ctx, source, target, wait).await?;
         Ok(Response::new(pb::MergeUsersResponse {
             position: executed.position,
         }))
