@@ -68,6 +68,29 @@ mod scenarios {
         .tier
         .expect("tier")
         .tier_id;
+        let mut kyc = app.identification();
+        ok!(kyc.submit_identity(req(
+            "acme",
+            pb::SubmitIdentityRequest {
+                user_id: duplicate.clone(),
+                identity: Some(pb::Identity {
+                    first_name: "Dup".into(),
+                    surname: "Licate".into(),
+                    nationality: "EE".into(),
+                    person_code: "38601010123".into(),
+                    person_code_country: String::new(),
+                    date_of_birth: "1986-01-01".into(),
+                }),
+            },
+        )));
+        ok!(kyc.change_identification_level(req(
+            "acme",
+            pb::ChangeIdentificationLevelRequest {
+                user_id: duplicate.clone(),
+                level: pb::IdentificationLevel::SemiIdentified as i32,
+                reason: String::new(),
+            },
+        )));
         let wallet = app.active_wallet("acme", &duplicate).await;
         ok!(app
             .wallets()
@@ -200,6 +223,34 @@ mod scenarios {
         };
         assert_eq!(status(&survivor).await, Some(tier));
         assert_eq!(status(&duplicate).await, None);
+
+        // The survivor had no identity: it has the duplicate's now, with its level, and the
+        // person code finds the survivor.
+        let received = ok!(kyc.get_identification(req(
+            "acme",
+            pb::GetIdentificationRequest {
+                user_id: survivor.clone()
+            }
+        )))
+        .identification
+        .expect("identification");
+        assert_eq!(
+            received.identity.expect("identity").person_code,
+            "38601010123"
+        );
+        assert_eq!(
+            received.level,
+            pb::IdentificationLevel::SemiIdentified as i32
+        );
+        assert_eq!(
+            lookup(
+                &app,
+                Key::PersonCode("EE:38601010123".into()),
+                merged.position
+            )
+            .await,
+            survivor
+        );
 
         // The duplicate's values stay taken (by the survivor) ...
         fails!(

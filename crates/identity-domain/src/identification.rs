@@ -81,6 +81,16 @@ pub enum IdentificationCommand {
         today: NaiveDate,
         at: DateTime<Utc>,
     },
+    /// A merge (docs/adr/0007): a person without a submitted identity receives the merged
+    /// duplicate's identity, documents, PEP status and level, recorded as the events that
+    /// would have given them; one with an identity keeps their own, and nothing is recorded.
+    Receive {
+        subject: Subject,
+        from: Box<Identification>,
+        reason: Text,
+        by: String,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,7 +158,8 @@ impl Identification {
             C::SubmitIdentity { subject, .. }
             | C::AttachDocument { subject, .. }
             | C::SetPepStatus { subject, .. }
-            | C::ChangeLevel { subject, .. } => subject.clone(),
+            | C::ChangeLevel { subject, .. }
+            | C::Receive { subject, .. } => subject.clone(),
         };
         let mut events = Vec::new();
         if self.user_id.is_none() {
@@ -252,6 +263,45 @@ impl Identification {
                     by,
                     at,
                 });
+            }
+            C::Receive {
+                from,
+                reason,
+                by,
+                at,
+                ..
+            } => {
+                let Some(identity) = from.identity.clone().filter(|_| self.identity.is_none())
+                else {
+                    events.clear();
+                    return Ok(events);
+                };
+                events.push(E::IdentitySubmitted { identity, at });
+                for document in from.documents.values() {
+                    if !self.documents.contains_key(&document.document_id) {
+                        events.push(E::DocumentAttached {
+                            document: document.clone(),
+                            at,
+                        });
+                    }
+                }
+                if from.pep && !self.pep {
+                    events.push(E::PepStatusSet {
+                        pep: true,
+                        reason: Some(reason.clone()),
+                        by: by.clone(),
+                        at,
+                    });
+                }
+                if from.level > self.level {
+                    events.push(E::IdentificationLevelChanged {
+                        from: self.level,
+                        to: from.level,
+                        reason: Some(reason),
+                        by,
+                        at,
+                    });
+                }
             }
         }
         // Starting alone is no change: a command that decided nothing appends nothing.

@@ -263,3 +263,55 @@ fn changing_to_the_current_level_records_nothing() {
         .when(change(IdentificationLevel::Unidentified, None))
         .then_expect_events(vec![]);
 }
+
+#[test]
+fn a_merge_gives_the_duplicates_identification_only_to_a_survivor_without_one() {
+    let mut duplicate = Identification::default();
+    for e in [
+        started(),
+        submitted(),
+        attached(None),
+        IdentificationEvent::IdentificationLevelChanged {
+            from: IdentificationLevel::Unidentified,
+            to: IdentificationLevel::Identified,
+            reason: None,
+            by: "officer-7".into(),
+            at: t(3),
+        },
+    ] {
+        cqrs_es::Aggregate::apply(&mut duplicate, e);
+    }
+    let receive = || IdentificationCommand::Receive {
+        subject: subject(),
+        from: Box::new(duplicate.clone()),
+        reason: Text::parse("merged from user 2").expect("text"),
+        by: "admin:1".into(),
+        at: t(9),
+    };
+    IdTest::with(())
+        .given_no_previous_events()
+        .when(receive())
+        .then_expect_events(vec![
+            started(),
+            IdentificationEvent::IdentitySubmitted {
+                identity: identity(),
+                at: t(9),
+            },
+            IdentificationEvent::DocumentAttached {
+                document: document(None),
+                at: t(9),
+            },
+            IdentificationEvent::IdentificationLevelChanged {
+                from: IdentificationLevel::Unidentified,
+                to: IdentificationLevel::Identified,
+                reason: Some(Text::parse("merged from user 2").expect("text")),
+                by: "admin:1".into(),
+                at: t(9),
+            },
+        ]);
+    // A survivor with an identity of its own keeps it.
+    IdTest::with(())
+        .given(vec![started(), submitted()])
+        .when(receive())
+        .then_expect_events(vec![]);
+}

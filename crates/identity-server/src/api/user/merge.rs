@@ -3,10 +3,10 @@
 //! roles, and every claim of the duplicate (email, phone, external id, person code) moves to
 //! the survivor, so a lookup by any of those values finds the survivor and nobody can take
 //! one in between; the duplicate's wallets change owner, keeping their ids, addresses and
-//! balances.
+//! balances; a survivor without an identity receives the duplicate's identification.
 
 use identity_domain::claim::values_held;
-use identity_domain::identification::Identification;
+use identity_domain::identification::{Identification, IdentificationCommand, Subject};
 use identity_domain::user::{SetContacts, Upsert};
 use identity_domain::values::WalletId;
 use identity_domain::wallet::{Owner, OwnerType, Wallet, WalletCommand};
@@ -172,6 +172,22 @@ impl UserApi {
                         unit.decide::<Wallet>(&ctx.aggregate_id(*w), give(survivor), &())
                             .await?;
                     }
+                    // A survivor without an identity receives the duplicate's.
+                    let reason = identity_domain::values::Text::parse(&format!(
+                        "merged from user {duplicate}"
+                    ))
+                    .map_err(|e| ApiError::from(e.at("source_user_id")))?;
+                    let receive = IdentificationCommand::Receive {
+                        subject: Subject {
+                            tenant: ctx.tenant.clone(),
+                            user_id: survivor,
+                        },
+                        from: Box::new((*kyc).clone()),
+                        reason,
+                        by: ctx.caller.principal.actor(),
+                        at,
+                    };
+                    unit.decide::<Identification>(into, receive, &()).await?;
                     for (kind, value) in values_held(&gone, &kyc) {
                         Core::release_in(&mut unit, ctx, [(kind, value.clone())], duplicate)
                             .await?;
