@@ -11,7 +11,10 @@ use common::*;
 use identity_proto::v1 as pb;
 use tonic::Code;
 
-on_both_stores!(a_merge_moves_contact_values_and_roles_to_the_survivor,);
+on_both_stores!(
+    a_merge_moves_contact_values_and_roles_to_the_survivor,
+    likely_duplicates_are_listed_and_merged_on_request,
+);
 
 mod scenarios {
     use super::*;
@@ -274,5 +277,82 @@ mod scenarios {
             Code::FailedPrecondition,
             "USER_MERGED",
         );
+    }
+
+    pub(super) async fn likely_duplicates_are_listed_and_merged_on_request(store: Store) {
+        let app = spawn_app(store).await;
+        let mut u = app.users();
+        let register = |email: &str, first: &str, last: &str| {
+            let input = pb::UserInput {
+                email: email.into(),
+                first_name: first.into(),
+                last_name: last.into(),
+                ..Default::default()
+            };
+            let mut users = app.users();
+            async move {
+                users
+                    .register_user(registering("acme", input))
+                    .await
+                    .expect("registers")
+                    .into_inner()
+            }
+        };
+        let oldest = register("ada.l@example.com", "Ada", "Lovelace").await;
+        let twin = register("adal+news@example.com", "ada", " LOVELACE").await;
+        let other = register("alan@example.com", "Alan", "Turing").await;
+        let (oldest, twin) = (
+            oldest.user.expect("user").user_id,
+            twin.user.expect("user").user_id,
+        );
+        let listing = |mode: pb::DuplicateMode| pb::ListUsersRequest {
+            min_position: other.position,
+            duplicates: mode as i32,
+            ..Default::default()
+        };
+
+        let soft = ok!(u.list_users(req("acme", listing(pb::DuplicateMode::Soft))));
+        assert_eq!(
+            soft.duplicate_groups.len(),
+            1,
+            "{:?}",
+            soft.duplicate_groups
+        );
+        let group = &soft.duplicate_groups[0];
+        assert_eq!(group.user_ids, vec![oldest.clone(), twin.clone()]);
+        assert_eq!(group.shared_keys, vec!["email", "name"]);
+        assert!(soft.merges.is_empty());
+
+        // Merging needs update:users, beside the read:users of a listing.
+        let reader = mint("service", "reader", Some("acme"), &["read:users"]);
+        fails!(
+            u.list_users(with_token(
+                &reader,
+                Some("acme"),
+                listing(pb::DuplicateMode::Hard)
+            )),
+            Code::PermissionDenied,
+            "PERMISSION_DENIED",
+        );
+
+        let hard = ok!(u.list_users(req("acme", listing(pb::DuplicateMode::Hard))));
+        assert_eq!(hard.merges.len(), 1, "{:?}", hard.merges);
+        let merge = &hard.merges[0];
+        assert_eq!(
+            (
+                merge.survivor_user_id.as_str(),
+                merge.duplicate_user_id.as_str()
+            ),
+            (oldest.as_str(), twin.as_str())
+        );
+        assert!(merge.error.is_none() && merge.position > 0, "{merge:?}");
+        use pb::lookup_user_request::Key;
+        let found = lookup(
+            &app,
+            Key::Email("adal+news@example.com".into()),
+            merge.position,
+        )
+        .await;
+        assert_eq!(found, oldest);
     }
 }

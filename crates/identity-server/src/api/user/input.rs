@@ -137,6 +137,23 @@ pub(super) fn user_key(name: &'static str, raw: &str) -> ApiResult<UserKey> {
     Ok(key)
 }
 
+/// How one item of a bulk call failed (the others go on); the failure is reported as a
+/// whole call's would be.
+pub(super) fn item_error(e: &ApiError) -> pb::ItemError {
+    let c = e.classify();
+    crate::error::report(e, &c);
+    pb::ItemError {
+        code: code_name(c.code).to_string(),
+        reason: c.reason.to_string(),
+        message: e.public_message(&c),
+        field_violations: c
+            .violations
+            .into_iter()
+            .map(|(field, description)| pb::FieldViolation { field, description })
+            .collect(),
+    }
+}
+
 pub(super) fn missing_key(field: &str) -> ApiError {
     DomainError::invalid(field, "one lookup key is required").into()
 }

@@ -42,6 +42,7 @@ impl UserApi {
     }
 }
 
+mod duplicates;
 mod erasure;
 mod flows;
 mod input;

@@ -207,6 +207,13 @@ impl UserApi {
         } else {
             Some(self.core.limits.expensive("ListUsers search").await?)
         };
+        use pb::DuplicateMode as D;
+        let mode = D::try_from(req.duplicates).map_err(|_| {
+            ApiError::from(DomainError::invalid("duplicates", "unknown duplicate mode"))
+        })?;
+        if mode == D::Hard && !ctx.caller.holds(Permission::UpdateUsers) {
+            return Err(ApiError::PermissionDenied(Permission::UpdateUsers).into());
+        }
         self.core
             .catch_up(Projection::Directory, req.min_position, wait)
             .await?;
@@ -231,6 +238,14 @@ impl UserApi {
                     "not a cursor this service returned",
                 ))
             })?;
+        let duplicate_groups = match mode {
+            D::Unspecified => Vec::new(),
+            D::Soft | D::Hard => super::duplicates::groups(&page.users),
+        };
+        let merges = match mode {
+            D::Hard => self.merge_groups(&ctx, &duplicate_groups, wait).await?,
+            D::Unspecified | D::Soft => Vec::new(),
+        };
         let mut withheld_fields = Vec::new();
         let users = page
             .users
@@ -246,6 +261,14 @@ impl UserApi {
             next_cursor: page.next_cursor.unwrap_or_default(),
             total: page.total,
             withheld_fields,
+            duplicate_groups: duplicate_groups
+                .into_iter()
+                .map(|g| pb::DuplicateGroup {
+                    user_ids: g.users,
+                    shared_keys: g.shared.into_iter().map(str::to_string).collect(),
+                })
+                .collect(),
+            merges,
         }))
     }
 

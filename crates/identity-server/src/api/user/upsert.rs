@@ -142,29 +142,13 @@ impl UserApi {
         for (index, input) in items.into_iter().enumerate() {
             let result = match self.upsert_one(&ctx, index, input, &options).await {
                 Ok(r) => r,
-                Err(e) => {
-                    let c = e.classify();
-                    crate::error::report(&e, &c);
-                    pb::UpsertUserResult {
-                        index: index as u32,
-                        user_id: String::new(),
-                        created: false,
-                        position: 0,
-                        error: Some(pb::ItemError {
-                            code: code_name(c.code).to_string(),
-                            reason: c.reason.to_string(),
-                            message: e.public_message(&c),
-                            field_violations: c
-                                .violations
-                                .into_iter()
-                                .map(|(field, description)| pb::FieldViolation {
-                                    field,
-                                    description,
-                                })
-                                .collect(),
-                        }),
-                    }
-                }
+                Err(e) => pb::UpsertUserResult {
+                    index: index as u32,
+                    user_id: String::new(),
+                    created: false,
+                    position: 0,
+                    error: Some(item_error(&e)),
+                },
             };
             results.push(result);
         }
