@@ -95,6 +95,7 @@ fn user_input() -> impl Strategy<Value = pb::UserInput> {
                     custom_data: custom,
                     public_profile: public,
                     active: None,
+                    details: None,
                 }
             },
         )

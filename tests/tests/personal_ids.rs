@@ -92,6 +92,7 @@ async fn write_an_old_store(db: &TestDb) -> UserId {
         locale: None,
         custom_data: JsonObject::default(),
         public_profile: JsonObject::default(),
+        details: Default::default(),
         at: chrono::Utc::now(),
     };
     unit.decide::<User>(

@@ -254,6 +254,13 @@ pub fn claim_id(key: &IdKey, tenant: &TenantId, kind: ClaimKind, normalized_valu
     format!("{}/{CLAIM_V2}{}", tenant.as_str(), hex::encode(digest))
 }
 
+/// The email's hash for a support tool (the upstream's `pylonEmailHash`): HMAC-SHA256 under
+/// the tenant's [`IdKey`], as hex, so that the tool can match a user by email without the
+/// service handing out emails, and nobody without the key can test guesses against it.
+pub fn email_hash(key: &IdKey, email: &Email) -> String {
+    hex::encode(keyed(key, &["email-hash/v1", email.as_str()]))
+}
+
 /// What starts the id part of a version 2 claim id.
 pub const CLAIM_V2: &str = "c2.";
 

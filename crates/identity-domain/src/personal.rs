@@ -44,6 +44,7 @@ pub const SEALED: &[(&str, &str, &[&str])] = &[
     ("User", "PhoneConfirmed", &["phone", "previous"]),
     ("User", "PasswordResetStarted", &["code_hash"]),
     ("User", "EmailSet", &["email", "previous"]),
+    ("User", "ProfileDetailsSet", &["details"]),
     ("User", "PhoneSet", &["phone", "previous"]),
     ("User", "ExternalIdSet", &["external_id", "previous"]),
     ("User", "PasswordSet", &["credential"]),
@@ -85,7 +86,7 @@ pub fn is_personal(aggregate_type: &str) -> bool {
 pub fn erased_value(field: &str) -> serde_json::Value {
     use serde_json::json;
     match field {
-        "custom_data" | "public_profile" => json!({}),
+        "custom_data" | "public_profile" | "details" => json!({}),
         "credential" => json!({"scheme": "modern", "phc": ERASED}),
         "identity" => json!({
             "first_name": ERASED,

@@ -385,6 +385,26 @@ fn samples() -> Vec<String> {
         },
         at: t(85),
     }));
+    out.push(line(&UserEvent::ProfileDetailsSet {
+        details: ProfileDetails {
+            postal_address: Some(Address {
+                country: Some(CountryCode::parse("EE").expect("country")),
+                city: Some(Name::parse("Tallinn").expect("city")),
+                street: Some(Text::parse("Narva mnt 7").expect("street")),
+                post_index: Some(Name::parse("10117").expect("index")),
+            }),
+            date_of_birth: NaiveDate::from_ymd_opt(1986, 1, 31),
+            gender: Some(Gender::Female),
+            person_type: Some(PersonType::Natural),
+            default_currency: Some(Currency::parse("EUR").expect("currency")),
+            nickname: Some(Name::parse("ada").expect("nickname")),
+            picture_url: Some(Url::parse("https://example.com/ada.png").expect("url")),
+            instagram_account_id: Some(AccountName::parse("1784").expect("id")),
+            google_account_name: Some(AccountName::parse("ada@gmail.com").expect("name")),
+            account_address: Some("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into()),
+        },
+        at: t(86),
+    }));
     out
 }
 

@@ -213,6 +213,9 @@ pub fn user_to_pb(u: &User, version: usize) -> pb::User {
         created_at: timestamp(u.registered_at),
         updated_at: timestamp(u.updated_at),
         version: version as u64,
+        details: crate::api::user::details_to_pb(&u.details),
+        // Set by GetUser, which holds the tenant's key.
+        email_hash: String::new(),
     }
 }
 

@@ -231,6 +231,10 @@ impl User {
                 self.external_id = external_id;
                 self.updated_at = Some(at);
             }
+            E::ProfileDetailsSet { details, at } => {
+                self.details = details;
+                self.updated_at = Some(at);
+            }
             E::ProfileFieldsCleared { fields, at } => {
                 for field in fields {
                     self.clear(field);

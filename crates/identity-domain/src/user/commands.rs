@@ -16,6 +16,7 @@ pub struct RegisterUser {
     pub locale: Option<Locale>,
     pub custom_data: JsonObject,
     pub public_profile: JsonObject,
+    pub details: ProfileDetails,
     pub at: DateTime<Utc>,
 }
 
@@ -27,6 +28,8 @@ pub struct UpdateProfile {
     pub locale: Option<Locale>,
     pub custom_data: Option<JsonObject>,
     pub public_profile: Option<JsonObject>,
+    /// New details, replacing the current ones whole.
+    pub details: Option<ProfileDetails>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

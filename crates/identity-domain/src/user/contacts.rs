@@ -78,7 +78,7 @@ impl User {
             events.push(UserEvent::UserReactivated { at });
         }
         events.extend(self.contact_changes(u.contacts, at)?);
-        events.extend(self.profile_changes(u.profile, at));
+        events.extend(self.profile_events(u.profile, at));
         events.extend(self.clearing(u.clear, at));
         if u.active == Some(false) && self.active {
             events.push(UserEvent::UserDeactivated { at });

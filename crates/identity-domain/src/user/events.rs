@@ -162,6 +162,11 @@ pub enum UserEvent {
         previous: Option<ExternalId>,
         at: DateTime<Utc>,
     },
+    /// The user's profile details, replaced whole.
+    ProfileDetailsSet {
+        details: ProfileDetails,
+        at: DateTime<Utc>,
+    },
     /// Profile fields emptied by a trusted caller (UpsertUsers with an update mask).
     ProfileFieldsCleared {
         fields: BTreeSet<ProfileField>,
@@ -203,6 +208,7 @@ impl DomainEvent for UserEvent {
             Self::PhoneSet { .. } => "PhoneSet",
             Self::ExternalIdSet { .. } => "ExternalIdSet",
             Self::ProfileFieldsCleared { .. } => "ProfileFieldsCleared",
+            Self::ProfileDetailsSet { .. } => "ProfileDetailsSet",
         }
         .to_string()
     }

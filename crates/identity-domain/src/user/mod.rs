@@ -19,7 +19,8 @@ use crate::session::{
     SignInState, CODE_ATTEMPT_WINDOW_SECS, CODE_COOLDOWN_SECS,
 };
 use crate::values::{
-    Email, ExternalId, JsonObject, Locale, Name, Phone, Role, SessionId, TenantId, Text, UserId,
+    Email, ExternalId, JsonObject, Locale, Name, Phone, ProfileDetails, Role, SessionId, TenantId,
+    Text, UserId,
 };
 use crate::RecordsRejection;
 
@@ -186,6 +187,9 @@ pub struct User {
     /// Erased (docs/adr/0006): nothing personal is left, and nothing more is done.
     #[serde(default)]
     pub erased: bool,
+    /// Address, date of birth, gender, options and linked accounts.
+    #[serde(default)]
+    pub details: ProfileDetails,
 }
 
 impl User {
@@ -299,6 +303,16 @@ impl User {
         })
     }
 
+    /// The events of a profile update: the changed names, locale and objects, and new
+    /// details.
+    fn profile_events(&self, mut u: UpdateProfile, at: DateTime<Utc>) -> Vec<UserEvent> {
+        let details = u.details.take().filter(|d| *d != self.details);
+        self.profile_changes(u, at)
+            .into_iter()
+            .chain(details.map(|details| UserEvent::ProfileDetailsSet { details, at }))
+            .collect()
+    }
+
     fn profile_changes(&self, u: UpdateProfile, at: DateTime<Utc>) -> Option<UserEvent> {
         fn changed<T: PartialEq>(new: Option<T>, old: &Option<T>) -> Option<T> {
             new.filter(|n| old.as_ref() != Some(n))
@@ -352,9 +366,14 @@ impl User {
                 if self.id.is_some() {
                     return Err(DomainError::UserAlreadyExists);
                 }
-                vec![Self::register(*cmd)?]
+                let (details, at) = (cmd.details.clone(), cmd.at);
+                let mut events = vec![Self::register(*cmd)?];
+                if !details.is_empty() {
+                    events.push(E::ProfileDetailsSet { details, at });
+                }
+                events
             }
-            C::UpdateProfile(update, at) => self.profile_changes(*update, at).into_iter().collect(),
+            C::UpdateProfile(update, at) => self.profile_events(*update, at),
             C::Deactivate { at } => std::iter::once(E::UserDeactivated { at })
                 .chain(self.end_all_sessions(SessionEnd::Revoked, at))
                 .collect(),

@@ -11,10 +11,14 @@ use crate::error::ValueError;
 mod json;
 mod money;
 mod network;
+mod profile;
 
 pub use json::{JsonObject, MAX_JSON_DEPTH};
 pub use money::{Percentage, TokenAmount};
 pub use network::{IdentificationLevel, KnownNetwork, Network, KNOWN_NETWORKS};
+pub use profile::{
+    date_of_birth, AccountName, Address, Currency, Gender, PersonType, ProfileDetails,
+};
 
 /// Limits that keep one request from filling the store.
 pub const MAX_NAME_LEN: usize = 200;

@@ -22,6 +22,7 @@ pub fn register_cmd() -> RegisterUser {
         locale: Some(Locale::parse("en").expect("locale")),
         custom_data: JsonObject::parse(r#"{"tier":"gold"}"#).expect("json"),
         public_profile: JsonObject::default(),
+        details: ProfileDetails::default(),
         at: t(0),
     }
 }

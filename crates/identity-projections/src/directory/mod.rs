@@ -238,7 +238,9 @@ pub(crate) async fn directory_user(
                 .execute(&mut *conn)
                 .await?;
         }
-        UserEvent::EmailChangeRequested { .. }
+        // Profile details are not in the directory (GetUser reads them from the log).
+        UserEvent::ProfileDetailsSet { .. }
+        | UserEvent::EmailChangeRequested { .. }
         | UserEvent::EmailConfirmationFailed { .. }
         | UserEvent::PhoneChangeRequested { .. }
         | UserEvent::PhoneConfirmationFailed { .. }

@@ -22,6 +22,8 @@ pub const PERSONAL: &[(&str, &str, Scope)] = &[
     ("User", "last_name", Scope::Name),
     ("User", "locale", Scope::Profile),
     ("User", "custom_data", Scope::Profile),
+    ("User", "details", Scope::Profile),
+    ("User", "email_hash", Scope::Email),
     ("User", "roles", Scope::Roles),
     ("DirectoryUser", "email", Scope::Email),
     ("DirectoryUser", "identifier_email", Scope::Email),
@@ -57,6 +59,7 @@ pub const STORED: &[(&str, Scope)] = &[
     ("display_name", Scope::Name),
     ("locale", Scope::Profile),
     ("custom_data", Scope::Profile),
+    ("details", Scope::Profile),
     ("roles", Scope::Roles),
     ("identity", Scope::Identity),
     ("documents", Scope::Documents),
@@ -215,6 +218,8 @@ pub fn cut_user(u: &mut identity_proto::v1::User, scopes: Scopes, withheld: &mut
     c.field("last_name", &mut u.last_name);
     c.field("locale", &mut u.locale);
     c.field("custom_data", &mut u.custom_data);
+    c.field("details", &mut u.details);
+    c.field("email_hash", &mut u.email_hash);
     c.field("roles", &mut u.roles);
 }
 
@@ -296,6 +301,9 @@ mod tests {
         for (message, field, scope) in PERSONAL {
             if matches!(*field, "wallet_addresses" | "wallets") {
                 continue; // stored as each wallet's `address`
+            }
+            if *field == "email_hash" {
+                continue; // derived from the email when read, never stored
             }
             assert!(
                 STORED.iter().any(|(k, s)| k == field && s == scope),

@@ -65,6 +65,11 @@ pub(super) fn parse_input(
     let locale = optional(&mut v, &f("locale"), &input.locale, Locale::parse);
     let custom_data = json_object(&mut v, &f("custom_data"), input.custom_data);
     let public_profile = json_object(&mut v, &f("public_profile"), input.public_profile);
+    let today = Utc::now().date_naive();
+    let details = input
+        .details
+        .map(|d| super::details::parse_details(&mut v, &f("details."), d, today))
+        .unwrap_or_default();
     if v.is_empty() && email.is_none() && phone.is_none() && external_id.is_none() {
         v.push(
             f("email"),
@@ -84,6 +89,7 @@ pub(super) fn parse_input(
         locale,
         custom_data: custom_data.unwrap_or_default(),
         public_profile: public_profile.unwrap_or_default(),
+        details,
         at: Utc::now(),
     })
 }

@@ -42,6 +42,7 @@ impl UserApi {
     }
 }
 
+mod details;
 mod duplicates;
 mod erasure;
 mod flows;
@@ -51,6 +52,7 @@ mod passwords;
 mod queries;
 mod upsert;
 
+pub(crate) use details::details_to_pb;
 pub(crate) use input::scoped_user;
 use input::*;
 
@@ -121,12 +123,13 @@ impl UserService for UserApi {
         let mut v = Violations::new();
         let p = req.profile.unwrap_or_default();
         let paths: Vec<String> = req.update_mask.map(|m| m.paths).unwrap_or_default();
-        const ALLOWED: [&str; 5] = [
+        const ALLOWED: [&str; 6] = [
             "first_name",
             "last_name",
             "locale",
             "custom_data",
             "public_profile",
+            "details",
         ];
         for path in &paths {
             if !ALLOWED.contains(&path.as_str()) {
@@ -163,6 +166,15 @@ impl UserService for UserApi {
             public_profile: if wants("public_profile") {
                 json_object(&mut v, "profile.public_profile", p.public_profile)
                     .or_else(|| (!paths.is_empty()).then(JsonObject::default))
+            } else {
+                None
+            },
+            // Replaced whole: set when given, or cleared when the mask lists it without them.
+            details: if wants("details") {
+                let today = Utc::now().date_naive();
+                p.details
+                    .map(|d| details::parse_details(&mut v, "profile.details.", d, today))
+                    .or_else(|| (!paths.is_empty()).then(Default::default))
             } else {
                 None
             },

@@ -8,7 +8,7 @@ use identity_domain::user::{ProfileField, SetContacts, Upsert};
 use super::*;
 
 /// The fields an update mask may list.
-const MASKABLE: [&str; 9] = [
+const MASKABLE: [&str; 10] = [
     "email",
     "phone",
     "external_id",
@@ -17,6 +17,7 @@ const MASKABLE: [&str; 9] = [
     "locale",
     "custom_data",
     "public_profile",
+    "details",
     "active",
 ];
 
@@ -108,6 +109,10 @@ impl UpsertOptions {
                 locale: change(self, "locale", &cmd.locale).flatten(),
                 custom_data: object("custom_data", &cmd.custom_data),
                 public_profile: object("public_profile", &cmd.public_profile),
+                // Replaced whole; listed in a mask without details, they are cleared.
+                details: self
+                    .listed("details", !cmd.details.is_empty())
+                    .then(|| cmd.details.clone()),
             },
             clear,
             contacts: SetContacts {
