@@ -168,6 +168,7 @@ mod scenarios {
                 number: "K1234567".into(),
                 issue_date: "2020-01-01".into(),
                 expiry_date: "2099-01-01".into(),
+                file: None,
             },
         ))
         .await

@@ -18,7 +18,8 @@ pub struct Identity {
     pub surname: Name,
     pub nationality: CountryCode,
     pub person_code: PersonCode,
-    pub date_of_birth: NaiveDate,
+    /// Not every identity has one (the upstream's does not require it).
+    pub date_of_birth: Option<NaiveDate>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +37,30 @@ pub struct Document {
     pub number: String,
     pub issue_date: NaiveDate,
     pub expiry_date: Option<NaiveDate>,
+    /// The scanned file, kept elsewhere: what identifies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<DocumentFile>,
+}
+
+/// A reference to a document's file kept outside the service: its SHA-256 digest (hex), size
+/// in bytes, media type, and the title and extension it was given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentFile {
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+    pub title: Option<Text>,
+    pub extension: Option<String>,
+}
+
+/// One change of the assigned level, as GetIdentification lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LevelChange {
+    pub from: IdentificationLevel,
+    pub to: IdentificationLevel,
+    pub reason: Option<Text>,
+    pub by: String,
+    pub at: DateTime<Utc>,
 }
 
 impl Document {
@@ -145,6 +170,25 @@ pub struct Identification {
     pub pep: bool,
     pub level: IdentificationLevel,
     pub updated_at: Option<DateTime<Utc>>,
+    /// Every change of the assigned level, oldest first, with its reason.
+    #[serde(default)]
+    pub level_changes: Vec<LevelChange>,
+}
+
+impl Identification {
+    /// The highest level the evidence supports on `today`, beside the assigned one: an
+    /// identity and a document valid today support `identified`, an identity alone
+    /// `basic_identified`; `fully_identified` is only ever assigned by an officer.
+    pub fn calculated_level(&self, today: NaiveDate) -> IdentificationLevel {
+        match (
+            &self.identity,
+            self.documents.values().any(|d| d.valid_on(today)),
+        ) {
+            (None, _) => IdentificationLevel::Unidentified,
+            (Some(_), false) => IdentificationLevel::BasicIdentified,
+            (Some(_), true) => IdentificationLevel::Identified,
+        }
+    }
 }
 
 impl Identification {
@@ -175,7 +219,7 @@ impl Identification {
                 at,
                 ..
             } => {
-                if identity.date_of_birth > today {
+                if identity.date_of_birth.is_some_and(|d| d > today) {
                     return Err(DomainError::invalid(
                         "date_of_birth",
                         "date of birth must not be in the future",
@@ -334,9 +378,22 @@ impl Identification {
                 self.pep = pep;
                 self.updated_at = Some(at);
             }
-            E::IdentificationLevelChanged { to, at, .. } => {
+            E::IdentificationLevelChanged {
+                from,
+                to,
+                reason,
+                by,
+                at,
+            } => {
                 self.level = to;
                 self.updated_at = Some(at);
+                self.level_changes.push(LevelChange {
+                    from,
+                    to,
+                    reason,
+                    by,
+                    at,
+                });
             }
         }
     }

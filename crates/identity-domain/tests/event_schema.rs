@@ -180,7 +180,7 @@ fn samples() -> Vec<String> {
                 surname: name("Lovelace"),
                 nationality: CountryCode::parse("EE").expect("cc"),
                 person_code: PersonCode::parse("EE", "38601010123").expect("pc"),
-                date_of_birth: day(1986, 1, 1),
+                date_of_birth: Some(day(1986, 1, 1)),
             },
             at: t(1),
         },
@@ -191,6 +191,7 @@ fn samples() -> Vec<String> {
                 number: "D1".into(),
                 issue_date: day(2020, 1, 1),
                 expiry_date: Some(day(2030, 1, 1)),
+                file: None,
             },
             at: t(2),
         },
@@ -404,6 +405,23 @@ fn samples() -> Vec<String> {
             account_address: Some("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into()),
         },
         at: t(86),
+    }));
+    out.push(line(&IdentificationEvent::DocumentAttached {
+        document: Document {
+            document_id: DocumentId(Uuid::from_u128(12)),
+            kind: DocumentKind::IdentityCard,
+            number: "AB1234567".into(),
+            issue_date: day(2021, 3, 1),
+            expiry_date: None,
+            file: Some(DocumentFile {
+                digest: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+                size: 48213,
+                media_type: "application/pdf".into(),
+                title: Some(text("ID card, both sides")),
+                extension: Some("pdf".into()),
+            }),
+        },
+        at: t(87),
     }));
     out
 }

@@ -40,7 +40,7 @@ fn identity() -> Identity {
         surname: name("Lovelace"),
         nationality: CountryCode::parse("EE").expect("cc"),
         person_code: PersonCode::parse("EE", "38601010123").expect("pc"),
-        date_of_birth: day(1986, 1, 1),
+        date_of_birth: Some(day(1986, 1, 1)),
     }
 }
 
@@ -51,6 +51,7 @@ fn document(expiry: Option<NaiveDate>) -> Document {
         number: "K1234567".into(),
         issue_date: day(2020, 1, 1),
         expiry_date: expiry,
+        file: None,
     }
 }
 
@@ -95,7 +96,7 @@ fn the_first_submission_starts_the_identification() {
 #[test]
 fn a_date_of_birth_in_the_future_is_rejected() {
     let mut id = identity();
-    id.date_of_birth = day(2030, 1, 1);
+    id.date_of_birth = Some(day(2030, 1, 1));
     let err = IdTest::with(())
         .given_no_previous_events()
         .when(IdentificationCommand::SubmitIdentity {

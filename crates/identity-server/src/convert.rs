@@ -334,6 +334,17 @@ fn document_to_pb(d: &Document) -> pb::Document {
         number: d.number.clone(),
         issue_date: d.issue_date.to_string(),
         expiry_date: d.expiry_date.map(|e| e.to_string()).unwrap_or_default(),
+        file: d.file.as_ref().map(|f| pb::DocumentFile {
+            digest: f.digest.clone(),
+            size: f.size,
+            media_type: f.media_type.clone(),
+            title: f
+                .title
+                .as_ref()
+                .map(|t| t.as_str().to_string())
+                .unwrap_or_default(),
+            extension: f.extension.clone().unwrap_or_default(),
+        }),
     }
 }
 
@@ -350,13 +361,29 @@ pub fn identification_to_pb(
             nationality: id.nationality.to_string(),
             person_code: id.person_code.code.clone(),
             person_code_country: id.person_code.country.to_string(),
-            date_of_birth: id.date_of_birth.to_string(),
+            date_of_birth: id.date_of_birth.map(|d| d.to_string()).unwrap_or_default(),
         }),
         documents: i.documents.values().map(document_to_pb).collect(),
         pep: i.pep,
         level: level_to_pb(i.level) as i32,
         updated_at: timestamp(i.updated_at),
         version: version as u64,
+        calculated_level: level_to_pb(i.calculated_level(Utc::now().date_naive())) as i32,
+        level_changes: i
+            .level_changes
+            .iter()
+            .map(|c| pb::LevelChange {
+                from: level_to_pb(c.from) as i32,
+                to: level_to_pb(c.to) as i32,
+                reason: c
+                    .reason
+                    .as_ref()
+                    .map(|r| r.as_str().to_string())
+                    .unwrap_or_default(),
+                by: c.by.clone(),
+                at: timestamp(Some(c.at)),
+            })
+            .collect(),
     }
 }
 

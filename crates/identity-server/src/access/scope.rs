@@ -41,6 +41,16 @@ pub const PERSONAL: &[(&str, &str, Scope)] = &[
     ("Identification", "documents", Scope::Documents),
     ("Identification", "pep", Scope::Pep),
     ("Identification", "level", Scope::IdentificationLevel),
+    (
+        "Identification",
+        "calculated_level",
+        Scope::IdentificationLevel,
+    ),
+    (
+        "Identification",
+        "level_changes",
+        Scope::IdentificationLevel,
+    ),
 ];
 
 /// Keys of stored event payloads and aggregate states (what the audit trail shows) that hold
@@ -66,6 +76,7 @@ pub const STORED: &[(&str, Scope)] = &[
     ("document", Scope::Documents),
     ("pep", Scope::Pep),
     ("level", Scope::IdentificationLevel),
+    ("level_changes", Scope::IdentificationLevel),
     ("address", Scope::WalletList),
 ];
 
@@ -253,6 +264,8 @@ pub fn cut_identification(
     c.field("documents", &mut i.documents);
     c.field("pep", &mut i.pep);
     c.field("level", &mut i.level);
+    c.field("calculated_level", &mut i.calculated_level);
+    c.field("level_changes", &mut i.level_changes);
 }
 
 /// A read mask's paths, checked against `scopes`: a path out of scope is refused, named.
@@ -302,8 +315,8 @@ mod tests {
             if matches!(*field, "wallet_addresses" | "wallets") {
                 continue; // stored as each wallet's `address`
             }
-            if *field == "email_hash" {
-                continue; // derived from the email when read, never stored
+            if matches!(*field, "email_hash" | "calculated_level") {
+                continue; // derived when read, never stored
             }
             assert!(
                 STORED.iter().any(|(k, s)| k == field && s == scope),

@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 use identity_domain::identification::{
-    Document, Identification, IdentificationCommand, Identity, Subject,
+    Document, DocumentFile, Identification, IdentificationCommand, Identity, Subject,
 };
 use identity_domain::values::{CountryCode, DocumentId, Name, PersonCode, Text, UserId};
 use identity_domain::ClaimKind;
@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::context::RequestContext;
-use crate::convert::{checked, field, optional_field, parse_fields};
+use crate::convert::{checked, field, optional_field, parse_fields, Refused};
 use crate::convert::{
     document_kind_from_pb, identification_to_pb, level_from_pb, level_to_pb, parse_date,
 };
@@ -117,7 +117,7 @@ impl TryFrom<&pb::SubmitIdentityRequest> for Submission {
             person_code = field("identity.person_code", &i.person_code, |code| {
                 PersonCode::parse(&country, code)
             }),
-            date_of_birth = field("identity.date_of_birth", &i.date_of_birth, parse_date),
+            date_of_birth = optional_field("identity.date_of_birth", &i.date_of_birth, parse_date),
         }
         Ok(Self(
             user,
@@ -157,6 +157,7 @@ impl TryFrom<&pb::AttachDocumentRequest> for NewDocument {
             }),
             issue_date = field("issue_date", &req.issue_date, parse_date),
             expiry_date = optional_field("expiry_date", &req.expiry_date, parse_date),
+            file = req.file.as_ref().map(document_file).transpose(),
         }
         Ok(Self(
             user,
@@ -166,9 +167,62 @@ impl TryFrom<&pb::AttachDocumentRequest> for NewDocument {
                 number,
                 issue_date,
                 expiry_date,
+                file,
             },
         ))
     }
+}
+
+/// The largest document file a reference may describe.
+const MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
+
+/// A document's file reference, every field checked (the first refused one is reported).
+fn document_file(f: &pb::DocumentFile) -> Result<DocumentFile, Refused> {
+    let refuse = |field: &str, why: &str| Refused {
+        field: format!("file.{field}"),
+        why: why.to_string(),
+    };
+    let digest = f.digest.trim().to_ascii_lowercase();
+    if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(refuse(
+            "digest",
+            "must be the file's SHA-256, 64 hex digits",
+        ));
+    }
+    if f.size == 0 || f.size > MAX_FILE_BYTES {
+        return Err(refuse("size", "must be 1 byte to 100 MB"));
+    }
+    let media_type = f.media_type.trim().to_ascii_lowercase();
+    let well_formed = media_type.split_once('/').is_some_and(|(t, sub)| {
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+        };
+        token(t) && token(sub)
+    });
+    if !well_formed || media_type.len() > 127 {
+        return Err(refuse(
+            "media_type",
+            "must be a media type such as application/pdf",
+        ));
+    }
+    let title = optional_field("file.title", &f.title, Text::parse)?;
+    let extension = f
+        .extension
+        .trim()
+        .trim_start_matches('.')
+        .to_ascii_lowercase();
+    if extension.len() > 10 || !extension.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(refuse("extension", "must be at most 10 letters or digits"));
+    }
+    Ok(DocumentFile {
+        digest,
+        size: f.size,
+        media_type,
+        title,
+        extension: (!extension.is_empty()).then_some(extension),
+    })
 }
 
 type Rpc<T> = Result<Response<T>, Status>;
