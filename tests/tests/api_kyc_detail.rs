@@ -1,6 +1,6 @@
 //! Identification in depth (issue 17): an identity without a date of birth, document file
-//! references, the level the evidence supports beside the assigned one, and the reasons of
-//! level changes in GetIdentification. On both stores.
+//! references, the level the evidence supports beside the assigned one, the reasons of level
+//! changes and the PEP records behind a PEP status in GetIdentification. On both stores.
 
 #[macro_use]
 mod common;
@@ -146,5 +146,45 @@ mod scenarios {
             .iter()
             .all(|c| !c.by.is_empty() && c.at.is_some()));
         assert_eq!(now.level, pb::IdentificationLevel::BasicIdentified as i32);
+
+        // A PEP status with the positions behind it.
+        let record = pb::PepRecord {
+            position: "Member of parliament".into(),
+            country: "ee".into(),
+            since: "2019-04-04".into(),
+            until: String::new(),
+            relation: pb::PepRelation::FamilyMember as i32,
+        };
+        let pep = |records: Vec<pb::PepRecord>| pb::SetPepStatusRequest {
+            user_id: user.clone(),
+            pep: true,
+            reason: "declared".into(),
+            records,
+        };
+        let refused = fails!(
+            k.set_pep_status(req(
+                "acme",
+                pep(vec![pb::PepRecord {
+                    relation: 0,
+                    ..record.clone()
+                }])
+            )),
+            Code::InvalidArgument,
+            "INVALID_ARGUMENT",
+        );
+        assert!(
+            refused.message().contains("records[0].relation"),
+            "{refused:?}"
+        );
+        ok!(k.set_pep_status(req("acme", pep(vec![record.clone()]))));
+        let now = get(&mut k).await;
+        assert!(now.pep);
+        assert_eq!(
+            now.pep_records,
+            vec![pb::PepRecord {
+                country: "EE".into(),
+                ..record
+            }]
+        );
     }
 }

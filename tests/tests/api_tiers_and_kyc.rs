@@ -204,6 +204,7 @@ mod scenarios {
                 user_id: user.clone(),
                 pep: true,
                 reason: "minister".into(),
+                records: vec![],
             },
         ))
         .await

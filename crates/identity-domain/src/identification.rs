@@ -53,6 +53,26 @@ pub struct DocumentFile {
     pub extension: Option<String>,
 }
 
+/// How a politically exposed person is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PepRelation {
+    /// The person holds the position.
+    Holder,
+    FamilyMember,
+    CloseAssociate,
+}
+
+/// One politically exposed position behind a PEP status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PepRecord {
+    pub position: Text,
+    pub country: CountryCode,
+    pub since: Option<NaiveDate>,
+    pub until: Option<NaiveDate>,
+    pub relation: PepRelation,
+}
+
 /// One change of the assigned level, as GetIdentification lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LevelChange {
@@ -94,6 +114,8 @@ pub enum IdentificationCommand {
     SetPepStatus {
         subject: Subject,
         pep: bool,
+        /// The positions behind the status (none when `pep` is false); replaced whole.
+        records: Vec<PepRecord>,
         reason: Option<Text>,
         by: String,
         at: DateTime<Utc>,
@@ -145,6 +167,13 @@ pub enum IdentificationEvent {
         by: String,
         at: DateTime<Utc>,
     },
+    /// The positions behind a PEP status, replaced whole.
+    PepRecordsSet {
+        pep_records: Vec<PepRecord>,
+        reason: Option<Text>,
+        by: String,
+        at: DateTime<Utc>,
+    },
 }
 
 domain_event!(
@@ -156,6 +185,7 @@ domain_event!(
         DocumentAttached,
         PepStatusSet,
         IdentificationLevelChanged,
+        PepRecordsSet,
     ]
 );
 
@@ -168,6 +198,9 @@ pub struct Identification {
     pub identity: Option<Identity>,
     pub documents: BTreeMap<DocumentId, Document>,
     pub pep: bool,
+    /// The positions behind the PEP status.
+    #[serde(default)]
+    pub pep_records: Vec<PepRecord>,
     pub level: IdentificationLevel,
     pub updated_at: Option<DateTime<Utc>>,
     /// Every change of the assigned level, oldest first, with its reason.
@@ -263,14 +296,38 @@ impl Identification {
             }
             C::SetPepStatus {
                 pep,
+                records,
                 reason,
                 by,
                 at,
                 ..
             } => {
+                if !pep && !records.is_empty() {
+                    return Err(DomainError::invalid(
+                        "records",
+                        "PEP records need pep to be true",
+                    ));
+                }
+                if let Some(r) = records
+                    .iter()
+                    .find(|r| r.until.is_some_and(|u| r.since.is_some_and(|s| u < s)))
+                {
+                    return Err(DomainError::invalid(
+                        "records",
+                        format!("{}: until is before since", r.position.as_str()),
+                    ));
+                }
                 if pep != self.pep {
                     events.push(E::PepStatusSet {
                         pep,
+                        reason: reason.clone(),
+                        by: by.clone(),
+                        at,
+                    });
+                }
+                if records != self.pep_records {
+                    events.push(E::PepRecordsSet {
+                        pep_records: records,
                         reason,
                         by,
                         at,
@@ -337,6 +394,14 @@ impl Identification {
                         at,
                     });
                 }
+                if !from.pep_records.is_empty() && self.pep_records.is_empty() {
+                    events.push(E::PepRecordsSet {
+                        pep_records: from.pep_records.clone(),
+                        reason: Some(reason.clone()),
+                        by: by.clone(),
+                        at,
+                    });
+                }
                 if from.level > self.level {
                     events.push(E::IdentificationLevelChanged {
                         from: self.level,
@@ -376,6 +441,12 @@ impl Identification {
             }
             E::PepStatusSet { pep, at, .. } => {
                 self.pep = pep;
+                self.updated_at = Some(at);
+            }
+            E::PepRecordsSet {
+                pep_records, at, ..
+            } => {
+                self.pep_records = pep_records;
                 self.updated_at = Some(at);
             }
             E::IdentificationLevelChanged {

@@ -55,6 +55,11 @@ pub const SEALED: &[(&str, &str, &[&str])] = &[
     ("Identification", "IdentitySubmitted", &["identity"]),
     ("Identification", "DocumentAttached", &["document"]),
     ("Identification", "PepStatusSet", &["reason"]),
+    (
+        "Identification",
+        "PepRecordsSet",
+        &["pep_records", "reason"],
+    ),
     ("Identification", "IdentificationLevelChanged", &["reason"]),
     ("Admin", "AdminCreated", &["email", "display_name"]),
     ("Admin", "AdminPasswordSet", &["credential"]),
@@ -87,6 +92,7 @@ pub fn erased_value(field: &str) -> serde_json::Value {
     use serde_json::json;
     match field {
         "custom_data" | "public_profile" | "details" => json!({}),
+        "pep_records" => json!([]),
         "credential" => json!({"scheme": "modern", "phc": ERASED}),
         "identity" => json!({
             "first_name": ERASED,

@@ -423,6 +423,18 @@ fn samples() -> Vec<String> {
         },
         at: t(87),
     }));
+    out.push(line(&IdentificationEvent::PepRecordsSet {
+        pep_records: vec![PepRecord {
+            position: text("Member of parliament"),
+            country: CountryCode::parse("EE").expect("country"),
+            since: Some(day(2019, 4, 4)),
+            until: None,
+            relation: PepRelation::CloseAssociate,
+        }],
+        reason: Some(text("declared by the person")),
+        by: "officer-7".into(),
+        at: t(88),
+    }));
     out
 }
 

@@ -158,6 +158,7 @@ fn setting_the_pep_flag_records_who_and_why() {
         .when(IdentificationCommand::SetPepStatus {
             subject: subject(),
             pep: true,
+            records: vec![],
             reason: Some(Text::parse("minister").expect("text")),
             by: "officer-7".into(),
             at: t(3),
@@ -315,4 +316,56 @@ fn a_merge_gives_the_duplicates_identification_only_to_a_survivor_without_one() 
         .given(vec![started(), submitted()])
         .when(receive())
         .then_expect_events(vec![]);
+}
+
+#[test]
+fn pep_records_go_with_a_pep_status_and_are_replaced_whole() {
+    let record = PepRecord {
+        position: Text::parse("Member of parliament").expect("text"),
+        country: CountryCode::parse("EE").expect("cc"),
+        since: Some(day(2019, 4, 4)),
+        until: None,
+        relation: PepRelation::FamilyMember,
+    };
+    let set = |pep: bool, records: Vec<PepRecord>| IdentificationCommand::SetPepStatus {
+        subject: subject(),
+        pep,
+        records,
+        reason: None,
+        by: "officer-7".into(),
+        at: t(4),
+    };
+    IdTest::with(())
+        .given(vec![started()])
+        .when(set(true, vec![record.clone()]))
+        .then_expect_events(vec![
+            IdentificationEvent::PepStatusSet {
+                pep: true,
+                reason: None,
+                by: "officer-7".into(),
+                at: t(4),
+            },
+            IdentificationEvent::PepRecordsSet {
+                pep_records: vec![record.clone()],
+                reason: None,
+                by: "officer-7".into(),
+                at: t(4),
+            },
+        ]);
+    let err = IdTest::with(())
+        .given(vec![started()])
+        .when(set(false, vec![record.clone()]))
+        .inspect_result()
+        .expect_err("records without a status");
+    assert_eq!(err.reason(), "INVALID_ARGUMENT");
+    let backwards = PepRecord {
+        until: Some(day(2018, 1, 1)),
+        ..record
+    };
+    let err = IdTest::with(())
+        .given(vec![started()])
+        .when(set(true, vec![backwards]))
+        .inspect_result()
+        .expect_err("until before since");
+    assert_eq!(err.reason(), "INVALID_ARGUMENT");
 }

@@ -295,7 +295,7 @@ impl Projections {
         let mut leaders = HashMap::new();
         sqlx::query(schema::CHECKPOINTS).execute(&writer).await?;
         for p in Projection::ALL {
-            Self::reshape_if_changed(&writer, dialect, p).await?;
+            schema::reshape_if_changed(&writer, dialect, p).await?;
             Self::create_tables(&writer, dialect, p, "", trigram).await?;
             sqlx::query(&dialect.placeholders(
                 "INSERT INTO projection_checkpoints (name, xid, position, updated_at) VALUES ($1, 0, 0, $2)
@@ -394,60 +394,6 @@ impl Projections {
             }
         }
         true
-    }
-
-    /// A read model whose live tables do not have exactly the columns its tables are now
-    /// created with (a column was added or removed since they were made) is dropped, and its
-    /// checkpoint goes back to the start: its projector builds it again from the log. Read
-    /// models are disposable; the log is the record.
-    async fn reshape_if_changed(
-        pool: &AnyPool,
-        dialect: Dialect,
-        p: Projection,
-    ) -> Result<(), ProjectionError> {
-        let sql = match dialect {
-            Dialect::Postgres => {
-                "SELECT CAST(column_name AS TEXT) FROM information_schema.columns
-                  WHERE table_schema = current_schema() AND table_name = $1"
-            }
-            Dialect::Sqlite => "SELECT name FROM pragma_table_info(?1)",
-        };
-        let mut changed = Vec::new();
-        for t in schema::tables(p) {
-            let live: std::collections::BTreeSet<String> = sqlx::query_scalar::<_, String>(sql)
-                .bind(t.name)
-                .fetch_all(pool)
-                .await?
-                .into_iter()
-                .map(|c| c.to_ascii_lowercase())
-                .collect();
-            let wanted: std::collections::BTreeSet<String> =
-                schema::columns(t.create).into_iter().collect();
-            if !live.is_empty() && live != wanted {
-                changed.push(t.name);
-            }
-        }
-        if changed.is_empty() {
-            return Ok(());
-        }
-        tracing::warn!(
-            read_model = p.name(),
-            tables = ?changed,
-            "the read model's tables changed columns: rebuilding it from the log"
-        );
-        for t in schema::tables(p) {
-            sqlx::query(&format!("DROP TABLE IF EXISTS {}", t.name))
-                .execute(pool)
-                .await?;
-        }
-        sqlx::query(&dialect.placeholders(
-            "UPDATE projection_checkpoints SET xid = 0, position = 0, updated_at = $2 WHERE name = $1",
-        ))
-        .bind(p.name())
-        .bind(now_text())
-        .execute(pool)
-        .await?;
-        Ok(())
     }
 
     async fn create_tables(

@@ -2,7 +2,9 @@
 //! projection owns its tables; a rebuild creates them again with a suffix beside the live
 //! ones and swaps them in.
 
-use crate::Projection;
+use sqlx::AnyPool;
+
+use crate::{now_text, Dialect, Projection, ProjectionError};
 
 /// A table of a projection: its base name and DDL with `{t}` for the (suffixed) table name.
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +103,59 @@ pub(crate) fn create_statements(p: Projection, suffix: &str, trigram: bool) -> V
         }
     }
     out
+}
+
+/// A read model whose live tables do not have exactly the columns its tables are now
+/// created with (a column was added or removed since they were made) is dropped, and its
+/// checkpoint goes back to the start: its projector builds it again from the log. Read
+/// models are disposable; the log is the record.
+pub(crate) async fn reshape_if_changed(
+    pool: &AnyPool,
+    dialect: Dialect,
+    p: Projection,
+) -> Result<(), ProjectionError> {
+    let sql = match dialect {
+        Dialect::Postgres => {
+            "SELECT CAST(column_name AS TEXT) FROM information_schema.columns
+              WHERE table_schema = current_schema() AND table_name = $1"
+        }
+        Dialect::Sqlite => "SELECT name FROM pragma_table_info(?1)",
+    };
+    let mut changed = Vec::new();
+    for t in tables(p) {
+        let live: std::collections::BTreeSet<String> = sqlx::query_scalar::<_, String>(sql)
+            .bind(t.name)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        let wanted: std::collections::BTreeSet<String> = columns(t.create).into_iter().collect();
+        if !live.is_empty() && live != wanted {
+            changed.push(t.name);
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(
+        read_model = p.name(),
+        tables = ?changed,
+        "the read model's tables changed columns: rebuilding it from the log"
+    );
+    for t in tables(p) {
+        sqlx::query(&format!("DROP TABLE IF EXISTS {}", t.name))
+            .execute(pool)
+            .await?;
+    }
+    sqlx::query(&dialect.placeholders(
+        "UPDATE projection_checkpoints SET xid = 0, position = 0, updated_at = $2 WHERE name = $1",
+    ))
+    .bind(p.name())
+    .bind(now_text())
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

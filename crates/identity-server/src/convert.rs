@@ -369,6 +369,25 @@ pub fn identification_to_pb(
         updated_at: timestamp(i.updated_at),
         version: version as u64,
         calculated_level: level_to_pb(i.calculated_level(Utc::now().date_naive())) as i32,
+        pep_records: i
+            .pep_records
+            .iter()
+            .map(|r| pb::PepRecord {
+                position: r.position.as_str().to_string(),
+                country: r.country.to_string(),
+                since: r.since.map(|d| d.to_string()).unwrap_or_default(),
+                until: r.until.map(|d| d.to_string()).unwrap_or_default(),
+                relation: match r.relation {
+                    identity_domain::identification::PepRelation::Holder => pb::PepRelation::Holder,
+                    identity_domain::identification::PepRelation::FamilyMember => {
+                        pb::PepRelation::FamilyMember
+                    }
+                    identity_domain::identification::PepRelation::CloseAssociate => {
+                        pb::PepRelation::CloseAssociate
+                    }
+                } as i32,
+            })
+            .collect(),
         level_changes: i
             .level_changes
             .iter()

@@ -1,5 +1,6 @@
 //! The directory read model: users for lookups, search, sorting and paging.
 
+mod owners;
 pub(crate) mod queries;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,48 +35,6 @@ async fn contact(
         .bind(at)
         .execute(&mut *conn)
         .await?;
-    Ok(())
-}
-
-/// A user's wallet given to another user (a merge): the directory lists it under the new
-/// owner (and no longer at all when the new owner is not a user); both users' search texts
-/// change.
-async fn wallet_owner_changed(
-    conn: &mut AnyConnection,
-    sql: &Sql<'_>,
-    e: &StoredEvent,
-    refresh: &mut BTreeSet<(String, String)>,
-) -> Result<()> {
-    let (tenant, wallet) = tenant_and_id(e)?;
-    let WalletEvent::WalletOwnerChanged {
-        owner, previous, ..
-    } = decode(e)?
-    else {
-        return Ok(());
-    };
-    if owner.owner_type == OwnerType::User {
-        sqlx::query(&sql.text(
-            "UPDATE {rm_user_wallets} SET user_id = $3 WHERE tenant = $1 AND wallet_id = $2",
-        ))
-        .bind(&tenant)
-        .bind(&wallet)
-        .bind(&owner.owner_id)
-        .execute(&mut *conn)
-        .await?;
-    } else {
-        sqlx::query(
-            &sql.text("DELETE FROM {rm_user_wallets} WHERE tenant = $1 AND wallet_id = $2"),
-        )
-        .bind(&tenant)
-        .bind(&wallet)
-        .execute(&mut *conn)
-        .await?;
-    }
-    for o in [owner, previous] {
-        if o.owner_type == OwnerType::User {
-            refresh.insert((tenant.clone(), o.owner_id));
-        }
-    }
     Ok(())
 }
 
@@ -628,7 +587,7 @@ impl Fold for DirectoryFold {
             if e.aggregate_type == "User" {
                 directory_user(conn, sql, e, &mut self.refresh).await?;
             } else if e.event_type == "WalletOwnerChanged" {
-                wallet_owner_changed(conn, sql, e, &mut self.refresh).await?;
+                owners::wallet_owner_changed(conn, sql, e, &mut self.refresh).await?;
             }
             Ok(())
         })

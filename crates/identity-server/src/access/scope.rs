@@ -51,6 +51,7 @@ pub const PERSONAL: &[(&str, &str, Scope)] = &[
         "level_changes",
         Scope::IdentificationLevel,
     ),
+    ("Identification", "pep_records", Scope::Pep),
 ];
 
 /// Keys of stored event payloads and aggregate states (what the audit trail shows) that hold
@@ -77,6 +78,7 @@ pub const STORED: &[(&str, Scope)] = &[
     ("pep", Scope::Pep),
     ("level", Scope::IdentificationLevel),
     ("level_changes", Scope::IdentificationLevel),
+    ("pep_records", Scope::Pep),
     ("address", Scope::WalletList),
 ];
 
@@ -266,6 +268,7 @@ pub fn cut_identification(
     c.field("level", &mut i.level);
     c.field("calculated_level", &mut i.calculated_level);
     c.field("level_changes", &mut i.level_changes);
+    c.field("pep_records", &mut i.pep_records);
 }
 
 /// A read mask's paths, checked against `scopes`: a path out of scope is refused, named.

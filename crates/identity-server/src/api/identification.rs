@@ -2,7 +2,8 @@
 
 use chrono::Utc;
 use identity_domain::identification::{
-    Document, DocumentFile, Identification, IdentificationCommand, Identity, Subject,
+    Document, DocumentFile, Identification, IdentificationCommand, Identity, PepRecord,
+    PepRelation, Subject,
 };
 use identity_domain::values::{CountryCode, DocumentId, Name, PersonCode, Text, UserId};
 use identity_domain::ClaimKind;
@@ -173,6 +174,29 @@ impl TryFrom<&pb::AttachDocumentRequest> for NewDocument {
     }
 }
 
+/// One PEP record of a request (`records[i]`), every field checked.
+fn pep_record(i: usize, r: &pb::PepRecord) -> Result<PepRecord, Refused> {
+    let name = |f: &str| format!("records[{i}].{f}");
+    let relation = match pb::PepRelation::try_from(r.relation) {
+        Ok(pb::PepRelation::Holder) => PepRelation::Holder,
+        Ok(pb::PepRelation::FamilyMember) => PepRelation::FamilyMember,
+        Ok(pb::PepRelation::CloseAssociate) => PepRelation::CloseAssociate,
+        _ => {
+            return Err(Refused {
+                field: name("relation"),
+                why: "must be HOLDER, FAMILY_MEMBER or CLOSE_ASSOCIATE".into(),
+            })
+        }
+    };
+    Ok(PepRecord {
+        position: field(&name("position"), &r.position, Text::parse)?,
+        country: field(&name("country"), &r.country, CountryCode::parse)?,
+        since: optional_field(&name("since"), &r.since, parse_date)?,
+        until: optional_field(&name("until"), &r.until, parse_date)?,
+        relation,
+    })
+}
+
 /// The largest document file a reference may describe.
 const MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
 
@@ -271,15 +295,23 @@ impl IdentificationService for IdentificationApi {
     ) -> Rpc<pb::SetPepStatusResponse> {
         let ctx = RequestContext::from_request(&request)?;
         let req = request.into_inner();
+        let records: Result<Vec<PepRecord>, Refused> = req
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| pep_record(i, r))
+            .collect();
         parse_fields! {
             user = field("user_id", &req.user_id, UserId::parse),
             reason = optional_field("reason", &req.reason, Text::parse),
+            records = records,
         }
         let by = ctx.caller.principal.actor();
         let executed = self
             .run(&ctx, user, |subject| IdentificationCommand::SetPepStatus {
                 subject,
                 pep: req.pep,
+                records,
                 reason,
                 by,
                 at: Utc::now(),
