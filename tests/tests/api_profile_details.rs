@@ -100,6 +100,21 @@ mod scenarios {
             .await;
         assert_eq!(clear, 0);
 
+        // The directory holds them too.
+        let listed = ok!(u.lookup_user(req(
+            "acme",
+            pb::LookupUserRequest {
+                key: Some(pb::lookup_user_request::Key::Email(
+                    "zephyrine@example.com".into()
+                )),
+                min_position: app.head_position().await,
+                read_mask: None,
+            },
+        )))
+        .user
+        .expect("user");
+        assert_eq!(listed.details.as_ref(), Some(&expected));
+
         // Replaced whole: only the nickname is left.
         let update = |details: Option<pb::ProfileDetails>| pb::UpdateUserProfileRequest {
             user_id: user.clone(),

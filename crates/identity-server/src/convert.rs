@@ -214,7 +214,7 @@ pub fn user_to_pb(u: &User, version: usize) -> pb::User {
         updated_at: timestamp(u.updated_at),
         version: version as u64,
         details: crate::api::user::details_to_pb(&u.details),
-        // Set by GetUser, which holds the tenant's key.
+        // Set by `scoped_user`, which holds the tenant's key.
         email_hash: String::new(),
     }
 }
@@ -442,6 +442,7 @@ pub fn directory_user_to_pb(u: &identity_projections::queries::DirectoryUser) ->
             })
             .collect(),
         merged_into: u.merged_into.clone().unwrap_or_default(),
+        details: crate::api::user::details_to_pb(&u.details),
         created_at: timestamp_text(&u.created_at),
         updated_at: timestamp_text(&u.updated_at),
         version: u.version,

@@ -27,6 +27,7 @@ pub struct DirectoryUser {
     pub wallet_addresses: Vec<String>,
     /// The user's wallets as the directory knows them, in the order of `wallet_addresses`.
     pub wallets: Vec<DirectoryWallet>,
+    pub details: identity_domain::values::ProfileDetails,
 }
 
 /// A user's wallet in the directory.
@@ -163,11 +164,12 @@ fn checksummed_form(address: &str) -> Option<String> {
     Some(identity_domain::derive::checksummed(&bytes))
 }
 
-const USER_COLUMNS: &str = "user_id, email, phone, external_id, identifier_email, first_name, last_name, locale, active, roles, public_profile, merged_into, created_at, updated_at, version";
+const USER_COLUMNS: &str = "user_id, email, phone, external_id, identifier_email, first_name, last_name, locale, active, roles, public_profile, merged_into, created_at, updated_at, version, details";
 
 fn user_from_row(r: &AnyRow) -> Result<DirectoryUser> {
     let roles: String = r.try_get("roles")?;
     let profile: String = r.try_get("public_profile")?;
+    let details: String = r.try_get("details")?;
     Ok(DirectoryUser {
         user_id: r.try_get("user_id")?,
         email: r.try_get("email")?,
@@ -186,6 +188,7 @@ fn user_from_row(r: &AnyRow) -> Result<DirectoryUser> {
         version: count(r, "version")?,
         wallet_addresses: Vec::new(),
         wallets: Vec::new(),
+        details: json("details", &details)?,
     })
 }
 

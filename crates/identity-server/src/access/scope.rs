@@ -35,6 +35,7 @@ pub const PERSONAL: &[(&str, &str, Scope)] = &[
     ("DirectoryUser", "roles", Scope::Roles),
     ("DirectoryUser", "wallet_addresses", Scope::WalletList),
     ("DirectoryUser", "wallets", Scope::WalletList),
+    ("DirectoryUser", "details", Scope::Profile),
     ("GetUserWithBalancesResponse", "wallets", Scope::WalletList),
     ("GetMyBalancesResponse", "wallets", Scope::WalletList),
     ("Identification", "identity", Scope::Identity),
@@ -253,6 +254,7 @@ pub fn cut_directory_user(
     c.field("roles", &mut u.roles);
     c.field("wallet_addresses", &mut u.wallet_addresses);
     c.field("wallets", &mut u.wallets);
+    c.field("details", &mut u.details);
 }
 
 /// Cuts an identification to `scopes`.

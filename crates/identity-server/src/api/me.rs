@@ -81,7 +81,8 @@ impl MeService for MeApi {
         let (user, session) = me(&ctx)?;
         // The aggregate itself: always current, so any min_position is met.
         let loaded = self.core.load_user(&ctx, user).await?;
-        let (user, withheld_fields) = scoped_user(&ctx, &loaded.aggregate, loaded.sequence);
+        let (user, withheld_fields) =
+            scoped_user(&self.core, &ctx, &loaded.aggregate, loaded.sequence).await?;
         Ok(Response::new(pb::GetMeResponse {
             user: Some(user),
             withheld_fields,

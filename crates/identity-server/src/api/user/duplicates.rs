@@ -175,6 +175,7 @@ mod tests {
             version: 1,
             wallet_addresses: Vec::new(),
             wallets: Vec::new(),
+            details: Default::default(),
         }
     }
 

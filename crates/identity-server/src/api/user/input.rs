@@ -22,16 +22,22 @@ pub(super) fn require(ctx: &RequestContext, permission: Permission) -> ApiResult
     }
 }
 
-/// A user cut to the caller's scopes, and the names of what was withheld.
-pub(crate) fn scoped_user(
+/// A user cut to the caller's scopes, and the names of what was withheld. The email's keyed
+/// hash (for a support tool) is computed here, with the tenant's id key.
+pub(crate) async fn scoped_user(
+    core: &Core,
     ctx: &RequestContext,
     user: &User,
     version: usize,
-) -> (pb::User, Vec<String>) {
+) -> ApiResult<(pb::User, Vec<String>)> {
     let mut out = user_to_pb(user, version);
+    if let Some(email) = &user.email {
+        let key = core.id_key(ctx).await?;
+        out.email_hash = identity_domain::derive::email_hash(&key, email);
+    }
     let mut withheld = Vec::new();
     scope::cut_user(&mut out, ctx.caller.scopes, &mut withheld);
-    (out, withheld)
+    Ok((out, withheld))
 }
 
 /// A new password, held to the policy.

@@ -99,7 +99,8 @@ impl UserService for UserApi {
         let id_key = self.core.id_key(&ctx).await?;
         let cmd = parse_input(input, "user.", UserId(Uuid::new_v4()), &ctx, id_key)?;
         let executed = self.register(&ctx, cmd, active).await?;
-        let (user, withheld_fields) = scoped_user(&ctx, &executed.aggregate, executed.sequence);
+        let (user, withheld_fields) =
+            scoped_user(&self.core, &ctx, &executed.aggregate, executed.sequence).await?;
         Ok(Response::new(pb::RegisterUserResponse {
             user: Some(user),
             position: executed.position,
@@ -189,7 +190,8 @@ impl UserService for UserApi {
                 UserCommand::UpdateProfile(Box::new(update), Utc::now()),
             )
             .await?;
-        let (user, withheld_fields) = scoped_user(&ctx, &executed.aggregate, executed.sequence);
+        let (user, withheld_fields) =
+            scoped_user(&self.core, &ctx, &executed.aggregate, executed.sequence).await?;
         Ok(Response::new(pb::UpdateUserProfileResponse {
             user: Some(user),
             position: executed.position,

@@ -39,16 +39,8 @@ impl UserApi {
             ctx.caller.scopes,
         )?;
         let loaded = self.core.load_user(&ctx, user).await?;
-        let key = self.core.id_key(&ctx).await?;
-        let mut user = user_to_pb(&loaded.aggregate, loaded.sequence);
-        user.email_hash = loaded
-            .aggregate
-            .email
-            .as_ref()
-            .map(|e| identity_domain::derive::email_hash(&key, e))
-            .unwrap_or_default();
-        let mut withheld_fields = Vec::new();
-        scope::cut_user(&mut user, ctx.caller.scopes, &mut withheld_fields);
+        let (user, withheld_fields) =
+            scoped_user(&self.core, &ctx, &loaded.aggregate, loaded.sequence).await?;
         Ok(Response::new(pb::GetUserResponse {
             user: Some(user),
             withheld_fields,
