@@ -29,6 +29,13 @@ pub struct Owner {
     pub owner_id: String,
 }
 
+impl Owner {
+    /// The user id, when the owner is a user (only users have a status and a directory entry).
+    pub fn user_id(&self) -> Option<&str> {
+        (self.owner_type == OwnerType::User).then_some(self.owner_id.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WalletType {

@@ -199,6 +199,12 @@ fn internal() -> Classified {
 }
 
 impl ApiError {
+    /// A paging token or cursor (`field`) this service did not give: INVALID_ARGUMENT naming
+    /// the field.
+    pub fn foreign_token(field: &str) -> Self {
+        DomainError::invalid(field, format!("not a {field} this service gave")).into()
+    }
+
     /// The one exhaustive classification (no `_` arm).
     pub fn classify(&self) -> Classified {
         use Blame::{Caller, Load, Service};

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use identity_domain::wallet::{OwnerType, WalletEvent};
+use identity_domain::wallet::WalletEvent;
 use identity_store::StoredEvent;
 use sqlx::AnyConnection;
 
@@ -24,13 +24,13 @@ pub(super) async fn wallet_owner_changed(
     else {
         return Ok(());
     };
-    if owner.owner_type == OwnerType::User {
+    if let Some(new) = owner.user_id() {
         sqlx::query(&sql.text(
             "UPDATE {rm_user_wallets} SET user_id = $3 WHERE tenant = $1 AND wallet_id = $2",
         ))
         .bind(&tenant)
         .bind(&wallet)
-        .bind(&owner.owner_id)
+        .bind(new)
         .execute(&mut *conn)
         .await?;
     } else {
@@ -42,10 +42,8 @@ pub(super) async fn wallet_owner_changed(
         .execute(&mut *conn)
         .await?;
     }
-    for o in [owner, previous] {
-        if o.owner_type == OwnerType::User {
-            refresh.insert((tenant.clone(), o.owner_id));
-        }
+    for user in [owner.user_id(), previous.user_id()].into_iter().flatten() {
+        refresh.insert((tenant.clone(), user.to_string()));
     }
     Ok(())
 }

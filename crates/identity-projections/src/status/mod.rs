@@ -382,10 +382,8 @@ async fn wallet_owner_changed(
     else {
         return Ok(());
     };
-    let user = |o: &identity_domain::wallet::Owner| {
-        (o.owner_type == OwnerType::User).then(|| o.owner_id.clone())
-    };
-    match user(&owner) {
+
+    match owner.user_id().map(str::to_string) {
         Some(new) => {
             sqlx::query(&sql.text(
                 "INSERT INTO {st_wallets} (tenant, wallet_id, user_id) VALUES ($1, $2, $3)
@@ -417,9 +415,10 @@ async fn wallet_owner_changed(
             }
         }
     }
-    let users: Vec<String> = [user(&owner), user(&previous)]
+    let users: Vec<String> = [owner.user_id(), previous.user_id()]
         .into_iter()
         .flatten()
+        .map(str::to_string)
         .collect();
     recompute(conn, sql, &tenant, &users).await
 }

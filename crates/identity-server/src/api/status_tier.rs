@@ -283,12 +283,7 @@ impl StatusTierService for StatusTierApi {
             )
             .await
             .map_err(ApiError::from)?
-            .map_err(|_| {
-                ApiError::from(DomainError::invalid(
-                    "page_token",
-                    "not a next_page_token this service gave",
-                ))
-            })?;
+            .map_err(|_| ApiError::foreign_token("page_token"))?;
         Ok(Response::new(pb::ListStatusTiersResponse {
             tiers: tiers.iter().map(tier_view_to_pb).collect(),
             next_page_token: next.unwrap_or_default(),

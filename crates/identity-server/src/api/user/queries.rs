@@ -233,12 +233,7 @@ impl UserApi {
             .list_users(ctx.tenant.as_str(), &query)
             .await
             .map_err(ApiError::from)?
-            .map_err(|_| {
-                ApiError::from(DomainError::invalid(
-                    "cursor",
-                    "not a cursor this service returned",
-                ))
-            })?;
+            .map_err(|_| ApiError::foreign_token("cursor"))?;
         let duplicate_groups = match mode {
             D::Unspecified => Vec::new(),
             D::Soft | D::Hard => super::duplicates::groups(&page.users),
@@ -345,12 +340,7 @@ impl UserApi {
                 .public_profiles_page(tenant, filter.as_ref(), req.page_size, &req.page_token)
                 .await
                 .map_err(ApiError::from)?
-                .map_err(|_| {
-                    ApiError::from(DomainError::invalid(
-                        "page_token",
-                        "not a next_page_token this service gave",
-                    ))
-                })?
+                .map_err(|_| ApiError::foreign_token("page_token"))?
         } else {
             let found = projections
                 .public_profiles(tenant, &ids, filter.as_ref())
